@@ -1,0 +1,3 @@
+from opendoctor.cli import main
+
+main()

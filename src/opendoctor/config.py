@@ -1,0 +1,108 @@
+"""Settings: defaults, then a TOML file, then `OPENDOCTOR_*` environment variables.
+
+Nested groups use a double underscore in the environment, for example
+`OPENDOCTOR_MONITOR__INTERVAL=0.1` or `OPENDOCTOR_API__PORT=9000`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opendoctor"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8780, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    auth_mode: Literal["trusted-headers", "token"] = "trusted-headers"
+    # token mode: token -> {"project_id": ..., "user_id": ..., "roles": [...]}
+    tokens: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # When set, southbound event endpoints require `X-Auth-Token: <this>`.
+    southbound_token: str | None = None
+
+
+class MonitorSettings(BaseModel):
+    enabled: bool = True
+    interval: float = Field(0.05, gt=0, description="seconds between heartbeat probes")
+    misses: int = Field(3, ge=1, description="consecutive missed probes that make a fault")
+
+
+class InspectorSettings(BaseModel):
+    vim_concurrency: int = Field(32, ge=1, description="parallel VIM calls per fault")
+
+
+class NotifierSettings(BaseModel):
+    timeout: float = Field(2.0, gt=0, description="seconds to wait for a consumer's answer")
+    max_attempts: int = Field(12, ge=1)
+    backoff_initial: float = Field(0.2, gt=0)
+    backoff_max: float = Field(30.0, gt=0)
+    connections: int = Field(256, ge=1)
+
+
+class RecoverySettings(BaseModel):
+    enabled: bool = True
+    concurrency: int = Field(8, ge=1, description="servers evacuated in parallel")
+    serve_timeout: float = Field(15.0, gt=0, description="seconds for a server to serve again")
+
+
+class VimSettings(BaseModel):
+    driver: Literal["lab"] = "lab"
+    lab_url: str | None = Field(None, description="lab API URL; default: read from the lab dir")
+    lab_dir: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OPENDOCTOR_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    inspector: InspectorSettings = Field(default_factory=InspectorSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    vim: VimSettings = Field(default_factory=VimSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which overrides the defaults.
+        return (env_settings, init_settings)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'opendoctor.db'}"
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.vim.lab_dir or self.state_dir / "lab"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from an optional TOML file plus keyword overrides, under the environment."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    data.update(overrides)
+    return Settings(**data)

@@ -1,0 +1,25 @@
+"""Prometheus metrics: one place that names them all."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# From sub-millisecond in-process stages to multi-second recoveries.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+STAGE = Histogram(
+    "opendoctor_stage_seconds",
+    "Time from fault detection (T01) to each pipeline checkpoint",
+    ["checkpoint"],
+    buckets=_BUCKETS,
+)
+EVENTS = Counter("opendoctor_events_total", "Southbound events by outcome", ["type", "outcome"])
+NOTIFICATIONS = Counter(
+    "opendoctor_notification_attempts_total", "Notification attempts by result", ["result"]
+)
+FAULTS_ACTIVE = Gauge("opendoctor_faults_active", "Faults currently active")
+VIM_ERRORS = Counter("opendoctor_vim_errors_total", "Failed VIM calls", ["operation"])
+RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result", ["result"])
+HOST_PROBES_MISSED = Counter(
+    "opendoctor_host_probes_missed_total", "Heartbeat probes hosts did not answer"
+)

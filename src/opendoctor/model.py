@@ -1,0 +1,148 @@
+"""Plain dataclasses that travel through the hot path: events, resources, traces.
+
+Pydantic models live at the edges (API, config); these stay cheap to build and copy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from time import time as _now
+from typing import Any
+
+HOST_DOWN = "compute.host.down"
+INSTANCE_UPDATE = "compute.instance.update"
+
+# Trait type codes of the Aodh/Panko event model.
+TRAIT_STRING, TRAIT_INT, TRAIT_FLOAT, TRAIT_DATETIME = 1, 2, 3, 4
+
+# Profiler checkpoints (numbering follows the original Doctor profiler).
+CHECKPOINTS: dict[str, str] = {
+    "T00": "fault injected",
+    "T01": "fault detected",
+    "T02": "affected resources found",
+    "T03": "servers set to error",
+    "T04": "host marked down",
+    "T09": "consumer notified",
+    "T11": "servers evacuated and serving",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as the ISO 8601 form OpenStack APIs use (UTC, microseconds)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+@dataclass(slots=True)
+class Event:
+    """A fault report from a monitor (southbound, Doctor format)."""
+
+    type: str
+    hostname: str
+    status: str
+    time: float
+    monitor: str = ""
+    monitor_event_id: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    received: float = field(default_factory=_now)
+    # Checkpoints known before the service saw the event (T00 from a lab, T01 from a monitor).
+    trace: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status != "up"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Events are identified by (type, hostname): repeats of one fault share it."""
+        return (self.type, self.hostname)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Trait:
+    name: str
+    type: int
+    value: Any
+
+    def as_list(self) -> list[Any]:
+        return [self.name, self.type, self.value]
+
+
+@dataclass(slots=True)
+class NotificationEvent:
+    """A northbound event (what alarms match), e.g. compute.instance.update for one server."""
+
+    event_type: str
+    traits: dict[str, Trait]
+    generated: float = field(default_factory=_now)
+    message_id: str = field(default_factory=new_id)
+    fault_id: str | None = None
+
+    @classmethod
+    def build(
+        cls, event_type: str, fault_id: str | None = None, **values: Any
+    ) -> NotificationEvent:
+        traits: dict[str, Trait] = {}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                code = TRAIT_STRING
+                value = str(value)
+            else:
+                code = TRAIT_INT if isinstance(value, int) else TRAIT_FLOAT
+            traits[name] = Trait(name, code, value)
+        return cls(event_type=event_type, traits=traits, fault_id=fault_id)
+
+    @property
+    def project_id(self) -> str | None:
+        for name in ("project_id", "tenant_id"):
+            trait = self.traits.get(name)
+            if trait is not None:
+                return str(trait.value)
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "event_type": self.event_type,
+            "generated": iso(self.generated),
+            "traits": [t.as_list() for t in self.traits.values()],
+        }
+
+
+@dataclass(slots=True)
+class Host:
+    name: str
+    address: str  # IP the host answers heartbeats on
+    heartbeat_port: int = 0
+    state: str = "up"  # up | down  (as the VIM sees it)
+    forced_down: bool = False
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class Server:
+    id: str
+    name: str
+    host: str
+    project_id: str
+    status: str = "ACTIVE"  # ACTIVE | ERROR | SHUTOFF | ...
+    endpoint: str | None = None  # URL the server's application answers on
+
+
+@dataclass(slots=True)
+class VimChange:
+    """One change reported by the VIM's change feed."""
+
+    kind: str  # "host" | "server"
+    op: str  # "upsert" | "delete"
+    host: Host | None = None
+    server: Server | None = None
