@@ -1,0 +1,236 @@
+"""Persistence of alarms and their history (Aodh's alarm and alarm_history)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from opendoctor.model import iso, new_id
+from opendoctor.notifier.rules import Alarm, compile_rule
+from opendoctor.store.db import Database
+from opendoctor.store.tables import AlarmHistoryRow, AlarmRow
+
+ALARMS = cast(Table, AlarmRow.__table__)
+HISTORY = cast(Table, AlarmHistoryRow.__table__)
+
+CREATION = "creation"
+RULE_CHANGE = "rule change"
+STATE_TRANSITION = "state transition"
+DELETION = "deletion"
+
+# Bind names must differ from column names: SQLAlchemy reserves those for SET values.
+_SET_STATE = (
+    update(ALARMS)
+    .where(ALARMS.c.alarm_id == bindparam("b_alarm_id"))
+    .values(
+        state=bindparam("b_state"),
+        state_reason=bindparam("b_reason"),
+        state_timestamp=bindparam("b_timestamp"),
+    )
+)
+
+
+@dataclass(slots=True)
+class Transition:
+    """One alarm changing state, as the notification path (or the API) decided it."""
+
+    alarm_id: str
+    previous: str
+    current: str
+    reason: str
+    reason_data: dict[str, Any]
+    timestamp: float
+    project_id: str  # who made the change (the alarm's own project for evaluations)
+    user_id: str
+    severity: str
+    on_behalf_of: str | None = None  # the alarm's project; None: the same as project_id
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """One row of an alarm's history. `detail` is stored as a JSON string."""
+
+    alarm_id: str
+    type: str
+    detail: dict[str, Any]
+    timestamp: float
+    project_id: str  # who made the change
+    user_id: str
+    on_behalf_of: str  # the alarm's project
+    severity: str
+    event_id: str = field(default_factory=new_id)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "alarm_id": self.alarm_id,
+            "type": self.type,
+            "detail": orjson.dumps(self.detail).decode(),
+            "timestamp": self.timestamp,
+            "project_id": self.project_id,
+            "user_id": self.user_id,
+            "on_behalf_of": self.on_behalf_of,
+            "severity": self.severity,
+        }
+
+
+def _row(alarm: Alarm) -> dict[str, Any]:
+    return {
+        "alarm_id": alarm.alarm_id,
+        "name": alarm.name,
+        "description": alarm.description,
+        "type": alarm.type,
+        "project_id": alarm.project_id,
+        "user_id": alarm.user_id,
+        "enabled": alarm.enabled,
+        "state": alarm.state,
+        "state_reason": alarm.state_reason,
+        "state_timestamp": alarm.state_timestamp,
+        "timestamp": alarm.timestamp,
+        "severity": alarm.severity,
+        "repeat_actions": alarm.repeat_actions,
+        "alarm_actions": list(alarm.alarm_actions),
+        "ok_actions": list(alarm.ok_actions),
+        "insufficient_data_actions": list(alarm.insufficient_data_actions),
+        "rule": alarm.rule(),
+    }
+
+
+def _alarm(row: RowMapping) -> Alarm:
+    event_type, terms = compile_rule(row["rule"])
+    return Alarm(
+        alarm_id=row["alarm_id"],
+        name=row["name"],
+        description=row["description"],
+        type=row["type"],
+        project_id=row["project_id"],
+        user_id=row["user_id"],
+        enabled=bool(row["enabled"]),
+        state=row["state"],
+        state_reason=row["state_reason"],
+        state_timestamp=row["state_timestamp"],
+        timestamp=row["timestamp"],
+        severity=row["severity"],
+        repeat_actions=bool(row["repeat_actions"]),
+        alarm_actions=list(row["alarm_actions"]),
+        ok_actions=list(row["ok_actions"]),
+        insufficient_data_actions=list(row["insufficient_data_actions"]),
+        event_type=event_type,
+        query=terms,
+    )
+
+
+def _history_api(row: RowMapping) -> dict[str, Any]:
+    """A history row in Aodh's JSON shape."""
+    return {
+        "event_id": row["event_id"],
+        "alarm_id": row["alarm_id"],
+        "type": row["type"],
+        "detail": row["detail"],
+        "timestamp": iso(row["timestamp"]),
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "on_behalf_of": row["on_behalf_of"],
+        "severity": row["severity"],
+    }
+
+
+class AlarmStore:
+    """Alarms and their history in the database. Every write is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load_all(self) -> list[Alarm]:
+        async with self.db.engine.connect() as conn:
+            result = await conn.execute(select(ALARMS))
+            return [_alarm(row) for row in result.mappings()]
+
+    async def get(self, alarm_id: str) -> Alarm | None:
+        async with self.db.engine.connect() as conn:
+            result = await conn.execute(select(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
+            row = result.mappings().first()
+            return None if row is None else _alarm(row)
+
+    async def insert(self, alarm: Alarm, history: Sequence[HistoryEntry]) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(insert(ALARMS), [_row(alarm)])
+            await _add_history(conn, history)
+
+    async def update(self, alarm: Alarm, history: Sequence[HistoryEntry]) -> None:
+        values = _row(alarm)
+        del values["alarm_id"]
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(
+                update(ALARMS).where(ALARMS.c.alarm_id == alarm.alarm_id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise KeyError(alarm.alarm_id)
+            await _add_history(conn, history)
+
+    async def delete(self, alarm_id: str, history: Sequence[HistoryEntry]) -> None:
+        """Delete an alarm; its history stays (as in Aodh) and gains the deletion."""
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
+            await _add_history(conn, history)
+
+    async def history(self, alarm_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The alarm's history in Aodh's shape, newest first."""
+        query = (
+            select(HISTORY)
+            .where(HISTORY.c.alarm_id == alarm_id)
+            .order_by(HISTORY.c.timestamp.desc())
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            result = await conn.execute(query)
+            return [_history_api(row) for row in result.mappings()]
+
+    async def record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Persist many state changes and their history rows in one transaction.
+
+        This sits on the notification path, hence two executemany statements rather than
+        a round trip per alarm.
+        """
+        if not transitions:
+            return
+        states = []
+        rows = []
+        for t in transitions:
+            states.append(
+                {
+                    "b_alarm_id": t.alarm_id,
+                    "b_state": t.current,
+                    "b_reason": t.reason,
+                    "b_timestamp": t.timestamp,
+                }
+            )
+            rows.append(
+                {
+                    "event_id": new_id(),
+                    "alarm_id": t.alarm_id,
+                    "type": STATE_TRANSITION,
+                    "detail": orjson.dumps(
+                        {"state": t.current, "transition_reason": t.reason}
+                    ).decode(),
+                    "timestamp": t.timestamp,
+                    "project_id": t.project_id,
+                    "user_id": t.user_id,
+                    "on_behalf_of": t.on_behalf_of or t.project_id,
+                    "severity": t.severity,
+                }
+            )
+        async with self.db.engine.begin() as conn:
+            await conn.execute(_SET_STATE, states)
+            await conn.execute(insert(HISTORY), rows)
+
+
+async def _add_history(conn: AsyncConnection, history: Sequence[HistoryEntry]) -> None:
+    if history:
+        await conn.execute(insert(HISTORY), [entry.row() for entry in history])

@@ -1,0 +1,132 @@
+"""The notification outbox: every notification is a row until its consumer has it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.tables import OutboxRow
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+@dataclass(slots=True)
+class OutboxEntry:
+    id: str
+    alarm_id: str
+    url: str
+    body: dict[str, Any]
+    created: float
+    fault_id: str | None = None
+    status: str = PENDING
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+    delivered: float | None = None
+    # Not persisted: the encoded body, made once and reused by every attempt.
+    payload: bytes = field(default=b"", repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "alarm_id": self.alarm_id,
+            "url": self.url,
+            "body": self.body,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt": self.next_attempt,
+            "last_error": self.last_error,
+            "created": self.created,
+            "delivered": self.delivered,
+            "fault_id": self.fault_id,
+        }
+
+
+def _entry(row: OutboxRow) -> OutboxEntry:
+    return OutboxEntry(
+        id=row.id,
+        alarm_id=row.alarm_id,
+        url=row.url,
+        body=dict(row.body),
+        created=row.created,
+        fault_id=row.fault_id,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt=row.next_attempt,
+        last_error=row.last_error,
+        delivered=row.delivered,
+    )
+
+
+class OutboxStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, entries: list[OutboxEntry]) -> None:
+        """Insert new entries; ids already present (a replayed event) are left as they are."""
+        if not entries:
+            return
+        stmt = dialect_insert(self.db, OutboxRow).on_conflict_do_nothing(index_elements=["id"])
+        async with self.db.sessions.begin() as session:
+            await session.execute(stmt, [e.row() for e in entries])
+
+    async def record_attempts(self, entries: list[OutboxEntry]) -> None:
+        """Write back status, attempts, timing and error of entries after delivery attempts."""
+        if not entries:
+            return
+        stmt = (
+            update(OutboxRow)
+            .where(OutboxRow.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                next_attempt=bindparam("b_next"),
+                last_error=bindparam("b_error"),
+                delivered=bindparam("b_delivered"),
+            )
+        )
+        params = [
+            {
+                "b_id": e.id,
+                "b_status": e.status,
+                "b_attempts": e.attempts,
+                "b_next": e.next_attempt,
+                "b_error": e.last_error,
+                "b_delivered": e.delivered,
+            }
+            for e in entries
+        ]
+        async with self.db.sessions.begin() as session:
+            # Core statement on the connection: an executemany, not ORM bulk semantics.
+            connection = await session.connection()
+            await connection.execute(stmt, params)
+
+    async def due(self, now: float, limit: int = 500) -> list[OutboxEntry]:
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.status == PENDING, OutboxRow.next_attempt <= now)
+            .order_by(OutboxRow.next_attempt)
+            .limit(limit)
+        )
+        async with self.db.sessions() as session:
+            return [_entry(r) for r in await session.scalars(query)]
+
+    async def next_due(self) -> float | None:
+        query = select(OutboxRow.next_attempt).where(OutboxRow.status == PENDING)
+        query = query.order_by(OutboxRow.next_attempt).limit(1)
+        async with self.db.sessions() as session:
+            return await session.scalar(query)
+
+    async def list(
+        self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
+    ) -> list[OutboxEntry]:
+        query = select(OutboxRow).order_by(OutboxRow.created).limit(limit)
+        if fault_id is not None:
+            query = query.where(OutboxRow.fault_id == fault_id)
+        if status is not None:
+            query = query.where(OutboxRow.status == status)
+        async with self.db.sessions() as session:
+            return [_entry(r) for r in await session.scalars(query)]

@@ -1,0 +1,176 @@
+"""Repositories for what the fault pipeline writes: events, faults, resources."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from opendoctor.faults import Fault, RecoveryItem
+from opendoctor.model import Event, Host, Server
+from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
+
+
+def _event_from_row(row: EventRow) -> Event:
+    body = dict(row.body)
+    return Event(
+        type=row.type,
+        hostname=row.hostname,
+        status=row.status,
+        time=row.time,
+        monitor=body.get("monitor", ""),
+        monitor_event_id=body.get("monitor_event_id", ""),
+        details=body.get("details", {}),
+        id=row.id,
+        received=row.received,
+        trace=body.get("trace", {}),
+    )
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def _row(event: Event, processed: bool, fault_id: str | None) -> dict[str, Any]:
+        return {
+            "id": event.id,
+            "type": event.type,
+            "hostname": event.hostname,
+            "status": event.status,
+            "time": event.time,
+            "received": event.received,
+            "body": event.to_dict(),
+            "processed": processed,
+            "fault_id": fault_id,
+        }
+
+    async def add(self, events: list[Event]) -> None:
+        """Record accepted events. A row the pipeline already wrote as processed stays so."""
+        stmt = dialect_insert(self.db, EventRow).on_conflict_do_nothing(index_elements=["id"])
+        async with self.db.sessions.begin() as session:
+            await session.execute(stmt, [self._row(e, False, None) for e in events])
+
+    async def mark_processed(self, event: Event, fault_id: str | None) -> None:
+        # An upsert: handling may finish before the accepting write has committed.
+        stmt = dialect_insert(self.db, EventRow).values(self._row(event, True, fault_id))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={"processed": True, "fault_id": fault_id}
+        )
+        async with self.db.sessions.begin() as session:
+            await session.execute(stmt)
+
+    async def unprocessed(self) -> list[Event]:
+        async with self.db.sessions() as session:
+            rows = await session.scalars(
+                select(EventRow).where(EventRow.processed.is_(False)).order_by(EventRow.received)
+            )
+            return [_event_from_row(r) for r in rows]
+
+    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.db.sessions() as session:
+            rows = await session.scalars(
+                select(EventRow).order_by(EventRow.received.desc()).limit(limit)
+            )
+            return [dict(r.body, processed=r.processed, fault_id=r.fault_id) for r in rows]
+
+
+def _fault_from_row(row: FaultRow) -> Fault:
+    return Fault(
+        id=row.id,
+        type=row.type,
+        hostname=row.hostname,
+        started=row.started,
+        status=row.status,
+        cleared=row.cleared,
+        trace=dict(row.trace),
+        affected=list(row.affected),
+        recovery=[RecoveryItem(**item) for item in row.recovery],
+    )
+
+
+class FaultStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def save(self, fault: Fault) -> None:
+        values = {
+            "id": fault.id,
+            "type": fault.type,
+            "hostname": fault.hostname,
+            "status": fault.status,
+            "started": fault.started,
+            "cleared": fault.cleared,
+            "trace": dict(fault.trace),
+            "affected": list(fault.affected),
+            "recovery": [asdict(item) for item in fault.recovery],
+        }
+        async with self.db.sessions.begin() as session:
+            await session.merge(FaultRow(**values))
+
+    async def get(self, fault_id: str) -> Fault | None:
+        async with self.db.sessions() as session:
+            row = await session.get(FaultRow, fault_id)
+            return None if row is None else _fault_from_row(row)
+
+    async def list(self, status: str | None = None, limit: int = 100) -> list[Fault]:
+        query = select(FaultRow).order_by(FaultRow.started.desc()).limit(limit)
+        if status is not None:
+            query = query.where(FaultRow.status == status)
+        async with self.db.sessions() as session:
+            return [_fault_from_row(r) for r in await session.scalars(query)]
+
+
+class ResourceStore:
+    """Last known hosts and servers: what the API shows even before the VIM answers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def upsert(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
+        now = time.time()
+        rows = [
+            {
+                "id": f"host:{h.name}",
+                "kind": "host",
+                "name": h.name,
+                "project_id": None,
+                "host": None,
+                "state": h.state,
+                "data": asdict(h),
+                "updated": now,
+            }
+            for h in hosts
+        ] + [
+            {
+                "id": f"server:{s.id}",
+                "kind": "server",
+                "name": s.name,
+                "project_id": s.project_id,
+                "host": s.host,
+                "state": s.status,
+                "data": asdict(s),
+                "updated": now,
+            }
+            for s in servers
+        ]
+        if not rows:
+            return
+        stmt = dialect_insert(self.db, ResourceRow)
+        changed = ("name", "project_id", "host", "state", "data", "updated")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={c: stmt.excluded[c] for c in changed}
+        )
+        async with self.db.sessions.begin() as session:
+            await session.execute(stmt, rows)
+
+    async def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        async with self.db.sessions.begin() as session:
+            await session.execute(delete(ResourceRow).where(ResourceRow.id.in_(ids)))

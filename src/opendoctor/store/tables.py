@@ -1,0 +1,117 @@
+"""SQLAlchemy table definitions. The schema itself is owned by the Alembic migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EventRow(Base):
+    """An accepted southbound event. `processed` turns true once its effects are persisted."""
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(64))
+    time: Mapped[float] = mapped_column(Float)
+    received: Mapped[float] = mapped_column(Float)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    processed: Mapped[bool] = mapped_column(Boolean, default=False)
+    fault_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    __table_args__ = (Index("ix_events_processed", "processed"),)
+
+
+class FaultRow(Base):
+    """One fault (one (type, hostname) from first report to clearance) and its timeline."""
+
+    __tablename__ = "faults"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))  # active | cleared
+    started: Mapped[float] = mapped_column(Float)
+    cleared: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trace: Mapped[dict[str, Any]] = mapped_column(JSON)
+    affected: Mapped[list[str]] = mapped_column(JSON)
+    recovery: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    __table_args__ = (Index("ix_faults_status", "status"),)
+
+
+class ResourceRow(Base):
+    """Last known state of a host or server, as the inspector sees it."""
+
+    __tablename__ = "resources"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # host | server
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class AlarmRow(Base):
+    """An Aodh-style alarm (a consumer's subscription)."""
+
+    __tablename__ = "alarms"
+    alarm_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[str] = mapped_column(String(50))
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(32))
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    state_timestamp: Mapped[float] = mapped_column(Float)
+    timestamp: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(32))
+    repeat_actions: Mapped[bool] = mapped_column(Boolean, default=False)
+    alarm_actions: Mapped[list[str]] = mapped_column(JSON)
+    ok_actions: Mapped[list[str]] = mapped_column(JSON)
+    insufficient_data_actions: Mapped[list[str]] = mapped_column(JSON)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (Index("ix_alarms_project", "project_id"),)
+
+
+class AlarmHistoryRow(Base):
+    __tablename__ = "alarm_history"
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    alarm_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[float] = mapped_column(Float)
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(32))
+    on_behalf_of: Mapped[str] = mapped_column(String(255))
+    __table_args__ = (Index("ix_alarm_history_alarm", "alarm_id", "timestamp"),)
+
+
+class OutboxRow(Base):
+    """One notification to deliver (or delivered) to one action URL."""
+
+    __tablename__ = "outbox"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    alarm_id: Mapped[str] = mapped_column(String(36))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    delivered: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fault_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    __table_args__ = (
+        Index("ix_outbox_status", "status", "next_attempt"),
+        Index("ix_outbox_fault", "fault_id"),
+    )
