@@ -1,0 +1,184 @@
+"""`LabClient`: the lab API from Python, answering with model dataclasses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from opendoctor.controller.base import VimError
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.lab.statefile import STATE_FILE, read_state
+from opendoctor.model import Host, Server, VimChange
+
+CALL_TIMEOUT = 60.0  # evacuating onto a busy host waits for the VM to serve
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class LabNotRunning(VimError):
+    """No lab answers at the given place (no lab.json, or nothing listening)."""
+
+
+def host_from_json(data: dict[str, Any]) -> Host:
+    return Host(
+        name=data["name"],
+        address=data["address"],
+        heartbeat_port=int(data["heartbeat_port"]),
+        state=data["state"],
+        forced_down=bool(data["forced_down"]),
+        enabled=bool(data["enabled"]),
+    )
+
+
+def server_from_json(data: dict[str, Any]) -> Server:
+    return Server(
+        id=data["id"],
+        name=data["name"],
+        host=data["host"],
+        project_id=data["project_id"],
+        status=data["status"],
+        endpoint=data.get("endpoint"),
+    )
+
+
+def change_from_json(data: dict[str, Any]) -> VimChange:
+    kind, obj = data["kind"], data["object"]
+    if kind == "host":
+        return VimChange(kind="host", op=data["op"], host=host_from_json(obj))
+    return VimChange(kind="server", op=data["op"], server=server_from_json(obj))
+
+
+def read_lab_state(state_dir: Path | str) -> dict[str, Any]:
+    """The running lab's `lab.json`; `LabNotRunning` if there is none."""
+    data = read_state(Path(state_dir))
+    if data is None:
+        raise LabNotRunning(f"no lab is running (no usable {Path(state_dir) / STATE_FILE})")
+    return data
+
+
+class LabClient:
+    """Async client of one lab. Every method raises `VimError` when the lab says no."""
+
+    def __init__(self, url: str, http: HttpClient | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._own_http = http is None
+        self._http = http if http is not None else HttpClient(timeout=CALL_TIMEOUT)
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path | str, http: HttpClient | None = None) -> LabClient:
+        return cls(read_lab_state(state_dir)["url"], http)
+
+    async def close(self) -> None:
+        if self._own_http:
+            await self._http.close()
+
+    async def __aenter__(self) -> LabClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, timeout: float = CALL_TIMEOUT
+    ) -> Any:
+        try:
+            resp = await self._http.request(method, self.url + path, json=body, timeout=timeout)
+        except HttpError as exc:
+            raise LabNotRunning(f"lab at {self.url} unreachable: {exc}") from exc
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.ok:
+            return data
+        message = f"{method} {path}: HTTP {resp.status}"
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = str(data["error"].get("message", message))
+        raise VimError(message, resp.status)
+
+    # ----- reading ------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """`{"ok": true, "seq": <latest change>}`."""
+        result: dict[str, Any] = await self._call("GET", "/health", timeout=5.0)
+        return result
+
+    async def host_details(self) -> list[dict[str, Any]]:
+        """Hosts as the lab knows them, with `alive` and `pid` (the lab's truth)."""
+        result: list[dict[str, Any]] = await self._call("GET", "/hosts")
+        return result
+
+    async def hosts(self) -> list[Host]:
+        return [host_from_json(h) for h in await self.host_details()]
+
+    async def host(self, name: str) -> Host:
+        return host_from_json(await self._call("GET", f"/hosts/{_q(name)}"))
+
+    async def servers(self) -> list[Server]:
+        return [server_from_json(s) for s in await self._call("GET", "/servers")]
+
+    async def server(self, server_id: str) -> Server:
+        return server_from_json(await self._call("GET", f"/servers/{_q(server_id)}"))
+
+    async def faults(self) -> list[dict[str, Any]]:
+        """Injected faults: `[{"host", "t00", "kind"}]`."""
+        result: list[dict[str, Any]] = await self._call("GET", "/faults")
+        return result
+
+    async def changes(self, since: int = 0, wait: float = 0.0) -> tuple[int, list[VimChange]]:
+        """Changes after `since` (long-polling up to `wait` s) and the latest sequence number."""
+        data = await self._call("GET", f"/changes?since={since}&wait={wait}", timeout=wait + 10)
+        return int(data["seq"]), [change_from_json(c) for c in data["changes"]]
+
+    # ----- hosts --------------------------------------------------------------------------
+
+    async def force_down(self, host: str, down: bool = True) -> Host:
+        body = {"forced_down": down}
+        return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/force-down", body))
+
+    async def set_enabled(self, host: str, enabled: bool) -> Host:
+        body = {"enabled": enabled}
+        return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/enabled", body))
+
+    async def fail_host(self, host: str) -> dict[str, Any]:
+        """Power off a host (and its VMs); `{"host", "t00", "kind"}` with T00 just before."""
+        result: dict[str, Any] = await self._call("POST", f"/hosts/{_q(host)}/fail")
+        return result
+
+    async def restore_host(self, host: str) -> Host:
+        return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/restore"))
+
+    # ----- servers ------------------------------------------------------------------------
+
+    async def create_server(self, name: str, project_id: str, host: str | None = None) -> Server:
+        body: dict[str, Any] = {"name": name, "project_id": project_id}
+        if host is not None:
+            body["host"] = host
+        return server_from_json(await self._call("POST", "/servers", body))
+
+    async def delete_server(self, server_id: str) -> None:
+        await self._call("DELETE", f"/servers/{_q(server_id)}")
+
+    async def reset_state(self, server_id: str, state: str) -> Server:
+        body = {"state": state}
+        path = f"/servers/{_q(server_id)}/reset-state"
+        return server_from_json(await self._call("POST", path, body))
+
+    async def stop(self, server_id: str) -> Server:
+        return server_from_json(await self._call("POST", f"/servers/{_q(server_id)}/stop"))
+
+    async def start(self, server_id: str) -> Server:
+        return server_from_json(await self._call("POST", f"/servers/{_q(server_id)}/start"))
+
+    async def migrate(self, server_id: str, host: str | None = None) -> Server:
+        body = {"host": host} if host is not None else {}
+        path = f"/servers/{_q(server_id)}/migrate"
+        return server_from_json(await self._call("POST", path, body))
+
+    async def evacuate(self, server_id: str, host: str | None = None) -> Server:
+        body = {"host": host} if host is not None else {}
+        path = f"/servers/{_q(server_id)}/evacuate"
+        return server_from_json(await self._call("POST", path, body))

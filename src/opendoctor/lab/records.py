@@ -1,0 +1,114 @@
+"""The lab manager's records: what the lab's VIM knows about hosts and servers, and its feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from opendoctor.lab.hostctl import HostProc
+
+
+class LabError(Exception):
+    """A lab API request that cannot be done; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class HostRecord:
+    name: str
+    proc: HostProc
+    forced_down: bool = False
+    enabled: bool = True
+
+    @property
+    def address(self) -> str:
+        return self.proc.address
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.alive
+
+    @property
+    def schedulable(self) -> bool:
+        return self.alive and self.enabled and not self.forced_down
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.proc.address,
+            "heartbeat_port": self.proc.heartbeat_port,
+            # What the VIM believes: it only learns of a dead host when told (force-down).
+            "state": "down" if self.forced_down else "up",
+            "forced_down": self.forced_down,
+            "enabled": self.enabled,
+            "alive": self.proc.alive,
+            "pid": self.proc.pid,
+        }
+
+
+@dataclass(slots=True)
+class ServerRecord:
+    id: str
+    name: str
+    host: str
+    project_id: str
+    address: str
+    port: int
+    number: int = 0  # creation order, which is also address order
+    status: str = "ACTIVE"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.port}/"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "host": self.host,
+            "project_id": self.project_id,
+            "status": self.status,
+            "endpoint": self.endpoint,
+        }
+
+
+class ChangeLog:
+    """Numbered changes to host and server records, with long-polling readers."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.seq = 0
+        self._keep = keep
+        self._items: list[dict[str, Any]] = []
+        self._event = asyncio.Event()
+
+    def append(self, kind: str, op: str, obj: dict[str, Any]) -> None:
+        self.seq += 1
+        self._items.append({"seq": self.seq, "kind": kind, "op": op, "object": obj})
+        if len(self._items) > 2 * self._keep:
+            # Trim in large steps so that appends stay O(1) on average.
+            del self._items[: -self._keep]
+        # Wake every waiting reader at once, then give later readers a fresh event.
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def after(self, since: int) -> list[dict[str, Any]]:
+        if not self._items:
+            return []
+        start = max(0, since + 1 - self._items[0]["seq"])
+        return self._items[start:]
+
+    async def wait(self, since: int, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        """Changes newer than `since`, waiting up to `wait` seconds for one if there is none."""
+        if since > self.seq:
+            # The reader saw an earlier run of the lab: give it everything we have.
+            since = 0
+        if since == self.seq and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), wait)
+        return self.seq, self.after(since)

@@ -1,0 +1,131 @@
+"""What a lab looks like: how many hosts and VMs, which addresses and ports.
+
+The whole 127.0.0.0/8 block is loopback on Linux, so every host and every VM gets
+an address of its own and all of them can use the same ports without configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+VmMode = Literal["process", "inline"]
+VM_MODES: tuple[str, ...] = ("process", "inline")
+
+# Addresses per /24: .1 to .254 (leave out the network and broadcast forms).
+_PER_OCTET = 254
+
+
+@dataclass(slots=True)
+class LabSpec:
+    hosts: int = 3
+    vms: int = 6
+    projects: list[str] = field(default_factory=lambda: ["project-a", "project-b"])
+    ip_prefix: str = "127.0"
+    heartbeat_port: int = 4100
+    control_port: int = 4101
+    vm_port: int = 8080
+    vm_mode: VmMode = "process"
+    api_host: str = "127.0.0.1"
+    api_port: int = 0  # 0: the manager picks a free port
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not 1 <= self.hosts <= _PER_OCTET:
+            raise ValueError(f"hosts must be between 1 and {_PER_OCTET}, got {self.hosts}")
+        if self.vms < 0:
+            raise ValueError(f"vms must not be negative, got {self.vms}")
+        if not self.projects or any(not p for p in self.projects):
+            raise ValueError("projects must be a non-empty list of non-empty names")
+        if self.vm_mode not in VM_MODES:
+            raise ValueError(f"vm_mode must be one of {', '.join(VM_MODES)}")
+        parts = self.ip_prefix.split(".")
+        if len(parts) != 2 or parts[0] != "127" or not parts[1].isdigit() or int(parts[1]) > 255:
+            raise ValueError(f"ip_prefix must look like '127.N' (loopback), got {self.ip_prefix!r}")
+        for name in ("heartbeat_port", "control_port", "vm_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{name} must be a port number, got {port}")
+        if not 0 <= self.api_port <= 65535:
+            raise ValueError(f"api_port must be a port number or 0, got {self.api_port}")
+
+    def host_name(self, i: int) -> str:
+        """Name of the i-th host, counting from 1."""
+        return f"compute{i}"
+
+    def host_address(self, i: int) -> str:
+        return f"{self.ip_prefix}.1.{i}"
+
+    def vm_address(self, j: int) -> str:
+        """Address of the j-th VM, counting from 1.
+
+        The first 254 VMs live in `{prefix}.2.x` as documented; larger labs (the
+        1,000-VM benchmarks) continue in `{prefix}.3.x`, `{prefix}.4.x` and so on.
+        """
+        if j < 1:
+            raise ValueError("VM numbers start at 1")
+        octet, rest = divmod(j - 1, _PER_OCTET)
+        if octet + 2 > 255:
+            raise ValueError(f"too many VMs for one lab: {j}")
+        return f"{self.ip_prefix}.{octet + 2}.{rest + 1}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "projects" in known:
+            known["projects"] = list(known["projects"])
+        return cls(**known)
+
+    def to_args(self) -> list[str]:
+        """The manager's command-line options that rebuild this spec."""
+        return [
+            "--hosts", str(self.hosts),
+            "--vms", str(self.vms),
+            "--projects", ",".join(self.projects),
+            "--ip-prefix", self.ip_prefix,
+            "--heartbeat-port", str(self.heartbeat_port),
+            "--control-port", str(self.control_port),
+            "--vm-port", str(self.vm_port),
+            "--vm-mode", self.vm_mode,
+            "--api-host", self.api_host,
+            "--api-port", str(self.api_port),
+        ]  # fmt: skip
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    d = LabSpec()
+    parser.add_argument("--hosts", type=int, default=d.hosts)
+    parser.add_argument("--vms", type=int, default=d.vms)
+    parser.add_argument("--projects", default=",".join(d.projects), help="comma-separated")
+    parser.add_argument("--ip-prefix", default=d.ip_prefix)
+    parser.add_argument("--heartbeat-port", type=int, default=d.heartbeat_port)
+    parser.add_argument("--control-port", type=int, default=d.control_port)
+    parser.add_argument("--vm-port", type=int, default=d.vm_port)
+    parser.add_argument("--vm-mode", choices=VM_MODES, default=d.vm_mode)
+    parser.add_argument("--api-host", default=d.api_host)
+    parser.add_argument("--api-port", type=int, default=d.api_port)
+
+
+def spec_from_args(ns: argparse.Namespace) -> LabSpec:
+    return LabSpec(
+        hosts=ns.hosts,
+        vms=ns.vms,
+        projects=split_projects(ns.projects),
+        ip_prefix=ns.ip_prefix,
+        heartbeat_port=ns.heartbeat_port,
+        control_port=ns.control_port,
+        vm_port=ns.vm_port,
+        vm_mode=ns.vm_mode,
+        api_host=ns.api_host,
+        api_port=ns.api_port,
+    )
+
+
+def split_projects(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]

@@ -1,0 +1,298 @@
+"""The lab manager's brain: host processes, server records and every operation on them.
+
+The records play the VIM (what Nova would believe); the processes are the truth. The
+two differ on purpose after a fault until someone (opendoctor) tells the VIM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any
+
+from opendoctor.lab.hostctl import HostCallError, HostProc
+from opendoctor.lab.records import ChangeLog, HostRecord, LabError, ServerRecord
+from opendoctor.lab.spec import LabSpec
+
+log = logging.getLogger("opendoctor.lab.manager")
+
+_START_CONCURRENCY = 64
+
+
+async def _all(aws: Iterable[Coroutine[Any, Any, Any]]) -> None:
+    """Run all at once; on the first failure cancel the rest (so nothing starts late)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for aw in aws:
+                group.create_task(aw)
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+class Lab:
+    def __init__(self, spec: LabSpec) -> None:
+        self.spec = spec
+        self.hosts: dict[str, HostRecord] = {}
+        for i in range(1, spec.hosts + 1):
+            name = spec.host_name(i)
+            proc = HostProc(
+                name, spec.host_address(i), spec.heartbeat_port, spec.control_port, spec.vm_mode
+            )
+            self.hosts[name] = HostRecord(name, proc)
+        self.servers: dict[str, ServerRecord] = {}
+        self.faults: list[dict[str, Any]] = []
+        self.changes = ChangeLog()
+        self._vm_count = 0
+        # Names taken, including those of servers still being created.
+        self._names: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Placements in flight count as load, so parallel evacuations spread out.
+        self._pending: dict[str, int] = dict.fromkeys(self.hosts, 0)
+        self._gate = asyncio.Semaphore(_START_CONCURRENCY)
+
+    # ----- life cycle -------------------------------------------------------------------
+
+    async def boot(self) -> None:
+        """Start every host, then the spec's VMs (round-robin), and return when all serve."""
+        await _all(h.proc.launch() for h in self.hosts.values())
+        names = list(self.hosts)
+        projects = self.spec.projects
+        # Round-robin: vm1 on compute1 for project-a, vm2 on compute2 for project-b, ...
+        await _all(
+            self.create_server(f"vm{j + 1}", projects[j % len(projects)], names[j % len(names)])
+            for j in range(self.spec.vms)
+        )
+        # Creation finished in any order; list the servers in the order of their addresses.
+        ordered = sorted(self.servers.values(), key=lambda s: s.number)
+        self.servers = {s.id: s for s in ordered}
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(h.proc.terminate() for h in self.hosts.values()))
+
+    # ----- look-ups -----------------------------------------------------------------------
+
+    def host(self, name: str) -> HostRecord:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise LabError(404, f"no host named {name!r}") from None
+
+    def server(self, server_id: str) -> ServerRecord:
+        try:
+            return self.servers[server_id]
+        except KeyError:
+            raise LabError(404, f"no server with id {server_id!r}") from None
+
+    def _load(self, host: str) -> int:
+        return sum(1 for s in self.servers.values() if s.host == host) + self._pending[host]
+
+    def _target(self, requested: str | None, source: str | None) -> HostRecord:
+        """The requested host if it can take a server, else the least loaded usable host."""
+        if requested is not None:
+            target = self.host(requested)
+            if target.name == source:
+                raise LabError(409, f"server is already on host {source}")
+            if not target.alive:
+                raise LabError(409, f"host {target.name} is not running")
+            if target.forced_down:
+                raise LabError(409, f"host {target.name} is forced down")
+            return target
+        candidates = [h for h in self.hosts.values() if h.schedulable and h.name != source]
+        if not candidates:
+            raise LabError(409, "no host is alive, enabled and not forced down")
+        return min(candidates, key=lambda h: self._load(h.name))
+
+    @contextlib.asynccontextmanager
+    async def _placing(self, host: str) -> AsyncIterator[None]:
+        self._pending[host] += 1
+        try:
+            async with self._gate:
+                yield
+        finally:
+            self._pending[host] -= 1
+
+    def _lock(self, server_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(server_id, asyncio.Lock())
+
+    async def _run_vm(self, host: HostRecord, server: ServerRecord) -> None:
+        try:
+            await host.proc.start_vm(server.name, server.address, server.port)
+        except HostCallError as exc:
+            raise LabError(502, f"starting {server.name} on {host.name} failed: {exc}") from exc
+
+    async def _halt_vm(self, host: HostRecord, server: ServerRecord) -> None:
+        if not host.alive:
+            return  # a dead host runs nothing
+        try:
+            await host.proc.stop_vm(server.name)
+        except HostCallError as exc:
+            raise LabError(502, f"stopping {server.name} on {host.name} failed: {exc}") from exc
+
+    def _emit_host(self, host: HostRecord) -> None:
+        self.changes.append("host", "upsert", host.to_json())
+
+    def _emit_server(self, server: ServerRecord, op: str = "upsert") -> None:
+        self.changes.append("server", op, server.to_json())
+
+    # ----- hosts --------------------------------------------------------------------------
+
+    def force_down(self, name: str, down: bool) -> HostRecord:
+        host = self.host(name)
+        if host.forced_down != down:
+            host.forced_down = down
+            self._emit_host(host)
+        return host
+
+    def set_enabled(self, name: str, enabled: bool) -> HostRecord:
+        host = self.host(name)
+        if host.enabled != enabled:
+            host.enabled = enabled
+            self._emit_host(host)
+        return host
+
+    async def fail_host(self, name: str) -> dict[str, Any]:
+        host = self.host(name)
+        if not host.alive:
+            raise LabError(409, f"host {name} is not running")
+        t00 = await host.proc.kill()
+        fault = {"host": name, "t00": t00, "kind": "power-off"}
+        self.faults.append(fault)
+        log.info("power-off of %s at %.6f", name, t00)
+        return fault
+
+    async def restore_host(self, name: str) -> HostRecord:
+        host = self.host(name)
+        if host.alive:
+            raise LabError(409, f"host {name} is already running")
+        try:
+            await host.proc.launch()
+        except HostCallError as exc:
+            raise LabError(502, str(exc)) from exc
+        log.info("restored %s", name)
+        return host
+
+    # ----- servers ------------------------------------------------------------------------
+
+    async def create_server(
+        self, name: str, project_id: str, host: str | None = None
+    ) -> ServerRecord:
+        if name in self._names:
+            raise LabError(409, f"a server named {name!r} exists")
+        target = self._target(host, None)
+        self._names.add(name)
+        self._vm_count += 1
+        server = ServerRecord(
+            id=str(uuid.uuid4()),
+            name=name,
+            host=target.name,
+            project_id=project_id,
+            address=self.spec.vm_address(self._vm_count),
+            port=self.spec.vm_port,
+            number=self._vm_count,
+        )
+        try:
+            async with self._placing(target.name):
+                await self._run_vm(target, server)
+        except BaseException:
+            self._names.discard(name)
+            raise
+        self.servers[server.id] = server
+        self._emit_server(server)
+        return server
+
+    async def delete_server(self, server_id: str) -> None:
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            with contextlib.suppress(LabError):
+                await self._halt_vm(self.host(server.host), server)
+            if self.servers.pop(server_id, None) is not None:
+                self._names.discard(server.name)
+                self._emit_server(server, "delete")
+        self._locks.pop(server_id, None)
+
+    def reset_state(self, server_id: str, state: str) -> ServerRecord:
+        server = self.server(server_id)
+        status = {"error": "ERROR", "active": "ACTIVE"}.get(state)
+        if status is None:
+            raise LabError(400, f"state must be 'error' or 'active', got {state!r}")
+        if server.status != status:
+            server.status = status
+            self._emit_server(server)
+        return server
+
+    async def stop_server(self, server_id: str) -> ServerRecord:
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            if server.status == "SHUTOFF":
+                raise LabError(409, f"server {server.name} is already stopped")
+            host = self.host(server.host)
+            if not host.alive:
+                raise LabError(409, f"host {host.name} of server {server.name} is not running")
+            await self._halt_vm(host, server)
+            server.status = "SHUTOFF"
+            self._emit_server(server)
+        return server
+
+    async def start_server(self, server_id: str) -> ServerRecord:
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            if server.status != "SHUTOFF":
+                raise LabError(409, f"server {server.name} is {server.status}, not SHUTOFF")
+            host = self.host(server.host)
+            if not host.alive:
+                raise LabError(409, f"host {host.name} of server {server.name} is not running")
+            await self._run_vm(host, server)
+            server.status = "ACTIVE"
+            self._emit_server(server)
+        return server
+
+    async def migrate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            source = self.host(server.host)
+            if not source.alive:
+                raise LabError(409, f"source host {source.name} is not running; evacuate instead")
+            if server.status not in ("ACTIVE", "SHUTOFF"):
+                raise LabError(409, f"cannot migrate a server in status {server.status}")
+            target = self._target(target_host, source.name)
+            if server.status == "ACTIVE":
+                async with self._placing(target.name):
+                    await self._halt_vm(source, server)
+                    try:
+                        await self._run_vm(target, server)
+                    except LabError:
+                        # Put it back where it was rather than lose it.
+                        with contextlib.suppress(LabError):
+                            await self._run_vm(source, server)
+                        raise
+            server.host = target.name
+            self._emit_server(server)
+        return server
+
+    async def evacuate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            source = self.host(server.host)
+            if source.alive and not source.forced_down:
+                raise LabError(
+                    409, f"host {source.name} is up; force it down before evacuating its servers"
+                )
+            target = self._target(target_host, source.name)
+            started = time.monotonic()
+            async with self._placing(target.name):
+                # A forced-down host may still run the VM; it must let go of the address.
+                with contextlib.suppress(LabError):
+                    await self._halt_vm(source, server)
+                await self._run_vm(target, server)
+            server.host = target.name
+            server.status = "ACTIVE"
+            self._emit_server(server)
+            log.info(
+                "evacuated %s from %s to %s in %.3f s",
+                server.name, source.name, target.name, time.monotonic() - started,
+            )  # fmt: skip
+        return server

@@ -1,0 +1,91 @@
+"""Helpers for the lab tests: polling with a deadline, HTTP and heartbeat checks, process scans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from opendoctor.controller.base import VimError
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.monitor.hostwire import decode_answer, encode_probe
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def served_by(http: HttpClient, endpoint: str) -> str | None:
+    """The VM's answer, or None if nothing answers."""
+    try:
+        resp = await http.get(endpoint, timeout=2.0)
+    except HttpError:
+        return None
+    return resp.body.decode() if resp.status == 200 else None
+
+
+class _Probe(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.answers.put_nowait(data)
+
+
+async def heartbeat(address: str, port: int, timeout: float = 0.3) -> str | None:
+    """Probe a host once; the host name it answers with, or None."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_Probe, remote_addr=(address, port))
+    try:
+        transport.sendto(encode_probe(7))
+        try:
+            data = await asyncio.wait_for(proto.answers.get(), timeout)
+        except TimeoutError:
+            return None
+        answer = decode_answer(data)
+        return answer[1] if answer is not None and answer[0] == 7 else None
+    finally:
+        transport.close()
+
+
+def processes_matching(text: str) -> list[str]:
+    """Command lines (space-joined) of live processes containing `text`; zombies excluded."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if text in cmdline and stat.rsplit(")", 1)[-1].split()[0] != "Z":
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+async def refused(call: Awaitable[object], status: int) -> VimError:
+    """Await a lab call that must fail with `status`; returns the error."""
+    try:
+        await call
+    except VimError as exc:
+        assert exc.status == status, f"expected HTTP {status}, got {exc.status}: {exc}"
+        return exc
+    raise AssertionError(f"expected HTTP {status}, but the call succeeded")
