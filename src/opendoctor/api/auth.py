@@ -1,0 +1,71 @@
+"""Who is calling: the identity every northbound request acts for (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from opendoctor.api.errors import ApiError
+from opendoctor.config import ApiSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    project_id: str
+    user_id: str = ""
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    def can_see(self, project_id: str) -> bool:
+        return self.is_admin or project_id == self.project_id
+
+
+def _roles(raw: str) -> frozenset[str]:
+    return frozenset(r.strip() for r in raw.split(",") if r.strip())
+
+
+def identify(settings: ApiSettings, request: Request) -> Identity:
+    headers = request.headers
+    if settings.auth_mode == "token":
+        token = headers.get("x-auth-token")
+        if not token:
+            raise ApiError(401, "an X-Auth-Token header is required", "X-Auth-Token")
+        for known, ident in settings.tokens.items():
+            if hmac.compare_digest(known, token):
+                # Identity headers sent from outside are ignored in this mode.
+                return Identity(
+                    project_id=str(ident.get("project_id", "")),
+                    user_id=str(ident.get("user_id", "")),
+                    roles=frozenset(ident.get("roles", [])),
+                )
+        raise ApiError(401, "the token is not known", "X-Auth-Token")
+    project = headers.get("x-project-id") or headers.get("x-tenant-id")
+    if not project:
+        raise ApiError(401, "an X-Project-Id header is required", "X-Project-Id")
+    return Identity(
+        project_id=project,
+        user_id=headers.get("x-user-id", ""),
+        roles=_roles(headers.get("x-roles", "")),
+    )
+
+
+def current_identity(request: Request) -> Identity:
+    """FastAPI dependency: the caller's identity, or 401."""
+    settings: ApiSettings = request.app.state.settings.api
+    return identify(settings, request)
+
+
+def check_southbound(request: Request) -> None:
+    """FastAPI dependency for monitor endpoints: their own credential when one is set."""
+    settings: ApiSettings = request.app.state.settings.api
+    expected = settings.southbound_token
+    if expected is None:
+        return
+    token = request.headers.get("x-auth-token", "")
+    if not hmac.compare_digest(expected, token):
+        raise ApiError(401, "southbound endpoints need the monitor token", "X-Auth-Token")

@@ -1,0 +1,126 @@
+"""One error shape for every 4xx/5xx the API returns.
+
+{"error": {"status": 400, "message": "event_rule.query[0].op: ...",
+           "errors": [{"field": "event_rule.query[0].op", "problem": "..."}]}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class ApiError(Exception):
+    """Raise from a route to answer with a JSON error naming the field and the problem."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def error_body(
+    status: int, errors: list[dict[str, str]], message: str | None = None
+) -> dict[str, Any]:
+    if message is None:
+        message = "; ".join(
+            f"{e['field']}: {e['problem']}" if e.get("field") else e["problem"] for e in errors
+        )
+    return {"error": {"status": status, "message": message, "errors": errors}}
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'event_rule', 'query', 0, 'op') -> 'event_rule.query[0].op'."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header") and out == "":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def validation_errors(errors: list[Any]) -> list[dict[str, str]]:
+    out = []
+    for err in errors:
+        problem = str(err.get("msg", "invalid"))
+        problem = problem.removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            out.append(
+                {
+                    "field": "body",
+                    "problem": "malformed JSON: " + str(err.get("ctx", {}).get("error", problem)),
+                }
+            )
+            continue
+        out.append({"field": field_path(tuple(err.get("loc", ()))), "problem": problem})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        errors = [{"field": exc.field or "", "problem": exc.message}]
+        return JSONResponse(error_body(exc.status, errors), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(400, validation_errors(list(exc.errors()))), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        errors = [{"field": "", "problem": str(exc.detail)}]
+        return JSONResponse(error_body(exc.status_code, errors), status_code=exc.status_code)
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to bodies over `limit` bytes before they are read whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._reject(send)
+                return
+        seen = 0
+        rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    rejected = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            if rejected:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        problem = f"request body is larger than {self.limit} bytes"
+        resp = JSONResponse(error_body(413, [{"field": "body", "problem": problem}]), 413)
+        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,211 @@
+"""Alarm management: what the Aodh-compatible API does, over the store and the index.
+
+The store is written first and the index changes only once the write succeeded, so
+the notification path never fires an alarm the database does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opendoctor.api.auth import Identity
+from opendoctor.api.errors import ApiError
+from opendoctor.model import new_id
+from opendoctor.notifier.index import AlarmIndex
+from opendoctor.notifier.rules import (
+    REASON_MANUAL,
+    STATES,
+    Alarm,
+    AlarmBody,
+    as_bool,
+    to_api,
+)
+from opendoctor.store.alarms import (
+    CREATION,
+    DELETION,
+    RULE_CHANGE,
+    STATE_TRANSITION,
+    AlarmStore,
+    HistoryEntry,
+    Transition,
+)
+
+# Fields GET /v2/alarms filters on (with op eq), as Aodh's simple query does.
+FILTER_FIELDS = (
+    "alarm_id",
+    "name",
+    "state",
+    "enabled",
+    "type",
+    "severity",
+    "project_id",
+    "user_id",
+)
+# What a PUT may change without it counting as a rule change.
+_NOT_RULE = frozenset({"state", "state_reason", "state_timestamp", "timestamp"})
+
+
+class AlarmService:
+    def __init__(self, store: AlarmStore, index: AlarmIndex) -> None:
+        self.store = store
+        self.index = index
+        # Definition changes are serialised so that the store and the index see them in
+        # the same order; the notification path (record_transitions) does not take it.
+        self._lock = asyncio.Lock()
+        self._last = 0.0
+
+    def _now(self) -> float:
+        # Strictly increasing, so history sorted by time keeps the order of changes.
+        self._last = max(time.time(), self._last + 1e-6)
+        return self._last
+
+    async def load(self) -> int:
+        """Fill the index from the store (at start-up); returns the number of alarms."""
+        for alarm in await self.store.load_all():
+            self.index.add(alarm)
+        return len(self.index)
+
+    def _owner(self, body: AlarmBody, identity: Identity, current: Alarm | None) -> tuple[str, str]:
+        project = body.project_id or (current.project_id if current else identity.project_id)
+        user = body.user_id or (current.user_id if current else identity.user_id)
+        if not identity.is_admin:
+            if project != identity.project_id:
+                raise ApiError(403, "only an admin may act for another project", "project_id")
+            if body.user_id and body.user_id != identity.user_id:
+                raise ApiError(403, "only an admin may act for another user", "user_id")
+        return project, user
+
+    def _entry(
+        self, alarm: Alarm, type_: str, detail: dict[str, Any], identity: Identity, now: float
+    ) -> HistoryEntry:
+        return HistoryEntry(
+            alarm_id=alarm.alarm_id,
+            type=type_,
+            detail=detail,
+            timestamp=now,
+            project_id=identity.project_id,
+            user_id=identity.user_id,
+            on_behalf_of=alarm.project_id,
+            severity=alarm.severity,
+        )
+
+    async def create(self, body: AlarmBody, identity: Identity) -> Alarm:
+        project, user = self._owner(body, identity, None)
+        now = self._now()
+        alarm = body.to_alarm(new_id(), project, user, body.state or "insufficient data", now)
+        entry = self._entry(alarm, CREATION, to_api(alarm), identity, now)
+        async with self._lock:
+            await self.store.insert(alarm, [entry])
+            self.index.add(alarm)
+        return alarm
+
+    def get(self, alarm_id: str, identity: Identity) -> Alarm:
+        alarm = self.index.get(alarm_id)
+        # Another project's alarm answers like a missing one: its existence is not shared.
+        if alarm is None or not identity.can_see(alarm.project_id):
+            raise ApiError(404, f"alarm {alarm_id} not found", "alarm_id")
+        return alarm
+
+    async def update(self, alarm_id: str, body: AlarmBody, identity: Identity) -> Alarm:
+        """Replace an alarm's definition (PUT), keeping its id and, unless given, its state."""
+        async with self._lock:
+            old = self.get(alarm_id, identity)
+            project, user = self._owner(body, identity, old)
+            now = self._now()
+            new = body.to_alarm(alarm_id, project, user, body.state or old.state, now)
+            if new.state == old.state:
+                new.state_reason, new.state_timestamp = old.state_reason, old.state_timestamp
+            else:
+                new.state_reason = REASON_MANUAL
+            before, after = to_api(old), to_api(new)
+            changed = {k: v for k, v in after.items() if k not in _NOT_RULE and before.get(k) != v}
+            history = []
+            if changed:
+                history.append(self._entry(new, RULE_CHANGE, changed, identity, now))
+            if new.state != old.state:
+                detail = {"state": new.state, "transition_reason": new.state_reason}
+                history.append(self._entry(new, STATE_TRANSITION, detail, identity, now))
+            if not history:
+                return old  # nothing changed: an idempotent PUT writes nothing
+            await self.store.update(new, history)
+            self.index.add(new)
+            return new
+
+    async def delete(self, alarm_id: str, identity: Identity) -> None:
+        async with self._lock:
+            alarm = self.get(alarm_id, identity)
+            now = self._now()
+            entry = self._entry(alarm, DELETION, to_api(alarm), identity, now)
+            await self.store.delete(alarm_id, [entry])
+            self.index.remove(alarm_id)
+
+    def get_state(self, alarm_id: str, identity: Identity) -> str:
+        return self.get(alarm_id, identity).state
+
+    async def set_state(self, alarm_id: str, state: str, identity: Identity) -> str:
+        """Set the state by hand. Records the transition; fires no actions (as Aodh)."""
+        if state not in STATES:
+            raise ApiError(400, f"state must be one of {', '.join(map(repr, STATES))}", "state")
+        async with self._lock:
+            alarm = self.get(alarm_id, identity)
+            now = self._now()
+            transition = Transition(
+                alarm_id=alarm_id,
+                previous=alarm.state,
+                current=state,
+                reason=REASON_MANUAL,
+                reason_data={},
+                timestamp=now,
+                project_id=identity.project_id,
+                user_id=identity.user_id,
+                severity=alarm.severity,
+                on_behalf_of=alarm.project_id,
+            )
+            await self.store.record_transitions([transition])
+            alarm.state, alarm.state_reason, alarm.state_timestamp = state, REASON_MANUAL, now
+            return state
+
+    async def history(
+        self, alarm_id: str, identity: Identity, limit: int = 100
+    ) -> builtins.list[dict[str, Any]]:
+        self.get(alarm_id, identity)
+        return await self.store.history(alarm_id, limit)
+
+    async def record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Persist state changes the notification path already applied to its Alarm objects."""
+        await self.store.record_transitions(transitions)
+
+    def list(
+        self, identity: Identity, filters: Sequence[tuple[str, str, str]] = ()
+    ) -> builtins.list[Alarm]:
+        """The caller's alarms (an admin's: all), newest first, filtered by (field, op, value)."""
+        wanted: builtins.list[tuple[str, Any]] = []
+        for i, (name, op, value) in enumerate(filters):
+            if name not in FILTER_FIELDS:
+                raise ApiError(
+                    400,
+                    f"cannot filter on {name!r} (filter {i}); "
+                    f"use one of {', '.join(FILTER_FIELDS)}",
+                    "q.field",
+                )
+            if op != "eq":
+                raise ApiError(400, f"only the 'eq' operator is supported, not {op!r}", "q.op")
+            if name == "enabled":
+                flag = as_bool(value)
+                if flag is None:
+                    raise ApiError(400, f"'enabled' takes true or false, not {value!r}", "q.value")
+                wanted.append((name, flag))
+            else:
+                wanted.append((name, value))
+        out = [
+            alarm
+            for alarm in self.index
+            if identity.can_see(alarm.project_id)
+            and all(getattr(alarm, name) == value for name, value in wanted)
+        ]
+        out.sort(key=lambda a: a.timestamp, reverse=True)
+        return out

@@ -1,0 +1,481 @@
+"""Aodh-compatible event alarms: the API body (pydantic, at the edge) and the compiled
+form the notification path matches events against (plain dataclasses).
+
+Matching follows Aodh's event evaluator: the alarm's event_type is a shell-style
+pattern (fnmatch, case-sensitive) and every query term must hold. A term compares in
+its declared type; with the "" (auto) type it compares in the type of the event's
+trait, so numbers compare as numbers and strings as strings. A term on a trait the
+event lacks, or whose values do not convert, does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from opendoctor.model import (
+    TRAIT_DATETIME,
+    TRAIT_FLOAT,
+    TRAIT_INT,
+    TRAIT_STRING,
+    NotificationEvent,
+    iso,
+)
+
+State = Literal["ok", "alarm", "insufficient data"]
+STATES: tuple[str, ...] = ("ok", "alarm", "insufficient data")
+Severity = Literal["low", "moderate", "critical"]
+Op = Literal["lt", "le", "eq", "ne", "ge", "gt"]
+ValueType = Literal["", "string", "integer", "float", "boolean", "datetime"]
+
+ACTION_SCHEMES = ("http", "https", "log")
+REASON_NEW = "Not evaluated yet"
+REASON_MANUAL = "Manually set via API"
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "ge": operator.ge,
+    "gt": operator.gt,
+}
+
+# Boolean spellings accepted by OpenStack's strict bool_from_string.
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+# --- conversions shared by matching and by the index --------------------------------------
+
+
+def as_number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return None
+
+
+def as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    # Aware datetimes compare as instants; a naive one is taken as UTC, as OpenStack does.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _as_string(value: Any) -> str:
+    return str(value)
+
+
+# Comparison domains: what both sides are converted to before the operator runs.
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "string": _as_string,
+    "number": as_number,
+    "boolean": as_bool,
+    "datetime": as_datetime,
+}
+_MODE_OF_TYPE = {
+    "": "auto",
+    "string": "string",
+    "integer": "number",
+    "float": "number",
+    "boolean": "boolean",
+    "datetime": "datetime",
+}
+_AUTO_DOMAIN = {TRAIT_INT: "number", TRAIT_FLOAT: "number", TRAIT_DATETIME: "datetime"}
+
+
+def _declared(text: str, type_: str) -> Any:
+    """The query value in its declared type; ValueError names what is wrong."""
+    if type_ == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+    if type_ == "float":
+        number = as_number(text)
+        if number is None:
+            raise ValueError(f"{text!r} is not a finite float")
+        return float(number)
+    if type_ == "boolean":
+        flag = as_bool(text)
+        if flag is None:
+            raise ValueError(f"{text!r} is not a boolean (true/false, yes/no, 1/0, on/off)")
+        return flag
+    if type_ == "datetime":
+        when = as_datetime(text)
+        if when is None:
+            raise ValueError(f"{text!r} is not an ISO 8601 datetime")
+        return when
+    return text
+
+
+# --- the compiled form ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Term:
+    """One compiled query term."""
+
+    field: str
+    op: str
+    value: str  # as given (Aodh keeps query values as text)
+    type: str
+    trait: str | None  # None: the term looks at the event_type
+    mode: str  # auto | string | number | boolean | datetime
+    wants: dict[str, Any]  # comparison domain -> the query value converted to it
+    cmp: Callable[[Any, Any], bool]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "op": self.op, "value": self.value, "type": self.type}
+
+    def keys(self) -> list[Hashable]:
+        """Every (domain, value) an event's trait could equal for this term to hold as `eq`."""
+        return [(domain, want) for domain, want in self.wants.items()]
+
+
+def compile_term(field: str, op: str, value: str, type_: str) -> Term:
+    mode = _MODE_OF_TYPE[type_]
+    if mode == "auto":
+        wants: dict[str, Any] = {"string": value}
+        number, when = as_number(value), as_datetime(value)
+        if number is not None:
+            wants["number"] = number
+        if when is not None:
+            wants["datetime"] = when
+    else:
+        wants = {mode: _declared(value, type_)}
+    trait = None if field == "event_type" else field.removeprefix("traits.")
+    return Term(field, op, value, type_, trait, mode, wants, OPS[op])
+
+
+def compile_rule(rule: dict[str, Any]) -> tuple[str, list[Term]]:
+    """(event_type, terms) from the stored `event_rule` JSON."""
+    terms = [
+        compile_term(q["field"], q.get("op", "eq"), str(q["value"]), q.get("type", ""))
+        for q in rule.get("query", [])
+    ]
+    return str(rule.get("event_type", "*")), terms
+
+
+def event_key(mode: str, code: int, value: Any) -> Hashable | None:
+    """The (domain, value) of an event's trait as a term of `mode` compares it."""
+    domain = _AUTO_DOMAIN.get(code, "string") if mode == "auto" else mode
+    have = _CONVERT[domain](value)
+    return None if have is None else (domain, have)
+
+
+def is_pattern(event_type: str) -> bool:
+    return "*" in event_type or "?" in event_type or "[" in event_type
+
+
+@dataclass(slots=True)
+class Alarm:
+    """An event alarm as the notification path sees it."""
+
+    alarm_id: str
+    name: str
+    description: str
+    type: str
+    project_id: str
+    user_id: str
+    enabled: bool
+    state: str
+    state_reason: str
+    state_timestamp: float
+    timestamp: float
+    severity: str
+    repeat_actions: bool
+    alarm_actions: list[str]
+    ok_actions: list[str]
+    insufficient_data_actions: list[str]
+    event_type: str
+    query: list[Term]
+
+    def rule(self) -> dict[str, Any]:
+        return {"event_type": self.event_type, "query": [t.to_dict() for t in self.query]}
+
+
+def term_holds(term: Term, event: NotificationEvent) -> bool:
+    if term.trait is None:
+        code: int = TRAIT_STRING
+        actual: Any = event.event_type
+    else:
+        trait = event.traits.get(term.trait)
+        if trait is None:
+            return False
+        code, actual = trait.type, trait.value
+    domain = _AUTO_DOMAIN.get(code, "string") if term.mode == "auto" else term.mode
+    want = term.wants.get(domain)
+    if want is None:
+        return False
+    have = _CONVERT[domain](actual)
+    return have is not None and term.cmp(have, want)
+
+
+def query_holds(alarm: Alarm, event: NotificationEvent) -> bool:
+    # A plain loop: this runs for every candidate on the notification path.
+    for term in alarm.query:
+        if not term_holds(term, event):
+            return False
+    return True
+
+
+def matches(alarm: Alarm, event: NotificationEvent) -> bool:
+    """The event's type matches the alarm's pattern and all query terms hold."""
+    pattern = alarm.event_type
+    if is_pattern(pattern):
+        if not fnmatchcase(event.event_type, pattern):
+            return False
+    elif pattern != event.event_type:
+        return False
+    return query_holds(alarm, event)
+
+
+def to_api(alarm: Alarm) -> dict[str, Any]:
+    """The alarm in Aodh's JSON shape."""
+    return {
+        "alarm_id": alarm.alarm_id,
+        "name": alarm.name,
+        "description": alarm.description,
+        "type": alarm.type,
+        "enabled": alarm.enabled,
+        "state": alarm.state,
+        "state_reason": alarm.state_reason,
+        "state_timestamp": iso(alarm.state_timestamp),
+        "timestamp": iso(alarm.timestamp),
+        "severity": alarm.severity,
+        "repeat_actions": alarm.repeat_actions,
+        "alarm_actions": list(alarm.alarm_actions),
+        "ok_actions": list(alarm.ok_actions),
+        "insufficient_data_actions": list(alarm.insufficient_data_actions),
+        "event_rule": alarm.rule(),
+        "project_id": alarm.project_id,
+        "user_id": alarm.user_id,
+        "time_constraints": [],
+    }
+
+
+# --- the API body ---------------------------------------------------------------------------
+
+
+def _check_pattern(pattern: str) -> str:
+    if not pattern:
+        raise ValueError("must not be empty (use '*' for every event type)")
+    if any(c.isspace() for c in pattern):
+        raise ValueError("must not contain whitespace")
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            # fnmatch: '!' negates, and a ']' right after '[' or '[!' is a literal member.
+            j = i + 1
+            if j < len(pattern) and pattern[j] == "!":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            end = pattern.find("]", j)
+            if end < 0:
+                raise ValueError(f"unbalanced '[' at position {i} in {pattern!r}")
+            i = end
+        i += 1
+    return pattern
+
+
+def _check_action(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ACTION_SCHEMES:
+        raise ValueError(f"{url!r}: the URL scheme must be one of {', '.join(ACTION_SCHEMES)}")
+    if parts.scheme != "log" and not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if any(c.isspace() for c in url):
+        raise ValueError(f"{url!r} contains whitespace")
+    return url
+
+
+ActionUrl = Annotated[str, AfterValidator(_check_action)]
+
+
+class QueryIn(BaseModel):
+    """One query term as the client sends it. Field order matters: `value` is checked
+    against `field` and `type`, which pydantic validates first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="'event_type' or 'traits.<name>'")
+    op: Op = "eq"
+    type: ValueType = Field("", description="'' compares in the type of the event's trait")
+    value: str
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, v: str) -> str:
+        name = v.removeprefix("traits.")
+        if v == "event_type" or (v.startswith("traits.") and name and not name.isspace()):
+            return v
+        raise ValueError(f"must be 'event_type' or 'traits.<name>', not {v!r}")
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _op(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in OPS:
+            raise ValueError(f"unknown operator {v!r}; use one of {', '.join(OPS)}")
+        return v
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in _MODE_OF_TYPE:
+            known = ", ".join(repr(t) for t in _MODE_OF_TYPE)
+            raise ValueError(f"unknown value type {v!r}; use one of {known}")
+        return v
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, v: Any, info: ValidationInfo) -> str:
+        if isinstance(v, bool):
+            text = "true" if v else "false"
+        elif isinstance(v, int | float | str):
+            text = str(v)
+        else:
+            raise ValueError("must be a string, a number or a boolean")
+        declared = info.data.get("type")
+        if declared:
+            _declared(text, declared)
+        return text
+
+
+class EventRuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: Annotated[str, AfterValidator(_check_pattern)] = Field(
+        "*", max_length=255, description="shell-style pattern, e.g. compute.instance.*"
+    )
+    query: list[QueryIn] = Field(default_factory=list, max_length=64)
+
+
+def _unique(urls: list[str]) -> list[str]:
+    return list(dict.fromkeys(urls))
+
+
+class AlarmBody(BaseModel):
+    """The body of POST /v2/alarms and PUT /v2/alarms/{id}.
+
+    Unknown top-level keys are ignored because Aodh clients update an alarm by
+    sending back what they read, read-only fields (alarm_id, timestamps) included.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=255)
+    type: str = Field(description="only 'event' alarms are supported")
+    event_rule: EventRuleIn
+    description: str | None = Field(None, max_length=4096)
+    enabled: bool = True
+    state: State | None = Field(None, description="initial state; on PUT, omitted keeps it")
+    severity: Severity = "low"
+    repeat_actions: bool = False
+    alarm_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(default_factory=list)
+    ok_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(default_factory=list)
+    insufficient_data_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(
+        default_factory=list
+    )
+    project_id: str | None = Field(None, min_length=1, max_length=255)
+    user_id: str | None = Field(None, max_length=255)
+    time_constraints: list[Any] = Field(default_factory=list)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v != "event":
+            raise ValueError(
+                f"alarm type {v!r} is not supported: this service only implements 'event' "
+                "alarms (threshold, gnocchi and composite alarms are not supported)"
+            )
+        return v
+
+    @field_validator("time_constraints")
+    @classmethod
+    def _time_constraints(cls, v: list[Any]) -> list[Any]:
+        if v:
+            raise ValueError("time constraints are not supported for event alarms")
+        return v
+
+    def to_alarm(
+        self, alarm_id: str, project_id: str, user_id: str, state: str, now: float
+    ) -> Alarm:
+        rule = self.event_rule
+        terms = [compile_term(q.field, q.op, q.value, q.type) for q in rule.query]
+        description = self.description
+        if description is None:
+            description = f"Alarm when {rule.event_type} event occurred."
+        return Alarm(
+            alarm_id=alarm_id,
+            name=self.name,
+            description=description,
+            type=self.type,
+            project_id=project_id,
+            user_id=user_id,
+            enabled=self.enabled,
+            state=state,
+            state_reason=REASON_NEW,
+            state_timestamp=now,
+            timestamp=now,
+            severity=self.severity,
+            repeat_actions=self.repeat_actions,
+            alarm_actions=list(self.alarm_actions),
+            ok_actions=list(self.ok_actions),
+            insufficient_data_actions=list(self.insufficient_data_actions),
+            event_type=rule.event_type,
+            query=terms,
+        )

@@ -1,0 +1,59 @@
+"""Fixtures for the alarm tests: a real SQLite file, the service over it, an API client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from opendoctor.api.alarms import router
+from opendoctor.api.errors import install_error_handlers
+from opendoctor.config import Settings
+from opendoctor.notifier.alarms import AlarmService
+from opendoctor.notifier.index import AlarmIndex
+from opendoctor.store.alarms import AlarmStore
+from opendoctor.store.db import Database
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/alarms.db"
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(db: Database) -> AlarmStore:
+    return AlarmStore(db)
+
+
+@pytest.fixture
+async def service(store: AlarmStore) -> AlarmService:
+    svc = AlarmService(store, AlarmIndex())
+    await svc.load()
+    return svc
+
+
+def build_app(service: AlarmService, state_dir: Path) -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.settings = Settings(state_dir=state_dir)
+    app.state.alarms = service
+    app.include_router(router)
+    return app
+
+
+@pytest.fixture
+async def client(service: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(service, tmp_path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
