@@ -1,0 +1,62 @@
+"""The FastAPI application: routes, error handling, metrics, and the service's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from opendoctor import __version__
+from opendoctor.api import alarms, events, native
+from opendoctor.api.errors import BodyLimit, install_error_handlers
+from opendoctor.service import Service
+
+
+def create_app(service: Service, manage: bool = True) -> FastAPI:
+    """The API over `service`. With `manage`, the app starts and stops the service."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await service.stop()
+
+    app = FastAPI(
+        title="opendoctor",
+        version=__version__,
+        description="Fault management and high availability for virtualised infrastructure.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = service.settings
+    app.state.alarms = service.alarms
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=service.settings.api.max_body_bytes)
+    app.include_router(events.router)
+    app.include_router(alarms.router)
+    app.include_router(native.router)
+
+    @app.get("/health", tags=["operations"], summary="Liveness and readiness")
+    async def health(request: Request) -> dict[str, Any]:
+        svc: Service = request.app.state.service
+        return {
+            "status": "ok" if svc.started else "starting",
+            "version": __version__,
+            "hosts": len(svc.topology.hosts),
+            "servers": len(svc.topology.servers),
+            "alarms": len(svc.index),
+        }
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,149 @@
+"""Southbound: Doctor-format fault events from monitors.
+
+Accepted shapes (DESIGN.md §5): a JSON list of events, one bare event, `{"event": {...}}`
+or `{"events": [...]}`; at `PUT /events`, `POST /events` and Vitrage's `POST /v1/event`.
+A request is all or nothing: one bad event rejects it whole and nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from opendoctor.api.auth import check_southbound
+from opendoctor.api.errors import ApiError, error_body, validation_errors
+from opendoctor.model import HOST_DOWN, Event
+from opendoctor.service import Service
+
+router = APIRouter(tags=["events (Doctor)"], dependencies=[Depends(check_southbound)])
+
+KNOWN_TYPES = frozenset({HOST_DOWN})
+
+
+class EventDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hostname: str = Field(min_length=1, max_length=255)
+    status: str = Field(min_length=1, max_length=64)
+    monitor: str = ""
+    monitor_event_id: str = ""
+
+
+class DoctorEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    time: datetime | float | None = None
+    type: str = Field(min_length=1, max_length=255)
+    details: EventDetails
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in KNOWN_TYPES:
+            known = ", ".join(sorted(KNOWN_TYPES))
+            raise ValueError(f"unknown event type {value!r}; known types: {known}")
+        return value
+
+    def to_event(self) -> Event:
+        now = time.time()
+        if isinstance(self.time, datetime):
+            # Doctor monitors send naive ISO times in UTC.
+            stamp = self.time if self.time.tzinfo else self.time.replace(tzinfo=UTC)
+            at = stamp.timestamp()
+        elif isinstance(self.time, float):
+            at = self.time
+        else:
+            at = now
+        extra = dict((self.details.model_extra or {}).items())
+        return Event(
+            type=self.type,
+            hostname=self.details.hostname,
+            status=self.details.status.lower(),
+            time=at,
+            monitor=self.details.monitor,
+            monitor_event_id=self.details.monitor_event_id,
+            details=extra,
+            received=now,
+            trace={"T01": min(at, now)},
+        )
+
+
+def unwrap(body: Any) -> tuple[list[Any], str]:
+    """The events in any accepted shape, and the prefix that names their field paths."""
+    if isinstance(body, list):
+        return body, ""
+    if isinstance(body, dict):
+        if "events" in body and isinstance(body["events"], list):
+            return body["events"], "events"
+        if "event" in body and isinstance(body["event"], dict):
+            return [body["event"]], "event"
+        return [body], ""
+    raise ApiError(400, "expected an event object or a list of events", "body")
+
+
+def parse(raw: bytes) -> list[DoctorEvent]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}", "body") from exc
+    items, prefix = unwrap(body)
+    if not items:
+        raise ApiError(400, "no events in the request", prefix or "body")
+    parsed: list[DoctorEvent] = []
+    errors: list[dict[str, str]] = []
+    many = isinstance(body, list) or prefix == "events"
+    for i, item in enumerate(items):
+        try:
+            parsed.append(DoctorEvent.model_validate(item))
+        except ValidationError as exc:
+            where = f"{prefix}[{i}]" if many else prefix
+            for err in validation_errors(list(exc.errors())):
+                field = err["field"] if err["field"] != "body" else ""
+                path = ".".join(p for p in (where, field) if p)
+                errors.append({"field": path or "body", "problem": err["problem"]})
+    if errors:
+        raise _Invalid(errors)
+    return parsed
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+
+
+async def _accept(request: Request) -> JSONResponse:
+    service: Service = request.app.state.service
+    raw = await request.body()
+    try:
+        parsed = parse(raw)
+    except _Invalid as exc:
+        return JSONResponse(error_body(400, exc.errors), status_code=400)
+    unknown = sorted({e.details.hostname for e in parsed} - service.topology.hosts.keys())
+    if unknown:
+        field = "details.hostname"
+        raise ApiError(422, f"unknown host(s): {', '.join(unknown)}", field)
+    events = [p.to_event() for p in parsed]
+    await service.submit(events)
+    return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)
+
+
+_DOC = "Accepts a list, a bare event, or {'event': ...} / {'events': [...]}."
+
+
+@router.put("/events", summary="Report fault events (Doctor inspector API)", description=_DOC)
+async def put_events(request: Request) -> JSONResponse:
+    return await _accept(request)
+
+
+@router.post("/events", summary="Report fault events (POST form)", description=_DOC)
+async def post_events(request: Request) -> JSONResponse:
+    return await _accept(request)
+
+
+@router.post("/v1/event", summary="Report fault events (Vitrage form)", description=_DOC)
+async def post_vitrage_event(request: Request) -> JSONResponse:
+    return await _accept(request)

@@ -1,0 +1,115 @@
+"""Native `/v1` routes: resources, faults with their timelines, notifications."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from opendoctor.api.auth import Identity, current_identity
+from opendoctor.api.errors import ApiError
+from opendoctor.service import Service
+from opendoctor.store.outbox import OutboxEntry
+
+router = APIRouter(prefix="/v1", tags=["native"])
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _admin(identity: Identity) -> None:
+    if not identity.is_admin:
+        raise ApiError(403, "this needs the admin role", "X-Roles")
+
+
+def _notification(entry: OutboxEntry) -> dict[str, Any]:
+    event = entry.body.get("reason_data", {}).get("event", {})
+    traits = {t[0]: t[2] for t in event.get("traits", [])}
+    return {
+        "id": entry.id,
+        "alarm_id": entry.alarm_id,
+        "url": entry.url,
+        "instance_id": traits.get("instance_id"),
+        "status": entry.status,
+        "attempts": entry.attempts,
+        "created": entry.created,
+        "delivered": entry.delivered,
+        "last_error": entry.last_error,
+    }
+
+
+@router.get("/hosts", summary="Compute hosts as the inspector sees them (admin)")
+async def list_hosts(
+    request: Request, identity: Identity = Depends(current_identity)
+) -> list[dict[str, Any]]:
+    _admin(identity)
+    service = _service(request)
+    return [
+        dict(asdict(h), servers=len(service.topology.servers_on(h.name)))
+        for h in service.topology.hosts.values()
+    ]
+
+
+@router.get("/servers", summary="Servers with their host, project and state")
+async def list_servers(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    host: str | None = Query(None, description="only servers on this host"),
+) -> list[dict[str, Any]]:
+    topology = _service(request).topology
+    servers = topology.servers_on(host) if host else topology.servers.values()
+    return [asdict(s) for s in servers if identity.can_see(s.project_id)]
+
+
+@router.get("/faults", summary="Faults, newest first (admin)")
+async def list_faults(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    status: str | None = Query(None, pattern="^(active|cleared)$"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> list[dict[str, Any]]:
+    _admin(identity)
+    faults = await _service(request).faults.list(status=status, limit=limit)
+    return [f.to_dict() for f in faults]
+
+
+@router.get("/faults/{fault_id}", summary="One fault: timeline, notifications, recovery (admin)")
+async def get_fault(
+    fault_id: str, request: Request, identity: Identity = Depends(current_identity)
+) -> dict[str, Any]:
+    _admin(identity)
+    service = _service(request)
+    fault = await service.faults.get(fault_id)
+    if fault is None:
+        raise ApiError(404, f"no fault {fault_id}", "fault_id")
+    live = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
+    data = (live or fault).to_dict()
+    entries = await service.outbox.list(fault_id=fault_id, limit=100_000)
+    data["notifications"] = [_notification(e) for e in entries]
+    return data
+
+
+@router.get("/notifications", summary="Notification deliveries (admin)")
+async def list_notifications(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    status: str | None = Query(None, pattern="^(pending|delivered|failed)$"),
+    fault_id: str | None = None,
+    limit: int = Query(1000, ge=1, le=100_000),
+) -> list[dict[str, Any]]:
+    _admin(identity)
+    entries = await _service(request).outbox.list(fault_id=fault_id, status=status, limit=limit)
+    return [_notification(e) for e in entries]
+
+
+@router.get("/events", summary="Recently accepted southbound events (admin)")
+async def list_events(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> list[dict[str, Any]]:
+    _admin(identity)
+    return await _service(request).events.recent(limit)

@@ -1,0 +1,61 @@
+"""A fault: one (type, hostname) from its first report to its clearance, with its timeline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opendoctor.model import CHECKPOINTS
+
+
+@dataclass(slots=True)
+class RecoveryItem:
+    """What happened to one server during recovery."""
+
+    server_id: str
+    name: str
+    from_host: str
+    to_host: str | None = None
+    started: float = 0.0
+    finished: float | None = None
+    result: str = "pending"  # pending | ok | failed
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Fault:
+    id: str
+    type: str
+    hostname: str
+    started: float
+    status: str = "active"  # active | cleared
+    cleared: float | None = None
+    trace: dict[str, float] = field(default_factory=dict)
+    affected: list[str] = field(default_factory=list)
+    recovery: list[RecoveryItem] = field(default_factory=list)
+    repeats: int = 0
+
+    def mark(self, checkpoint: str, at: float) -> None:
+        # Keep the first time a checkpoint was reached: later repeats say nothing new.
+        self.trace.setdefault(checkpoint, at)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Checkpoints in order, with seconds since detection (T01) where known."""
+        t01 = self.trace.get("T01")
+        rows = []
+        for name in sorted(self.trace):
+            at = self.trace[name]
+            rows.append(
+                {
+                    "checkpoint": name,
+                    "label": CHECKPOINTS.get(name, name),
+                    "at": at,
+                    "since_detection": None if t01 is None else at - t01,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timeline"] = self.timeline()
+        return data

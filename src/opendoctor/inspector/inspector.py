@@ -1,0 +1,196 @@
+"""The inspector: from a host fault to its affected servers, and what happens to them.
+
+On a new fault it finds the host's servers in the in-memory topology and starts three
+things together — notify the owners, force the host down, set the servers to error —
+so the owners never wait on the VIM (the Doctor "shortcut" path). Recovery follows
+once the owners are told and the host is marked down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from opendoctor import metrics
+from opendoctor.config import InspectorSettings
+from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.faults import Fault
+from opendoctor.inspector.topology import Topology
+from opendoctor.model import INSTANCE_UPDATE, Event, NotificationEvent, Server, new_id
+from opendoctor.notifier.notifier import Notifier
+from opendoctor.store.pipeline import EventStore, FaultStore
+
+log = logging.getLogger(__name__)
+
+Recover = Callable[[Fault, list[Server]], Awaitable[None]]
+
+
+def instance_event(event: Event, fault: Fault, server: Server) -> NotificationEvent:
+    note = NotificationEvent.build(
+        INSTANCE_UPDATE,
+        fault_id=fault.id,
+        instance_id=server.id,
+        state="error",
+        host=server.host,
+        project_id=server.project_id,
+        tenant_id=server.project_id,
+    )
+    # Stable per (event, server): a replayed event yields the same message ids.
+    note.message_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{event.id}/{server.id}"))
+    return note
+
+
+class Inspector:
+    def __init__(
+        self,
+        topology: Topology,
+        vim: VimDriver,
+        notifier: Notifier,
+        events: EventStore,
+        faults: FaultStore,
+        settings: InspectorSettings,
+        recover: Recover | None = None,
+    ) -> None:
+        self.topology = topology
+        self.vim = vim
+        self.notifier = notifier
+        self.events = events
+        self.faults = faults
+        self.settings = settings
+        self.recover = recover
+        self.active: dict[tuple[str, str], Fault] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        # Waiters for tests and the demo: fault id -> event set when its work is done.
+        self.done: dict[str, asyncio.Event] = {}
+
+    async def restore(self) -> None:
+        """Take up the faults that were active when the service stopped."""
+        for fault in await self.faults.list(status="active", limit=100_000):
+            self.active[(fault.type, fault.hostname)] = fault
+        metrics.FAULTS_ACTIVE.set(len(self.active))
+
+    async def handle(self, event: Event) -> None:
+        """Bus handler for accepted events (called in order per host)."""
+        fault = self.active.get(event.key)
+        if event.active:
+            if fault is not None:
+                fault.repeats += 1
+                metrics.EVENTS.labels(event.type, "duplicate").inc()
+                await self.events.mark_processed(event, fault.id)
+                return
+            await self._new_fault(event)
+        elif fault is not None:
+            await self._clear(event, fault)
+        else:
+            await self.events.mark_processed(event, None)
+
+    async def _new_fault(self, event: Event) -> None:
+        detected = event.trace.get("T01", event.time)
+        fault = Fault(id=new_id(), type=event.type, hostname=event.hostname, started=detected)
+        for name, at in event.trace.items():
+            fault.mark(name, at)
+        fault.mark("T01", detected)
+        self.active[event.key] = fault
+        self.done[fault.id] = asyncio.Event()
+        metrics.FAULTS_ACTIVE.set(len(self.active))
+
+        servers = self.topology.servers_on(event.hostname)
+        fault.affected = [s.id for s in servers]
+        self._mark(fault, "T02")
+        notes = [instance_event(event, fault, s) for s in servers]
+        root_cause = {"fault_id": fault.id, "event_type": event.type, "hostname": event.hostname}
+        await asyncio.gather(
+            self._notify(fault, notes, root_cause),
+            self._force_down(fault),
+            self._set_error(fault, servers),
+        )
+        await self.faults.save(fault)
+        await self.events.mark_processed(event, fault.id)
+        if self.recover is not None and "T04" in fault.trace and servers:
+            self._spawn(self._recover(fault, servers))
+        else:
+            self.done[fault.id].set()
+
+    def _mark(self, fault: Fault, checkpoint: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        fault.mark(checkpoint, at)
+        metrics.STAGE.labels(checkpoint).observe(max(0.0, at - fault.trace["T01"]))
+
+    async def _notify(self, fault: Fault, notes: list[NotificationEvent], cause: object) -> None:
+        entries = await self.notifier.notify(notes, root_cause=cause)
+        delivered = [e.delivered for e in entries if e.delivered is not None]
+        if delivered:
+            self._mark(fault, "T09", max(delivered))
+
+    async def _force_down(self, fault: Fault) -> None:
+        try:
+            await self.vim.force_down(fault.hostname, True)
+        except VimError as exc:
+            metrics.VIM_ERRORS.labels("force_down").inc()
+            log.error("could not mark host down", extra={"host": fault.hostname, "error": str(exc)})
+            return
+        host = self.topology.hosts.get(fault.hostname)
+        if host is not None:
+            host.forced_down, host.state = True, "down"
+        self._mark(fault, "T04")
+
+    async def _set_error(self, fault: Fault, servers: list[Server]) -> None:
+        limit = asyncio.Semaphore(self.settings.vim_concurrency)
+
+        async def one(server: Server) -> bool:
+            async with limit:
+                try:
+                    await self.vim.reset_state(server.id, "error")
+                except VimError as exc:
+                    metrics.VIM_ERRORS.labels("reset_state").inc()
+                    log.error(
+                        "could not set server to error",
+                        extra={"server": server.id, "error": str(exc)},
+                    )
+                    return False
+            server.status = "ERROR"
+            return True
+
+        results = await asyncio.gather(*(one(s) for s in servers))
+        if all(results):
+            self._mark(fault, "T03")
+
+    async def _recover(self, fault: Fault, servers: list[Server]) -> None:
+        assert self.recover is not None
+        try:
+            await self.recover(fault, servers)
+            if fault.recovery and all(i.result == "ok" for i in fault.recovery):
+                finished = [i.finished for i in fault.recovery if i.finished is not None]
+                self._mark(fault, "T11", max(finished))
+            await self.faults.save(fault)
+        finally:
+            self.done[fault.id].set()
+
+    async def _clear(self, event: Event, fault: Fault) -> None:
+        fault.status = "cleared"
+        fault.cleared = time.time()
+        del self.active[event.key]
+        metrics.FAULTS_ACTIVE.set(len(self.active))
+        try:
+            await self.vim.force_down(event.hostname, False)
+            host = self.topology.hosts.get(event.hostname)
+            if host is not None:
+                host.forced_down, host.state = False, "up"
+        except VimError as exc:
+            metrics.VIM_ERRORS.labels("force_up").inc()
+            log.error("could not mark host up", extra={"host": event.hostname, "error": str(exc)})
+        await self.faults.save(fault)
+        await self.events.mark_processed(event, fault.id)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

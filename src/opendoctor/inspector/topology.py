@@ -1,0 +1,60 @@
+"""The inspector's view of the VIM: hosts, servers, and which servers each host holds.
+
+Kept in memory so that a host fault finds its servers in O(servers on that host),
+never by asking the VIM on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opendoctor.model import Host, Server, VimChange
+
+
+class Topology:
+    def __init__(self) -> None:
+        self.hosts: dict[str, Host] = {}
+        self.servers: dict[str, Server] = {}
+        self._by_host: dict[str, dict[str, Server]] = {}
+
+    def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
+        self.hosts = {h.name: h for h in hosts}
+        self.servers = {}
+        self._by_host = {}
+        for server in servers:
+            self.put_server(server)
+
+    def put_host(self, host: Host) -> None:
+        self.hosts[host.name] = host
+
+    def put_server(self, server: Server) -> None:
+        old = self.servers.get(server.id)
+        if old is not None and old.host != server.host:
+            self._by_host.get(old.host, {}).pop(server.id, None)
+        self.servers[server.id] = server
+        self._by_host.setdefault(server.host, {})[server.id] = server
+
+    def remove_server(self, server_id: str) -> None:
+        old = self.servers.pop(server_id, None)
+        if old is not None:
+            self._by_host.get(old.host, {}).pop(server_id, None)
+
+    def remove_host(self, name: str) -> None:
+        self.hosts.pop(name, None)
+
+    def apply(self, change: VimChange) -> None:
+        if change.kind == "host":
+            if change.host is None:
+                return
+            if change.op == "delete":
+                self.remove_host(change.host.name)
+            else:
+                self.put_host(change.host)
+        elif change.kind == "server" and change.server is not None:
+            if change.op == "delete":
+                self.remove_server(change.server.id)
+            else:
+                self.put_server(change.server)
+
+    def servers_on(self, host: str) -> list[Server]:
+        return list(self._by_host.get(host, {}).values())

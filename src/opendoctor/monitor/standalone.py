@@ -1,0 +1,108 @@
+"""The host monitor as its own process: probes the VIM's hosts, POSTs events to the API.
+
+Embedded mode hands events to the inspector in-process; this is the same prober for a
+deployment where the monitor runs elsewhere (closer to the hosts, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from opendoctor.config import Settings
+from opendoctor.controller.base import VimError
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.model import Event, iso
+from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.service import make_vim
+
+log = logging.getLogger(__name__)
+
+
+def doctor_event(event: Event) -> dict[str, object]:
+    """The Doctor wire form of an event."""
+    return {
+        "time": iso(event.time),
+        "type": event.type,
+        "details": {
+            "hostname": event.hostname,
+            "status": event.status,
+            "monitor": event.monitor,
+            "monitor_event_id": event.monitor_event_id,
+            **event.details,
+        },
+    }
+
+
+class EventPoster:
+    """Sends events to `PUT {api}/events`, retrying until the API has accepted them."""
+
+    def __init__(self, api: str, http: HttpClient, token: str | None) -> None:
+        self.url = api.rstrip("/") + "/events"
+        self.http = http
+        self.headers = {"X-Auth-Token": token} if token else {}
+
+    async def __call__(self, event: Event) -> None:
+        delay = 0.05
+        while True:
+            try:
+                resp = await self.http.put(
+                    self.url, json=[doctor_event(event)], headers=self.headers
+                )
+                if resp.ok:
+                    return
+                if 400 <= resp.status < 500:
+                    log.error(
+                        "API refused an event",
+                        extra={"status": resp.status, "body": resp.body[:500]},
+                    )
+                    return
+            except HttpError as exc:
+                log.warning("API not reachable, retrying", extra={"error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def run(settings: Settings, api: str, ready_file: Path | None = None) -> None:
+    http = HttpClient()
+    vim = make_vim(settings)
+    prober = HostProber(settings.monitor, EventPoster(api, http, settings.api.southbound_token))
+    while True:
+        try:
+            hosts = await vim.list_hosts()
+            break
+        except VimError as exc:
+            log.warning("VIM not answering, retrying", extra={"error": str(exc)})
+            await asyncio.sleep(0.5)
+    for host in hosts:
+        prober.watch(host)
+    await prober.start()
+
+    async def follow() -> None:
+        async for change in vim.changes():
+            if change.kind == "host" and change.host is not None:
+                if change.op == "delete":
+                    prober.unwatch(change.host.name)
+                else:
+                    prober.watch(change.host)
+
+    follower = asyncio.create_task(follow())
+    log.info("monitoring hosts", extra={"hosts": len(hosts), "api": api})
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(api)
+        os.replace(tmp, ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        follower.cancel()
+        await prober.stop()
+        await vim.close()
+        await http.close()

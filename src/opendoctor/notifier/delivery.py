@@ -1,0 +1,162 @@
+"""Delivering outbox entries to consumers: first attempts at once, retries with backoff.
+
+`Sender` is the plug-in point (one per URL scheme). `Dispatcher` owns the attempts:
+it sends with bounded concurrency, writes each attempt's outcome back to the outbox
+and keeps a retry loop that wakes when the next pending entry is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Protocol
+
+import orjson
+
+from opendoctor import metrics
+from opendoctor.config import NotifierSettings
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.store.outbox import DELIVERED, FAILED, PENDING, OutboxEntry, OutboxStore
+
+log = logging.getLogger(__name__)
+
+# Answers worth trying again: the consumer may be back soon. Other 4xx are final.
+RETRYABLE = {408, 425, 429}
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Sender(Protocol):
+    async def send(self, entry: OutboxEntry) -> None:
+        """Deliver one entry or raise `DeliveryError`."""
+
+
+class HttpSender:
+    """POSTs the Aodh callback body, as Aodh's REST notifier does."""
+
+    def __init__(self, http: HttpClient, timeout: float) -> None:
+        self.http = http
+        self.timeout = timeout
+
+    async def send(self, entry: OutboxEntry) -> None:
+        headers = {
+            "content-type": "application/json",
+            # Stable per entry: a retried delivery carries the same id, so consumers can dedupe.
+            "x-openstack-request-id": f"req-{entry.id}",
+        }
+        try:
+            payload = entry.payload or orjson.dumps(entry.body)
+            resp = await self.http.request(
+                "POST", entry.url, content=payload, headers=headers, timeout=self.timeout
+            )
+        except HttpError as exc:
+            raise DeliveryError(str(exc)) from exc
+        if not resp.ok:
+            retry = resp.status >= 500 or resp.status in RETRYABLE
+            raise DeliveryError(f"HTTP {resp.status} from {entry.url}", retry=retry)
+
+
+class LogSender:
+    """`log://` actions: the notification goes to opendoctor's own log."""
+
+    async def send(self, entry: OutboxEntry) -> None:
+        log.info("alarm notification", extra={"alarm_id": entry.alarm_id, "body": entry.body})
+
+
+class Dispatcher:
+    def __init__(
+        self, outbox: OutboxStore, senders: dict[str, Sender], settings: NotifierSettings
+    ) -> None:
+        self.outbox = outbox
+        self.senders = senders
+        self.settings = settings
+        self._limit = asyncio.Semaphore(settings.connections)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _sender(self, url: str) -> Sender | None:
+        scheme = url.split(":", 1)[0].lower()
+        return self.senders.get(scheme)
+
+    async def _attempt(self, entry: OutboxEntry) -> None:
+        sender = self._sender(entry.url)
+        entry.attempts += 1
+        try:
+            if sender is None:
+                raise DeliveryError(f"no sender for {entry.url}", retry=False)
+            async with self._limit:
+                await sender.send(entry)
+        except DeliveryError as exc:
+            entry.last_error = str(exc)
+            if exc.retry and entry.attempts < self.settings.max_attempts:
+                delay = min(
+                    self.settings.backoff_max,
+                    self.settings.backoff_initial * 2 ** (entry.attempts - 1),
+                )
+                entry.next_attempt = time.time() + delay
+                entry.status = PENDING
+                metrics.NOTIFICATIONS.labels("retry").inc()
+            else:
+                entry.status = FAILED
+                metrics.NOTIFICATIONS.labels("failed").inc()
+                log.error(
+                    "notification failed for good",
+                    extra={"url": entry.url, "alarm_id": entry.alarm_id, "error": str(exc)},
+                )
+        else:
+            entry.status = DELIVERED
+            entry.delivered = time.time()
+            entry.last_error = None
+            metrics.NOTIFICATIONS.labels("delivered").inc()
+
+    async def deliver(
+        self, entries: list[OutboxEntry], persisted: Awaitable[None] | None = None
+    ) -> None:
+        """First attempts for new entries, concurrently with their persistence.
+
+        Sending does not wait for the outbox insert; writing back the outcome does, so a
+        row is never updated before it exists. If opendoctor dies in between, the event is
+        still unprocessed and its replay recreates the same entry ids (at least once).
+        """
+        await asyncio.gather(*(self._attempt(e) for e in entries))
+        if persisted is not None:
+            await persisted
+        await self.outbox.record_attempts(entries)
+        if any(e.status == PENDING for e in entries):
+            self._wake.set()
+
+    async def run_retries(self) -> None:
+        """Retry pending entries when due; runs for the life of the service."""
+        while True:
+            # Cleared before looking, so a wake-up during the pass is not lost.
+            self._wake.clear()
+            now = time.time()
+            try:
+                due = await self.outbox.due(now)
+                if due:
+                    await asyncio.gather(*(self._attempt(e) for e in due))
+                    await self.outbox.record_attempts(due)
+                    continue
+                nxt = await self.outbox.next_due()
+            except Exception:
+                log.exception("outbox retry pass failed")
+                nxt = now + 1.0
+            wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_retries(), name="outbox-retries")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -1,0 +1,122 @@
+"""Events in, notifications out: match alarms through the index, move them, deliver.
+
+One call handles a whole batch (all servers of a failed host): matching is in memory,
+state changes and outbox rows are written in one bulk statement each, and every
+delivery starts at once, while those writes are still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from opendoctor.model import NotificationEvent
+from opendoctor.notifier.alarms import AlarmService
+from opendoctor.notifier.delivery import Dispatcher
+from opendoctor.notifier.index import AlarmIndex
+from opendoctor.notifier.rules import Alarm
+from opendoctor.store.alarms import Transition
+from opendoctor.store.outbox import OutboxEntry, OutboxStore
+
+log = logging.getLogger(__name__)
+
+ALARM = "alarm"
+
+
+def _entry_id(message_id: str, alarm_id: str, url: str) -> str:
+    # Deterministic, so replaying an event after a crash recreates the same entries.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{message_id}/{alarm_id}/{url}"))
+
+
+def callback_body(
+    alarm: Alarm, previous: str, event: NotificationEvent, reason: str, root_cause: Any = None
+) -> dict[str, Any]:
+    """The Aodh alarm callback body (DESIGN.md §5)."""
+    reason_data: dict[str, Any] = {"type": "event", "event": event.to_wire()}
+    if root_cause is not None:
+        reason_data["root_cause"] = root_cause
+    return {
+        "alarm_name": alarm.name,
+        "alarm_id": alarm.alarm_id,
+        "severity": alarm.severity,
+        "previous": previous,
+        "current": ALARM,
+        "reason": reason,
+        "reason_data": reason_data,
+    }
+
+
+class Notifier:
+    def __init__(
+        self,
+        index: AlarmIndex,
+        alarms: AlarmService,
+        outbox: OutboxStore,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.index = index
+        self.alarms = alarms
+        self.outbox = outbox
+        self.dispatcher = dispatcher
+
+    async def notify(
+        self, events: list[NotificationEvent], root_cause: Any = None
+    ) -> list[OutboxEntry]:
+        """Fire every alarm the events match; returns the entries after their first attempt."""
+        now = time.time()
+        transitions: list[Transition] = []
+        entries: list[OutboxEntry] = []
+        for event in events:
+            for alarm in self.index.match(event):
+                previous = alarm.state
+                if previous == ALARM and not alarm.repeat_actions:
+                    continue
+                reason = (
+                    f"Event <id={event.message_id},event_type={event.event_type}> "
+                    f"hits the query of alarm {alarm.name}."
+                )
+                if previous != ALARM:
+                    alarm.state = ALARM
+                    alarm.state_timestamp = now
+                    alarm.state_reason = reason
+                    transitions.append(
+                        Transition(
+                            alarm_id=alarm.alarm_id,
+                            previous=previous,
+                            current=ALARM,
+                            reason=reason,
+                            reason_data={"type": "event", "event": event.to_wire()},
+                            timestamp=now,
+                            project_id=alarm.project_id,
+                            user_id=alarm.user_id,
+                            severity=alarm.severity,
+                        )
+                    )
+                body = callback_body(alarm, previous, event, reason, root_cause)
+                payload = orjson.dumps(body)
+                for url in alarm.alarm_actions:
+                    entries.append(
+                        OutboxEntry(
+                            id=_entry_id(event.message_id, alarm.alarm_id, url),
+                            alarm_id=alarm.alarm_id,
+                            url=url,
+                            body=body,
+                            created=now,
+                            fault_id=event.fault_id,
+                            next_attempt=now,
+                            payload=payload,
+                        )
+                    )
+        if not entries and not transitions:
+            return []
+        persisted = asyncio.create_task(self._persist(transitions, entries))
+        await self.dispatcher.deliver(entries, persisted)
+        return entries
+
+    async def _persist(self, transitions: list[Transition], entries: list[OutboxEntry]) -> None:
+        await asyncio.gather(self.alarms.record_transitions(transitions), self.outbox.add(entries))

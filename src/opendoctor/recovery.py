@@ -1,0 +1,81 @@
+"""Recovery, first form: evacuate a failed host's servers and check they serve again.
+
+Runs after the owners are notified and the host is marked down (the VIM refuses to
+evacuate from a host it still thinks is up). Bounded parallelism; every server gets a
+`RecoveryItem` saying where it went, when, and with what result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from opendoctor import metrics
+from opendoctor.config import RecoverySettings
+from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.faults import Fault, RecoveryItem
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.model import Server
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(
+        self,
+        vim: VimDriver,
+        http: HttpClient,
+        settings: RecoverySettings,
+        on_moved: Callable[[Server], None] | None = None,
+    ) -> None:
+        self.vim = vim
+        self.http = http
+        self.settings = settings
+        self.on_moved = on_moved
+
+    async def __call__(self, fault: Fault, servers: list[Server]) -> None:
+        limit = asyncio.Semaphore(self.settings.concurrency)
+        items = [RecoveryItem(server_id=s.id, name=s.name, from_host=s.host) for s in servers]
+        fault.recovery = items
+
+        async def one(item: RecoveryItem) -> None:
+            async with limit:
+                item.started = time.time()
+                try:
+                    moved = await self.vim.evacuate(item.server_id)
+                    item.to_host = moved.host
+                    if self.on_moved is not None:
+                        self.on_moved(moved)
+                    if moved.endpoint:
+                        await self._wait_serving(moved.endpoint)
+                except (VimError, TimeoutError) as exc:
+                    item.result = "failed"
+                    item.error = str(exc) or exc.__class__.__name__
+                    metrics.RECOVERIES.labels("failed").inc()
+                    log.error(
+                        "evacuation failed", extra={"server": item.server_id, "error": item.error}
+                    )
+                else:
+                    item.result = "ok"
+                    metrics.RECOVERIES.labels("ok").inc()
+                item.finished = time.time()
+
+        await asyncio.gather(*(one(i) for i in items))
+
+    async def _wait_serving(self, endpoint: str) -> None:
+        """Poll the server's application until it answers 200, or time out."""
+        deadline = time.monotonic() + self.settings.serve_timeout
+        while True:
+            try:
+                resp = await self.http.get(endpoint, timeout=1.0)
+                if resp.ok:
+                    return
+            except HttpError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{endpoint} did not serve within {self.settings.serve_timeout}s"
+                )
+            await asyncio.sleep(0.02)

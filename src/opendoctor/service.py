@@ -1,0 +1,168 @@
+"""The embedded service: every block wired together in one process.
+
+`Service` owns the lifecycle (start in dependency order, stop in reverse) and is what
+the API, the demo, the benchmarks and the tests drive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from opendoctor import metrics
+from opendoctor.bus import InProcessBus
+from opendoctor.config import Settings
+from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.httpclient import HttpClient
+from opendoctor.inspector.inspector import Inspector
+from opendoctor.inspector.topology import Topology
+from opendoctor.model import Event, VimChange
+from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.notifier.alarms import AlarmService
+from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender, Sender
+from opendoctor.notifier.index import AlarmIndex
+from opendoctor.notifier.notifier import Notifier
+from opendoctor.recovery import Recovery
+from opendoctor.store.alarms import AlarmStore
+from opendoctor.store.db import Database
+from opendoctor.store.outbox import OutboxStore
+from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
+
+log = logging.getLogger(__name__)
+
+EVENTS_TOPIC = "events"
+
+
+def make_vim(settings: Settings) -> VimDriver:
+    from opendoctor.controller.lab import LabDriver
+    from opendoctor.lab.client import LabClient
+
+    url = settings.vim.lab_url
+    if url is None:
+        url = LabClient.from_state_dir(settings.lab_dir).url
+    return LabDriver(url)
+
+
+class Service:
+    def __init__(self, settings: Settings, vim: VimDriver | None = None) -> None:
+        self.settings = settings
+        self._vim = vim
+        self.db = Database(settings.db_url)
+        self.bus = InProcessBus()
+        self.http = HttpClient(
+            timeout=settings.notifier.timeout, connections=settings.notifier.connections
+        )
+        self.topology = Topology()
+        self.events = EventStore(self.db)
+        self.faults = FaultStore(self.db)
+        self.resources = ResourceStore(self.db)
+        self.outbox = OutboxStore(self.db)
+        self.index = AlarmIndex()
+        self.alarms = AlarmService(AlarmStore(self.db), self.index)
+        senders: dict[str, Sender] = {
+            "http": HttpSender(self.http, settings.notifier.timeout),
+            "https": HttpSender(self.http, settings.notifier.timeout),
+            "log": LogSender(),
+        }
+        self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
+        self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher)
+        self.prober = HostProber(settings.monitor, self.submit_one)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inspector: Inspector | None = None
+        self.started = False
+
+    @property
+    def vim(self) -> VimDriver:
+        if self._vim is None:
+            self._vim = make_vim(self.settings)
+        return self._vim
+
+    @property
+    def inspector(self) -> Inspector:
+        assert self._inspector is not None, "service not started"
+        return self._inspector
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        await self.alarms.load()
+        recovery = None
+        if self.settings.recovery.enabled:
+            recovery = Recovery(
+                self.vim, self.http, self.settings.recovery, on_moved=self.topology.put_server
+            )
+        self._inspector = Inspector(
+            self.topology,
+            self.vim,
+            self.notifier,
+            self.events,
+            self.faults,
+            self.settings.inspector,
+            recover=recovery,
+        )
+        await self._inspector.restore()
+        await self.sync_topology()
+        self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
+        self.dispatcher.start()
+        self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
+        if self.settings.monitor.enabled:
+            for host in self.topology.hosts.values():
+                self.prober.watch(host)
+            await self.prober.start()
+        for event in await self.events.unprocessed():
+            log.info("replaying an event accepted before a restart", extra={"event": event.id})
+            await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+        self.started = True
+
+    async def sync_topology(self) -> None:
+        """Load hosts and servers from the VIM (retrying while it does not answer)."""
+        delay = 0.1
+        while True:
+            try:
+                hosts, servers = await asyncio.gather(
+                    self.vim.list_hosts(), self.vim.list_servers()
+                )
+                break
+            except VimError as exc:
+                log.warning("VIM not answering, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.topology.load(hosts, servers)
+        await self.resources.upsert(hosts, servers)
+
+    async def _watch_vim(self) -> None:
+        async for change in self.vim.changes():
+            self._apply(change)
+
+    def _apply(self, change: VimChange) -> None:
+        self.topology.apply(change)
+        if change.kind == "host" and change.host is not None and self.settings.monitor.enabled:
+            if change.op == "delete":
+                self.prober.unwatch(change.host.name)
+            else:
+                self.prober.watch(change.host)
+
+    async def submit(self, events: list[Event]) -> None:
+        """Accept events: they are durable when this returns, and already being handled."""
+        for event in events:
+            metrics.EVENTS.labels(event.type, "accepted").inc()
+            # Handling starts before the write completes: the hot path never waits on disk.
+            await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+        await self.events.add(events)
+
+    async def submit_one(self, event: Event) -> None:
+        await self.submit([event])
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.close()
+        if self._inspector is not None:
+            await self._inspector.close()
+        await self.dispatcher.stop()
+        await self.http.close()
+        if self._vim is not None:
+            await self._vim.close()
+        await self.db.close()
+        self.started = False

@@ -1,0 +1,135 @@
+"""An embedded service over an in-memory VIM, with a real consumer on a real socket."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from opendoctor.api.app import create_app
+from opendoctor.config import Settings
+from opendoctor.consumer import RECEIVED, make_app
+from opendoctor.controller.memory import MemoryVim
+from opendoctor.model import Host, Server, iso
+from opendoctor.service import Service
+
+PROJECT_A, PROJECT_B = "project-a", "project-b"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lab_vim() -> MemoryVim:
+    hosts = [Host(f"compute{i}", f"127.0.1.{i}", 4100) for i in (1, 2, 3)]
+    servers = [
+        Server(
+            f"00000000-0000-0000-0000-00000000000{j}",
+            f"vm{j}",
+            f"compute{(j - 1) % 3 + 1}",
+            PROJECT_A if j % 2 else PROJECT_B,
+        )
+        for j in range(1, 7)
+    ]
+    return MemoryVim(hosts, servers)
+
+
+@dataclass
+class Consumer:
+    url: str
+    app: web.Application
+    runner: web.AppRunner | None = None
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        return self.app[RECEIVED]
+
+    async def start(self, port: int) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def consumer() -> AsyncIterator[Consumer]:
+    port = free_port()
+    c = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
+    await c.start(port)
+    yield c
+    await c.stop()
+
+
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "state_dir": tmp_path,
+        "monitor": {"enabled": False},
+        "notifier": {"backoff_initial": 0.05, "backoff_max": 0.2, "timeout": 1.0},
+        "recovery": {"serve_timeout": 2.0},
+    }
+    base.update(kw)
+    return Settings(**base)
+
+
+@dataclass
+class Running:
+    service: Service
+    vim: MemoryVim
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    vim = lab_vim()
+    service = Service(settings_for(tmp_path), vim=vim)
+    await service.start()
+    app = create_app(service, manage=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://opendoctor") as client:
+        yield Running(service, vim, client)
+    await service.stop()
+
+
+def alarm_for(server_id: str, url: str, **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"failure-{server_id[-4:]}",
+        "type": "event",
+        "alarm_actions": [url],
+        "event_rule": {
+            "event_type": "compute.instance.update",
+            "query": [
+                {"field": "traits.instance_id", "op": "eq", "value": server_id},
+                {"field": "traits.state", "op": "eq", "value": "error"},
+            ],
+        },
+    }
+    body.update(kw)
+    return body
+
+
+def as_project(project: str) -> dict[str, str]:
+    return {"X-Project-Id": project, "X-User-Id": "vnfm"}
+
+
+ADMIN = {"X-Project-Id": "admin", "X-Roles": "admin"}
+
+
+def host_down(host: str, status: str = "down") -> dict[str, Any]:
+    return {
+        "time": iso(time.time()),
+        "type": "compute.host.down",
+        "details": {"hostname": host, "status": status, "monitor": "test", "monitor_event_id": "1"},
+    }
