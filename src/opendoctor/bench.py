@@ -1,0 +1,176 @@
+"""`opendoctor bench notify`: host failure → owners notified, measured on real processes.
+
+For each size N: a lab of two hosts with N VMs on one of them (VMs served inline by
+their host, so a thousand of them fit on one machine), the service as its own process,
+two consumer processes (one per project) and one alarm per VM. Each run kills the host
+that holds the VMs, waits until every owner has heard and every VM serves again on the
+other host, then restores the killed host and re-arms the alarms. The VMs ping-pong
+between the two hosts, run after run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from opendoctor.demo import fail_and_recover, restore
+from opendoctor.lab.spec import LabSpec
+from opendoctor.stack import Stack, StackError, running_stack, wait_for
+
+PROJECTS = ["project-a", "project-b"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+async def _populate(s: Stack, n: int) -> None:
+    limit = asyncio.Semaphore(32)
+
+    async def make(i: int) -> None:
+        async with limit:
+            await s.lab.client.create_server(f"vm{i}", PROJECTS[i % 2], host="compute1")
+
+    await asyncio.gather(*(make(i) for i in range(1, n + 1)))
+
+    async def known() -> bool:
+        return len(await s.get("/v1/servers")) >= n
+
+    await wait_for(f"the service to learn about {n} servers", known, 60)
+
+
+async def _rearm(s: Stack, alarms: list[dict[str, Any]]) -> None:
+    limit = asyncio.Semaphore(32)
+
+    async def one(alarm: dict[str, Any]) -> None:
+        headers = {"X-Project-Id": alarm["project_id"], "X-User-Id": "vnfm"}
+        async with limit:
+            resp = await s.http.put(
+                f"{s.api}/v2/alarms/{alarm['alarm_id']}/state", json="ok", headers=headers
+            )
+        if not resp.ok:
+            raise StackError(f"could not re-arm alarm: HTTP {resp.status}")
+
+    await asyncio.gather(*(one(a) for a in alarms))
+
+
+async def one_size(n: int, runs: int, workdir: Path, progress: Progress) -> dict[str, Any]:
+    spec = LabSpec(hosts=2, vms=0, projects=PROJECTS, vm_mode="inline", ip_prefix="127.61")
+    env = {"OPENDOCTOR_RECOVERY__CONCURRENCY": "32", "OPENDOCTOR_LOG_LEVEL": "WARNING"}
+    task = progress.add_task(f"{n} VMs", total=runs)
+    per_notice: list[float] = []
+    last: list[float] = []
+    detection: list[float] = []
+    fault_to_last: list[float] = []
+    recovered: list[float] = []
+    missed = 0
+    async with running_stack(spec, workdir / f"n{n}", env) as s:
+        await _populate(s, n)
+        alarms = await s.register_alarms()
+        for _ in range(runs):
+            servers = await s.get("/v1/servers")
+            host = servers[0]["host"]
+            for consumer in s.consumers.values():
+                await s.http.delete(consumer.ready + "/received")
+            story = await fail_and_recover(s, host)
+            totals = story["totals"]
+            missed += len(story["not_notified"])
+            per_notice.extend(x["since_t01"] for x in story["notifications"])
+            if totals["detection_to_last_notification"] is not None:
+                last.append(totals["detection_to_last_notification"])
+                fault_to_last.append(totals["fault_to_last_notification"])
+            detection.append(totals["detection"])
+            if totals["fault_to_recovered"] is not None:
+                recovered.append(totals["fault_to_recovered"])
+            await restore(s, host, story["fault_id"])
+            await _rearm(s, alarms)
+            progress.advance(task)
+    return {
+        "vms": n,
+        "runs": runs,
+        "notifications": len(per_notice),
+        "not_notified": missed,
+        "detection_to_notification": summary(per_notice),
+        "detection_to_last_notification": summary(last),
+        "fault_to_last_notification": summary(fault_to_last),
+        "detection": summary(detection),
+        "fault_to_recovered": summary(recovered),
+    }
+
+
+async def notify(sizes: list[int], runs: int, console: Console) -> list[dict[str, Any]]:
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="opendoctor-bench-") as tmp,
+        Progress(console=console) as progress,
+    ):
+        for n in sizes:
+            results.append(await one_size(n, runs, Path(tmp), progress))
+    return results
+
+
+def _ms(stats: dict[str, float], key: str) -> str:
+    return f"{stats[key] * 1000:.1f}" if key in stats else "—"
+
+
+def print_notify(console: Console, results: list[dict[str, Any]]) -> None:
+    table = Table(title="host failure → owners notified (milliseconds)")
+    for col in (
+        "VMs",
+        "runs",
+        "notified",
+        "T01→T09 p50",
+        "p90",
+        "p99",
+        "max",
+        "last owner p50",
+        "p99",
+        "T00→T01 p50",
+        "T00→T09 last p99",
+        "T00→T11 p50",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        d, l_, det = (
+            r["detection_to_notification"],
+            r["detection_to_last_notification"],
+            r["detection"],
+        )
+        table.add_row(
+            str(r["vms"]),
+            str(r["runs"]),
+            f"{r['notifications']}"
+            + (f" ({r['not_notified']} missed)" if r["not_notified"] else ""),
+            _ms(d, "p50"),
+            _ms(d, "p90"),
+            _ms(d, "p99"),
+            _ms(d, "max"),
+            _ms(l_, "p50"),
+            _ms(l_, "p99"),
+            _ms(det, "p50"),
+            _ms(r["fault_to_last_notification"], "p99"),
+            _ms(r["fault_to_recovered"], "p50"),
+        )
+    console.print(table)

@@ -1,0 +1,128 @@
+"""The sample consumer: what a VNF manager's alarm endpoint does, minus the VNF manager.
+
+It receives Aodh alarm callbacks (on `/failure`, or any POST path), records when each
+arrived (T09), prints it, and answers 200. `GET /received` returns what it recorded;
+redeliveries (same `x-openstack-request-id`) are counted, not recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
+SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
+QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
+
+
+def summarize(body: dict[str, Any], arrived: float, request_id: str, path: str) -> dict[str, Any]:
+    event = body.get("reason_data", {}).get("event", {})
+    traits = {t[0]: t[2] for t in event.get("traits", []) if len(t) == 3}
+    return {
+        "arrived": arrived,
+        "path": path,
+        "request_id": request_id,
+        "alarm_id": body.get("alarm_id"),
+        "alarm_name": body.get("alarm_name"),
+        "previous": body.get("previous"),
+        "current": body.get("current"),
+        "event_type": event.get("event_type"),
+        "instance_id": traits.get("instance_id"),
+        "state": traits.get("state"),
+        "host": traits.get("host"),
+        "project_id": traits.get("project_id") or traits.get("tenant_id"),
+        "root_cause": body.get("reason_data", {}).get("root_cause"),
+    }
+
+
+async def _callback(request: web.Request) -> web.Response:
+    arrived = time.time()
+    try:
+        body = orjson.loads(await request.read())
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        return web.json_response({"error": f"bad callback body: {exc}"}, status=400)
+    request_id = request.headers.get("x-openstack-request-id", "")
+    app = request.app
+    if request_id and request_id in app[SEEN]:
+        return web.json_response({"duplicate": True})
+    if request_id:
+        app[SEEN].add(request_id)
+    record = summarize(body, arrived, request_id, request.path)
+    app[RECEIVED].append(record)
+    if not app[QUIET]:
+        print(
+            f"T09 {time.strftime('%H:%M:%S', time.localtime(arrived))}"
+            f".{int(arrived * 1000) % 1000:03d} alarm {record['alarm_name']} "
+            f"instance {record['instance_id']} state {record['state']} host {record['host']}",
+            flush=True,
+        )
+    return web.json_response({"ok": True})
+
+
+async def _received(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(request.app[RECEIVED]), content_type="application/json")
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[RECEIVED].clear()
+    request.app[SEEN].clear()
+    return web.json_response({"ok": True})
+
+
+def make_app(quiet: bool = False) -> web.Application:
+    app = web.Application(client_max_size=1 << 20)
+    app[RECEIVED] = []
+    app[SEEN] = set()
+    app[QUIET] = quiet
+    app.router.add_get("/received", _received)
+    app.router.add_delete("/received", _reset)
+    app.router.add_post("/{tail:.*}", _callback)
+    return app
+
+
+async def serve(host: str, port: int, ready_file: Path | None, quiet: bool) -> None:
+    runner = web.AppRunner(make_app(quiet), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    url = f"http://{host}:{bound}"
+    print(f"consumer listening on {url} (callbacks on {url}/failure)", flush=True)
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(url)
+        os.replace(tmp, ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="opendoctor-consumer")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, args.ready_file, args.quiet))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

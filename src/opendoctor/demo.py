@@ -1,0 +1,214 @@
+"""`opendoctor demo`: UC1 end to end on a lab of real processes, with its timeline.
+
+Everything runs as separate processes, as in a deployment: the lab (hosts and VMs),
+the service (`opendoctor serve`, embedded mode), one sample consumer per project.
+The demo acts like a VNF manager (registers alarms over the API) and like an
+operator's bad day (kills a host), then reads back what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from opendoctor.lab.spec import LabSpec
+from opendoctor.model import CHECKPOINTS
+from opendoctor.stack import Stack, StackError, running_stack, wait_for
+
+LIMIT_NOTIFY = 1.0  # seconds from detection to the last owner notified (Doctor's requirement)
+DEMO_SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.60")
+
+
+def ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:8.1f} ms"
+
+
+async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
+    """Kill `host`, wait for the whole story to play out, and collect its timeline."""
+    victims = [v for v in await s.get("/v1/servers") if v["host"] == host]
+    t00 = (await s.lab.client.fail_host(host))["t00"]
+
+    async def active_fault() -> dict[str, Any] | None:
+        faults = await s.get("/v1/faults?status=active")
+        return next((f for f in faults if f["hostname"] == host), None)
+
+    fault = await wait_for(f"{host}'s failure to be detected", active_fault, 10)
+
+    async def settled() -> dict[str, Any] | None:
+        f: dict[str, Any] = await s.get(f"/v1/faults/{fault['id']}")
+        recovery_done = f["recovery"] and all(i["result"] != "pending" for i in f["recovery"])
+        return f if ("T11" in f["trace"] or recovery_done) else None
+
+    fault = await wait_for("recovery of the failed host's servers", settled, 60)
+
+    async def all_heard() -> dict[str, list[dict[str, Any]]] | None:
+        got = await s.received()
+        ids = {r["instance_id"] for rs in got.values() for r in rs}
+        return got if {v["id"] for v in victims} <= ids else None
+
+    try:
+        received = await wait_for("every owner to be notified", all_heard, 10)
+    except StackError:
+        received = await s.received()
+    t01 = fault["trace"]["T01"]
+    notices = [
+        dict(r, project=p, since_t00=r["arrived"] - t00, since_t01=r["arrived"] - t01)
+        for p, rs in received.items()
+        for r in rs
+        if r["instance_id"] in {v["id"] for v in victims}
+    ]
+    notices.sort(key=lambda r: r["arrived"])
+    trace = dict(fault["trace"], T00=t00)
+    last = max((n["arrived"] for n in notices), default=None)
+    notified = {n["instance_id"] for n in notices}
+    serving = {}
+    for item in fault["recovery"]:
+        server = next(v for v in await s.get("/v1/servers") if v["id"] == item["server_id"])
+        resp = await s.http.get(server["endpoint"]) if server.get("endpoint") else None
+        serving[item["name"]] = resp.body.decode().strip() if resp and resp.ok else None
+    return {
+        "host": host,
+        "fault_id": fault["id"],
+        "trace": trace,
+        "servers": [
+            {"id": v["id"], "name": v["name"], "project_id": v["project_id"]} for v in victims
+        ],
+        "notifications": notices,
+        "not_notified": [v["name"] for v in victims if v["id"] not in notified],
+        "recovery": fault["recovery"],
+        "serving_after": serving,
+        "totals": {
+            "detection": t01 - t00,
+            "detection_to_last_notification": None if last is None else last - t01,
+            "fault_to_last_notification": None if last is None else last - t00,
+            "fault_to_recovered": trace["T11"] - t00 if "T11" in trace else None,
+        },
+    }
+
+
+async def restore(s: Stack, host: str, fault_id: str) -> dict[str, Any]:
+    t = time.time()
+    await s.lab.client.restore_host(host)
+
+    async def cleared() -> dict[str, Any] | None:
+        f: dict[str, Any] = await s.get(f"/v1/faults/{fault_id}")
+        return f if f["status"] == "cleared" else None
+
+    fault = await wait_for(f"{host} to be seen up again", cleared, 10)
+    hosts = await s.get("/v1/hosts")
+    state = next(h for h in hosts if h["name"] == host)
+    return {"host": host, "restored_at": t, "cleared_at": fault["cleared"], "state": state}
+
+
+async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict[str, Any]]:
+    say = (lambda *a, **k: None) if as_json else console.print
+    say("[bold]opendoctor demo — UC1: a compute host fails[/bold]")
+    with (
+        console.status("starting the lab, the service and the consumers…")
+        if not as_json
+        else _null()
+    ):
+        async with running_stack(DEMO_SPEC, workdir) as s:
+            say(
+                f"lab at {s.lab.url}; service at {s.api}/docs; consumers: "
+                + ", ".join(f"{p} {c.ready}" for p, c in s.consumers.items())
+            )
+            alarms = await s.register_alarms()
+            say(f"registered {len(alarms)} event alarms, one per VM, as each VM's owner")
+            servers = await s.get("/v1/servers")
+            if not as_json:
+                console.print(servers_table(servers, "before the fault"))
+            hosts = sorted({v["host"] for v in servers})
+            host = max(hosts, key=lambda h: sum(v["host"] == h for v in servers))
+            say(f"[red]killing {host}[/red] (power loss: the host and its VMs die at once)")
+            story = await fail_and_recover(s, host)
+            if not as_json:
+                render_story(console, story)
+            back = await restore(s, host, story["fault_id"])
+            took = ms(back["cleared_at"] - back["restored_at"]).strip()
+            say(f"{host} restored: seen up again after {took}, state {back['state']['state']}")
+            if not as_json:
+                console.print(servers_table(await s.get("/v1/servers"), "after recovery"))
+    problems = []
+    if story["not_notified"]:
+        problems.append("not notified: " + ", ".join(story["not_notified"]))
+    d2n = story["totals"]["detection_to_last_notification"]
+    if d2n is None or d2n >= LIMIT_NOTIFY:
+        problems.append(f"detection to notification took {ms(d2n).strip()} (limit 1 s)")
+    result = {"fault": story, "restore": back, "ok": not problems, "problems": problems}
+    if problems:
+        say("[bold red]FAILED:[/bold red] " + "; ".join(problems))
+    else:
+        say(
+            "[bold green]OK:[/bold green] every owner was notified within "
+            f"{ms(d2n).strip()} of detection"
+        )
+    return (0 if not problems else 1), result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def servers_table(servers: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=f"servers {title}")
+    for col in ("name", "project", "host", "status", "endpoint"):
+        table.add_column(col)
+    for v in sorted(servers, key=lambda v: v["name"]):
+        table.add_row(v["name"], v["project_id"], v["host"], v["status"], v.get("endpoint") or "")
+    return table
+
+
+def render_story(console: Console, story: dict[str, Any]) -> None:
+    trace = story["trace"]
+    t00 = trace["T00"]
+    table = Table(title=f"timeline of the {story['host']} failure (fault {story['fault_id'][:8]})")
+    table.add_column("checkpoint")
+    table.add_column("what")
+    table.add_column("since T00", justify="right")
+    table.add_column("since T01", justify="right")
+    rows: list[tuple[float, str, str]] = [
+        (at, cp, CHECKPOINTS.get(cp, cp)) for cp, at in trace.items()
+    ]
+    for n in story["notifications"]:
+        rows.append((n["arrived"], "T09", f"{n['project']} told: {n['alarm_name']} ({n['state']})"))
+    rows = [r for r in rows if r[1] != "T09" or "told" in r[2]]
+    for at, cp, what in sorted(rows):
+        table.add_row(cp, what, ms(at - t00), ms(at - trace["T01"]) if cp != "T00" else "")
+    console.print(table)
+    rec = Table(title="recovery (evacuation)")
+    for col in ("server", "from", "to", "result", "took", "serving now"):
+        rec.add_column(col)
+    for item in story["recovery"]:
+        took = None if item["finished"] is None else item["finished"] - item["started"]
+        rec.add_row(
+            item["name"],
+            item["from_host"],
+            item["to_host"] or "",
+            item["result"],
+            ms(took),
+            story["serving_after"].get(item["name"]) or "not serving",
+        )
+    console.print(rec)
+    totals = story["totals"]
+    labels = {
+        "detection": "detection (T00→T01)",
+        "detection_to_last_notification": "detection to last owner notified (T01→T09)",
+        "fault_to_last_notification": "fault to last owner notified (T00→T09)",
+        "fault_to_recovered": "fault to recovered (T00→T11)",
+    }
+    console.print("; ".join(f"{label} {ms(totals[key]).strip()}" for key, label in labels.items()))
+
+
+def default_workdir() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="opendoctor-demo-"))

@@ -1,0 +1,113 @@
+"""Child processes that announce readiness by writing a file (consumers, the service).
+
+Used by the demo, the benchmarks and the end-to-end tests, which all run the real
+programs as separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+class ChildProcess:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        ready_file: Path,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.ready_file = ready_file
+        self.log_file = log_file
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = ""
+
+    @classmethod
+    def python(
+        cls,
+        name: str,
+        module: str,
+        args: list[str],
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> ChildProcess:
+        ready = workdir / f"{name}.ready"
+        return cls(
+            name,
+            [sys.executable, "-m", module, *args, "--ready-file", str(ready)],
+            ready,
+            workdir / f"{name}.log",
+            env,
+        )
+
+    async def start(self, timeout: float = 60.0) -> str:
+        self.ready_file.unlink(missing_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.proc = await asyncio.to_thread(self._spawn, env)
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.proc.poll() is not None:
+                raise ChildFailed(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise ChildFailed(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+        self.ready = self.ready_file.read_text().strip()
+        return self.ready
+
+    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        # Own session: stop() and kill() reach the child's children too.
+        with self.log_file.open("ab") as log:
+            return subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    async def __aenter__(self) -> ChildProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,51 @@
+"""Running the service with its HTTP API under uvicorn (`opendoctor serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import uvicorn
+
+from opendoctor.api.app import create_app
+from opendoctor.config import Settings
+from opendoctor.service import Service
+
+
+async def serve(settings: Settings, ready_file: Path | None = None) -> None:
+    service = Service(settings)
+    app = create_app(service)
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="none",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task  # raises what stopped it
+            raise SystemExit(1)
+        await asyncio.sleep(0.02)
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    port = sockets[0].getsockname()[1] if sockets else settings.api.port
+    url = f"http://{settings.api.host}:{port}"
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(url)
+        os.replace(tmp, ready_file)
+    await task
+
+
+def run(settings: Settings, ready_file: Path | None = None) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings, ready_file))
+    except ImportError:
+        asyncio.run(serve(settings, ready_file))

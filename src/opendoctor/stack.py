@@ -1,0 +1,136 @@
+"""A running stack of real processes: the lab, the service, one consumer per project.
+
+The demo, the benchmark and the end-to-end tests all drive the same stack, so what the
+tests check is what users run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from opendoctor.httpclient import HttpClient
+from opendoctor.lab.runner import LabRunner
+from opendoctor.lab.spec import LabSpec
+from opendoctor.procs import ChildProcess
+
+T = TypeVar("T")
+
+ADMIN = {"X-Project-Id": "admin", "X-User-Id": "demo-operator", "X-Roles": "admin"}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def alarm_body(server: dict[str, Any], url: str) -> dict[str, Any]:
+    """The event alarm a VNF manager registers for one of its VMs (Aodh format)."""
+    return {
+        "name": f"vm-failure-{server['name']}",
+        "type": "event",
+        "severity": "critical",
+        "repeat_actions": False,
+        "alarm_actions": [url],
+        "event_rule": {
+            "event_type": "compute.instance.update",
+            "query": [
+                {
+                    "field": "traits.instance_id",
+                    "op": "eq",
+                    "value": server["id"],
+                    "type": "string",
+                },
+                {"field": "traits.state", "op": "eq", "value": "error", "type": "string"},
+            ],
+        },
+    }
+
+
+async def wait_for(
+    what: str, check: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.02
+) -> T:
+    """Poll `check()` until it returns something truthy; fail naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Stack:
+    """A running lab + service + consumers, for the demo, the benchmark and tests."""
+
+    workdir: Path
+    lab: LabRunner
+    service: ChildProcess
+    consumers: dict[str, ChildProcess]
+    http: HttpClient = field(default_factory=HttpClient)
+
+    @property
+    def api(self) -> str:
+        return self.service.ready
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        resp = await self.http.get(self.api + path, headers=headers or ADMIN)
+        if not resp.ok:
+            raise StackError(f"GET {path}: HTTP {resp.status} {resp.body[:300]!r}")
+        return resp.json()
+
+    async def received(self) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for project, consumer in self.consumers.items():
+            out[project] = (await self.http.get(consumer.ready + "/received")).json()
+        return out
+
+    async def register_alarms(self) -> list[dict[str, Any]]:
+        servers = await self.get("/v1/servers")
+        created = []
+        for server in servers:
+            url = self.consumers[server["project_id"]].ready + "/failure"
+            headers = {"X-Project-Id": server["project_id"], "X-User-Id": "vnfm"}
+            resp = await self.http.post(
+                self.api + "/v2/alarms", json=alarm_body(server, url), headers=headers
+            )
+            if resp.status != 201:
+                raise StackError(f"alarm not created: HTTP {resp.status} {resp.body[:300]!r}")
+            created.append(resp.json())
+        return created
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    spec: LabSpec, workdir: Path, service_env: dict[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    async with LabRunner(spec, workdir / "lab") as lab:
+        consumers = {
+            p: ChildProcess.python(f"consumer-{p}", "opendoctor.consumer", ["--quiet"], workdir)
+            for p in spec.projects
+        }
+        env = {
+            "OPENDOCTOR_STATE_DIR": str(workdir / "service"),
+            "OPENDOCTOR_VIM__LAB_URL": lab.url,
+            "OPENDOCTOR_API__PORT": "0",
+            **(service_env or {}),
+        }
+        service = ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
+        try:
+            await asyncio.gather(*(c.start() for c in consumers.values()))
+            await service.start()
+            s = Stack(workdir, lab, service, consumers)
+            try:
+                yield s
+            finally:
+                await s.http.close()
+        finally:
+            await service.stop()
+            await asyncio.gather(*(c.stop() for c in consumers.values()))
