@@ -321,3 +321,15 @@ async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
         for operation in path.values():
             assert operation["tags"] == ["alarms (Aodh)"]
             assert operation["summary"]
+
+
+async def test_a_colleague_can_put_back_the_alarm_as_read(client: httpx.AsyncClient) -> None:
+    alarm = await create(client, PROJECT_A)
+    colleague = {**PROJECT_A, "X-User-Id": "user-a2"}
+    alarm["name"] = "renamed"
+    resp = await client.put(f"/v2/alarms/{alarm['alarm_id']}", json=alarm, headers=colleague)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["user_id"] == "user-a"
+    alarm["user_id"] = "user-x"
+    resp = await client.put(f"/v2/alarms/{alarm['alarm_id']}", json=alarm, headers=colleague)
+    assert resp.status_code == 403

@@ -75,7 +75,9 @@ class AlarmService:
         if not identity.is_admin:
             if project != identity.project_id:
                 raise ApiError(403, "only an admin may act for another project", "project_id")
-            if body.user_id and body.user_id != identity.user_id:
+            # Clients PUT back the owner they read, so the current owner is fine as well.
+            allowed = {identity.user_id, current.user_id if current else identity.user_id}
+            if body.user_id and body.user_id not in allowed:
                 raise ApiError(403, "only an admin may act for another user", "user_id")
         return project, user
 

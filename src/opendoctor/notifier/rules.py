@@ -41,12 +41,7 @@ REASON_NEW = "Not evaluated yet"
 REASON_MANUAL = "Manually set via API"
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "lt": operator.lt,
-    "le": operator.le,
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "ge": operator.ge,
-    "gt": operator.gt,
+    name: getattr(operator, name) for name in ("lt", "le", "eq", "ne", "ge", "gt")
 }
 
 # Boolean spellings accepted by OpenStack's strict bool_from_string.
@@ -110,13 +105,9 @@ def as_datetime(value: Any) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _as_string(value: Any) -> str:
-    return str(value)
-
-
 # Comparison domains: what both sides are converted to before the operator runs.
 _CONVERT: dict[str, Callable[[Any], Any]] = {
-    "string": _as_string,
+    "string": str,
     "number": as_number,
     "boolean": as_bool,
     "datetime": as_datetime,
@@ -261,11 +252,7 @@ def term_holds(term: Term, event: NotificationEvent) -> bool:
 
 
 def query_holds(alarm: Alarm, event: NotificationEvent) -> bool:
-    # A plain loop: this runs for every candidate on the notification path.
-    for term in alarm.query:
-        if not term_holds(term, event):
-            return False
-    return True
+    return all(term_holds(term, event) for term in alarm.query)
 
 
 def matches(alarm: Alarm, event: NotificationEvent) -> bool:
