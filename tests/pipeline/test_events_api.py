@@ -118,3 +118,12 @@ async def test_admin_routes_need_the_admin_role(running: Running) -> None:
     resp = await running.client.get("/v1/faults")
     assert resp.status_code == 401
     assert "X-Project-Id" in problems(resp.json())
+
+
+async def test_openapi_documents_every_route_and_the_event_body(running: Running) -> None:
+    spec = (await running.client.get("/openapi.json")).json()
+    for path in ("/events", "/v1/event", "/v2/alarms", "/v1/faults/{fault_id}", "/metrics"):
+        assert path in spec["paths"], path
+    assert "DoctorEvent" in spec["components"]["schemas"]
+    body = spec["paths"]["/events"]["put"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["oneOf"][0] == {"$ref": "#/components/schemas/DoctorEvent"}

@@ -43,6 +43,7 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     app.include_router(events.router)
     app.include_router(alarms.router)
     app.include_router(native.router)
+    _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")
     async def health(request: Request) -> dict[str, Any]:
@@ -60,3 +61,22 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _declare_schemas(app: FastAPI) -> None:
+    """Add the models of hand-parsed bodies to the OpenAPI components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            event_schema = events.DoctorEvent.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components.update(event_schema.pop("$defs", {}))
+            components["DoctorEvent"] = event_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

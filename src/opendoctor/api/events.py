@@ -132,18 +132,60 @@ async def _accept(request: Request) -> JSONResponse:
 
 
 _DOC = "Accepts a list, a bare event, or {'event': ...} / {'events': [...]}."
+# The body is parsed by hand (to accept every shape), so its schema is declared here.
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/DoctorEvent"},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/DoctorEvent"}},
+                        {
+                            "type": "object",
+                            "properties": {"event": {"$ref": "#/components/schemas/DoctorEvent"}},
+                        },
+                        {
+                            "type": "object",
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/DoctorEvent"},
+                                }
+                            },
+                        },
+                    ]
+                },
+                "example": [
+                    {
+                        "time": "2026-11-29T10:00:00.000000",
+                        "type": "compute.host.down",
+                        "details": {
+                            "hostname": "compute1",
+                            "status": "down",
+                            "monitor": "sample",
+                            "monitor_event_id": "1",
+                        },
+                    }
+                ],
+            }
+        },
+    }
+}
+_ROUTE: dict[str, Any] = {"description": _DOC, "status_code": 202, "openapi_extra": _BODY}
 
 
-@router.put("/events", summary="Report fault events (Doctor inspector API)", description=_DOC)
+@router.put("/events", summary="Report fault events (Doctor inspector API)", **_ROUTE)
 async def put_events(request: Request) -> JSONResponse:
     return await _accept(request)
 
 
-@router.post("/events", summary="Report fault events (POST form)", description=_DOC)
+@router.post("/events", summary="Report fault events (POST form)", **_ROUTE)
 async def post_events(request: Request) -> JSONResponse:
     return await _accept(request)
 
 
-@router.post("/v1/event", summary="Report fault events (Vitrage form)", description=_DOC)
+@router.post("/v1/event", summary="Report fault events (Vitrage form)", **_ROUTE)
 async def post_vitrage_event(request: Request) -> JSONResponse:
     return await _accept(request)
