@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from opendoctor.model import TRAIT_DATETIME, TRAIT_FLOAT, TRAIT_INT, TRAIT_STRING, NotificationEvent
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.rules import Alarm, compile_term, matches
+from opendoctor.notifier.rules import Alarm, matches
+from opendoctor.notifier.terms import compile_term
 
 from .helpers import make_alarm, make_event
 

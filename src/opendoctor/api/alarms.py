@@ -7,8 +7,9 @@ from typing import Annotated, Any, cast
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from opendoctor.api.auth import Identity, current_identity
-from opendoctor.api.errors import ApiError
+from opendoctor.api.auth import current_identity
+from opendoctor.errors import RequestError
+from opendoctor.identity import Identity
 from opendoctor.notifier.alarms import FILTER_FIELDS, AlarmService
 from opendoctor.notifier.rules import STATES, AlarmBody, to_api
 
@@ -47,7 +48,7 @@ async def list_alarms(
     fields, values = q_field or [], q_value or []
     ops = q_op or ["eq"] * len(fields)
     if not len(fields) == len(ops) == len(values):
-        raise ApiError(
+        raise RequestError(
             400, "q.field, q.op and q.value must be repeated the same number of times", "q"
         )
     return [to_api(a) for a in service.list(identity, list(zip(fields, ops, values, strict=True)))]
@@ -101,10 +102,10 @@ async def put_state(alarm_id: str, request: Request, service: Service, identity:
     try:
         state = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
-        raise ApiError(400, 'the body must be a JSON string such as "alarm"', "state") from None
+        raise RequestError(400, 'the body must be a JSON string such as "alarm"', "state") from None
     if not isinstance(state, str) or state not in STATES:
         allowed = ", ".join(f'"{s}"' for s in STATES)
-        raise ApiError(400, f"state must be one of {allowed}, not {state!r}", "state")
+        raise RequestError(400, f"state must be one of {allowed}, not {state!r}", "state")
     return await service.set_state(alarm_id, state, identity)
 
 

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from opendoctor.api.errors import ApiError
 from opendoctor.config import ApiSettings
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    project_id: str
-    user_id: str = ""
-    roles: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
-
-    def can_see(self, project_id: str) -> bool:
-        return self.is_admin or project_id == self.project_id
+from opendoctor.errors import RequestError
+from opendoctor.identity import Identity
 
 
 def _roles(raw: str) -> frozenset[str]:
@@ -34,7 +20,7 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
     if settings.auth_mode == "token":
         token = headers.get("x-auth-token")
         if not token:
-            raise ApiError(401, "an X-Auth-Token header is required", "X-Auth-Token")
+            raise RequestError(401, "an X-Auth-Token header is required", "X-Auth-Token")
         for known, ident in settings.tokens.items():
             if hmac.compare_digest(known, token):
                 # Identity headers sent from outside are ignored in this mode.
@@ -43,10 +29,10 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
                     user_id=str(ident.get("user_id", "")),
                     roles=frozenset(ident.get("roles", [])),
                 )
-        raise ApiError(401, "the token is not known", "X-Auth-Token")
+        raise RequestError(401, "the token is not known", "X-Auth-Token")
     project = headers.get("x-project-id") or headers.get("x-tenant-id")
     if not project:
-        raise ApiError(401, "an X-Project-Id header is required", "X-Project-Id")
+        raise RequestError(401, "an X-Project-Id header is required", "X-Project-Id")
     return Identity(
         project_id=project,
         user_id=headers.get("x-user-id", ""),
@@ -68,4 +54,4 @@ def check_southbound(request: Request) -> None:
         return
     token = request.headers.get("x-auth-token", "")
     if not hmac.compare_digest(expected, token):
-        raise ApiError(401, "southbound endpoints need the monitor token", "X-Auth-Token")
+        raise RequestError(401, "southbound endpoints need the monitor token", "X-Auth-Token")

@@ -14,15 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class ApiError(Exception):
-    """Raise from a route to answer with a JSON error naming the field and the problem."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
+from opendoctor.errors import RequestError
 
 
 def error_body(
@@ -66,8 +58,8 @@ def validation_errors(errors: list[Any]) -> list[dict[str, str]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(RequestError)
+    async def _api_error(_: Request, exc: RequestError) -> JSONResponse:
         errors = [{"field": exc.field or "", "problem": exc.message}]
         return JSONResponse(error_body(exc.status, errors), status_code=exc.status)
 

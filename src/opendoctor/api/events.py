@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from opendoctor.api.auth import check_southbound
-from opendoctor.api.errors import ApiError, error_body, validation_errors
+from opendoctor.api.errors import error_body, validation_errors
+from opendoctor.errors import RequestError
 from opendoctor.model import HOST_DOWN, Event
 from opendoctor.service import Service
 
@@ -82,17 +83,17 @@ def unwrap(body: Any) -> tuple[list[Any], str]:
         if "event" in body and isinstance(body["event"], dict):
             return [body["event"]], "event"
         return [body], ""
-    raise ApiError(400, "expected an event object or a list of events", "body")
+    raise RequestError(400, "expected an event object or a list of events", "body")
 
 
 def parse(raw: bytes) -> list[DoctorEvent]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "body") from exc
+        raise RequestError(400, f"malformed JSON: {exc}", "body") from exc
     items, prefix = unwrap(body)
     if not items:
-        raise ApiError(400, "no events in the request", prefix or "body")
+        raise RequestError(400, "no events in the request", prefix or "body")
     parsed: list[DoctorEvent] = []
     errors: list[dict[str, str]] = []
     many = isinstance(body, list) or prefix == "events"
@@ -125,7 +126,7 @@ async def _accept(request: Request) -> JSONResponse:
     unknown = sorted({e.details.hostname for e in parsed} - service.topology.hosts.keys())
     if unknown:
         field = "details.hostname"
-        raise ApiError(422, f"unknown host(s): {', '.join(unknown)}", field)
+        raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
     events = [p.to_event() for p in parsed]
     await service.submit(events)
     return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)

@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from opendoctor.api.auth import Identity, current_identity
-from opendoctor.api.errors import ApiError
+from opendoctor.api.auth import current_identity
+from opendoctor.errors import RequestError
+from opendoctor.identity import Identity
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
 
@@ -22,7 +23,7 @@ def _service(request: Request) -> Service:
 
 def _admin(identity: Identity) -> None:
     if not identity.is_admin:
-        raise ApiError(403, "this needs the admin role", "X-Roles")
+        raise RequestError(403, "this needs the admin role", "X-Roles")
 
 
 def _notification(entry: OutboxEntry) -> dict[str, Any]:
@@ -84,7 +85,7 @@ async def get_fault(
     service = _service(request)
     fault = await service.faults.get(fault_id)
     if fault is None:
-        raise ApiError(404, f"no fault {fault_id}", "fault_id")
+        raise RequestError(404, f"no fault {fault_id}", "fault_id")
     live = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
     data = (live or fault).to_dict()
     entries = await service.outbox.list(fault_id=fault_id, limit=100_000)

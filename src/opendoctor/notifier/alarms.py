@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from opendoctor.api.auth import Identity
-from opendoctor.api.errors import ApiError
+from opendoctor.errors import RequestError
+from opendoctor.identity import Identity
 from opendoctor.model import new_id
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import (
@@ -21,9 +21,9 @@ from opendoctor.notifier.rules import (
     STATES,
     Alarm,
     AlarmBody,
-    as_bool,
     to_api,
 )
+from opendoctor.notifier.terms import as_bool
 from opendoctor.store.alarms import (
     CREATION,
     DELETION,
@@ -74,11 +74,11 @@ class AlarmService:
         user = body.user_id or (current.user_id if current else identity.user_id)
         if not identity.is_admin:
             if project != identity.project_id:
-                raise ApiError(403, "only an admin may act for another project", "project_id")
+                raise RequestError(403, "only an admin may act for another project", "project_id")
             # Clients PUT back the owner they read, so the current owner is fine as well.
             allowed = {identity.user_id, current.user_id if current else identity.user_id}
             if body.user_id and body.user_id not in allowed:
-                raise ApiError(403, "only an admin may act for another user", "user_id")
+                raise RequestError(403, "only an admin may act for another user", "user_id")
         return project, user
 
     def _entry(
@@ -109,7 +109,7 @@ class AlarmService:
         alarm = self.index.get(alarm_id)
         # Another project's alarm answers like a missing one: its existence is not shared.
         if alarm is None or not identity.can_see(alarm.project_id):
-            raise ApiError(404, f"alarm {alarm_id} not found", "alarm_id")
+            raise RequestError(404, f"alarm {alarm_id} not found", "alarm_id")
         return alarm
 
     async def update(self, alarm_id: str, body: AlarmBody, identity: Identity) -> Alarm:
@@ -151,7 +151,7 @@ class AlarmService:
     async def set_state(self, alarm_id: str, state: str, identity: Identity) -> str:
         """Set the state by hand. Records the transition; fires no actions (as Aodh)."""
         if state not in STATES:
-            raise ApiError(400, f"state must be one of {', '.join(map(repr, STATES))}", "state")
+            raise RequestError(400, f"state must be one of {', '.join(map(repr, STATES))}", "state")
         async with self._lock:
             alarm = self.get(alarm_id, identity)
             now = self._now()
@@ -188,18 +188,20 @@ class AlarmService:
         wanted: builtins.list[tuple[str, Any]] = []
         for i, (name, op, value) in enumerate(filters):
             if name not in FILTER_FIELDS:
-                raise ApiError(
+                raise RequestError(
                     400,
                     f"cannot filter on {name!r} (filter {i}); "
                     f"use one of {', '.join(FILTER_FIELDS)}",
                     "q.field",
                 )
             if op != "eq":
-                raise ApiError(400, f"only the 'eq' operator is supported, not {op!r}", "q.op")
+                raise RequestError(400, f"only the 'eq' operator is supported, not {op!r}", "q.op")
             if name == "enabled":
                 flag = as_bool(value)
                 if flag is None:
-                    raise ApiError(400, f"'enabled' takes true or false, not {value!r}", "q.value")
+                    raise RequestError(
+                        400, f"'enabled' takes true or false, not {value!r}", "q.value"
+                    )
                 wanted.append((name, flag))
             else:
                 wanted.append((name, value))

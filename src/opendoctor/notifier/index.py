@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from opendoctor.model import NotificationEvent
-from opendoctor.notifier.rules import Alarm, event_key, is_pattern, query_holds
+from opendoctor.notifier.rules import Alarm, query_holds
+from opendoctor.notifier.terms import event_key, is_pattern
 
 # (trait name, comparison mode): terms in one slot turn an event's trait into the same key.
 _SlotId = tuple[str, str]

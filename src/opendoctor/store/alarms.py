@@ -12,7 +12,8 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opendoctor.model import iso, new_id
-from opendoctor.notifier.rules import Alarm, compile_rule
+from opendoctor.notifier.rules import Alarm
+from opendoctor.notifier.terms import compile_rule
 from opendoctor.store.db import Database
 from opendoctor.store.tables import AlarmHistoryRow, AlarmRow
 
