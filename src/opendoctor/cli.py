@@ -179,7 +179,8 @@ def bench_notify(
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
-        bench.print_notify(Console(), results)
+        # Wide enough for every column even when piped to a file.
+        bench.print_notify(Console(width=max(Console().width, 160)), results)
 
 
 def main() -> None:

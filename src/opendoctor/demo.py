@@ -8,6 +8,7 @@ operator's bad day (kills a host), then reads back what happened.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from opendoctor.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.model import CHECKPOINTS
 from opendoctor.stack import Stack, StackError, running_stack, wait_for
@@ -39,7 +41,7 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
     fault = await wait_for(f"{host}'s failure to be detected", active_fault, 10)
 
     async def settled() -> dict[str, Any] | None:
-        f: dict[str, Any] = await s.get(f"/v1/faults/{fault['id']}")
+        f: dict[str, Any] = await s.get(f"/v1/faults/{fault['id']}?notifications=false")
         recovery_done = f["recovery"] and all(i["result"] != "pending" for i in f["recovery"])
         return f if ("T11" in f["trace"] or recovery_done) else None
 
@@ -65,11 +67,7 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
     trace = dict(fault["trace"], T00=t00)
     last = max((n["arrived"] for n in notices), default=None)
     notified = {n["instance_id"] for n in notices}
-    serving = {}
-    for item in fault["recovery"]:
-        server = next(v for v in await s.get("/v1/servers") if v["id"] == item["server_id"])
-        resp = await s.http.get(server["endpoint"]) if server.get("endpoint") else None
-        serving[item["name"]] = resp.body.decode().strip() if resp and resp.ok else None
+    serving = await answers(s, [i["server_id"] for i in fault["recovery"]])
     return {
         "host": host,
         "fault_id": fault["id"],
@@ -90,12 +88,32 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
     }
 
 
+async def answers(s: Stack, server_ids: list[str]) -> dict[str, str | None]:
+    """What each server's application answers now (None: it does not)."""
+    servers = {v["id"]: v for v in await s.get("/v1/servers")}
+    limit = asyncio.Semaphore(32)
+
+    async def ask(server: dict[str, Any]) -> str | None:
+        if not server.get("endpoint"):
+            return None
+        async with limit:
+            try:
+                resp = await s.http.get(server["endpoint"], timeout=2.0)
+            except HttpError:
+                return None
+        return resp.body.decode().strip() if resp.ok else None
+
+    chosen = [servers[i] for i in server_ids if i in servers]
+    found = await asyncio.gather(*(ask(v) for v in chosen))
+    return {v["name"]: text for v, text in zip(chosen, found, strict=True)}
+
+
 async def restore(s: Stack, host: str, fault_id: str) -> dict[str, Any]:
     t = time.time()
     await s.lab.client.restore_host(host)
 
     async def cleared() -> dict[str, Any] | None:
-        f: dict[str, Any] = await s.get(f"/v1/faults/{fault_id}")
+        f: dict[str, Any] = await s.get(f"/v1/faults/{fault_id}?notifications=false")
         return f if f["status"] == "cleared" else None
 
     fault = await wait_for(f"{host} to be seen up again", cleared, 10)

@@ -52,7 +52,7 @@ def alarm_body(server: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 async def wait_for(
-    what: str, check: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.02
+    what: str, check: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.05
 ) -> T:
     """Poll `check()` until it returns something truthy; fail naming `what` on timeout."""
     deadline = time.monotonic() + timeout

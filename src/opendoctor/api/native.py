@@ -62,7 +62,19 @@ async def list_servers(
 ) -> list[dict[str, Any]]:
     topology = _service(request).topology
     servers = topology.servers_on(host) if host else topology.servers.values()
-    return [asdict(s) for s in servers if identity.can_see(s.project_id)]
+    # Built by hand: dataclasses.asdict deep-copies and is ten times slower.
+    return [
+        {
+            "id": s.id,
+            "name": s.name,
+            "host": s.host,
+            "project_id": s.project_id,
+            "status": s.status,
+            "endpoint": s.endpoint,
+        }
+        for s in servers
+        if identity.can_see(s.project_id)
+    ]
 
 
 @router.get("/faults", summary="Faults, newest first (admin)")
@@ -73,23 +85,33 @@ async def list_faults(
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
     _admin(identity)
-    faults = await _service(request).faults.list(status=status, limit=limit)
+    service = _service(request)
+    if status == "active":
+        # Active faults live in the inspector: no database round trip while they unfold.
+        active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
+        return [f.to_dict() for f in active[:limit]]
+    faults = await service.faults.list(status=status, limit=limit)
     return [f.to_dict() for f in faults]
 
 
 @router.get("/faults/{fault_id}", summary="One fault: timeline, notifications, recovery (admin)")
 async def get_fault(
-    fault_id: str, request: Request, identity: Identity = Depends(current_identity)
+    fault_id: str,
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    notifications: bool = Query(True, description="include every notification's delivery"),
 ) -> dict[str, Any]:
     _admin(identity)
     service = _service(request)
-    fault = await service.faults.get(fault_id)
+    fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
+    if fault is None:
+        fault = await service.faults.get(fault_id)
     if fault is None:
         raise RequestError(404, f"no fault {fault_id}", "fault_id")
-    live = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
-    data = (live or fault).to_dict()
-    entries = await service.outbox.list(fault_id=fault_id, limit=100_000)
-    data["notifications"] = [_notification(e) for e in entries]
+    data = fault.to_dict()
+    if notifications:
+        entries = await service.outbox.list(fault_id=fault_id, limit=100_000)
+        data["notifications"] = [_notification(e) for e in entries]
     return data
 
 

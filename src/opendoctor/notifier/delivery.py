@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Protocol
 
 import orjson
@@ -116,21 +115,13 @@ class Dispatcher:
             entry.last_error = None
             metrics.NOTIFICATIONS.labels("delivered").inc()
 
-    async def deliver(
-        self, entries: list[OutboxEntry], persisted: Awaitable[None] | None = None
-    ) -> None:
-        """First attempts for new entries, concurrently with their persistence.
-
-        Sending does not wait for the outbox insert; writing back the outcome does, so a
-        row is never updated before it exists. If opendoctor dies in between, the event is
-        still unprocessed and its replay recreates the same entry ids (at least once).
-        """
+    async def first_attempts(self, entries: list[OutboxEntry]) -> None:
+        """Try every new entry once, all at once; each entry records its own outcome."""
         await asyncio.gather(*(self._attempt(e) for e in entries))
-        if persisted is not None:
-            await persisted
-        await self.outbox.record_attempts(entries)
-        if any(e.status == PENDING for e in entries):
-            self._wake.set()
+
+    def wake(self) -> None:
+        """Entries that need a retry were just stored: look at the outbox again."""
+        self._wake.set()
 
     async def run_retries(self) -> None:
         """Retry pending entries when due; runs for the life of the service."""

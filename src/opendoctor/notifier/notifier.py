@@ -21,7 +21,7 @@ from opendoctor.notifier.delivery import Dispatcher
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import Alarm
 from opendoctor.store.alarms import Transition
-from opendoctor.store.outbox import OutboxEntry, OutboxStore
+from opendoctor.store.outbox import PENDING, OutboxEntry, OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,12 @@ class Notifier:
                     )
         if not entries and not transitions:
             return []
-        persisted = asyncio.create_task(self._persist(transitions, entries))
-        await self.dispatcher.deliver(entries, persisted)
-        return entries
-
-    async def _persist(self, transitions: list[Transition], entries: list[OutboxEntry]) -> None:
+        # Send first, write after: the owners never wait on the disk, and the rows are
+        # written once, with the outcome of the first attempt. If opendoctor dies before
+        # the write, the event is still unprocessed; its replay rebuilds the same entry
+        # ids and sends again (at least once, with the same request id to deduplicate).
+        await self.dispatcher.first_attempts(entries)
         await asyncio.gather(self.alarms.record_transitions(transitions), self.outbox.add(entries))
+        if any(e.status == PENDING for e in entries):
+            self.dispatcher.wake()
+        return entries

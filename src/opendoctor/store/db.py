@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -37,6 +38,11 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+def _json_dumps(value: Any) -> str:
+    # orjson: several times faster than the standard library on outbox bodies.
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_pragmas(dbapi_conn: object, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
     # WAL lets the API read while the pipeline writes; NORMAL sync is durable across
@@ -52,7 +58,9 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url)
+        self.engine: AsyncEngine = create_async_engine(
+            url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
