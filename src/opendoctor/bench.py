@@ -117,6 +117,7 @@ async def one_size(n: int, runs: int, workdir: Path, progress: Progress) -> dict
         "fault_to_last_notification": summary(fault_to_last),
         "detection": summary(detection),
         "fault_to_recovered": summary(recovered),
+        "per_run_last_notification": last,
     }
 
 

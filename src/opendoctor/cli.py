@@ -76,6 +76,7 @@ def serve(
     except (ValidationError, OSError, ValueError) as exc:
         err.print(f"[red]invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from exc
+    _check_vim(settings)
     logs.setup(settings.log_level, settings.log_format)
     server.run(settings, ready_file)
 
@@ -101,8 +102,25 @@ def monitor(
     settings = _settings(config)
     if lab_url:
         settings.vim = settings.vim.model_copy(update={"lab_url": lab_url})
+    _check_vim(settings)
     logs.setup(settings.log_level, settings.log_format)
     asyncio.run(standalone.run(settings, api, ready_file))
+
+
+def _check_vim(settings: Any) -> None:
+    """Fail early, and say what to do, when there is no VIM to talk to."""
+    from opendoctor.lab.client import LabClient, LabNotRunning
+
+    if settings.vim.lab_url is not None:
+        return
+    try:
+        settings.vim.lab_url = LabClient.from_state_dir(settings.lab_dir).url
+    except LabNotRunning as exc:
+        err.print(
+            f"[red]{exc}[/red]\nStart one with `opendoctor lab up`, or point opendoctor at a "
+            "lab with --lab-url or OPENDOCTOR_VIM__LAB_URL."
+        )
+        raise typer.Exit(2) from exc
 
 
 def _settings(config: Path | None) -> Any:

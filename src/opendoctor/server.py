@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -32,6 +33,11 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
             await task  # raises what stopped it
             raise SystemExit(1)
         await asyncio.sleep(0.02)
+    # Everything allocated so far (modules, topology, alarms) lives as long as the
+    # process: keep it out of the collector's full passes, which would otherwise walk
+    # it all and pause the loop in the middle of a fault.
+    gc.collect()
+    gc.freeze()
     sockets = [s for srv in server.servers for s in srv.sockets]
     port = sockets[0].getsockname()[1] if sockets else settings.api.port
     url = f"http://{settings.api.host}:{port}"

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
+
+from tests.conftest import eventually
 
 from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.monitor.hostwire import decode_answer, encode_probe
 
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll `check` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        await asyncio.sleep(0.02)
+__all__ = ["eventually"]
 
 
 async def served_by(http: HttpClient, endpoint: str) -> str | None:
