@@ -34,6 +34,15 @@ class Fault:
     affected: list[str] = field(default_factory=list)
     recovery: list[RecoveryItem] = field(default_factory=list)
     repeats: int = 0
+    instance_id: str | None = None
+    # Event types that currently say the resource is down; the fault clears when none do.
+    signals: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        if self.instance_id is not None:
+            return ("server", self.instance_id)
+        return ("host", self.hostname)
 
     def mark(self, checkpoint: str, at: float) -> None:
         # Keep the first time a checkpoint was reached: later repeats say nothing new.

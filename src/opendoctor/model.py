@@ -13,6 +13,12 @@ from typing import Any
 
 HOST_DOWN = "compute.host.down"
 INSTANCE_UPDATE = "compute.instance.update"
+# Faults of one server, as the host side reports them (guest heartbeat, process exit).
+HEARTBEAT_MISSED = "compute.instance.heartbeat.missed"
+HEARTBEAT_UNHEALTHY = "compute.instance.heartbeat.unhealthy"
+PROCESS_EXITED = "compute.instance.lifecycle.exited"
+HOST_EVENTS = frozenset({HOST_DOWN})
+INSTANCE_EVENTS = frozenset({HEARTBEAT_MISSED, HEARTBEAT_UNHEALTHY, PROCESS_EXITED})
 
 # Trait type codes of the Aodh/Panko event model.
 TRAIT_STRING, TRAIT_INT, TRAIT_FLOAT, TRAIT_DATETIME = 1, 2, 3, 4
@@ -25,6 +31,7 @@ CHECKPOINTS: dict[str, str] = {
     "T03": "servers set to error",
     "T04": "host marked down",
     "T09": "consumer notified",
+    "T10": "standby active, load balancer switched",
     "T11": "servers evacuated and serving",
 }
 
@@ -49,6 +56,7 @@ class Event:
     monitor: str = ""
     monitor_event_id: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    instance_id: str | None = None  # set for the faults of one server
     id: str = field(default_factory=new_id)
     received: float = field(default_factory=_now)
     # Checkpoints known before the service saw the event (T00 from a lab, T01 from a monitor).
@@ -60,8 +68,15 @@ class Event:
 
     @property
     def key(self) -> tuple[str, str]:
-        """Events are identified by (type, hostname): repeats of one fault share it."""
-        return (self.type, self.hostname)
+        """The resource the event is about: reports about one resource make one fault.
+
+        A host's reports share (\"host\", hostname). A server's share (\"server\", id)
+        whatever their type, so a killed VM reported both by its host (process exit) and
+        by its missing heartbeat is one fault, and its owner is told once.
+        """
+        if self.instance_id is not None:
+            return ("server", self.instance_id)
+        return ("host", self.hostname)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,11 +7,10 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
-from tests.conftest import eventually
-
 from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.monitor.hostwire import decode_answer, encode_probe
+from tests.conftest import eventually
 
 __all__ = ["eventually"]
 

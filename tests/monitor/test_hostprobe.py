@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.conftest import eventually
 
 from opendoctor.config import MonitorSettings
 from opendoctor.model import Event, Host
 from opendoctor.monitor import hostwire
 from opendoctor.monitor.hostprobe import HostProber
+from tests.conftest import eventually
 
 
 class Responder(asyncio.DatagramProtocol):

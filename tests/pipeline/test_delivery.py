@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
+from opendoctor.api.app import create_app
+from opendoctor.consumer import make_app
+from opendoctor.service import Service
+from opendoctor.store.outbox import DELIVERED, FAILED, PENDING
 from tests.conftest import eventually
 from tests.pipeline.conftest import (
     Consumer,
@@ -15,11 +20,6 @@ from tests.pipeline.conftest import (
     lab_vim,
     settings_for,
 )
-
-from opendoctor.api.app import create_app
-from opendoctor.consumer import make_app
-from opendoctor.service import Service
-from opendoctor.store.outbox import DELIVERED, FAILED, PENDING
 
 
 async def start(
@@ -82,7 +82,7 @@ async def test_a_restart_loses_no_notification(tmp_path: Path) -> None:
     service, client = await start(tmp_path, vim)
     try:
         assert len(service.index) == n
-        assert ("compute.host.down", "compute2") in service.inspector.active
+        assert ("host", "compute2") in service.inspector.active
         await eventually(lambda: len(consumer.received) == n, what="delivery after restart")
         # The fault is still active: a repeated report after the restart is deduplicated.
         await client.put("/events", json=[host_down("compute2")])

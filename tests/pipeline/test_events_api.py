@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tests.pipeline.conftest import ADMIN, Running, host_down
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opendoctor.faults import Fault
 from tests.conftest import eventually
 from tests.pipeline.conftest import (
     ADMIN,
@@ -12,8 +13,6 @@ from tests.pipeline.conftest import (
     as_project,
     host_down,
 )
-
-from opendoctor.faults import Fault
 
 
 async def register_all(r: Running, consumer: Consumer) -> dict[str, str]:
@@ -31,9 +30,7 @@ async def register_all(r: Running, consumer: Consumer) -> dict[str, str]:
 
 
 async def settled_fault(r: Running, host: str) -> Fault:
-    fault = await eventually(
-        lambda: r.service.inspector.active.get(("compute.host.down", host)), what="fault"
-    )
+    fault = await eventually(lambda: r.service.inspector.active.get(("host", host)), what="fault")
     await r.service.inspector.done[fault.id].wait()
     return fault
 

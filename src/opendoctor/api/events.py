@@ -14,17 +14,25 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from opendoctor.api.auth import check_southbound
 from opendoctor.api.errors import error_body, validation_errors
 from opendoctor.errors import RequestError
-from opendoctor.model import HOST_DOWN, Event
+from opendoctor.model import HOST_EVENTS, INSTANCE_EVENTS, Event
 from opendoctor.service import Service
 
 router = APIRouter(tags=["events (Doctor)"], dependencies=[Depends(check_southbound)])
 
-KNOWN_TYPES = frozenset({HOST_DOWN})
+KNOWN_TYPES = HOST_EVENTS | INSTANCE_EVENTS
 
 
 class EventDetails(BaseModel):
@@ -33,6 +41,7 @@ class EventDetails(BaseModel):
     status: str = Field(min_length=1, max_length=64)
     monitor: str = ""
     monitor_event_id: str = ""
+    instance_id: str | None = Field(None, min_length=1, max_length=255)
 
 
 class DoctorEvent(BaseModel):
@@ -48,6 +57,14 @@ class DoctorEvent(BaseModel):
             known = ", ".join(sorted(KNOWN_TYPES))
             raise ValueError(f"unknown event type {value!r}; known types: {known}")
         return value
+
+    @model_validator(mode="after")
+    def _instance_named(self) -> DoctorEvent:
+        if self.type in INSTANCE_EVENTS and self.details.instance_id is None:
+            raise PydanticCustomError(
+                "missing", "details.instance_id is required for {type} events", {"type": self.type}
+            )
+        return self
 
     def to_event(self) -> Event:
         now = time.time()
@@ -68,6 +85,7 @@ class DoctorEvent(BaseModel):
             monitor=self.details.monitor,
             monitor_event_id=self.details.monitor_event_id,
             details=extra,
+            instance_id=self.details.instance_id if self.type in INSTANCE_EVENTS else None,
             received=now,
             trace={"T01": min(at, now)},
         )
@@ -127,6 +145,17 @@ async def _accept(request: Request) -> JSONResponse:
     if unknown:
         field = "details.hostname"
         raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
+    servers = service.topology.servers
+    strangers = sorted(
+        {
+            e.details.instance_id
+            for e in parsed
+            if e.details.instance_id and e.type in INSTANCE_EVENTS
+        }
+        - servers.keys()
+    )
+    if strangers:
+        raise RequestError(422, f"unknown server(s): {', '.join(strangers)}", "details.instance_id")
     events = [p.to_event() for p in parsed]
     await service.submit(events)
     return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)

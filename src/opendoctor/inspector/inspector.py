@@ -69,7 +69,7 @@ class Inspector:
     async def restore(self) -> None:
         """Take up the faults that were active when the service stopped."""
         for fault in await self.faults.list(status="active", limit=100_000):
-            self.active[(fault.type, fault.hostname)] = fault
+            self.active[fault.key] = fault
         metrics.FAULTS_ACTIVE.set(len(self.active))
 
     async def handle(self, event: Event) -> None:
@@ -77,26 +77,72 @@ class Inspector:
         fault = self.active.get(event.key)
         if event.active:
             if fault is not None:
+                # Another report of a known fault: remember what says so, act once.
                 fault.repeats += 1
                 metrics.EVENTS.labels(event.type, "duplicate").inc()
+                if event.type not in fault.signals:
+                    fault.signals.append(event.type)
+                    await self.faults.save(fault)
                 await self.events.mark_processed(event, fault.id)
                 return
-            await self._new_fault(event)
+            if event.instance_id is not None:
+                await self._new_server_fault(event)
+            else:
+                await self._new_host_fault(event)
         elif fault is not None:
-            await self._clear(event, fault)
+            if event.type in fault.signals:
+                fault.signals.remove(event.type)
+            if fault.signals:
+                # Still down by another signal (say, the process is back, the guest silent).
+                await self.faults.save(fault)
+                await self.events.mark_processed(event, fault.id)
+            else:
+                await self._clear(event, fault)
         else:
             await self.events.mark_processed(event, None)
 
-    async def _new_fault(self, event: Event) -> None:
+    def _open(self, event: Event) -> Fault:
         detected = event.trace.get("T01", event.time)
-        fault = Fault(id=new_id(), type=event.type, hostname=event.hostname, started=detected)
+        fault = Fault(
+            id=new_id(),
+            type=event.type,
+            hostname=event.hostname,
+            started=detected,
+            instance_id=event.instance_id,
+            signals=[event.type],
+        )
         for name, at in event.trace.items():
             fault.mark(name, at)
         fault.mark("T01", detected)
         self.active[event.key] = fault
         self.done[fault.id] = asyncio.Event()
         metrics.FAULTS_ACTIVE.set(len(self.active))
+        return fault
 
+    async def _new_server_fault(self, event: Event) -> None:
+        """One server failed (its process exited, its guest went silent or unhealthy)."""
+        fault = self._open(event)
+        server = self.topology.servers.get(event.instance_id or "")
+        if server is not None:
+            fault.affected = [server.id]
+            self._mark(fault, "T02")
+            root_cause = {
+                "fault_id": fault.id,
+                "event_type": event.type,
+                "hostname": event.hostname,
+                "instance_id": server.id,
+                "reason": event.details.get("reason"),
+            }
+            note = instance_event(event, fault, server)
+            await self._notify_then_mark(fault, [note], root_cause, [server])
+        else:
+            log.warning("fault of an unknown server", extra={"instance_id": event.instance_id})
+        await self.faults.save(fault)
+        await self.events.mark_processed(event, fault.id)
+        self.done[fault.id].set()
+
+    async def _new_host_fault(self, event: Event) -> None:
+        fault = self._open(event)
         servers = self.topology.servers_on(event.hostname)
         fault.affected = [s.id for s in servers]
         self._mark(fault, "T02")
@@ -183,17 +229,32 @@ class Inspector:
         fault.status = "cleared"
         fault.cleared = time.time()
         del self.active[event.key]
+        self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
         try:
-            await self.vim.force_down(event.hostname, False)
-            host = self.topology.hosts.get(event.hostname)
-            if host is not None:
-                host.forced_down, host.state = False, "up"
+            if fault.instance_id is not None:
+                await self._server_back(fault.instance_id)
+            else:
+                await self._host_back(event.hostname)
         except VimError as exc:
-            metrics.VIM_ERRORS.labels("force_up").inc()
-            log.error("could not mark host up", extra={"host": event.hostname, "error": str(exc)})
+            metrics.VIM_ERRORS.labels("clear").inc()
+            problem = {"fault": fault.id, "error": str(exc)}
+            log.error("could not mark the resource up", extra=problem)
         await self.faults.save(fault)
         await self.events.mark_processed(event, fault.id)
+
+    async def _host_back(self, hostname: str) -> None:
+        await self.vim.force_down(hostname, False)
+        host = self.topology.hosts.get(hostname)
+        if host is not None:
+            host.forced_down, host.state = False, "up"
+
+    async def _server_back(self, server_id: str) -> None:
+        server = self.topology.servers.get(server_id)
+        # Only undo what the fault did: a server someone else changed meanwhile stays.
+        if server is not None and server.status == "ERROR":
+            await self.vim.reset_state(server_id, "active")
+            server.status = "ACTIVE"
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

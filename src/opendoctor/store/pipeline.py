@@ -28,6 +28,7 @@ def _event_from_row(row: EventRow) -> Event:
         id=row.id,
         received=row.received,
         trace=body.get("trace", {}),
+        instance_id=body.get("instance_id"),
     )
 
 
@@ -90,6 +91,8 @@ def _fault_from_row(row: FaultRow) -> Fault:
         trace=dict(row.trace),
         affected=list(row.affected),
         recovery=[RecoveryItem(**item) for item in row.recovery],
+        instance_id=row.instance_id,
+        signals=list(row.signals or []),
     )
 
 
@@ -108,6 +111,8 @@ class FaultStore:
             "trace": dict(fault.trace),
             "affected": list(fault.affected),
             "recovery": [asdict(item) for item in fault.recovery],
+            "instance_id": fault.instance_id,
+            "signals": list(fault.signals),
         }
         async with self.db.sessions.begin() as session:
             await session.merge(FaultRow(**values))

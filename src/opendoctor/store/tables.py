@@ -41,6 +41,8 @@ class FaultRow(Base):
     trace: Mapped[dict[str, Any]] = mapped_column(JSON)
     affected: Mapped[list[str]] = mapped_column(JSON)
     recovery: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    instance_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    signals: Mapped[list[str]] = mapped_column(JSON, default=list)
     __table_args__ = (Index("ix_faults_status", "status"),)
 
 
