@@ -114,24 +114,75 @@ class Service:
         self.started = True
 
     async def sync_topology(self) -> None:
-        """Load hosts and servers from the VIM (retrying while it does not answer)."""
-        delay = 0.1
-        while True:
-            try:
-                hosts, servers = await asyncio.gather(
-                    self.vim.list_hosts(), self.vim.list_servers()
-                )
-                break
-            except VimError as exc:
-                log.warning("VIM not answering, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Load hosts and servers: from the store at once, then from the VIM.
+
+        With the last known topology the service handles faults even while the VIM
+        does not answer (a VIM outage is when faults are likeliest); a background task
+        keeps trying the VIM and replaces the topology when it answers.
+        """
+        hosts, servers = await self.resources.load()
         self.topology.load(hosts, servers)
+        try:
+            await self._sync_from_vim()
+        except VimError as exc:
+            log.warning(
+                "VIM not answering; starting from the stored topology",
+                extra={"error": str(exc), "hosts": len(hosts), "servers": len(servers)},
+            )
+            self._tasks.append(asyncio.create_task(self._sync_until_done(), name="vim-sync"))
+
+    async def _sync_from_vim(self) -> None:
+        hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())
+        self.topology.load(hosts, servers)
+        for host in hosts:
+            self.prober.watch(host)
         await self.resources.upsert(hosts, servers)
 
+    async def _sync_until_done(self) -> None:
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._sync_from_vim()
+                log.info("topology loaded from the VIM")
+                return
+            except VimError as exc:
+                log.warning("VIM still not answering", extra={"error": str(exc)})
+                delay = min(delay * 2, 5.0)
+
     async def _watch_vim(self) -> None:
+        """Apply the VIM's changes to the topology now, and to the store in batches."""
+        pending: dict[str, VimChange] = {}
+        flushing: asyncio.Task[None] | None = None
+
+        async def flush() -> None:
+            # Many changes arrive together (a fault touches every server of a host):
+            # one write for the lot, a moment later, off the path that handles them.
+            await asyncio.sleep(0.2)
+            batch = list(pending.values())
+            pending.clear()
+            upserts = [c for c in batch if c.op != "delete"]
+            gone = [c for c in batch if c.op == "delete"]
+            try:
+                await self.resources.upsert(
+                    [c.host for c in upserts if c.host is not None],
+                    [c.server for c in upserts if c.server is not None],
+                )
+                await self.resources.delete(
+                    [f"host:{c.host.name}" for c in gone if c.host is not None]
+                    + [f"server:{c.server.id}" for c in gone if c.server is not None]
+                )
+            except Exception:
+                log.exception("could not store resource changes")
+
         async for change in self.vim.changes():
             self._apply(change)
+            if change.host is not None:
+                pending[f"host:{change.host.name}"] = change
+            elif change.server is not None:
+                pending[f"server:{change.server.id}"] = change
+            if flushing is None or flushing.done():
+                flushing = asyncio.create_task(flush())
 
     def _apply(self, change: VimChange) -> None:
         self.topology.apply(change)

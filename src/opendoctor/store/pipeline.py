@@ -173,6 +173,13 @@ class ResourceStore:
         async with self.db.sessions.begin() as session:
             await session.execute(stmt, rows)
 
+    async def load(self) -> tuple[list[Host], list[Server]]:
+        async with self.db.sessions() as session:
+            rows = list(await session.scalars(select(ResourceRow)))
+        hosts = [Host(**r.data) for r in rows if r.kind == "host"]
+        servers = [Server(**r.data) for r in rows if r.kind == "server"]
+        return hosts, servers
+
     async def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         if not ids:
