@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from opendoctor import __version__
 from opendoctor.lab.cli import app as lab_app
@@ -133,47 +136,122 @@ def _settings(config: Path | None) -> Any:
         raise typer.Exit(2) from exc
 
 
+@app.command("guest-agent")
+def guest_agent(
+    channel: Annotated[
+        str,
+        typer.Option(
+            help="the heartbeat channel: a Unix socket, a character device, tcp:HOST:PORT"
+        ),
+    ],
+    instance_id: Annotated[str, typer.Option(help="this VM's instance ID")],
+    health_cmd: Annotated[
+        str | None, typer.Option(help="shell command run periodically; exit 0 means healthy")
+    ] = None,
+    health_timeout: Annotated[
+        float, typer.Option(help="seconds before a check counts as failed")
+    ] = 1.0,
+    interval_ms: Annotated[int, typer.Option(help="proposed challenge interval")] = 100,
+    timeout_ms: Annotated[int, typer.Option(help="proposed response timeout")] = 80,
+) -> None:
+    """Run the guest heartbeat agent (inside a VM).
+
+    It registers with the host over the channel, answers every challenge, and reports
+    the result of the health command. The protocol is in docs/guest-heartbeat.md.
+    """
+    from opendoctor.ha import cli as ha_cli
+
+    argv = ["--channel", channel, "--instance-id", instance_id]
+    argv += ["--health-timeout", str(health_timeout)]
+    argv += ["--interval-ms", str(interval_ms), "--timeout-ms", str(timeout_ms)]
+    if health_cmd:
+        argv += ["--health-cmd", health_cmd]
+    ha_cli.main(argv)
+
+
 @app.command()
 def consumer(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0 picks a free one)")] = 5001,
     quiet: Annotated[bool, typer.Option(help="do not print each notification")] = False,
+    lab_url: Annotated[
+        str | None, typer.Option(help="switch active/standby pairs over through this lab")
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(help="ACTIVE_ID=STANDBY_ID: switch to the standby when the active fails"),
+    ] = None,
     ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the sample consumer: receives alarm callbacks on /failure and prints them.
 
-    GET /received returns every notification with its arrival time (T09).
+    GET /received returns every notification with its arrival time (T09). With --lab-url
+    it acts as a VNF manager for active/standby pairs (--pair, or PUT /pairs with
+    {"active": ID, "standby": ID}): when the active fails it activates the standby and
+    switches the lab load balancer over; GET /switchovers says when (T10).
     """
     from opendoctor import consumer as consumer_mod
 
-    asyncio.run(consumer_mod.serve(host, port, ready_file, quiet))
+    pairs = consumer_mod.parse_pairs(pair or [])
+    asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs))
+
+
+class Scenario(StrEnum):
+    all = "all"
+    uc1 = "uc1"
+    uc2 = "uc2"
 
 
 @app.command()
 def demo(
+    scenario: Annotated[
+        Scenario, typer.Argument(help="uc1 (a host fails), uc2 (a VM of a pair fails), or all")
+    ] = Scenario.all,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     workdir: Annotated[
         Path | None, typer.Option(help="where state and logs go (default: a new temp dir)")
     ] = None,
 ) -> None:
-    """Run UC1 end to end: a lab of 3 hosts and 6 VMs, a host killed, every owner told.
+    """Run the user stories end to end on a lab of real processes, with their timelines.
 
-    Exits non-zero if an owner was not notified or notification took 1 s or more.
+    UC1: 3 hosts and 6 VMs of 2 projects; a host is killed; every owner is told, the host
+    marked down, its VMs set to error and evacuated. UC2: server1 (active) and server2
+    (standby) behind a load balancer; server1's process is killed; its owner switches
+    the load balancer to server2 while clients keep sending requests. Exits non-zero if
+    an owner was not notified, notification took 1 s or more, or the switch-over failed.
     """
-    from opendoctor import demo as demo_mod
+    from opendoctor import demo as demo_uc1
+    from opendoctor import demo_uc2
     from opendoctor.stack import StackError
 
     console = Console()
-    where = workdir or demo_mod.default_workdir()
-    try:
-        code, result = asyncio.run(demo_mod.run(where, console, as_json))
-    except StackError as exc:
-        err.print(f"[red]demo failed:[/red] {exc} (logs in {where})")
-        raise typer.Exit(1) from exc
+    where = workdir or demo_uc1.default_workdir()
+    runs = {"uc1": demo_uc1.run, "uc2": demo_uc2.run}
+    chosen = list(runs) if scenario is Scenario.all else [scenario.value]
+    results: dict[str, Any] = {}
+    code = 0
+    for name in chosen:
+        try:
+            status, results[name] = asyncio.run(runs[name](where / name, console, as_json))
+        except StackError as exc:
+            err.print(f"[red]demo {name} failed:[/red] {exc} (logs in {where / name})")
+            results[name] = {"ok": False, "problems": [str(exc)]}
+            status = 1
+        code = code or status
     if as_json:
-        json.dump(result, sys.stdout, indent=2, default=str)
+        json.dump({"ok": code == 0, **results}, sys.stdout, indent=2, default=str)
         print()
     raise typer.Exit(code)
+
+
+def _emit(result: Any, as_json: bool, table: Callable[[Console, Any], None]) -> None:
+    """Benchmark figures as JSON for scripts, or as a table for people."""
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        # Wide enough for every column even when piped to a file.
+        table(Console(width=max(Console().width, 160)), result)
 
 
 @bench_app.command("notify")
@@ -193,12 +271,65 @@ def bench_notify(
 
     sizes = vms or [1, 50, 1000]
     results = asyncio.run(bench.notify(sizes, runs, Console(stderr=True, quiet=as_json)))
-    if as_json:
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    else:
-        # Wide enough for every column even when piped to a file.
-        bench.print_notify(Console(width=max(Console().width, 160)), results)
+    _emit(results, as_json, bench.print_notify)
+
+
+@bench_app.command("switchover")
+def bench_switchover(
+    runs: Annotated[int, typer.Option(min=1, help="kills of the active server")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """UC2 repeated: the active VM of a pair is killed, its owner switches over.
+
+    Prints detection time, notification and switch-over times (T00→T01, T00→T09,
+    T00→T10) and the client requests that failed, as percentiles.
+    """
+    from opendoctor import bench_uc2
+
+    result = asyncio.run(bench_uc2.switchover(runs, Console(stderr=True, quiet=as_json)))
+    _emit(result, as_json, bench_uc2.print_switchover)
+
+
+@bench_app.command("heartbeat")
+def bench_heartbeat(
+    runs: Annotated[int, typer.Option(min=1, help="faults of each kind to detect")] = 20,
+    soak_vms: Annotated[int, typer.Option(min=0, help="healthy guests for the soak")] = 10,
+    soak_seconds: Annotated[float, typer.Option(min=0, help="length of the soak")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Guest heartbeat: detection times of dead, hung and unhealthy guests, and a soak.
+
+    Real guest-agent processes against the host-side supervisor with default timings.
+    The soak counts false alarms among healthy guests (the target is none; run it for
+    600 s to reproduce the 10-minute figure).
+    """
+    from opendoctor.ha import soak
+
+    async def measure() -> dict[str, Any]:
+        found = await soak.detection(runs)
+        soaked = await soak.soak(soak_vms, soak_seconds) if soak_vms and soak_seconds else None
+        return {"detection": found, "soak": soaked}
+
+    _emit(asyncio.run(measure()), as_json, _print_heartbeat)
+
+
+def _print_heartbeat(console: Console, result: dict[str, Any]) -> None:
+    runs = result["detection"]["runs"]
+    table = Table(title=f"guest heartbeat: detection with default timings ({runs} runs each, ms)")
+    for col in ("fault", "p50", "p99", "max"):
+        table.add_column(col, justify="left" if col == "fault" else "right")
+    for name, stats in result["detection"].items():
+        if isinstance(stats, dict) and "p50_ms" in stats:
+            table.add_row(name, *(f"{stats[k]:.1f}" for k in ("p50_ms", "p99_ms", "max_ms")))
+    console.print(table)
+    if result["soak"] is not None:
+        s = result["soak"]
+        console.print(
+            f"soak: {s['vms']} healthy guests for {s['seconds']:.0f} s: {s['challenges']} "
+            f"challenges, {s['responses']} responses, {s['false_alarms']} false alarms; "
+            f"response latency p50 {s['latency']['p50_ms']:.2f} ms, "
+            f"p99 {s['latency']['p99_ms']:.2f} ms"
+        )
 
 
 def main() -> None:

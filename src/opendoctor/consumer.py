@@ -3,6 +3,10 @@
 It receives Aodh alarm callbacks (on `/failure`, or any POST path), records when each
 arrived (T09), prints it, and answers 200. `GET /received` returns what it recorded;
 redeliveries (same `x-openstack-request-id`) are counted, not recorded twice.
+
+In active/standby mode (`--lab-url`, pairs from `--pair` or `PUT /pairs`) a failure of
+a pair's active server switches the pair over (`opendoctor.switchover`); `GET
+/switchovers` tells when each finished (T10).
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from opendoctor.lab.client import LabClient
+from opendoctor.switchover import Switcher
+
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
 SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
 QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
+SWITCHER: web.AppKey[Switcher | None] = web.AppKey("switcher")
 
 
 def summarize(body: dict[str, Any], arrived: float, request_id: str, path: str) -> dict[str, Any]:
@@ -59,6 +67,9 @@ async def _callback(request: web.Request) -> web.Response:
         app[SEEN].add(request_id)
     record = summarize(body, arrived, request_id, request.path)
     app[RECEIVED].append(record)
+    switcher = app[SWITCHER]
+    if switcher is not None and record["current"] == "alarm":
+        record["switchover"] = switcher.on_failure(record["instance_id"], arrived)
     if not app[QUIET]:
         print(
             f"T09 {time.strftime('%H:%M:%S', time.localtime(arrived))}"
@@ -79,19 +90,48 @@ async def _reset(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app(quiet: bool = False) -> web.Application:
+async def _switchovers(request: web.Request) -> web.Response:
+    switcher = request.app[SWITCHER]
+    return web.json_response(switcher.report() if switcher else [])
+
+
+async def _set_pair(request: web.Request) -> web.Response:
+    switcher = request.app[SWITCHER]
+    if switcher is None:
+        return web.json_response({"error": "start the consumer with --lab-url"}, status=409)
+    try:
+        body = orjson.loads(await request.read())
+        active, standby = str(body["active"]), str(body["standby"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return web.json_response({"error": f"expected {{active, standby}}: {exc}"}, status=400)
+    switcher.set_pair(active, standby)
+    return web.json_response({"pairs": switcher.pairs})
+
+
+def make_app(quiet: bool = False, switcher: Switcher | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVED] = []
     app[SEEN] = set()
     app[QUIET] = quiet
+    app[SWITCHER] = switcher
     app.router.add_get("/received", _received)
     app.router.add_delete("/received", _reset)
+    app.router.add_get("/switchovers", _switchovers)
+    app.router.add_put("/pairs", _set_pair)
     app.router.add_post("/{tail:.*}", _callback)
     return app
 
 
-async def serve(host: str, port: int, ready_file: Path | None, quiet: bool) -> None:
-    runner = web.AppRunner(make_app(quiet), access_log=None)
+async def serve(
+    host: str,
+    port: int,
+    ready_file: Path | None,
+    quiet: bool,
+    lab_url: str | None = None,
+    pairs: dict[str, str] | None = None,
+) -> None:
+    switcher = Switcher(LabClient(lab_url), pairs) if lab_url else None
+    runner = web.AppRunner(make_app(quiet, switcher), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -110,6 +150,8 @@ async def serve(host: str, port: int, ready_file: Path | None, quiet: bool) -> N
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if switcher is not None:
+        await switcher.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,8 +162,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--lab-url", help="switch active/standby pairs over through this lab")
+    parser.add_argument("--pair", action="append", default=[], help="ACTIVE_ID=STANDBY_ID")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.ready_file, args.quiet))
+    asyncio.run(
+        serve(
+            args.host, args.port, args.ready_file, args.quiet, args.lab_url, parse_pairs(args.pair)
+        )
+    )
+
+
+def parse_pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        active, sep, standby = item.partition("=")
+        if not sep or not active or not standby:
+            raise SystemExit(f"--pair takes ACTIVE_ID=STANDBY_ID, not {item!r}")
+        pairs[active] = standby
+    return pairs
 
 
 if __name__ == "__main__":

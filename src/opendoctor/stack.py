@@ -113,7 +113,9 @@ async def running_stack(
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     async with LabRunner(spec, workdir / "lab") as lab:
         consumers = {
-            p: ChildProcess.python(f"consumer-{p}", "opendoctor.consumer", ["--quiet"], workdir)
+            p: ChildProcess.python(
+                f"consumer-{p}", "opendoctor.consumer", ["--quiet", "--lab-url", lab.url], workdir
+            )
             for p in spec.projects
         }
         env = {
@@ -126,6 +128,8 @@ async def running_stack(
         try:
             await asyncio.gather(*(c.start() for c in consumers.values()))
             await service.start()
+            # Host-side monitors (process exits, guest heartbeats) report to the service.
+            await lab.client.set_events_sink(service.ready + "/events")
             s = Stack(workdir, lab, service, consumers)
             try:
                 yield s

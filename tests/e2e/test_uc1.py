@@ -57,7 +57,7 @@ async def test_host_failure_with_a_separate_monitor_process(tmp_path: Path) -> N
 
 def test_the_demo_command_passes_and_reports_json(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "opendoctor", "demo", "--json", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "opendoctor", "demo", "uc1", "--json", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -65,6 +65,7 @@ def test_the_demo_command_passes_and_reports_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["ok"] is True
+    result = result["uc1"]
     fault = result["fault"]
     assert len(fault["notifications"]) == len(fault["servers"]) == 2
     assert fault["totals"]["detection_to_last_notification"] < 1.0

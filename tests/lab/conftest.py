@@ -19,6 +19,7 @@ from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 
 from .helpers import processes_matching
+from .sink import EventSink
 
 LabFactory = Callable[..., Awaitable[LabRunner]]
 
@@ -67,3 +68,12 @@ async def http() -> AsyncIterator[HttpClient]:
     client = HttpClient(timeout=5.0)
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[EventSink]:
+    """A real HTTP events sink, as opendoctor's events API would be."""
+    sink = EventSink()
+    await sink.start()
+    yield sink
+    await sink.stop()

@@ -1,80 +1,26 @@
-"""The lab API (aiohttp server): JSON in, JSON out, errors as `{"error": {status, message}}`."""
+"""The lab API (aiohttp server): JSON in, JSON out, errors as `{"error": {status, message}}`.
+
+Hosts, servers (with their applications' role and health, kill and restart), the
+events sink and the change feed here; the load balancer's routes in `lbapi`. Every
+route is described in docs/lab.md.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-import orjson
 from aiohttp import web
 
+from opendoctor.lab.lbapi import lb_routes
 from opendoctor.lab.records import LabError
 from opendoctor.lab.state import Lab
-
-log = logging.getLogger("opendoctor.lab.manager")
+from opendoctor.lab.webutil import LAB_KEY, errors_middleware
+from opendoctor.lab.webutil import body_of as _body
+from opendoctor.lab.webutil import field_bool as _field_bool
+from opendoctor.lab.webutil import field_opt_str as _field_opt_str
+from opendoctor.lab.webutil import field_str as _field_str
+from opendoctor.lab.webutil import json_response as _json
+from opendoctor.lab.webutil import lab_of as _lab
 
 MAX_WAIT = 60.0
-LAB_KEY = web.AppKey("lab", Lab)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": {"status": status, "message": message}}, status)
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except LabError as exc:
-        return _error(exc.status, exc.message)
-    except web.HTTPException as exc:
-        # aiohttp's own answers (no such route, wrong method) get our error shape too.
-        return _error(exc.status, exc.reason)
-    except Exception as exc:  # the manager must survive any request
-        log.exception("%s %s failed", request.method, request.path)
-        return _error(500, f"{exc.__class__.__name__}: {exc}")
-
-
-async def _body(request: web.Request, required: bool = True) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        if required:
-            raise LabError(400, "a JSON object body is required")
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise LabError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise LabError(400, "body must be a JSON object")
-    return body
-
-
-def _field_bool(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key)
-    if not isinstance(value, bool):
-        raise LabError(400, f"'{key}' must be true or false")
-    return value
-
-
-def _field_str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise LabError(400, f"'{key}' must be a non-empty string")
-    return value
-
-
-def _lab(request: web.Request) -> Lab:
-    return request.app[LAB_KEY]
 
 
 async def health(request: web.Request) -> web.Response:
@@ -103,7 +49,8 @@ async def create_server(request: web.Request) -> web.Response:
     project = _field_str(body, "project_id")
     assert name is not None and project is not None
     host = _field_str(body, "host", required=False)
-    server = await _lab(request).create_server(name, project, host)
+    role = _field_str(body, "role", required=False) or "active"
+    server = await _lab(request).create_server(name, project, host, role)
     return _json(server.to_json(), 201)
 
 
@@ -158,6 +105,38 @@ async def evacuate(request: web.Request) -> web.Response:
     return _json((await _lab(request).evacuate(request.match_info["id"], host)).to_json())
 
 
+async def kill_server(request: web.Request) -> web.Response:
+    return _json(await _lab(request).kill_server(request.match_info["id"]))
+
+
+async def restart_server(request: web.Request) -> web.Response:
+    return _json((await _lab(request).restart_server(request.match_info["id"])).to_json())
+
+
+async def set_role(request: web.Request) -> web.Response:
+    role = _field_str(await _body(request), "role")
+    server = await _lab(request).set_app(request.match_info["id"], role=role)
+    return _json(server.to_json())
+
+
+async def set_health(request: web.Request) -> web.Response:
+    healthy = _field_bool(await _body(request), "healthy")
+    server = await _lab(request).set_app(request.match_info["id"], healthy=healthy)
+    return _json(server.to_json())
+
+
+async def get_events_sink(request: web.Request) -> web.Response:
+    return _json(await _lab(request).events.status())
+
+
+async def put_events_sink(request: web.Request) -> web.Response:
+    body = await _body(request)
+    url, token = _field_opt_str(body, "url"), _field_opt_str(body, "token")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise LabError(400, f"'url' must be an http(s) URL, got {url!r}")
+    return _json(await _lab(request).events.set_sink(url, token or None))
+
+
 def _query_number(request: web.Request, key: str, default: float) -> float:
     raw = request.query.get(key)
     if raw is None:
@@ -181,7 +160,7 @@ async def changes(request: web.Request) -> web.Response:
 
 
 def build_app(lab: Lab) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[LAB_KEY] = lab
     app.add_routes(
         [
@@ -202,7 +181,14 @@ def build_app(lab: Lab) -> web.Application:
             web.post("/servers/{id}/start", start_server),
             web.post("/servers/{id}/migrate", migrate),
             web.post("/servers/{id}/evacuate", evacuate),
+            web.post("/servers/{id}/kill", kill_server),
+            web.post("/servers/{id}/restart", restart_server),
+            web.post("/servers/{id}/role", set_role),
+            web.post("/servers/{id}/health", set_health),
+            web.get("/events-sink", get_events_sink),
+            web.put("/events-sink", put_events_sink),
             web.get("/changes", changes),
+            *lb_routes(),
         ]
     )
     return app

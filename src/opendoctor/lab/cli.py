@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from opendoctor.config import default_state_dir
-from opendoctor.controller.base import VimError
+from opendoctor.lab import lbcli, servercli
+from opendoctor.lab.clibase import StateDirOption, call, err, fail, lab_url, out, state_dir_of, yes
 from opendoctor.lab.client import LabClient
 from opendoctor.lab.runner import LabStartError, running_state, start_detached, stop
 from opendoctor.lab.spec import LabSpec, split_projects
@@ -24,14 +21,11 @@ app = typer.Typer(
     name="lab",
     help=(
         "A small real cloud on this machine: compute hosts that answer heartbeats, VMs "
-        "that serve HTTP, a VIM API, and fault injection (power off a host)."
+        "that serve HTTP, a load balancer, a VIM API, and fault injection (power off a "
+        "host, kill a VM)."
     ),
     no_args_is_help=True,
 )
-
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
 
 
 class VmMode(StrEnum):
@@ -39,57 +33,14 @@ class VmMode(StrEnum):
     inline = "inline"
 
 
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        envvar="OPENDOCTOR_LAB_DIR",
-        help="Directory of the lab's lab.json and lab.log (default: <state dir>/lab, "
-        "e.g. ~/.local/state/opendoctor/lab).",
-        show_default=False,
-    ),
-]
-
-
-def _dir(state_dir: Path | None) -> Path:
-    return state_dir if state_dir is not None else default_state_dir() / "lab"
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
-
-def _lab_url(state_dir: Path) -> str:
-    data = running_state(state_dir)
-    if data is None:
-        _fail(f"no lab is running from {state_dir} (start one with 'opendoctor lab up')")
-    return str(data["url"])
-
-
-def _call(url: str, action: Callable[[LabClient], Awaitable[T]]) -> T:
-    async def run() -> T:
-        async with LabClient(url) as client:
-            return await action(client)
-
-    try:
-        return asyncio.run(run())
-    except VimError as exc:
-        _fail(str(exc))
-
-
 async def _snapshot(client: LabClient) -> dict[str, Any]:
-    hosts, servers = await asyncio.gather(client.host_details(), client.servers())
+    hosts, servers = await asyncio.gather(client.host_details(), client.server_details())
     return {"hosts": hosts, "servers": [_server_json(s) for s in servers]}
 
 
-def _server_json(server: Any) -> dict[str, Any]:
-    fields = ("id", "name", "host", "project_id", "status", "endpoint")
-    return {f: getattr(server, f) for f in fields}
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
+def _server_json(server: dict[str, Any]) -> dict[str, Any]:
+    fields = ("id", "name", "host", "project_id", "status", "endpoint", "role", "healthy")
+    return {f: server.get(f) for f in fields}
 
 
 def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
@@ -103,11 +54,11 @@ def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
     for h in snapshot["hosts"]:
         alive = "[green]yes[/green]" if h["alive"] else "[red]no[/red]"
         hosts.add_row(
-            h["name"], h["address"], h["state"], _yes(h["forced_down"]), _yes(h["enabled"]),
+            h["name"], h["address"], h["state"], yes(h["forced_down"]), yes(h["enabled"]),
             alive, str(h["pid"] or "-"), str(load.get(h["name"], 0)),
         )  # fmt: skip
     servers = Table(title="servers")
-    for column in ("name", "id", "host", "project", "status", "endpoint"):
+    for column in ("name", "id", "host", "project", "status", "endpoint", "role", "healthy"):
         servers.add_column(column, overflow="fold")
     colours = {"ACTIVE": "green", "ERROR": "red", "SHUTOFF": "yellow"}
     for s in snapshot["servers"]:
@@ -115,6 +66,7 @@ def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
         servers.add_row(
             s["name"], s["id"], s["host"], s["project_id"],
             f"[{colour}]{s['status']}[/{colour}]", s["endpoint"] or "",
+            s["role"] or "", yes(bool(s["healthy"])),
         )  # fmt: skip
     out.print(hosts)
     out.print(servers)
@@ -132,8 +84,21 @@ def up(
         typer.Option(help="'process': one process per VM; 'inline': hosts serve their VMs."),
     ] = VmMode.process,
     ip_prefix: Annotated[
-        str, typer.Option(help="Loopback prefix: hosts at PREFIX.1.i, VMs at PREFIX.2.j.")
+        str,
+        typer.Option(
+            help="Loopback prefix: hosts at PREFIX.1.i, VMs at PREFIX.2.j, VIPs at PREFIX.250.n."
+        ),
     ] = "127.0",
+    events_url: Annotated[
+        str | None,
+        typer.Option(help="Where hosts PUT events about their VMs (e.g. the inspector)."),
+    ] = None,
+    events_token: Annotated[
+        str | None, typer.Option(help="X-Auth-Token sent with every event request.")
+    ] = None,
+    heartbeat: Annotated[
+        bool, typer.Option(help="Guest heartbeats between hosts and their VMs.")
+    ] = True,
     state_dir: StateDirOption = None,
 ) -> None:
     """Start a lab in the background and wait until every VM serves.
@@ -141,33 +106,34 @@ def up(
     Hosts answer UDP heartbeats, each VM answers HTTP GET with 'Served by <name>'.
     The lab runs until 'opendoctor lab down'; its log is in the state dir (lab.log).
     """
-    directory = _dir(state_dir)
+    directory = state_dir_of(state_dir)
     try:
         spec = LabSpec(
             hosts=hosts, vms=vms, projects=split_projects(projects),
-            vm_mode=vm_mode.value, ip_prefix=ip_prefix,
+            vm_mode=vm_mode.value, ip_prefix=ip_prefix, events_url=events_url,
+            events_token=events_token, heartbeat=heartbeat,
         )  # fmt: skip
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     running = running_state(directory)
     if running is not None:
-        _fail(f"a lab is already running from {directory} at {running['url']}")
+        fail(f"a lab is already running from {directory} at {running['url']}")
     with err.status(f"starting {hosts} hosts and {vms} VMs ..."):
         try:
             data = start_detached(spec, directory)
         except LabStartError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     url = str(data["url"])
     out.print(f"lab up at [bold]{url}[/bold] (manager pid {data['pid']}, state in {directory})")
-    _print_tables(url, _call(url, _snapshot))
+    _print_tables(url, call(url, _snapshot))
 
 
 @app.command()
 def down(state_dir: StateDirOption = None) -> None:
     """Stop the lab: every host and VM is taken down and lab.json is removed."""
-    directory = _dir(state_dir)
+    directory = state_dir_of(state_dir)
     if not stop(directory):
-        _fail(f"no lab is running from {directory}")
+        fail(f"no lab is running from {directory}")
     out.print("lab stopped")
 
 
@@ -177,9 +143,9 @@ def status(
     state_dir: StateDirOption = None,
 ) -> None:
     """Show the hosts (what the VIM believes and whether they really run) and the servers."""
-    directory = _dir(state_dir)
-    url = _lab_url(directory)
-    snapshot = _call(url, _snapshot)
+    directory = state_dir_of(state_dir)
+    url = lab_url(directory)
+    snapshot = call(url, _snapshot)
     if as_json:
         out.print_json(json.dumps({"url": url, **snapshot}))
     else:
@@ -195,8 +161,8 @@ def fail_host(
 
     The VIM is not told: finding out is opendoctor's job.
     """
-    url = _lab_url(_dir(state_dir))
-    fault = _call(url, lambda c: c.fail_host(name))
+    url = lab_url(state_dir_of(state_dir))
+    fault = call(url, lambda c: c.fail_host(name))
     t00 = float(fault["t00"])
     stamp = datetime.fromtimestamp(t00).isoformat(timespec="microseconds")
     out.print(f"{name} powered off; T00 = {t00:.6f} ({stamp})")
@@ -208,6 +174,10 @@ def restore_host(
     state_dir: StateDirOption = None,
 ) -> None:
     """Power a failed host on again. It comes back empty (no VMs) and answers heartbeats."""
-    url = _lab_url(_dir(state_dir))
-    host = _call(url, lambda c: c.restore_host(name))
+    url = lab_url(state_dir_of(state_dir))
+    host = call(url, lambda c: c.restore_host(name))
     out.print(f"{host.name} is running again at {host.address} (VIM state: {host.state})")
+
+
+servercli.register(app)
+app.add_typer(lbcli.app, name="lb")

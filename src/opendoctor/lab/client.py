@@ -123,8 +123,18 @@ class LabClient:
     async def server(self, server_id: str) -> Server:
         return server_from_json(await self._call("GET", f"/servers/{_q(server_id)}"))
 
+    async def server_details(self) -> list[dict[str, Any]]:
+        """Servers as the lab's JSON, with the application's `role` and `healthy` flag."""
+        result: list[dict[str, Any]] = await self._call("GET", "/servers")
+        return result
+
+    async def server_detail(self, server_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/servers/{_q(server_id)}")
+        return result
+
     async def faults(self) -> list[dict[str, Any]]:
-        """Injected faults: `[{"host", "t00", "kind"}]`."""
+        """Injected faults: `{"host", "t00", "kind": "power-off"}` for a host,
+        `{"server_id", "server_name", "host", "t00", "kind": "vm-kill"}` for a VM."""
         result: list[dict[str, Any]] = await self._call("GET", "/faults")
         return result
 
@@ -153,10 +163,15 @@ class LabClient:
 
     # ----- servers ------------------------------------------------------------------------
 
-    async def create_server(self, name: str, project_id: str, host: str | None = None) -> Server:
+    async def create_server(
+        self, name: str, project_id: str, host: str | None = None, role: str | None = None
+    ) -> Server:
+        """A new server; `role` ("active", the default, or "standby") is its application's."""
         body: dict[str, Any] = {"name": name, "project_id": project_id}
         if host is not None:
             body["host"] = host
+        if role is not None:
+            body["role"] = role
         return server_from_json(await self._call("POST", "/servers", body))
 
     async def delete_server(self, server_id: str) -> None:
@@ -182,3 +197,85 @@ class LabClient:
         body = {"host": host} if host is not None else {}
         path = f"/servers/{_q(server_id)}/evacuate"
         return server_from_json(await self._call("POST", path, body))
+
+    async def restart(self, server_id: str) -> Server:
+        """Hard reboot: a new VM process on the same host, whatever the old one was doing."""
+        return server_from_json(await self._call("POST", f"/servers/{_q(server_id)}/restart"))
+
+    async def kill_server(self, server_id: str) -> dict[str, Any]:
+        """SIGKILL the server's VM process: `{"server_id", "t00", ...}`, T00 just before.
+
+        The VIM record is not changed; the host reports the exit to the events sink.
+        """
+        result: dict[str, Any] = await self._call("POST", f"/servers/{_q(server_id)}/kill")
+        return result
+
+    async def set_role(self, server_id: str, role: str) -> dict[str, Any]:
+        """Make the server's application "active" (serves) or "standby" (answers 503)."""
+        path = f"/servers/{_q(server_id)}/role"
+        result: dict[str, Any] = await self._call("POST", path, {"role": role})
+        return result
+
+    async def set_health(self, server_id: str, healthy: bool) -> dict[str, Any]:
+        """Set the health flag the guest reports through its heartbeat."""
+        path = f"/servers/{_q(server_id)}/health"
+        result: dict[str, Any] = await self._call("POST", path, {"healthy": healthy})
+        return result
+
+    # ----- events sink --------------------------------------------------------------------
+
+    async def set_events_sink(self, url: str | None, token: str | None = None) -> dict[str, Any]:
+        """Where hosts `PUT` their events (None: nowhere); answers like `events_sink`."""
+        body = {"url": url, "token": token}
+        result: dict[str, Any] = await self._call("PUT", "/events-sink", body)
+        return result
+
+    async def events_sink(self) -> dict[str, Any]:
+        """`{"url", "token_set", "hosts": {name: {"pending", "delivered", ...}}}`."""
+        result: dict[str, Any] = await self._call("GET", "/events-sink")
+        return result
+
+    # ----- load balancer ------------------------------------------------------------------
+
+    async def lb_pools(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/lb/pools")
+        return result
+
+    async def lb_pool(self, pool_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/lb/pools/{_q(pool_id)}")
+        return result
+
+    async def create_pool(
+        self, name: str, members: list[dict[str, Any] | str], vip_port: int | None = None
+    ) -> dict[str, Any]:
+        """A pool with a VIP of its own; a member is a server id, `{"server_id"}` or
+        `{"address", "port"}`, optionally with `"admin_state_up"`."""
+        specs = [{"server_id": m} if isinstance(m, str) else m for m in members]
+        body: dict[str, Any] = {"name": name, "members": specs}
+        if vip_port is not None:
+            body["vip_port"] = vip_port
+        result: dict[str, Any] = await self._call("POST", "/lb/pools", body)
+        return result
+
+    async def delete_pool(self, pool_id: str) -> None:
+        await self._call("DELETE", f"/lb/pools/{_q(pool_id)}")
+
+    async def add_member(self, pool_id: str, member: dict[str, Any] | str) -> dict[str, Any]:
+        spec = {"server_id": member} if isinstance(member, str) else member
+        path = f"/lb/pools/{_q(pool_id)}/members"
+        result: dict[str, Any] = await self._call("POST", path, spec)
+        return result
+
+    async def delete_member(self, member_id: str) -> None:
+        await self._call("DELETE", f"/lb/members/{_q(member_id)}")
+
+    async def lb_members(self, pool: str | None = None) -> list[dict[str, Any]]:
+        path = "/lb/members" + (f"?pool={_q(pool)}" if pool is not None else "")
+        result: list[dict[str, Any]] = await self._call("GET", path)
+        return result
+
+    async def set_member(self, member_id: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable a load-balancer member (its `admin_state_up`)."""
+        path = f"/lb/members/{_q(member_id)}"
+        result: dict[str, Any] = await self._call("POST", path, {"admin_state_up": enabled})
+        return result

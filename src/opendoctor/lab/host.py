@@ -1,12 +1,19 @@
-"""A lab compute host: answers heartbeats, runs VMs on request.
+"""A lab compute host: answers heartbeats, runs VMs on request, reports their faults.
 
 `python -m opendoctor.lab.host --name N --address A --heartbeat-port H
 --control-port C --vm-mode process|inline`
 
 * UDP (A, H): heartbeat probes answered with `encode_answer(seq, name)`.
-* TCP (A, C): the control channel, one JSON object per line each way:
-  `{"op": "start_vm", "name", "address", "port"}`, `{"op": "stop_vm", "name"}`,
-  `{"op": "list"}`; answers `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+* TCP (A, C): the control channel, one JSON object per line each way; answers
+  `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Requests:
+  - `{"op": "start_vm", "name", "address", "port", "instance_id"?, "role"?,
+    "healthy"?, "announce"?}` (`announce`: report the start to the events sink),
+  - `{"op": "stop_vm", "name"}`, `{"op": "kill_vm", "name"}` (answers `t00`),
+  - `{"op": "set_vm", "name", "role"?, "healthy"?}`, `{"op": "vm", "name"}`,
+  - `{"op": "list"}`, `{"op": "events_sink", "url", "token"}`, `{"op": "events_status"}`.
+* Events: a VM that exits without being asked to stop is reported to the events
+  sink (`compute.instance.lifecycle.exited`, status `down`) at once, and its next
+  start on this host as status `up` (see `opendoctor.lab.events`).
 
 In "process" mode each VM is a child process in the host's process group that is
 killed when the host dies, so killing the host's group is a power loss. In
@@ -23,46 +30,22 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from typing import Any, cast
 
-from opendoctor.lab.proc import die_with_parent
-from opendoctor.lab.vm import VmServer, serve_vm
+from opendoctor.lab.events import EventSender, lifecycle_event
+from opendoctor.lab.guest import GuestHeartbeats
+from opendoctor.lab.hostvm import VmError, VmHandle
+from opendoctor.lab.vm import ROLES
 from opendoctor.monitor.hostwire import decode_probe, encode_answer
 
 log = logging.getLogger("opendoctor.lab.host")
 
-VM_START_TIMEOUT = 10.0
 _MAX_LINE = 64 * 1024
 
 
 class ControlError(Exception):
     """A control request that cannot be done; its message goes back to the caller."""
-
-
-@dataclass(slots=True)
-class VmHandle:
-    name: str
-    address: str
-    port: int
-    proc: asyncio.subprocess.Process | None = None
-    inline: VmServer | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.inline is not None or (self.proc is not None and self.proc.returncode is None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "port": self.port,
-            "pid": self.proc.pid if self.proc is not None else os.getpid(),
-            "alive": self.alive,
-        }
 
 
 class _Heartbeat(asyncio.DatagramProtocol):
@@ -80,25 +63,22 @@ class _Heartbeat(asyncio.DatagramProtocol):
             self.transport.sendto(encode_answer(seq, self.name), addr)
 
 
-async def _answers_http(address: str, port: int) -> bool:
-    try:
-        reader, writer = await asyncio.open_connection(address, port)
-    except OSError:
-        return False
-    try:
-        writer.write(b"GET / HTTP/1.0\r\n\r\n")
-        await writer.drain()
-        status = await reader.readline()
-        return status.startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
-    finally:
-        writer.close()
+def _opt_str(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ControlError(f"'{key}' must be a string or null")
+    return value
 
 
 class LabHost:
     def __init__(
-        self, name: str, address: str, heartbeat_port: int, control_port: int, vm_mode: str
+        self,
+        name: str,
+        address: str,
+        heartbeat_port: int,
+        control_port: int,
+        vm_mode: str,
+        socket_dir: str | None = None,
     ) -> None:
         if vm_mode not in ("process", "inline"):
             raise ValueError(f"unknown vm mode {vm_mode!r}")
@@ -108,9 +88,15 @@ class LabHost:
         self.control_port = control_port
         self.vm_mode = vm_mode
         self.vms: dict[str, VmHandle] = {}
+        self.events = EventSender()
         self._heartbeat: asyncio.DatagramTransport | None = None
         self._control: asyncio.Server | None = None
         self._starting: dict[str, asyncio.Lock] = {}
+        # Instances whose exit this host reported: their next start here is reported too.
+        self._reported_down: set[str] = set()
+        # Guest heartbeats, when the host has a directory for its VMs' sockets.
+        self.guests = GuestHeartbeats(name, socket_dir, self.events.report) if socket_dir else None
+        self._detaching: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,6 +107,7 @@ class LabHost:
         self._control = await asyncio.start_server(
             self._serve_control, self.address, self.control_port, limit=_MAX_LINE
         )
+        self.events.start()
 
     async def close(self) -> None:
         if self._control is not None:
@@ -128,6 +115,9 @@ class LabHost:
         if self._heartbeat is not None:
             self._heartbeat.close()
         await asyncio.gather(*(self.stop_vm(n) for n in list(self.vms)), return_exceptions=True)
+        if self.guests is not None:
+            await self.guests.close()
+        await self.events.close()
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -151,7 +141,7 @@ class LabHost:
             return {"ok": True, **await self._dispatch(request)}
         except json.JSONDecodeError as exc:
             return {"ok": False, "error": f"bad JSON: {exc}"}
-        except ControlError as exc:
+        except (ControlError, VmError) as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # the host must survive any request
             log.exception("control request failed")
@@ -163,75 +153,121 @@ class LabHost:
             return {
                 "host": self.name,
                 "pid": os.getpid(),
-                "vms": [vm.to_dict() for vm in self.vms.values()],
+                "vms": [self._vm_json(vm) for vm in self.vms.values()],
             }
+        if op == "events_sink":
+            self.events.configure(_opt_str(request, "url"), _opt_str(request, "token"))
+            return {"events": self.events.stats()}
+        if op == "events_status":
+            return {"events": self.events.stats()}
         name = request.get("name")
         if not isinstance(name, str) or not name:
             raise ControlError(f"{op}: 'name' must be a non-empty string")
         if op == "stop_vm":
             return {"stopped": await self.stop_vm(name)}
         if op == "start_vm":
-            address, port = request.get("address"), request.get("port")
-            if not isinstance(address, str) or not isinstance(port, int):
-                raise ControlError("start_vm: 'address' (string) and 'port' (integer) needed")
-            return {"vm": (await self.start_vm(name, address, port)).to_dict()}
-        raise ControlError(f"unknown op {op!r}")
+            return {"vm": (await self._start_request(name, request)).to_dict()}
+        if op == "vm":
+            vm = self.vms.get(name)
+            return {"vm": self._vm_json(vm) if vm is not None else None}
+        if op not in ("set_vm", "kill_vm"):
+            raise ControlError(f"unknown op {op!r}")
+        vm = self.vms.get(name)
+        if vm is None:
+            raise ControlError(f"no vm named {name!r} on {self.name}")
+        if op == "set_vm":
+            change: dict[str, Any] = {k: request[k] for k in ("role", "healthy") if k in request}
+            try:
+                return {"vm": {**vm.to_dict(), **await vm.apply(change)}}
+            except ValueError as exc:
+                raise ControlError(str(exc)) from None
+        return {"t00": await vm.kill(), "vm": vm.to_dict()}
 
-    async def start_vm(self, name: str, address: str, port: int) -> VmHandle:
-        lock = self._starting.setdefault(name, asyncio.Lock())
+    async def _start_request(self, name: str, request: dict[str, Any]) -> VmHandle:
+        address, port = request.get("address"), request.get("port")
+        if not isinstance(address, str) or not isinstance(port, int):
+            raise ControlError("start_vm: 'address' (string) and 'port' (integer) needed")
+        role = request.get("role", "active")
+        healthy = request.get("healthy", True)
+        if role not in ROLES or not isinstance(healthy, bool):
+            raise ControlError("start_vm: 'role' must be active|standby, 'healthy' a boolean")
+        vm = VmHandle(name, address, port, _opt_str(request, "instance_id") or name, role, healthy)
+        return await self.start_vm(vm, announce=request.get("announce") is True)
+
+    async def start_vm(self, vm: VmHandle, announce: bool = False) -> VmHandle:
+        lock = self._starting.setdefault(vm.name, asyncio.Lock())
         async with lock:
-            current = self.vms.get(name)
+            current = self.vms.get(vm.name)
             if current is not None and current.alive:
-                if (current.address, current.port) == (address, port):
+                if (current.address, current.port) == (vm.address, vm.port):
                     return current  # a repeated request: already done
-                raise ControlError(f"vm {name} already runs on {current.address}:{current.port}")
-            self.vms.pop(name, None)
-            vm = VmHandle(name, address, port)
-            if self.vm_mode == "inline":
-                try:
-                    vm.inline = await serve_vm(name, address, port)
-                except OSError as exc:
-                    msg = f"vm {name}: cannot listen on {address}:{port}: {exc}"
-                    raise ControlError(msg) from exc
-            else:
-                vm.proc = await self._spawn(name, address, port)
-            self.vms[name] = vm
-            log.info("%s: started vm %s on %s:%d", self.name, name, address, port)
+                raise ControlError(f"vm {vm.name} already runs on {current.address}:{current.port}")
+            self.vms.pop(vm.name, None)
+            vm.on_exit = self._vm_exited
+            await self._start_with_guest(vm)
+            self.vms[vm.name] = vm
+            log.info("%s: started vm %s on %s:%d", self.name, vm.name, vm.address, vm.port)
+            if announce or vm.instance_id in self._reported_down:
+                self._reported_down.discard(vm.instance_id)
+                self.events.report(
+                    lifecycle_event(self.name, vm.instance_id, vm.name, "up", "process started")
+                )
             return vm
 
-    async def _spawn(self, name: str, address: str, port: int) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "opendoctor.lab.vm",
-            "--name", name, "--address", address, "--port", str(port),
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(),
-        )  # fmt: skip
-        deadline = time.monotonic() + VM_START_TIMEOUT
-        while not await _answers_http(address, port):
-            if proc.returncode is not None:
-                raise ControlError(f"vm {name} exited with code {proc.returncode} while starting")
-            if time.monotonic() >= deadline:
-                proc.kill()
-                await proc.wait()
-                raise ControlError(f"vm {name} did not serve within {VM_START_TIMEOUT} s")
-            await asyncio.sleep(0.01)
-        return proc
+    async def _start_with_guest(self, vm: VmHandle) -> None:
+        guests = self.guests
+        if guests is None:
+            await vm.start(self.vm_mode)
+            return
+        pending = self._detaching.pop(vm.instance_id, None)
+        if pending is not None:
+            await pending  # the previous incarnation's supervision must end first
+        path = await guests.attach(vm.instance_id, vm.name)
+        vm.heartbeat_socket = path
+        try:
+            await vm.start(self.vm_mode, ["--hb-socket", path, "--instance-id", vm.instance_id])
+        except BaseException:
+            await guests.detach(vm.instance_id, crashed=True)
+            raise
+        if self.vm_mode == "inline":
+            guests.run_agent(vm.instance_id, path, vm.health)
+
+    def _vm_json(self, vm: VmHandle) -> dict[str, Any]:
+        state = self.guests.state(vm.instance_id) if self.guests is not None else None
+        return {**vm.to_dict(), "heartbeat": state}
+
+    def _vm_exited(self, vm: VmHandle, reason: str) -> None:
+        if self.vms.get(vm.name) is not vm:
+            return  # an old incarnation
+        log.warning("%s: vm %s: %s", self.name, vm.name, reason)
+        self._reported_down.add(vm.instance_id)
+        self.events.report(lifecycle_event(self.name, vm.instance_id, vm.name, "down", reason))
+        if self.guests is not None:
+            # Its exit is reported already: a missed heartbeat would only say it again.
+            task = asyncio.create_task(self.guests.detach(vm.instance_id, crashed=True))
+            self._detaching[vm.instance_id] = task
+            task.add_done_callback(lambda _: self._forget_detach(vm.instance_id, task))
+
+    def _forget_detach(self, instance_id: str, task: asyncio.Task[None]) -> None:
+        if self._detaching.get(instance_id) is task:
+            del self._detaching[instance_id]
 
     async def stop_vm(self, name: str) -> bool:
         vm = self.vms.pop(name, None)
         if vm is None:
             return False
-        if vm.inline is not None:
-            await vm.inline.close()
-        if vm.proc is not None and vm.proc.returncode is None:
-            vm.proc.kill()  # a VM has nothing to save; stopping it is pulling its plug
-            await vm.proc.wait()
+        if self.guests is not None:
+            await self.guests.detach(vm.instance_id, crashed=not vm.alive)
+        await vm.stop()
         log.info("%s: stopped vm %s", self.name, name)
         return True
 
 
 async def _main(args: argparse.Namespace) -> int:
-    host = LabHost(args.name, args.address, args.heartbeat_port, args.control_port, args.vm_mode)
+    host = LabHost(
+        args.name, args.address, args.heartbeat_port, args.control_port, args.vm_mode,
+        args.socket_dir,
+    )  # fmt: skip
     try:
         await host.start()
     except OSError as exc:
@@ -255,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--vm-mode", choices=("process", "inline"), default="process")
+    parser.add_argument(
+        "--socket-dir", default=None, help="guest heartbeat sockets go here (none: no heartbeats)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"

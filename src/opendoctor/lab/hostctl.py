@@ -9,7 +9,9 @@ import logging
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.proc import die_with_parent, kill_group
@@ -19,6 +21,20 @@ log = logging.getLogger("opendoctor.lab.manager")
 
 HOST_START_TIMEOUT = 15.0
 CONTROL_TIMEOUT = 20.0
+
+
+# Room for "/compute<n>/<vm name>.hb.sock" within AF_UNIX's 107 bytes.
+_MAX_SOCKET_ROOT = 60
+
+
+def socket_root(state_dir: Path | None) -> Path:
+    """Where hosts keep their VMs' guest heartbeat sockets: `<state dir>/hosts` if that
+    path is short enough, else a short directory of its own under /tmp."""
+    if state_dir is not None:
+        root = state_dir.absolute() / "hosts"
+        if len(str(root)) <= _MAX_SOCKET_ROOT:
+            return root
+    return Path(tempfile.mkdtemp(prefix="od-hb-", dir="/tmp"))
 
 
 class HostCallError(Exception):
@@ -62,14 +78,26 @@ class HostProc:
     """One host process as the manager runs it (own session, so its group is its own)."""
 
     def __init__(
-        self, name: str, address: str, heartbeat_port: int, control_port: int, vm_mode: str
+        self,
+        name: str,
+        address: str,
+        heartbeat_port: int,
+        control_port: int,
+        vm_mode: str,
+        *,
+        socket_dir: str | None = None,
     ) -> None:
+        """`socket_dir`: where the host puts its VMs' guest heartbeat sockets (None: no
+        guest heartbeats)."""
         self.name = name
+        self.socket_dir = socket_dir
         self.address = address
         self.heartbeat_port = heartbeat_port
         self.control_port = control_port
         self.vm_mode = vm_mode
         self.proc: asyncio.subprocess.Process | None = None
+        # Where the host sends its events (URL, token); given to it whenever it starts.
+        self.events_sink: tuple[str | None, str | None] = (None, None)
 
     @property
     def alive(self) -> bool:
@@ -89,6 +117,7 @@ class HostProc:
             "--heartbeat-port", str(self.heartbeat_port),
             "--control-port", str(self.control_port),
             "--vm-mode", self.vm_mode,
+            *(["--socket-dir", self.socket_dir] if self.socket_dir else []),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=die_with_parent(),
@@ -100,6 +129,8 @@ class HostProc:
                     f"host {self.name} exited with code {self.proc.returncode} while starting"
                 )
             if await self._ready():
+                if self.events_sink[0] is not None:
+                    await self.push_events_sink()
                 return
             if time.monotonic() >= deadline:
                 await self.kill()
@@ -166,8 +197,51 @@ class HostProc:
             raise HostCallError(f"host {self.name}: {error}")
         return answer
 
-    async def start_vm(self, name: str, address: str, port: int) -> None:
-        await self.request({"op": "start_vm", "name": name, "address": address, "port": port})
+    async def start_vm(
+        self,
+        name: str,
+        address: str,
+        port: int,
+        *,
+        instance_id: str | None = None,
+        role: str = "active",
+        healthy: bool = True,
+        announce: bool = False,
+    ) -> dict[str, Any]:
+        """Start a VM and return once it serves; `announce` reports the start as an event."""
+        request: dict[str, Any] = {"op": "start_vm", "name": name, "address": address}
+        request |= {"port": port, "role": role, "healthy": healthy, "announce": announce}
+        if instance_id is not None:
+            request["instance_id"] = instance_id
+        answer: dict[str, Any] = (await self.request(request))["vm"]
+        return answer
 
     async def stop_vm(self, name: str) -> None:
         await self.request({"op": "stop_vm", "name": name})
+
+    async def kill_vm(self, name: str) -> float:
+        """SIGKILL the VM's process (inline: stop serving abruptly); T00, just before."""
+        return float((await self.request({"op": "kill_vm", "name": name}))["t00"])
+
+    async def set_vm(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Change a VM's `role` and/or `healthy` flag."""
+        answer: dict[str, Any] = (await self.request({"op": "set_vm", "name": name, **settings}))[
+            "vm"
+        ]
+        return answer
+
+    async def vm(self, name: str) -> dict[str, Any] | None:
+        """The host's view of one VM (`alive`, `pid`, ...), None if it has none by that name."""
+        answer: dict[str, Any] | None = (await self.request({"op": "vm", "name": name}))["vm"]
+        return answer
+
+    async def push_events_sink(self) -> dict[str, Any]:
+        """Tell the host where events go (`events_sink`); its sender's statistics."""
+        url, token = self.events_sink
+        answer = await self.request({"op": "events_sink", "url": url, "token": token})
+        stats: dict[str, Any] = answer["events"]
+        return stats
+
+    async def events_status(self) -> dict[str, Any]:
+        stats: dict[str, Any] = (await self.request({"op": "events_status"}))["events"]
+        return stats

@@ -60,7 +60,7 @@ async def run(spec: LabSpec, state_dir: Path) -> int:
     if existing is not None and isinstance(existing.get("pid"), int) and pid_alive(existing["pid"]):
         log.error("a lab is already running from %s (pid %s)", state_dir, existing["pid"])
         return 1
-    lab = Lab(spec)
+    lab = Lab(spec, state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -62,6 +62,9 @@ class ServerRecord:
     port: int
     number: int = 0  # creation order, which is also address order
     status: str = "ACTIVE"
+    # The application inside the VM (not the VIM's business): its role and health flag.
+    role: str = "active"
+    healthy: bool = True
 
     @property
     def endpoint(self) -> str:
@@ -75,6 +78,8 @@ class ServerRecord:
             "project_id": self.project_id,
             "status": self.status,
             "endpoint": self.endpoint,
+            "role": self.role,
+            "healthy": self.healthy,
         }
 
 

@@ -29,6 +29,11 @@ class LabSpec:
     vm_mode: VmMode = "process"
     api_host: str = "127.0.0.1"
     api_port: int = 0  # 0: the manager picks a free port
+    # Where hosts send events about their VMs (Doctor format, `PUT`); None: nowhere yet.
+    events_url: str | None = None
+    events_token: str | None = None
+    # Guest heartbeats between each host and its VMs (off for 1,000-VM benchmarks).
+    heartbeat: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +56,8 @@ class LabSpec:
                 raise ValueError(f"{name} must be a port number, got {port}")
         if not 0 <= self.api_port <= 65535:
             raise ValueError(f"api_port must be a port number or 0, got {self.api_port}")
+        if self.events_url is not None and not self.events_url.startswith(("http://", "https://")):
+            raise ValueError(f"events_url must be an http(s) URL, got {self.events_url!r}")
 
     def host_name(self, i: int) -> str:
         """Name of the i-th host, counting from 1."""
@@ -71,6 +78,10 @@ class LabSpec:
         if octet + 2 > 255:
             raise ValueError(f"too many VMs for one lab: {j}")
         return f"{self.ip_prefix}.{octet + 2}.{rest + 1}"
+
+    def vip_address(self, n: int) -> str:
+        """Address of the n-th load-balancer VIP, counting from 1."""
+        return f"{self.ip_prefix}.250.{n}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +106,9 @@ class LabSpec:
             "--vm-mode", self.vm_mode,
             "--api-host", self.api_host,
             "--api-port", str(self.api_port),
+            *(["--events-url", self.events_url] if self.events_url else []),
+            *(["--events-token", self.events_token] if self.events_token else []),
+            "--heartbeat" if self.heartbeat else "--no-heartbeat",
         ]  # fmt: skip
 
 
@@ -110,6 +124,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vm-mode", choices=VM_MODES, default=d.vm_mode)
     parser.add_argument("--api-host", default=d.api_host)
     parser.add_argument("--api-port", type=int, default=d.api_port)
+    parser.add_argument("--events-url", default=None, help="where hosts PUT VM events")
+    parser.add_argument("--events-token", default=None, help="X-Auth-Token for the events URL")
+    parser.add_argument(
+        "--heartbeat", action=argparse.BooleanOptionalAction, default=d.heartbeat,
+        help="guest heartbeats between hosts and their VMs",
+    )  # fmt: skip
 
 
 def spec_from_args(ns: argparse.Namespace) -> LabSpec:
@@ -124,6 +144,9 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         vm_mode=ns.vm_mode,
         api_host=ns.api_host,
         api_port=ns.api_port,
+        events_url=ns.events_url,
+        events_token=ns.events_token,
+        heartbeat=ns.heartbeat,
     )
 
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
-from opendoctor.lab.hostctl import HostCallError, HostProc
+from opendoctor.lab.hostctl import HostCallError, HostProc, socket_root
+from opendoctor.lab.hostevents import HostEvents
+from opendoctor.lab.lb import LoadBalancer
 from opendoctor.lab.records import ChangeLog, HostRecord, LabError, ServerRecord
 from opendoctor.lab.spec import LabSpec
+from opendoctor.lab.vm import ROLES
 
 log = logging.getLogger("opendoctor.lab.manager")
 
@@ -33,15 +38,25 @@ async def _all(aws: Iterable[Coroutine[Any, Any, Any]]) -> None:
         raise failed.exceptions[0] from None
 
 
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise LabError(400, f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
 class Lab:
-    def __init__(self, spec: LabSpec) -> None:
+    def __init__(self, spec: LabSpec, state_dir: Path | None = None) -> None:
         self.spec = spec
         self.hosts: dict[str, HostRecord] = {}
+        # Guest heartbeat sockets: <state dir>/hosts/<host>/<vm>.hb.sock, if that is short.
+        self.socket_root = socket_root(state_dir) if spec.heartbeat else None
         for i in range(1, spec.hosts + 1):
             name = spec.host_name(i)
             proc = HostProc(
-                name, spec.host_address(i), spec.heartbeat_port, spec.control_port, spec.vm_mode
-            )
+                name, spec.host_address(i), spec.heartbeat_port, spec.control_port, spec.vm_mode,
+                socket_dir=str(self.socket_root / name) if self.socket_root else None,
+            )  # fmt: skip
+            proc.events_sink = (spec.events_url, spec.events_token)
             self.hosts[name] = HostRecord(name, proc)
         self.servers: dict[str, ServerRecord] = {}
         self.faults: list[dict[str, Any]] = []
@@ -53,6 +68,8 @@ class Lab:
         # Placements in flight count as load, so parallel evacuations spread out.
         self._pending: dict[str, int] = dict.fromkeys(self.hosts, 0)
         self._gate = asyncio.Semaphore(_START_CONCURRENCY)
+        self.lb = LoadBalancer(self._locate, spec.vip_address)
+        self.events = HostEvents(self.hosts)
 
     # ----- life cycle -------------------------------------------------------------------
 
@@ -71,7 +88,10 @@ class Lab:
         self.servers = {s.id: s for s in ordered}
 
     async def shutdown(self) -> None:
+        await self.lb.close()
         await asyncio.gather(*(h.proc.terminate() for h in self.hosts.values()))
+        if self.socket_root is not None:
+            shutil.rmtree(self.socket_root, ignore_errors=True)
 
     # ----- look-ups -----------------------------------------------------------------------
 
@@ -86,6 +106,10 @@ class Lab:
             return self.servers[server_id]
         except KeyError:
             raise LabError(404, f"no server with id {server_id!r}") from None
+
+    def _locate(self, server_id: str) -> tuple[str, str, int] | None:
+        server = self.servers.get(server_id)
+        return None if server is None else (server.name, server.address, server.port)
 
     def _load(self, host: str) -> int:
         return sum(1 for s in self.servers.values() if s.host == host) + self._pending[host]
@@ -118,9 +142,13 @@ class Lab:
     def _lock(self, server_id: str) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
-    async def _run_vm(self, host: HostRecord, server: ServerRecord) -> None:
+    async def _run_vm(self, host: HostRecord, server: ServerRecord, announce: bool = False) -> None:
+        """Start the server's VM on `host` with its application's role and health."""
         try:
-            await host.proc.start_vm(server.name, server.address, server.port)
+            await host.proc.start_vm(
+                server.name, server.address, server.port, instance_id=server.id,
+                role=server.role, healthy=server.healthy, announce=announce,
+            )  # fmt: skip
         except HostCallError as exc:
             raise LabError(502, f"starting {server.name} on {host.name} failed: {exc}") from exc
 
@@ -178,10 +206,11 @@ class Lab:
     # ----- servers ------------------------------------------------------------------------
 
     async def create_server(
-        self, name: str, project_id: str, host: str | None = None
+        self, name: str, project_id: str, host: str | None = None, role: str = "active"
     ) -> ServerRecord:
         if name in self._names:
             raise LabError(409, f"a server named {name!r} exists")
+        _check_role(role)
         target = self._target(host, None)
         self._names.add(name)
         self._vm_count += 1
@@ -193,6 +222,7 @@ class Lab:
             address=self.spec.vm_address(self._vm_count),
             port=self.spec.vm_port,
             number=self._vm_count,
+            role=role,
         )
         try:
             async with self._placing(target.name):
@@ -237,17 +267,86 @@ class Lab:
             self._emit_server(server)
         return server
 
+    async def _vm_running(self, host: HostRecord, server: ServerRecord) -> bool:
+        try:
+            vm = await host.proc.vm(server.name)
+        except HostCallError as exc:
+            raise LabError(502, f"asking {host.name} about {server.name} failed: {exc}") from exc
+        return vm is not None and bool(vm["alive"])
+
     async def start_server(self, server_id: str) -> ServerRecord:
+        """Start a stopped server, or one whose VM died (killed) while the VIM thought it ran."""
         server = self.server(server_id)
         async with self._lock(server_id):
-            if server.status != "SHUTOFF":
+            host = self.host(server.host)
+            if server.status != "SHUTOFF" and (
+                not host.alive or await self._vm_running(host, server)
+            ):
                 raise LabError(409, f"server {server.name} is {server.status}, not SHUTOFF")
+            if not host.alive:
+                raise LabError(409, f"host {host.name} of server {server.name} is not running")
+            await self._run_vm(host, server, announce=True)
+            if server.status != "ACTIVE":
+                server.status = "ACTIVE"
+                self._emit_server(server)
+        return server
+
+    async def restart_server(self, server_id: str) -> ServerRecord:
+        """A hard reboot: the VM's process is replaced, whatever state it was in."""
+        server = self.server(server_id)
+        async with self._lock(server_id):
             host = self.host(server.host)
             if not host.alive:
                 raise LabError(409, f"host {host.name} of server {server.name} is not running")
-            await self._run_vm(host, server)
-            server.status = "ACTIVE"
-            self._emit_server(server)
+            await self._halt_vm(host, server)
+            await self._run_vm(host, server, announce=True)
+            if server.status != "ACTIVE":
+                server.status = "ACTIVE"
+                self._emit_server(server)
+        return server
+
+    async def kill_server(self, server_id: str) -> dict[str, Any]:
+        """SIGKILL the server's VM process. The VIM is not told; the host reports the exit."""
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            host = self.host(server.host)
+            if not host.alive or not await self._vm_running(host, server):
+                raise LabError(409, f"server {server.name} is not running")
+            try:
+                t00 = await host.proc.kill_vm(server.name)
+            except HostCallError as exc:
+                raise LabError(502, f"killing {server.name} on {host.name} failed: {exc}") from exc
+        fault = {
+            "server_id": server.id, "server_name": server.name, "host": host.name,
+            "t00": t00, "kind": "vm-kill",
+        }  # fmt: skip
+        self.faults.append(fault)
+        log.info("killed %s on %s at %.6f", server.name, host.name, t00)
+        return fault
+
+    async def set_app(
+        self, server_id: str, *, role: str | None = None, healthy: bool | None = None
+    ) -> ServerRecord:
+        """Change the role and/or health flag of the server's application.
+
+        A VM that does not run now takes them when it next starts, wherever that is.
+        """
+        server = self.server(server_id)
+        change: dict[str, Any] = {}
+        if role is not None:
+            change["role"] = _check_role(role)
+        if healthy is not None:
+            change["healthy"] = healthy
+        async with self._lock(server_id):
+            host = self.hosts[server.host]
+            if change and host.alive:
+                try:
+                    await host.proc.set_vm(server.name, **change)
+                except HostCallError as exc:
+                    if "no vm named" not in str(exc):
+                        raise LabError(502, f"{server.name} on {host.name}: {exc}") from exc
+            server.role = change.get("role", server.role)
+            server.healthy = change.get("healthy", server.healthy)
         return server
 
     async def migrate(self, server_id: str, target_host: str | None = None) -> ServerRecord:

@@ -1,7 +1,17 @@
-"""A lab VM: an HTTP server that answers every GET with `Served by <name>`.
+"""A lab VM: an HTTP server whose application has a role and a health flag.
 
-Run as `python -m opendoctor.lab.vm --name N --address A --port P` (one process per
-VM), or call `serve_vm` to serve it from inside a host process ("inline" mode).
+* role `active`: every GET answers 200 `Served by <name>`;
+* role `standby`: every GET answers 503 `standby: <name>`;
+* the health flag (healthy by default) is what the guest reports through its
+  heartbeat agent; it does not change the HTTP answers.
+
+Run as `python -m opendoctor.lab.vm --name N --address A --port P [--role R]
+[--unhealthy] [--hb-socket PATH --instance-id ID]` (one process per VM), or call
+`serve_vm` to serve it from inside a host process ("inline" mode). A VM process takes
+settings from its host on stdin, one JSON object per line (`{"role": "standby"}`,
+`{"healthy": false}`), and answers each on stdout with its settings after the change.
+With `--hb-socket` it also runs a guest heartbeat agent (`opendoctor.ha.agent`) on
+that socket, reporting the health flag.
 Standard library only: a host may start hundreds of these and each must be up fast.
 """
 
@@ -11,9 +21,14 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
+
+ROLES: tuple[str, ...] = ("active", "standby")
 
 _MAX_HEAD = 16 * 1024
 _MAX_BODY = 1024 * 1024
@@ -39,7 +54,9 @@ def _keep_alive(version: bytes, connection: bytes) -> bool:
 
 
 async def _serve_connection(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    answer: Callable[[], tuple[str, bytes]],
 ) -> None:
     try:
         while True:
@@ -71,7 +88,8 @@ async def _serve_connection(
                 await reader.readexactly(int(length))
             keep = _keep_alive(version, headers.get(b"connection", b""))
             if method in (b"GET", b"HEAD"):
-                writer.write(_response("200 OK", body, keep, head_only=method == b"HEAD"))
+                status, body = answer()
+                writer.write(_response(status, body, keep, head_only=method == b"HEAD"))
             else:
                 writer.write(_response("405 Method Not Allowed", b"GET only\n", keep))
             await writer.drain()
@@ -85,21 +103,66 @@ async def _serve_connection(
             await writer.wait_closed()
 
 
+async def cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it has ended.
+
+    Cancelled again while it runs on: on Python 3.11 `asyncio.wait_for` (which the guest
+    agent's health check uses) swallows a cancellation arriving as its inner task ends.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.cancelled() and task.exception() is not None:
+        print(f"task {task.get_name()} failed: {task.exception()!r}", file=sys.stderr)
+
+
+def check_role(role: object) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return str(role)
+
+
 class VmServer:
     """One VM's HTTP listener plus its open connections, so stopping it drops them all."""
 
-    def __init__(self, name: str, address: str, port: int) -> None:
+    def __init__(
+        self, name: str, address: str, port: int, role: str = "active", healthy: bool = True
+    ) -> None:
         self.name = name
         self.address = address
         self.port = port
-        self._body = f"Served by {name}\n".encode()
+        self.role = check_role(role)
+        self.healthy = healthy
+        self._answers = {
+            "active": ("200 OK", f"Served by {name}\n".encode()),
+            "standby": ("503 Service Unavailable", f"standby: {name}\n".encode()),
+        }
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+
+    def answer(self) -> tuple[str, bytes]:
+        return self._answers[self.role]
+
+    def settings(self) -> dict[str, Any]:
+        return {"role": self.role, "healthy": self.healthy}
+
+    def apply(self, change: dict[str, Any]) -> dict[str, Any]:
+        """Take `role` and/or `healthy` from `change`; ValueError (nothing changed) if bad."""
+        role = check_role(change["role"]) if "role" in change else self.role
+        healthy = change.get("healthy", self.healthy)
+        if not isinstance(healthy, bool):
+            raise ValueError(f"healthy must be true or false, got {healthy!r}")
+        self.role, self.healthy = role, healthy
+        return self.settings()
+
+    async def health(self) -> tuple[bool, str | None]:
+        """The application's own verdict, as the guest heartbeat agent asks for it."""
+        return (True, None) if self.healthy else (False, f"{self.name} reports itself unhealthy")
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            await _serve_connection(reader, writer, self._body)
+            await _serve_connection(reader, writer, self.answer)
         finally:
             self._writers.discard(writer)
 
@@ -128,24 +191,68 @@ class VmServer:
         self._writers.clear()
 
 
-async def serve_vm(name: str, address: str, port: int, *, bind_retry: float = 3.0) -> VmServer:
+async def serve_vm(
+    name: str,
+    address: str,
+    port: int,
+    *,
+    role: str = "active",
+    healthy: bool = True,
+    bind_retry: float = 3.0,
+) -> VmServer:
     """Start serving VM `name` on (address, port) in the running loop."""
-    vm = VmServer(name, address, port)
+    vm = VmServer(name, address, port, role, healthy)
     await vm.start(bind_retry)
     return vm
 
 
-async def _main(name: str, address: str, port: int) -> int:
+async def _follow_host(vm: VmServer) -> None:
+    """Apply the host's settings lines from stdin; answer each on stdout."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
     try:
-        server = await serve_vm(name, address, port)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return  # started by hand with stdin a file: nobody to listen to
+    while line := await reader.readline():
+        try:
+            change = json.loads(line)
+            if not isinstance(change, dict):
+                raise ValueError("expected a JSON object")
+            answer: dict[str, Any] = {"ok": True, **vm.apply(change)}
+        except (ValueError, KeyError) as exc:
+            answer = {"ok": False, "error": str(exc)}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    try:
+        server = await serve_vm(
+            args.name, args.address, args.port, role=args.role, healthy=not args.unhealthy
+        )
     except OSError as exc:
-        print(f"vm {name}: cannot listen on {address}:{port}: {exc}", file=sys.stderr)
+        print(
+            f"vm {args.name}: cannot listen on {args.address}:{args.port}: {exc}", file=sys.stderr
+        )
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(_follow_host(server))]
+    agent = None
+    if args.hb_socket:
+        # The guest heartbeat agent, answering its host with the application's health.
+        from opendoctor.ha.agent import GuestAgent
+
+        agent = GuestAgent(args.hb_socket, args.instance_id or args.name, server.health)
+        tasks.append(asyncio.create_task(agent.run()))
     await stop.wait()
+    if agent is not None:
+        await agent.stop("vm shutting down")  # a clean exit, not a fault
+    for task in tasks:
+        await cancel_until_done(task)
     await server.close()
     return 0
 
@@ -155,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--role", choices=ROLES, default="active")
+    parser.add_argument("--unhealthy", action="store_true", help="start with the flag down")
+    parser.add_argument("--hb-socket", default=None, help="run a guest heartbeat agent on it")
+    parser.add_argument("--instance-id", default=None, help="the agent's instance id")
     args = parser.parse_args(argv)
-    return asyncio.run(_main(args.name, args.address, args.port))
+    return asyncio.run(_main(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""What a VNF manager does with an active/standby pair when it hears the active failed.
+
+On the failure notification for a pair's active server it activates the standby's
+application, enables the standby's load-balancer member and disables the failed one
+(through the lab API here; through the VIM's load-balancer API in a real cloud), and
+records when all of that was done (T10). The pair then swaps roles, so a second
+failure switches back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opendoctor.lab.client import LabClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Switchover:
+    failed: str
+    standby: str
+    notified: float  # T09: the failure notification arrived
+    done: float | None = None  # T10: standby active and the load balancer switched
+    error: str | None = None
+
+
+class Switcher:
+    def __init__(self, lab: LabClient, pairs: dict[str, str] | None = None) -> None:
+        self.lab = lab
+        self.pairs: dict[str, str] = dict(pairs or {})  # active server id -> standby id
+        self.history: list[Switchover] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def set_pair(self, active: str, standby: str) -> None:
+        self.pairs[active] = standby
+
+    def on_failure(self, instance_id: str | None, arrived: float) -> bool:
+        """Start a switch-over if `instance_id` is a pair's active server."""
+        standby = self.pairs.pop(instance_id, None) if instance_id else None
+        if standby is None or instance_id is None:
+            return False
+        record = Switchover(failed=instance_id, standby=standby, notified=arrived)
+        self.history.append(record)
+        # The callback is answered at once; the switch-over runs beside it.
+        task = asyncio.ensure_future(self._switch(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _switch(self, record: Switchover) -> None:
+        try:
+            # The standby's application first, so the load balancer never sends it
+            # traffic it would refuse; then both members at once.
+            await self.lab.set_role(record.standby, "active")
+            members = {m["server_id"]: m for m in await self.lab.lb_members()}
+            changes = []
+            if record.standby in members:
+                changes.append(self.lab.set_member(members[record.standby]["id"], True))
+            if record.failed in members:
+                changes.append(self.lab.set_member(members[record.failed]["id"], False))
+            await asyncio.gather(*changes)
+            record.done = time.time()
+            self.pairs[record.standby] = record.failed
+            log.info("switched over", extra={"failed": record.failed, "to": record.standby})
+        except Exception as exc:
+            record.error = f"{exc.__class__.__name__}: {exc}"
+            # Put the pair back so a repeated notification can try again.
+            self.pairs[record.failed] = record.standby
+            log.exception("switch-over failed")
+
+    def report(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.history]
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.lab.close()

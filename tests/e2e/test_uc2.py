@@ -1,0 +1,66 @@
+"""UC2 with real processes: the active VM of a pair fails, its owner switches over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opendoctor.demo_uc2 import PROJECT, Traffic, kill_and_switch, setup_pair
+from opendoctor.lab.spec import LabSpec
+from opendoctor.stack import running_stack
+from tests.conftest import eventually
+
+SPEC = LabSpec(hosts=2, vms=0, projects=[PROJECT], ip_prefix="127.64")
+
+
+def served(traffic: Traffic, name: str) -> int:
+    return sum(1 for r in traffic.results if r[1] == 200 and r[2] == f"Served by {name}")
+
+
+async def test_killed_active_is_replaced_by_the_standby(tmp_path: Path) -> None:
+    async with running_stack(SPEC, tmp_path) as s:
+        pair = await setup_pair(s)
+        active, standby = pair["active"], pair["standby"]
+        traffic = Traffic(pair["vip"])
+        traffic.start()
+        try:
+            await eventually(lambda: served(traffic, "server1") >= 5, what="clients served")
+            assert served(traffic, "server2") == 0
+            story = await kill_and_switch(s, pair, traffic)
+            await eventually(lambda: served(traffic, "server2") >= 5, what="the standby serving")
+        finally:
+            await traffic.stop()
+
+        trace = story["trace"]
+        assert trace["T00"] < trace["T01"] < trace["T09"] < trace["T10"]
+        assert "compute.instance.lifecycle.exited" in story["signals"]
+        # Once the switch-over is done, every request is answered by the standby.
+        after = [r for r in traffic.results if r[0] > trace["T10"] + 0.05]
+        assert after and all(r[1] == 200 and r[2] == "Served by server2" for r in after)
+        # The owner heard exactly once, about its active server, with the cause.
+        received = (await s.http.get(s.consumers[PROJECT].ready + "/received")).json()
+        assert [r["instance_id"] for r in received] == [active.id]
+        assert received[0]["root_cause"]["instance_id"] == active.id
+        # The VIM knows: the failed server is in error, the load balancer switched.
+        servers = {v.id: v for v in await s.lab.client.servers()}
+        assert servers[active.id].status == "ERROR"
+        members = {m["server_id"]: m for m in await s.lab.client.lb_members()}
+        assert members[standby.id]["admin_state_up"] is True
+        assert members[active.id]["admin_state_up"] is False
+
+
+async def test_an_unhealthy_guest_is_switched_over_too(tmp_path: Path) -> None:
+    async with running_stack(SPEC, tmp_path) as s:
+        pair = await setup_pair(s)
+        active = pair["active"]
+        consumer = s.consumers[PROJECT].ready
+        await s.lab.client.set_health(active.id, False)
+
+        async def switched() -> list[dict[str, object]]:
+            done = (await s.http.get(consumer + "/switchovers")).json()
+            return [d for d in done if d["done"]]
+
+        [switch] = await eventually(switched, what="the switch-over")
+        assert switch["failed"] == active.id
+        received = (await s.http.get(consumer + "/received")).json()
+        [notice] = received
+        assert notice["root_cause"]["event_type"] == "compute.instance.heartbeat.unhealthy"
