@@ -64,3 +64,22 @@ async def test_an_unhealthy_guest_is_switched_over_too(tmp_path: Path) -> None:
         received = (await s.http.get(consumer + "/received")).json()
         [notice] = received
         assert notice["root_cause"]["event_type"] == "compute.instance.heartbeat.unhealthy"
+
+
+def test_the_uc2_demo_command_passes(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "opendoctor", "demo", "uc2", "--json", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)["uc2"]
+    assert result["ok"] is True
+    story = result["switchover"]
+    assert story["failed_server"] == "server1" and story["standby"] == "server2"
+    assert story["trace"]["T10"] > story["trace"]["T09"] > story["trace"]["T00"]
