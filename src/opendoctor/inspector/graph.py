@@ -1,0 +1,453 @@
+"""Entity graph: typed vertices (resources and alarms) joined by labelled edges.
+
+Vertices are addressed by a stable string key, ``"<type>:<id>"``; callers never see the
+indices of the underlying library, which are reused after a removal. ``RxGraph`` is the
+implementation used in production (rustworkx: compact and fast neighbour lookups at a
+million vertices); ``MemoryGraph`` is a plain-dict twin kept deliberately naive so that
+property tests can check the two agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import rustworkx as rx
+
+from opendoctor.inspector.states import Category, aggregate, normalize
+
+Direction = Literal["out", "in", "both"]
+
+CAUSES = "causes"
+CONTAINS = "contains"
+ON = "on"
+ATTACHED = "attached"
+MEMBER_OF = "member_of"
+COMPRISED = "comprised"
+
+# Types whose placeholders are alarms; any other key prefix is taken as a resource.
+ALARM_TYPES = frozenset({"alarm"})
+
+
+def make_key(type: str, id: str) -> str:
+    return f"{type}:{id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    type, sep, id = key.partition(":")
+    if not sep or not type or not id:
+        raise ValueError(f"malformed vertex key {key!r} (expected '<type>:<id>')")
+    return type, id
+
+
+@dataclass(slots=True)
+class Vertex:
+    key: str
+    category: str
+    type: str
+    id: str
+    name: str | None = None
+    project: str | None = None
+    raw_state: str | None = None
+    state: str = "N/A"
+    deduced_state: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+    placeholder: bool = False
+    props: dict[str, Any] | None = None
+
+    @property
+    def aggregated_state(self) -> str:
+        return aggregate(self.category, self.state, self.deduced_state)
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    target: str
+    label: str
+
+
+class TopologyGraph(Protocol):
+    def upsert(
+        self,
+        category: str,
+        type: str,
+        id: str,
+        *,
+        name: str | None = None,
+        project: str | None = None,
+        raw_state: str | None = None,
+        props: dict[str, Any] | None = None,
+    ) -> Vertex: ...
+
+    def get(self, key: str) -> Vertex | None: ...
+
+    def remove(self, key: str) -> bool: ...
+
+    def link(self, source_key: str, target_key: str, label: str) -> None: ...
+
+    def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool: ...
+
+    def neighbors(
+        self,
+        key: str,
+        label: str | None = None,
+        direction: Direction = "out",
+        type: str | None = None,
+    ) -> list[Vertex]: ...
+
+    def edges(self, key: str) -> list[Edge]: ...
+
+    def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]: ...
+
+    def causal_chain(self, key: str) -> tuple[list[Vertex], list[Vertex]]: ...
+
+    def __len__(self) -> int: ...
+
+    def count_edges(self) -> int: ...
+
+
+def _placeholder(key: str) -> Vertex:
+    type, id = split_key(key)
+    category = Category.ALARM if type in ALARM_TYPES else Category.RESOURCE
+    return Vertex(key, category, type, id, placeholder=True)
+
+
+def _apply(
+    vertex: Vertex,
+    category: str,
+    name: str | None,
+    project: str | None,
+    raw_state: str | None,
+    props: dict[str, Any] | None,
+    now: float,
+) -> None:
+    """Update an existing vertex in place with only the fields the caller gave."""
+    if vertex.placeholder:
+        vertex.placeholder = False
+        vertex.created = now
+    renormalize = vertex.category != category or raw_state is not None
+    vertex.category = category
+    if name is not None:
+        vertex.name = name
+    if project is not None:
+        vertex.project = project
+    if raw_state is not None:
+        vertex.raw_state = raw_state
+    if props is not None:
+        vertex.props = props
+    if renormalize:
+        vertex.state = normalize(category, vertex.type, vertex.raw_state)
+    vertex.updated = now
+
+
+def _new(
+    category: str,
+    type: str,
+    id: str,
+    name: str | None,
+    project: str | None,
+    raw_state: str | None,
+    props: dict[str, Any] | None,
+) -> Vertex:
+    now = time.time()
+    return Vertex(
+        make_key(type, id),
+        category,
+        type,
+        id,
+        name,
+        project,
+        raw_state,
+        normalize(category, type, raw_state),
+        None,
+        now,
+        now,
+        False,
+        props,
+    )
+
+
+class RxGraph:
+    """`TopologyGraph` over a `rustworkx.PyDiGraph`; node payloads are `Vertex`, edge payloads
+    the label string (labels are interned by the caller's literals, so edges cost no string)."""
+
+    def __init__(self) -> None:
+        self._g: rx.PyDiGraph[Vertex, str] = rx.PyDiGraph(multigraph=True)
+        self._index: dict[str, int] = {}
+
+    def upsert(
+        self,
+        category: str,
+        type: str,
+        id: str,
+        *,
+        name: str | None = None,
+        project: str | None = None,
+        raw_state: str | None = None,
+        props: dict[str, Any] | None = None,
+    ) -> Vertex:
+        key = make_key(type, id)
+        idx = self._index.get(key)
+        if idx is None:
+            vertex = _new(category, type, id, name, project, raw_state, props)
+            self._index[vertex.key] = self._g.add_node(vertex)
+            return vertex
+        vertex = self._g[idx]
+        _apply(vertex, category, name, project, raw_state, props, time.time())
+        return vertex
+
+    def get(self, key: str) -> Vertex | None:
+        idx = self._index.get(key)
+        return None if idx is None else self._g[idx]
+
+    def remove(self, key: str) -> bool:
+        # rustworkx hands the freed index to the next add_node, so the key must go first.
+        idx = self._index.pop(key, None)
+        if idx is None:
+            return False
+        self._g.remove_node(idx)
+        return True
+
+    def _ensure(self, key: str) -> int:
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = self._g.add_node(_placeholder(key))
+        return idx
+
+    def link(self, source_key: str, target_key: str, label: str) -> None:
+        a = self._ensure(source_key)
+        b = self._ensure(target_key)
+        if self._g.has_edge(a, b) and label in self._g.get_all_edge_data(a, b):
+            return
+        self._g.add_edge(a, b, label)
+
+    def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
+        a = self._index.get(source_key)
+        b = self._index.get(target_key)
+        if a is None or b is None or not self._g.has_edge(a, b):
+            return False
+        doomed = [
+            e
+            for e in self._g.edge_indices_from_endpoints(a, b)
+            if label is None or self._g.get_edge_data_by_index(e) == label
+        ]
+        for e in doomed:
+            self._g.remove_edge_from_index(e)
+        return bool(doomed)
+
+    def _adjacent(self, idx: int, label: str | None, direction: Direction) -> Iterable[int]:
+        g = self._g
+        if direction != "in":
+            for _, t, lab in g.out_edges(idx):
+                if label is None or lab == label:
+                    yield t
+        if direction != "out":
+            for s, _, lab in g.in_edges(idx):
+                if label is None or lab == label:
+                    yield s
+
+    def neighbors(
+        self,
+        key: str,
+        label: str | None = None,
+        direction: Direction = "out",
+        type: str | None = None,
+    ) -> list[Vertex]:
+        idx = self._index.get(key)
+        if idx is None:
+            return []
+        g = self._g
+        # dict, not set: keeps the library's order while dropping repeats (two labels, or
+        # a vertex both upstream and downstream).
+        seen = dict.fromkeys(self._adjacent(idx, label, direction))
+        found = [g[i] for i in seen]
+        if type is not None:
+            found = [v for v in found if v.type == type]
+        return found
+
+    def _edge(self, s: int, t: int, label: str) -> Edge:
+        return Edge(self._g[s].key, self._g[t].key, label)
+
+    def edges(self, key: str) -> list[Edge]:
+        idx = self._index.get(key)
+        if idx is None:
+            return []
+        g = self._g
+        out = [self._edge(s, t, lab) for s, t, lab in g.out_edges(idx)]
+        # A self-loop is already listed among the out-edges.
+        out.extend(self._edge(s, t, lab) for s, t, lab in g.in_edges(idx) if s != idx)
+        return out
+
+    def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]:
+        root = self._index.get(root_key)
+        if root is None:
+            return [], []
+        levels = {root: 0}
+        queue = deque([root])
+        while queue:
+            i = queue.popleft()
+            if levels[i] >= depth:
+                continue
+            for j in self._adjacent(i, None, "both"):
+                if j not in levels:
+                    levels[j] = levels[i] + 1
+                    queue.append(j)
+        g = self._g
+        edges = [
+            self._edge(s, t, lab) for i in levels for s, t, lab in g.out_edges(i) if t in levels
+        ]
+        return [g[i] for i in levels], edges
+
+    def _reach(self, start: int, direction: Direction) -> list[Vertex]:
+        seen = {start}
+        order: list[int] = []
+        queue = deque([start])
+        while queue:
+            i = queue.popleft()
+            for j in self._adjacent(i, CAUSES, direction):
+                if j not in seen:
+                    seen.add(j)
+                    order.append(j)
+                    queue.append(j)
+        return [self._g[i] for i in order]
+
+    def causal_chain(self, key: str) -> tuple[list[Vertex], list[Vertex]]:
+        idx = self._index.get(key)
+        if idx is None:
+            return [], []
+        return self._reach(idx, "in"), self._reach(idx, "out")
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def count_edges(self) -> int:
+        return self._g.num_edges()
+
+
+class MemoryGraph:
+    """Plain-dict `TopologyGraph`: the reference model for RxGraph in property tests."""
+
+    def __init__(self) -> None:
+        self._v: dict[str, Vertex] = {}
+        self._out: dict[str, set[tuple[str, str]]] = {}
+        self._in: dict[str, set[tuple[str, str]]] = {}
+
+    def upsert(
+        self,
+        category: str,
+        type: str,
+        id: str,
+        *,
+        name: str | None = None,
+        project: str | None = None,
+        raw_state: str | None = None,
+        props: dict[str, Any] | None = None,
+    ) -> Vertex:
+        key = make_key(type, id)
+        vertex = self._v.get(key)
+        if vertex is None:
+            vertex = self._v[key] = _new(category, type, id, name, project, raw_state, props)
+            self._out[key] = set()
+            self._in[key] = set()
+        else:
+            _apply(vertex, category, name, project, raw_state, props, time.time())
+        return vertex
+
+    def get(self, key: str) -> Vertex | None:
+        return self._v.get(key)
+
+    def remove(self, key: str) -> bool:
+        if self._v.pop(key, None) is None:
+            return False
+        for target, label in self._out.pop(key):
+            self._in[target].discard((key, label))
+        for source, label in self._in.pop(key):
+            if source != key:
+                self._out[source].discard((key, label))
+        return True
+
+    def _ensure(self, key: str) -> None:
+        if key not in self._v:
+            self._v[key] = _placeholder(key)
+            self._out[key] = set()
+            self._in[key] = set()
+
+    def link(self, source_key: str, target_key: str, label: str) -> None:
+        self._ensure(source_key)
+        self._ensure(target_key)
+        self._out[source_key].add((target_key, label))
+        self._in[target_key].add((source_key, label))
+
+    def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
+        out = self._out.get(source_key)
+        if out is None or target_key not in self._v:
+            return False
+        doomed = {(t, lab) for t, lab in out if t == target_key and label in (None, lab)}
+        out -= doomed
+        self._in[target_key] -= {(source_key, lab) for _, lab in doomed}
+        return bool(doomed)
+
+    def _adjacent(self, key: str, label: str | None, direction: Direction) -> list[str]:
+        pairs: list[tuple[str, str]] = []
+        if direction != "in":
+            pairs.extend(self._out[key])
+        if direction != "out":
+            pairs.extend(self._in[key])
+        return list(dict.fromkeys(k for k, lab in pairs if label in (None, lab)))
+
+    def neighbors(
+        self,
+        key: str,
+        label: str | None = None,
+        direction: Direction = "out",
+        type: str | None = None,
+    ) -> list[Vertex]:
+        if key not in self._v:
+            return []
+        found = [self._v[k] for k in self._adjacent(key, label, direction)]
+        return [v for v in found if type is None or v.type == type]
+
+    def edges(self, key: str) -> list[Edge]:
+        if key not in self._v:
+            return []
+        out = [Edge(key, t, lab) for t, lab in self._out[key]]
+        return out + [Edge(s, key, lab) for s, lab in self._in[key] if s != key]
+
+    def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]:
+        if root_key not in self._v:
+            return [], []
+        found = {root_key: None}  # ordered, so the root comes first as in RxGraph
+        frontier = [root_key]
+        for _ in range(depth):
+            frontier = [
+                n for k in frontier for n in self._adjacent(k, None, "both") if n not in found
+            ]
+            found.update(dict.fromkeys(frontier))
+        edges = [Edge(k, t, lab) for k in found for t, lab in self._out[k] if t in found]
+        return [self._v[k] for k in found], edges
+
+    def _closure(self, key: str, direction: Direction) -> list[Vertex]:
+        found: dict[str, None] = {}
+        stack = [key]
+        while stack:
+            for n in self._adjacent(stack.pop(), CAUSES, direction):
+                if n != key and n not in found:
+                    found[n] = None
+                    stack.append(n)
+        return [self._v[k] for k in found]
+
+    def causal_chain(self, key: str) -> tuple[list[Vertex], list[Vertex]]:
+        if key not in self._v:
+            return [], []
+        return self._closure(key, "in"), self._closure(key, "out")
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def count_edges(self) -> int:
+        return sum(len(out) for out in self._out.values())
