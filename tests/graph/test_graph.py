@@ -9,13 +9,13 @@ from opendoctor.inspector.graph import (
     CONTAINS,
     ON,
     Edge,
-    MemoryGraph,
     RxGraph,
     TopologyGraph,
     Vertex,
     make_key,
     split_key,
 )
+from opendoctor.inspector.graph_memory import MemoryGraph
 from opendoctor.inspector.states import Category
 
 R = Category.RESOURCE

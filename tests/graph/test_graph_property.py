@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opendoctor.inspector.graph import Direction, MemoryGraph, RxGraph, TopologyGraph, Vertex
+from opendoctor.inspector.graph import Direction, RxGraph, TopologyGraph, Vertex
+from opendoctor.inspector.graph_memory import MemoryGraph
 from opendoctor.inspector.states import Category
 
 # A small pool so that operations collide: relinks, removals of linked vertices, and

@@ -111,13 +111,13 @@ class TopologyGraph(Protocol):
     def count_edges(self) -> int: ...
 
 
-def _placeholder(key: str) -> Vertex:
+def placeholder_vertex(key: str) -> Vertex:
     type, id = split_key(key)
     category = Category.ALARM if type in ALARM_TYPES else Category.RESOURCE
     return Vertex(key, category, type, id, placeholder=True)
 
 
-def _apply(
+def apply_fields(
     vertex: Vertex,
     category: str,
     name: str | None,
@@ -145,7 +145,7 @@ def _apply(
     vertex.updated = now
 
 
-def _new(
+def new_vertex(
     category: str,
     type: str,
     id: str,
@@ -194,11 +194,11 @@ class RxGraph:
         key = make_key(type, id)
         idx = self._index.get(key)
         if idx is None:
-            vertex = _new(category, type, id, name, project, raw_state, props)
+            vertex = new_vertex(category, type, id, name, project, raw_state, props)
             self._index[vertex.key] = self._g.add_node(vertex)
             return vertex
         vertex = self._g[idx]
-        _apply(vertex, category, name, project, raw_state, props, time.time())
+        apply_fields(vertex, category, name, project, raw_state, props, time.time())
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -216,7 +216,7 @@ class RxGraph:
     def _ensure(self, key: str) -> int:
         idx = self._index.get(key)
         if idx is None:
-            idx = self._index[key] = self._g.add_node(_placeholder(key))
+            idx = self._index[key] = self._g.add_node(placeholder_vertex(key))
         return idx
 
     def link(self, source_key: str, target_key: str, label: str) -> None:
@@ -327,127 +327,3 @@ class RxGraph:
 
     def count_edges(self) -> int:
         return self._g.num_edges()
-
-
-class MemoryGraph:
-    """Plain-dict `TopologyGraph`: the reference model for RxGraph in property tests."""
-
-    def __init__(self) -> None:
-        self._v: dict[str, Vertex] = {}
-        self._out: dict[str, set[tuple[str, str]]] = {}
-        self._in: dict[str, set[tuple[str, str]]] = {}
-
-    def upsert(
-        self,
-        category: str,
-        type: str,
-        id: str,
-        *,
-        name: str | None = None,
-        project: str | None = None,
-        raw_state: str | None = None,
-        props: dict[str, Any] | None = None,
-    ) -> Vertex:
-        key = make_key(type, id)
-        vertex = self._v.get(key)
-        if vertex is None:
-            vertex = self._v[key] = _new(category, type, id, name, project, raw_state, props)
-            self._out[key] = set()
-            self._in[key] = set()
-        else:
-            _apply(vertex, category, name, project, raw_state, props, time.time())
-        return vertex
-
-    def get(self, key: str) -> Vertex | None:
-        return self._v.get(key)
-
-    def remove(self, key: str) -> bool:
-        if self._v.pop(key, None) is None:
-            return False
-        for target, label in self._out.pop(key):
-            self._in[target].discard((key, label))
-        for source, label in self._in.pop(key):
-            if source != key:
-                self._out[source].discard((key, label))
-        return True
-
-    def _ensure(self, key: str) -> None:
-        if key not in self._v:
-            self._v[key] = _placeholder(key)
-            self._out[key] = set()
-            self._in[key] = set()
-
-    def link(self, source_key: str, target_key: str, label: str) -> None:
-        self._ensure(source_key)
-        self._ensure(target_key)
-        self._out[source_key].add((target_key, label))
-        self._in[target_key].add((source_key, label))
-
-    def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
-        out = self._out.get(source_key)
-        if out is None or target_key not in self._v:
-            return False
-        doomed = {(t, lab) for t, lab in out if t == target_key and label in (None, lab)}
-        out -= doomed
-        self._in[target_key] -= {(source_key, lab) for _, lab in doomed}
-        return bool(doomed)
-
-    def _adjacent(self, key: str, label: str | None, direction: Direction) -> list[str]:
-        pairs: list[tuple[str, str]] = []
-        if direction != "in":
-            pairs.extend(self._out[key])
-        if direction != "out":
-            pairs.extend(self._in[key])
-        return list(dict.fromkeys(k for k, lab in pairs if label in (None, lab)))
-
-    def neighbors(
-        self,
-        key: str,
-        label: str | None = None,
-        direction: Direction = "out",
-        type: str | None = None,
-    ) -> list[Vertex]:
-        if key not in self._v:
-            return []
-        found = [self._v[k] for k in self._adjacent(key, label, direction)]
-        return [v for v in found if type is None or v.type == type]
-
-    def edges(self, key: str) -> list[Edge]:
-        if key not in self._v:
-            return []
-        out = [Edge(key, t, lab) for t, lab in self._out[key]]
-        return out + [Edge(s, key, lab) for s, lab in self._in[key] if s != key]
-
-    def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]:
-        if root_key not in self._v:
-            return [], []
-        found = {root_key: None}  # ordered, so the root comes first as in RxGraph
-        frontier = [root_key]
-        for _ in range(depth):
-            frontier = [
-                n for k in frontier for n in self._adjacent(k, None, "both") if n not in found
-            ]
-            found.update(dict.fromkeys(frontier))
-        edges = [Edge(k, t, lab) for k in found for t, lab in self._out[k] if t in found]
-        return [self._v[k] for k in found], edges
-
-    def _closure(self, key: str, direction: Direction) -> list[Vertex]:
-        found: dict[str, None] = {}
-        stack = [key]
-        while stack:
-            for n in self._adjacent(stack.pop(), CAUSES, direction):
-                if n != key and n not in found:
-                    found[n] = None
-                    stack.append(n)
-        return [self._v[k] for k in found]
-
-    def causal_chain(self, key: str) -> tuple[list[Vertex], list[Vertex]]:
-        if key not in self._v:
-            return [], []
-        return self._closure(key, "in"), self._closure(key, "out")
-
-    def __len__(self) -> int:
-        return len(self._v)
-
-    def count_edges(self) -> int:
-        return sum(len(out) for out in self._out.values())
