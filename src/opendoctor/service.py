@@ -14,6 +14,8 @@ from opendoctor.bus import InProcessBus
 from opendoctor.config import Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
+from opendoctor.inspector.graph import RxGraph
+from opendoctor.inspector.graph_feed import GraphFeed
 from opendoctor.inspector.inspector import Inspector
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, VimChange
@@ -53,6 +55,10 @@ class Service:
             timeout=settings.notifier.timeout, connections=settings.notifier.connections
         )
         self.topology = Topology()
+        # The entity graph (for the correlation engine and /v1/topology): fed beside the
+        # topology, from the VIM's snapshot and change feed.
+        self.graph = RxGraph()
+        self.graph_feed = GraphFeed(self.graph)
         self.events = EventStore(self.db)
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
@@ -122,6 +128,7 @@ class Service:
         """
         hosts, servers = await self.resources.load()
         self.topology.load(hosts, servers)
+        self.graph_feed.load(hosts, servers)
         try:
             await self._sync_from_vim()
         except VimError as exc:
@@ -134,6 +141,7 @@ class Service:
     async def _sync_from_vim(self) -> None:
         hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())
         self.topology.load(hosts, servers)
+        self.graph_feed.load(hosts, servers)
         for host in hosts:
             self.prober.watch(host)
         await self.resources.upsert(hosts, servers)
@@ -186,6 +194,7 @@ class Service:
 
     def _apply(self, change: VimChange) -> None:
         self.topology.apply(change)
+        self.graph_feed.apply(change)
         if change.kind == "host" and change.host is not None and self.settings.monitor.enabled:
             if change.op == "delete":
                 self.prober.unwatch(change.host.name)

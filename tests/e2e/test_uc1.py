@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -53,6 +54,23 @@ async def test_host_failure_with_a_separate_monitor_process(tmp_path: Path) -> N
             assert back["state"]["state"] == "up"
             hosts = {h.name: h for h in await s.lab.client.hosts()}
             assert not hosts["compute2"].forced_down
+
+        # The operator's view of the same: `opendoctor topology` against the live API.
+        shown = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "opendoctor",
+            "topology",
+            "--api",
+            s.api,
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await shown.communicate()
+        assert shown.returncode == 0
+        graph = json.loads(out)
+        under = {e["target"] for e in graph["edges"] if e["source"] == "host:compute2"}
+        assert not under & {f"server:{v['id']}" for v in story["servers"]}
 
 
 def test_the_demo_command_passes_and_reports_json(tmp_path: Path) -> None:

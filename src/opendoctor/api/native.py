@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from opendoctor.api.auth import current_identity
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
+from opendoctor.inspector.graph import Vertex
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
 
@@ -75,6 +76,46 @@ async def list_servers(
         for s in servers
         if identity.can_see(s.project_id)
     ]
+
+
+def _vertex(v: Vertex) -> dict[str, Any]:
+    return {
+        "key": v.key,
+        "category": v.category,
+        "type": v.type,
+        "id": v.id,
+        "name": v.name,
+        "project": v.project,
+        "raw_state": v.raw_state,
+        "state": v.aggregated_state,
+        "placeholder": v.placeholder,
+        "updated": v.updated,
+    }
+
+
+@router.get("/topology", summary="The entity graph, whole or from a root to a depth (admin)")
+async def topology(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    root: str | None = Query(None, description="vertex key to start from, e.g. host:compute1"),
+    depth: int = Query(1, ge=0, le=10, description="hops from the root, either direction"),
+    limit: int = Query(10_000, ge=1, le=1_000_000, description="most vertices without a root"),
+) -> dict[str, Any]:
+    _admin(identity)
+    graph = _service(request).graph
+    if root is not None:
+        if graph.get(root) is None:
+            raise RequestError(404, f"no vertex {root!r}", "root")
+        vertices, edges = graph.subgraph(root, depth)
+    else:
+        if len(graph) > limit:
+            problem = f"the graph has {len(graph)} vertices, over limit={limit}: give a root"
+            raise RequestError(400, problem, "root")
+        vertices, edges = graph.vertices(), graph.all_edges()
+    return {
+        "vertices": [_vertex(v) for v in vertices],
+        "edges": [{"source": e.source, "target": e.target, "label": e.label} for e in edges],
+    }
 
 
 @router.get("/faults", summary="Faults, newest first (admin)")

@@ -110,6 +110,11 @@ class TopologyGraph(Protocol):
 
     def count_edges(self) -> int: ...
 
+    def vertices(self) -> list[Vertex]:
+        """Every vertex, placeholders included (for small graphs and exports)."""
+
+    def all_edges(self) -> list[Edge]: ...
+
 
 def placeholder_vertex(key: str) -> Vertex:
     type, id = split_key(key)
@@ -327,3 +332,10 @@ class RxGraph:
 
     def count_edges(self) -> int:
         return self._g.num_edges()
+
+    def vertices(self) -> list[Vertex]:
+        return list(self._g.nodes())
+
+    def all_edges(self) -> list[Edge]:
+        g = self._g
+        return [Edge(g[s].key, g[t].key, label) for s, t, label in g.weighted_edge_list()]

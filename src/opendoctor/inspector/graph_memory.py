@@ -143,3 +143,9 @@ class MemoryGraph:
 
     def count_edges(self) -> int:
         return sum(len(out) for out in self._out.values())
+
+    def vertices(self) -> list[Vertex]:
+        return list(self._v.values())
+
+    def all_edges(self) -> list[Edge]:
+        return [Edge(k, t, label) for k, out in self._out.items() for t, label in out]

@@ -1,0 +1,68 @@
+"""Keeps the entity graph in step with the VIM: hosts, servers, and where each runs.
+
+Fed from the same places as the inspector's topology (the VIM's snapshot at start, its
+change feed after), on the change-feed path, never on the fault hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opendoctor.inspector.graph import CONTAINS, TopologyGraph, make_key
+from opendoctor.inspector.states import Category
+from opendoctor.model import Host, Server, VimChange
+
+RESOURCE = Category.RESOURCE.value
+
+
+class GraphFeed:
+    def __init__(self, graph: TopologyGraph) -> None:
+        self.graph = graph
+        self._host_of: dict[str, str] = {}  # server id -> host name it is linked under
+
+    def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
+        for host in hosts:
+            self.host(host)
+        for server in servers:
+            self.server(server)
+
+    def host(self, host: Host) -> None:
+        state = "down" if host.forced_down or host.state == "down" else "up"
+        self.graph.upsert(
+            RESOURCE,
+            "host",
+            host.name,
+            name=host.name,
+            raw_state=state,
+            props={"address": host.address, "enabled": host.enabled},
+        )
+
+    def server(self, server: Server) -> None:
+        self.graph.upsert(
+            RESOURCE,
+            "server",
+            server.id,
+            name=server.name,
+            project=server.project_id,
+            raw_state=server.status,
+        )
+        key = make_key("server", server.id)
+        old = self._host_of.get(server.id)
+        if old != server.host:
+            if old is not None:
+                self.graph.unlink(make_key("host", old), key, CONTAINS)
+            self.graph.link(make_key("host", server.host), key, CONTAINS)
+            self._host_of[server.id] = server.host
+
+    def apply(self, change: VimChange) -> None:
+        if change.host is not None:
+            if change.op == "delete":
+                self.graph.remove(make_key("host", change.host.name))
+            else:
+                self.host(change.host)
+        elif change.server is not None:
+            if change.op == "delete":
+                self.graph.remove(make_key("server", change.server.id))
+                self._host_of.pop(change.server.id, None)
+            else:
+                self.server(change.server)

@@ -1,0 +1,51 @@
+"""The entity graph follows the VIM and is served at /v1/topology."""
+
+from __future__ import annotations
+
+from tests.conftest import eventually
+from tests.pipeline.conftest import ADMIN, Running, host_down
+
+
+def keys(body: dict[str, list[dict[str, str]]]) -> set[str]:
+    return {v["key"] for v in body["vertices"]}
+
+
+async def test_a_host_and_its_servers(running: Running) -> None:
+    resp = await running.client.get("/v1/topology?root=host:compute1&depth=1", headers=ADMIN)
+    assert resp.status_code == 200
+    body = resp.json()
+    on_host = {f"server:{s.id}" for s in running.vim.servers.values() if s.host == "compute1"}
+    assert keys(body) == {"host:compute1", *on_host}
+    assert {(e["source"], e["label"]) for e in body["edges"]} == {("host:compute1", "contains")}
+    whole = (await running.client.get("/v1/topology", headers=ADMIN)).json()
+    assert len(whole["vertices"]) == 3 + 6 and len(whole["edges"]) == 6
+
+
+async def test_the_graph_follows_a_fault_and_its_recovery(running: Running) -> None:
+    await running.client.put("/events", json=[host_down("compute1")])
+    fault = await eventually(
+        lambda: running.service.inspector.active.get(("host", "compute1")), what="fault"
+    )
+    await running.service.inspector.done[fault.id].wait()
+
+    async def moved() -> bool:
+        body = (
+            await running.client.get("/v1/topology?root=host:compute1&depth=1", headers=ADMIN)
+        ).json()
+        host = next(v for v in body["vertices"] if v["key"] == "host:compute1")
+        return host["state"] == "ERROR" and keys(body) == {"host:compute1"}
+
+    await eventually(moved, what="the host down and its servers gone from it")
+    graph = running.service.graph
+    for server_id in fault.affected:
+        [host] = graph.neighbors(f"server:{server_id}", "contains", direction="in")
+        assert host.id != "compute1"
+
+
+async def test_bad_topology_queries(running: Running) -> None:
+    resp = await running.client.get("/v1/topology?root=host:nope", headers=ADMIN)
+    assert resp.status_code == 404 and resp.json()["error"]["errors"][0]["field"] == "root"
+    resp = await running.client.get("/v1/topology?limit=2", headers=ADMIN)
+    assert resp.status_code == 400 and "give a root" in resp.json()["error"]["message"]
+    resp = await running.client.get("/v1/topology", headers={"X-Project-Id": "p"})
+    assert resp.status_code == 403
