@@ -79,6 +79,7 @@ def serve(
     except (ValidationError, OSError, ValueError) as exc:
         err.print(f"[red]invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from exc
+    _check_topology_file(settings)
     _check_vim(settings)
     logs.setup(settings.log_level, settings.log_format)
     server.run(settings, ready_file)
@@ -123,6 +124,19 @@ def _check_vim(settings: Any) -> None:
             f"[red]{exc}[/red]\nStart one with `opendoctor lab up`, or point opendoctor at a "
             "lab with --lab-url or OPENDOCTOR_VIM__LAB_URL."
         )
+        raise typer.Exit(2) from exc
+
+
+def _check_topology_file(settings: Any) -> None:
+    from opendoctor.inspector.topology_file import TopologyFileError, parse
+
+    path = settings.inspector.topology_file
+    if path is None:
+        return
+    try:
+        parse(path)
+    except TopologyFileError as exc:
+        err.print(f"[red]invalid topology file:[/red] {exc}")
         raise typer.Exit(2) from exc
 
 

@@ -39,6 +39,9 @@ class MonitorSettings(BaseModel):
 
 class InspectorSettings(BaseModel):
     vim_concurrency: int = Field(32, ge=1, description="parallel VIM calls per fault")
+    topology_file: Path | None = Field(
+        None, description="YAML file of what the VIM does not know: switches, racks, feeds"
+    )
 
 
 class NotifierSettings(BaseModel):

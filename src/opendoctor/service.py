@@ -14,6 +14,7 @@ from opendoctor.bus import InProcessBus
 from opendoctor.config import Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
+from opendoctor.inspector import topology_file
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph_feed import GraphFeed
 from opendoctor.inspector.inspector import Inspector
@@ -107,6 +108,7 @@ class Service:
         )
         await self._inspector.restore()
         await self.sync_topology()
+        self.load_topology_file()
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
         self.dispatcher.start()
         self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
@@ -137,6 +139,19 @@ class Service:
                 extra={"error": str(exc), "hosts": len(hosts), "servers": len(servers)},
             )
             self._tasks.append(asyncio.create_task(self._sync_until_done(), name="vim-sync"))
+
+    def load_topology_file(self) -> None:
+        """Add what the VIM does not know (switches, racks, feeds) from the static file."""
+        path = self.settings.inspector.topology_file
+        if path is None:
+            return
+        loaded = topology_file.load(self.graph, topology_file.parse(path))
+        for warning in loaded.warnings:
+            log.warning("topology file: %s", warning)
+        log.info(
+            "topology file loaded",
+            extra={"file": str(path), "entities": loaded.entities, "relations": loaded.relations},
+        )
 
     async def _sync_from_vim(self) -> None:
         hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())

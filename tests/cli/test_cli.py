@@ -25,6 +25,12 @@ runner = CliRunner()
         ["lab"],
         ["lab", "up"],
         ["lab", "fail-host"],
+        ["lab", "lb", "members"],
+        ["topology"],
+        ["guest-agent"],
+        ["bench", "switchover"],
+        ["bench", "heartbeat"],
+        ["bench", "graph"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
@@ -47,6 +53,17 @@ def test_serve_rejects_a_bad_config_file(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "invalid configuration" in result.output
     assert "monitor.interval" in result.output
+
+
+def test_serve_rejects_a_bad_topology_file(tmp_path: Path) -> None:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text("entities: [{type: switch}]\n")
+    config = tmp_path / "opendoctor.toml"
+    config.write_text(f'[inspector]\ntopology_file = "{topology}"\n')
+    result = runner.invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "invalid topology file" in result.output
+    assert "entities.0.id" in result.output
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
+
+from opendoctor.api.app import create_app
+from opendoctor.service import Service
 from tests.conftest import eventually
-from tests.pipeline.conftest import ADMIN, Running, host_down
+from tests.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
 
 
 def keys(body: dict[str, list[dict[str, str]]]) -> set[str]:
@@ -49,3 +55,33 @@ async def test_bad_topology_queries(running: Running) -> None:
     assert resp.status_code == 400 and "give a root" in resp.json()["error"]["message"]
     resp = await running.client.get("/v1/topology", headers={"X-Project-Id": "p"})
     assert resp.status_code == 403
+
+
+async def test_the_topology_file_adds_what_the_vim_does_not_know(tmp_path: Path) -> None:
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "entities: [{type: switch, id: tor-1}]\n"
+        "relations:\n"
+        "  - {source: 'switch:tor-1', target: 'host:compute1', label: connects}\n"
+        "  - {source: 'switch:tor-1', target: 'host:compute2', label: connects}\n"
+    )
+    settings = settings_for(tmp_path, inspector={"topology_file": str(path)})
+    service = Service(settings, vim=lab_vim())
+    await service.start()
+    try:
+        app = create_app(service, manage=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+            body = (
+                await client.get("/v1/topology?root=switch:tor-1&depth=2", headers=ADMIN)
+            ).json()
+        found = keys(body)
+        assert {"switch:tor-1", "host:compute1", "host:compute2"} <= found
+        # Two hops: the servers behind the switch's hosts, not compute3's.
+        behind = {
+            f"server:{s.id}" for s in service.topology.servers.values() if s.host != "compute3"
+        }
+        assert behind <= found
+        assert not any(k == "host:compute3" for k in found)
+    finally:
+        await service.stop()

@@ -19,15 +19,30 @@ class GraphFeed:
     def __init__(self, graph: TopologyGraph) -> None:
         self.graph = graph
         self._host_of: dict[str, str] = {}  # server id -> host name it is linked under
+        self._known: set[str] = set()  # vertices that came from the VIM
 
-    def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
+    def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> int:
+        """Take a full snapshot; what the VIM no longer has is removed (returns how many).
+
+        Only vertices this feed made are candidates: what a topology file or a monitor
+        added is not the VIM's to remove.
+        """
+        before = self._known
+        self._known = set()
         for host in hosts:
             self.host(host)
         for server in servers:
             self.server(server)
+        stale = before - self._known
+        for key in stale:
+            self.graph.remove(key)
+            if key.startswith("server:"):
+                self._host_of.pop(key.removeprefix("server:"), None)
+        return len(stale)
 
     def host(self, host: Host) -> None:
         state = "down" if host.forced_down or host.state == "down" else "up"
+        self._known.add(make_key("host", host.name))
         self.graph.upsert(
             RESOURCE,
             "host",
@@ -38,6 +53,7 @@ class GraphFeed:
         )
 
     def server(self, server: Server) -> None:
+        self._known.add(make_key("server", server.id))
         self.graph.upsert(
             RESOURCE,
             "server",
@@ -58,11 +74,13 @@ class GraphFeed:
         if change.host is not None:
             if change.op == "delete":
                 self.graph.remove(make_key("host", change.host.name))
+                self._known.discard(make_key("host", change.host.name))
             else:
                 self.host(change.host)
         elif change.server is not None:
             if change.op == "delete":
                 self.graph.remove(make_key("server", change.server.id))
                 self._host_of.pop(change.server.id, None)
+                self._known.discard(make_key("server", change.server.id))
             else:
                 self.server(change.server)
