@@ -12,8 +12,6 @@ a pair's active server switches the pair over (`opendoctor.switchover`); `GET
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from opendoctor.lab.client import LabClient
+from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.switchover import Switcher
 
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
@@ -140,15 +139,8 @@ async def serve(
     bound = sockets[0].getsockname()[1] if sockets else port
     url = f"http://{host}:{bound}"
     print(f"consumer listening on {url} (callbacks on {url}/failure)", flush=True)
-    if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(url)
-        os.replace(tmp, ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    announce_ready(ready_file, url)
+    await until_signalled()
     await runner.cleanup()
     if switcher is not None:
         await switcher.close()

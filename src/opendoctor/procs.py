@@ -111,3 +111,24 @@ class ChildProcess:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def announce_ready(ready_file: Path | None, text: str) -> None:
+    """Tell a parent that started us with --ready-file that we serve (at `text`, a URL).
+
+    Written to a temporary name and renamed, so a reader never sees half a file.
+    """
+    if ready_file is None:
+        return
+    tmp = ready_file.with_name(ready_file.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, ready_file)
+
+
+async def until_signalled() -> None:
+    """Return when the process gets SIGTERM or SIGINT (a clean stop, not a traceback)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

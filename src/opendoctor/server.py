@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from pathlib import Path
 
 import uvicorn
 
 from opendoctor.api.app import create_app
 from opendoctor.config import Settings
+from opendoctor.procs import announce_ready
 from opendoctor.service import Service
 
 
@@ -41,10 +41,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     sockets = [s for srv in server.servers for s in srv.sockets]
     port = sockets[0].getsockname()[1] if sockets else settings.api.port
     url = f"http://{settings.api.host}:{port}"
-    if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(url)
-        os.replace(tmp, ready_file)
+    announce_ready(ready_file, url)
     await task
 
 

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 from opendoctor.ha.agent import GuestAgent, command_health
+from opendoctor.procs import announce_ready
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,9 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def _announce(agent: GuestAgent, ready_file: Path) -> None:
     await agent.registered.wait()
-    tmp = ready_file.with_name(ready_file.name + ".tmp")
-    tmp.write_text(f"{agent.instance_id}\n")
-    tmp.replace(ready_file)  # readers never see a half-written file
+    announce_ready(ready_file, f"{agent.instance_id}\n")
 
 
 async def _run(args: argparse.Namespace) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from pathlib import Path
 
 from opendoctor.config import Settings
@@ -17,6 +15,7 @@ from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.model import Event, iso
 from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.service import make_vim
 
 log = logging.getLogger(__name__)
@@ -91,16 +90,9 @@ async def run(settings: Settings, api: str, ready_file: Path | None = None) -> N
 
     follower = asyncio.create_task(follow())
     log.info("monitoring hosts", extra={"hosts": len(hosts), "api": api})
-    if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(api)
-        os.replace(tmp, ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    announce_ready(ready_file, api)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         follower.cancel()
         await prober.stop()
