@@ -15,6 +15,7 @@ from opendoctor.config import Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.inspector import topology_file
+from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph_feed import GraphFeed
 from opendoctor.inspector.inspector import Inspector
@@ -60,6 +61,7 @@ class Service:
         # topology, from the VIM's snapshot and change feed.
         self.graph = RxGraph()
         self.graph_feed = GraphFeed(self.graph)
+        self.fault_graph = FaultGraph(self.graph)
         self.events = EventStore(self.db)
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
@@ -105,10 +107,18 @@ class Service:
             self.faults,
             self.settings.inspector,
             recover=recovery,
+            fault_graph=self.fault_graph,
         )
         await self._inspector.restore()
         await self.sync_topology()
         self.load_topology_file()
+        # Faults that outlived a restart go back into the graph as alarms.
+        graph_faults = FaultGraph(self.graph)
+        for fault in self._inspector.active.values():
+            servers = [
+                self.topology.servers[i] for i in fault.affected if i in self.topology.servers
+            ]
+            graph_faults.raised(fault, servers)
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
         self.dispatcher.start()
         self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))

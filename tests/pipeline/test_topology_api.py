@@ -39,7 +39,13 @@ async def test_the_graph_follows_a_fault_and_its_recovery(running: Running) -> N
             await running.client.get("/v1/topology?root=host:compute1&depth=1", headers=ADMIN)
         ).json()
         host = next(v for v in body["vertices"] if v["key"] == "host:compute1")
-        return host["state"] == "ERROR" and keys(body) == {"host:compute1"}
+        resources = {k for k in keys(body) if not k.startswith("alarm:")}
+        # The host is down, its servers moved away, and the fault's alarm is on it.
+        return (
+            host["state"] == "ERROR"
+            and resources == {"host:compute1"}
+            and f"alarm:{fault.id}" in keys(body)
+        )
 
     await eventually(moved, what="the host down and its servers gone from it")
     graph = running.service.graph
@@ -85,3 +91,32 @@ async def test_the_topology_file_adds_what_the_vim_does_not_know(tmp_path: Path)
         assert not any(k == "host:compute3" for k in found)
     finally:
         await service.stop()
+
+
+async def test_rca_walks_from_a_server_to_the_failed_host(running: Running) -> None:
+    await running.client.put("/events", json=[host_down("compute1")])
+    fault = await eventually(
+        lambda: running.service.inspector.active.get(("host", "compute1")), what="fault"
+    )
+    await running.service.inspector.done[fault.id].wait()
+    server_id = fault.affected[0]
+
+    body = (await running.client.get(f"/v1/rca/{fault.id}/{server_id}", headers=ADMIN)).json()
+    assert body["alarm"]["on"]["key"] == f"server:{server_id}"
+    assert body["root_cause"]["key"] == f"alarm:{fault.id}"
+    assert body["root_cause"]["on"]["key"] == "host:compute1"
+    assert body["root_cause"]["name"] == "compute.host.down"
+
+    top = (await running.client.get(f"/v1/rca/{fault.id}", headers=ADMIN)).json()
+    assert top["causes"] == []
+    assert {e["on"]["key"] for e in top["effects"]} == {f"server:{i}" for i in fault.affected}
+    # The servers under the alarm are in error in the graph (deduced), the host too.
+    host = running.service.graph.get("host:compute1")
+    assert host is not None and host.aggregated_state == "ERROR"
+
+    # Cleared: the alarms go, and so do the deduced states.
+    await running.client.put("/events", json=[host_down("compute1", status="up")])
+    await running.service.bus.drain()
+    resp = await running.client.get(f"/v1/rca/{fault.id}", headers=ADMIN)
+    assert resp.status_code == 404
+    assert host.deduced_state is None

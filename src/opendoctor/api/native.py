@@ -118,6 +118,35 @@ async def topology(
     }
 
 
+@router.get("/rca/{alarm_id:path}", summary="Root-cause analysis of an alarm (admin)")
+async def rca(
+    alarm_id: str, request: Request, identity: Identity = Depends(current_identity)
+) -> dict[str, Any]:
+    """The alarm, what caused it (nearest first) and what it causes, over `causes` edges.
+
+    A fault's alarm id is the fault id; the alarm it deduces on each server of a failed
+    host is `<fault id>/<server id>`.
+    """
+    _admin(identity)
+    graph = _service(request).graph
+    key = alarm_id if alarm_id.startswith("alarm:") else f"alarm:{alarm_id}"
+    alarm = graph.get(key)
+    if alarm is None or alarm.category != "ALARM":
+        raise RequestError(404, f"no active alarm {alarm_id!r}", "alarm_id")
+    causes, effects = graph.causal_chain(key)
+
+    def with_resource(v: Vertex) -> dict[str, Any]:
+        on = graph.neighbors(v.key, "on")
+        return dict(_vertex(v), on=_vertex(on[0]) if on else None)
+
+    return {
+        "alarm": with_resource(alarm),
+        "root_cause": with_resource(causes[-1]) if causes else with_resource(alarm),
+        "causes": [with_resource(v) for v in causes],
+        "effects": [with_resource(v) for v in effects],
+    }
+
+
 @router.get("/faults", summary="Faults, newest first (admin)")
 async def list_faults(
     request: Request,

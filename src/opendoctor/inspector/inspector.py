@@ -18,6 +18,7 @@ from opendoctor import metrics
 from opendoctor.config import InspectorSettings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.faults import Fault
+from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import INSTANCE_UPDATE, Event, NotificationEvent, Server, new_id
 from opendoctor.notifier.notifier import Notifier
@@ -53,6 +54,7 @@ class Inspector:
         faults: FaultStore,
         settings: InspectorSettings,
         recover: Recover | None = None,
+        fault_graph: FaultGraph | None = None,
     ) -> None:
         self.topology = topology
         self.vim = vim
@@ -61,6 +63,7 @@ class Inspector:
         self.faults = faults
         self.settings = settings
         self.recover = recover
+        self.fault_graph = fault_graph
         self.active: dict[tuple[str, str], Fault] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
@@ -135,6 +138,8 @@ class Inspector:
             }
             note = instance_event(event, fault, server)
             await self._notify_then_mark(fault, [note], root_cause, [server])
+            if self.fault_graph is not None:
+                self.fault_graph.raised(fault, [server])
         else:
             log.warning("fault of an unknown server", extra={"instance_id": event.instance_id})
         await self.faults.save(fault)
@@ -152,6 +157,9 @@ class Inspector:
             self._notify_then_mark(fault, notes, root_cause, servers),
             self._force_down(fault),
         )
+        # After the owners are told: the graph is for people asking why, later.
+        if self.fault_graph is not None:
+            self.fault_graph.raised(fault, servers)
         await self.faults.save(fault)
         await self.events.mark_processed(event, fault.id)
         if self.recover is not None and "T04" in fault.trace and servers:
@@ -228,6 +236,8 @@ class Inspector:
     async def _clear(self, event: Event, fault: Fault) -> None:
         fault.status = "cleared"
         fault.cleared = time.time()
+        if self.fault_graph is not None:
+            self.fault_graph.cleared(fault)
         del self.active[event.key]
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
