@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor import __version__
+from opendoctor import __version__, cli_inspect
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(lab_app, name="lab", help="Drive the lab: a small real cloud on this machine.")
+app.command()(cli_inspect.topology)
+app.command()(cli_inspect.alarms)
+app.command()(cli_inspect.rca)
 bench_app = typer.Typer(help="Benchmarks that print the figures the project is judged by.")
 app.add_typer(bench_app, name="bench")
 
@@ -181,67 +184,6 @@ def guest_agent(
     if health_cmd:
         argv += ["--health-cmd", health_cmd]
     ha_cli.main(argv)
-
-
-@app.command()
-def topology(
-    api: Annotated[str, typer.Option(help="opendoctor API URL")] = "http://127.0.0.1:8780",
-    root: Annotated[
-        str | None, typer.Option(help="vertex to start from, e.g. host:compute1")
-    ] = None,
-    depth: Annotated[int, typer.Option(min=0, max=10, help="hops from the root")] = 1,
-    token: Annotated[
-        str | None, typer.Option(help="X-Auth-Token (token mode); default: admin headers")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the graph as JSON")] = False,
-) -> None:
-    """Show the entity graph the service keeps: hosts, the servers they contain, states."""
-    from rich.tree import Tree
-
-    from opendoctor.httpclient import HttpClient, HttpError
-
-    query = f"?depth={depth}" + (f"&root={root}" if root else "")
-    headers = {"X-Auth-Token": token} if token else {"X-Project-Id": "admin", "X-Roles": "admin"}
-
-    async def fetch() -> Any:
-        http = HttpClient()
-        try:
-            return await http.get(api.rstrip("/") + "/v1/topology" + query, headers=headers)
-        finally:
-            await http.close()
-
-    try:
-        resp = asyncio.run(fetch())
-    except HttpError as exc:
-        err.print(f"[red]cannot reach the API:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    if not resp.ok:
-        err.print(f"[red]HTTP {resp.status}:[/red] {resp.json()['error']['message']}")
-        raise typer.Exit(1)
-    body = resp.json()
-    if as_json:
-        json.dump(body, sys.stdout, indent=2)
-        print()
-        return
-    vertices = {v["key"]: v for v in body["vertices"]}
-    children: dict[str, list[str]] = {}
-    has_parent = set()
-    for edge in body["edges"]:
-        children.setdefault(edge["source"], []).append(edge["target"])
-        has_parent.add(edge["target"])
-
-    def label(key: str) -> str:
-        v = vertices[key]
-        colour = {"OK": "green", "ERROR": "red", "N/A": "dim"}.get(v["state"], "yellow")
-        return f"{v['type']} [bold]{v['name'] or v['id']}[/bold] [{colour}]{v['state']}[/{colour}]"
-
-    tops = [root] if root else sorted(k for k in vertices if k not in has_parent)
-    forest = Tree("entity graph", hide_root=True)
-    for top in tops:
-        branch = forest.add(label(top))
-        for child in sorted(children.get(top, []), key=lambda k: vertices[k]["name"] or k):
-            branch.add(label(child))
-    Console().print(forest)
 
 
 @app.command()

@@ -27,6 +27,8 @@ runner = CliRunner()
         ["lab", "fail-host"],
         ["lab", "lb", "members"],
         ["topology"],
+        ["alarms"],
+        ["rca"],
         ["guest-agent"],
         ["bench", "switchover"],
         ["bench", "heartbeat"],

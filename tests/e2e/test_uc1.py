@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from opendoctor.demo import fail_and_recover, restore
 from opendoctor.lab.spec import LabSpec
@@ -50,6 +51,14 @@ async def test_host_failure_with_a_separate_monitor_process(tmp_path: Path) -> N
                 assert servers[name].status == "ACTIVE"
                 assert story["serving_after"][name] == f"Served by {name}"
 
+            # While the fault lasts, operators can ask why each server is down.
+            alarms = await cli_json(s.api, "alarms")
+            assert alarms["counts"] == {"CRITICAL": 3}
+            victim = story["servers"][0]["id"]
+            why = await cli_json(s.api, "rca", f"{story['fault_id']}/{victim}")
+            assert why["root_cause"]["on"]["key"] == "host:compute2"
+            assert why["alarm"]["on"]["key"] == f"server:{victim}"
+
             back = await restore(s, "compute2", story["fault_id"])
             assert back["state"]["state"] == "up"
             hosts = {h.name: h for h in await s.lab.client.hosts()}
@@ -71,6 +80,22 @@ async def test_host_failure_with_a_separate_monitor_process(tmp_path: Path) -> N
         graph = json.loads(out)
         under = {e["target"] for e in graph["edges"] if e["source"] == "host:compute2"}
         assert not under & {f"server:{v['id']}" for v in story["servers"]}
+
+
+async def cli_json(api: str, *args: str) -> Any:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "opendoctor",
+        *args,
+        "--api",
+        api,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return json.loads(out)
 
 
 def test_the_demo_command_passes_and_reports_json(tmp_path: Path) -> None:

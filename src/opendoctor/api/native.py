@@ -118,6 +118,34 @@ async def topology(
     }
 
 
+@router.get("/alarms", summary="Active alarms in the entity graph, with counts (admin)")
+async def graph_alarms(
+    request: Request, identity: Identity = Depends(current_identity)
+) -> dict[str, Any]:
+    """Faults and the alarms they deduce, each with the resource it is on and its cause."""
+    _admin(identity)
+    service = _service(request)
+    graph = service.graph
+    alarms = []
+    counts: dict[str, int] = {}
+    for key in sorted(service.fault_graph.alarms):
+        vertex = graph.get(key)
+        if vertex is None:
+            continue
+        on = graph.neighbors(key, "on")
+        cause = graph.neighbors(key, "causes", direction="in")
+        alarms.append(
+            dict(
+                _vertex(vertex),
+                on=on[0].key if on else None,
+                caused_by=cause[0].key if cause else None,
+                deduced=bool(cause),
+            )
+        )
+        counts[vertex.state] = counts.get(vertex.state, 0) + 1
+    return {"alarms": alarms, "counts": counts}
+
+
 @router.get("/rca/{alarm_id:path}", summary="Root-cause analysis of an alarm (admin)")
 async def rca(
     alarm_id: str, request: Request, identity: Identity = Depends(current_identity)

@@ -24,6 +24,8 @@ def alarm_key(fault: Fault, server_id: str | None = None) -> str:
 class FaultGraph:
     def __init__(self, graph: TopologyGraph) -> None:
         self.graph = graph
+        # Keys of the alarms raised here: listing them must not scan a million vertices.
+        self.alarms: set[str] = set()
 
     def raised(self, fault: Fault, servers: list[Server]) -> None:
         if fault.instance_id is not None:
@@ -40,6 +42,7 @@ class FaultGraph:
 
     def _alarm(self, key: str, name: str, resource: str, fault: Fault) -> None:
         alarm_id = key.removeprefix("alarm:")
+        self.alarms.add(key)
         self.graph.upsert(
             ALARM,
             "alarm",
@@ -61,3 +64,4 @@ class FaultGraph:
             for resource in self.graph.neighbors(alarm.key, ON):
                 resource.deduced_state = None
             self.graph.remove(alarm.key)
+            self.alarms.discard(alarm.key)
