@@ -22,7 +22,7 @@ from rich.table import Table
 
 from opendoctor.demo import fail_and_recover, restore
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.stack import Stack, running_stack, wait_for
 
 PROJECTS = ["project-a", "project-b"]
 
@@ -61,21 +61,6 @@ async def _populate(s: Stack, n: int) -> None:
     await wait_for(f"the service to learn about {n} servers", known, 60)
 
 
-async def _rearm(s: Stack, alarms: list[dict[str, Any]]) -> None:
-    limit = asyncio.Semaphore(32)
-
-    async def one(alarm: dict[str, Any]) -> None:
-        headers = {"X-Project-Id": alarm["project_id"], "X-User-Id": "vnfm"}
-        async with limit:
-            resp = await s.http.put(
-                f"{s.api}/v2/alarms/{alarm['alarm_id']}/state", json="ok", headers=headers
-            )
-        if not resp.ok:
-            raise StackError(f"could not re-arm alarm: HTTP {resp.status}")
-
-    await asyncio.gather(*(one(a) for a in alarms))
-
-
 async def one_size(n: int, runs: int, workdir: Path, progress: Progress) -> dict[str, Any]:
     # Inline VMs have no guest agents to measure here: heartbeats off, as a thousand of
     # them would cost the machine a core that this benchmark measures something else with.
@@ -109,7 +94,7 @@ async def one_size(n: int, runs: int, workdir: Path, progress: Progress) -> dict
             if totals["fault_to_recovered"] is not None:
                 recovered.append(totals["fault_to_recovered"])
             await restore(s, host, story["fault_id"])
-            await _rearm(s, alarms)
+            await s.rearm(alarms)
             progress.advance(task)
     return {
         "vms": n,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from opendoctor.bench import summary
 from opendoctor.demo_uc2 import PROJECT, UC2_SPEC, Traffic, kill_and_switch, setup_pair
-from opendoctor.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.stack import Stack, owner, running_stack, wait_for
 
 
 async def _rearm(s: Stack, server_id: str) -> None:
@@ -32,15 +32,9 @@ async def _rearm(s: Stack, server_id: str) -> None:
         return not any(f.get("instance_id") == server_id for f in active)
 
     await wait_for("the restarted server's fault to clear", cleared, 15)
-    headers = {"X-Project-Id": PROJECT, "X-User-Id": "vnfm"}
-    alarms = (await s.http.get(s.api + "/v2/alarms", headers=headers)).json()
-    for alarm in alarms:
-        if server_id in str(alarm["event_rule"]) and alarm["state"] != "ok":
-            resp = await s.http.put(
-                f"{s.api}/v2/alarms/{alarm['alarm_id']}/state", json="ok", headers=headers
-            )
-            if not resp.ok:
-                raise StackError(f"could not re-arm the alarm: HTTP {resp.status}")
+    alarms = (await s.http.get(s.api + "/v2/alarms", headers=owner(PROJECT))).json()
+    fired = [a for a in alarms if server_id in str(a["event_rule"]) and a["state"] != "ok"]
+    await s.rearm(fired)
 
 
 async def switchover(runs: int, console: Console) -> dict[str, Any]:

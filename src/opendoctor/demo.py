@@ -9,6 +9,7 @@ operator's bad day (kills a host), then reads back what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict
     with (
         console.status("starting the lab, the service and the consumers…")
         if not as_json
-        else _null()
+        else contextlib.nullcontext()
     ):
         async with running_stack(DEMO_SPEC, workdir) as s:
             say(
@@ -166,14 +167,6 @@ async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict
             f"{ms(d2n).strip()} of detection"
         )
     return (0 if not problems else 1), result
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def servers_table(servers: list[dict[str, Any]], title: str) -> Table:

@@ -20,7 +20,7 @@ from rich.table import Table
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.model import CHECKPOINTS
-from opendoctor.stack import Stack, StackError, alarm_body, running_stack, wait_for
+from opendoctor.stack import Stack, StackError, alarm_body, owner, running_stack, wait_for
 
 UC2_SPEC = LabSpec(hosts=2, vms=0, projects=["project-a"], ip_prefix="127.63")
 PROJECT = "project-a"
@@ -85,7 +85,7 @@ async def setup_pair(s: Stack) -> dict[str, Any]:
 
     await wait_for("the service to learn about the pair", known, 10)
     consumer = s.consumers[PROJECT]
-    headers = {"X-Project-Id": PROJECT, "X-User-Id": "vnfm"}
+    headers = owner(PROJECT)
     for server in (active, standby):
         body = alarm_body({"id": server.id, "name": server.name}, consumer.ready + "/failure")
         resp = await s.http.post(s.api + "/v2/alarms", json=body, headers=headers)

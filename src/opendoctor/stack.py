@@ -28,6 +28,11 @@ class StackError(RuntimeError):
     pass
 
 
+def owner(project: str) -> dict[str, str]:
+    """Headers of a VNF manager acting for `project` (trusted-headers identity)."""
+    return {"X-Project-Id": project, "X-User-Id": "vnfm"}
+
+
 def alarm_body(server: dict[str, Any], url: str) -> dict[str, Any]:
     """The event alarm a VNF manager registers for one of its VMs (Aodh format)."""
     return {
@@ -96,7 +101,7 @@ class Stack:
         created = []
         for server in servers:
             url = self.consumers[server["project_id"]].ready + "/failure"
-            headers = {"X-Project-Id": server["project_id"], "X-User-Id": "vnfm"}
+            headers = owner(server["project_id"])
             resp = await self.http.post(
                 self.api + "/v2/alarms", json=alarm_body(server, url), headers=headers
             )
@@ -104,6 +109,19 @@ class Stack:
                 raise StackError(f"alarm not created: HTTP {resp.status} {resp.body[:300]!r}")
             created.append(resp.json())
         return created
+
+    async def rearm(self, alarms: list[dict[str, Any]]) -> None:
+        """Put fired alarms back to `ok`, as their owners, so the next fault fires them."""
+        limit = asyncio.Semaphore(32)
+
+        async def one(alarm: dict[str, Any]) -> None:
+            url = f"{self.api}/v2/alarms/{alarm['alarm_id']}/state"
+            async with limit:
+                resp = await self.http.put(url, json="ok", headers=owner(alarm["project_id"]))
+            if not resp.ok:
+                raise StackError(f"could not re-arm alarm {alarm['alarm_id']}: HTTP {resp.status}")
+
+        await asyncio.gather(*(one(a) for a in alarms))
 
 
 @contextlib.asynccontextmanager

@@ -76,7 +76,7 @@ class DoctorEvent(BaseModel):
             at = self.time
         else:
             at = now
-        extra = dict((self.details.model_extra or {}).items())
+        extra = dict(self.details.model_extra or {})
         return Event(
             type=self.type,
             hostname=self.details.hostname,
