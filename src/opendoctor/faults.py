@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from opendoctor.model import CHECKPOINTS
+from opendoctor.model import CHECKPOINTS, resource_key
 
 
 @dataclass(slots=True)
@@ -40,9 +40,7 @@ class Fault:
 
     @property
     def key(self) -> tuple[str, str]:
-        if self.instance_id is not None:
-            return ("server", self.instance_id)
-        return ("host", self.hostname)
+        return resource_key(self.hostname, self.instance_id)
 
     def mark(self, checkpoint: str, at: float) -> None:
         # Keep the first time a checkpoint was reached: later repeats say nothing new.

@@ -23,3 +23,16 @@ RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result
 HOST_PROBES_MISSED = Counter(
     "opendoctor_host_probes_missed_total", "Heartbeat probes hosts did not answer"
 )
+HOST_ALT_PATH_LOST = Counter(
+    "opendoctor_host_alt_path_lost_total",
+    "Times a host's alt address went silent while its address answered",
+)
+WORKFLOWS_REQUESTED = Counter(
+    "opendoctor_workflows_requested_total", "run_workflow actions fired by templates", ["workflow"]
+)
+RULE_EVALUATION = Histogram(
+    "opendoctor_rule_evaluation_seconds",
+    "Time to bring the rule templates' matches up to date after a change",
+    buckets=_BUCKETS,
+)
+DEDUCED_ALARMS = Gauge("opendoctor_deduced_alarms", "Alarms the rule templates currently deduce")

@@ -12,12 +12,18 @@ from time import time as _now
 from typing import Any
 
 HOST_DOWN = "compute.host.down"
+# The host answers on its second path (alt_address) but not on its address: a cut link.
+HOST_UNREACHABLE = "compute.host.unreachable"
 INSTANCE_UPDATE = "compute.instance.update"
 # Faults of one server, as the host side reports them (guest heartbeat, process exit).
 HEARTBEAT_MISSED = "compute.instance.heartbeat.missed"
 HEARTBEAT_UNHEALTHY = "compute.instance.heartbeat.unhealthy"
 PROCESS_EXITED = "compute.instance.lifecycle.exited"
-HOST_EVENTS = frozenset({HOST_DOWN})
+HOST_EVENTS = frozenset({HOST_DOWN, HOST_UNREACHABLE})
+# A fault of any other resource in the entity graph (a switch, a port, a power feed),
+# named by details.resource_type and details.resource_id; the templates decide what
+# it means.
+RESOURCE_DOWN = "resource.down"
 INSTANCE_EVENTS = frozenset({HEARTBEAT_MISSED, HEARTBEAT_UNHEALTHY, PROCESS_EXITED})
 
 # Trait type codes of the Aodh/Panko event model.
@@ -43,6 +49,18 @@ def new_id() -> str:
 def iso(ts: float) -> str:
     """Epoch seconds as the ISO 8601 form OpenStack APIs use (UTC, microseconds)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def resource_key(hostname: str, instance_id: str | None) -> tuple[str, str]:
+    """(type, id) of what a fault is about. Faults of other resources than hosts and
+    servers (a switch, a power feed) carry the resource's graph key, `type:id`, where a
+    host's name would be; host names never hold a colon."""
+    if instance_id is not None:
+        return ("server", instance_id)
+    type_, sep, id_ = hostname.partition(":")
+    if sep:
+        return (type_, id_)
+    return ("host", hostname)
 
 
 @dataclass(slots=True)
@@ -74,9 +92,7 @@ class Event:
         whatever their type, so a killed VM reported both by its host (process exit) and
         by its missing heartbeat is one fault, and its owner is told once.
         """
-        if self.instance_id is not None:
-            return ("server", self.instance_id)
-        return ("host", self.hostname)
+        return resource_key(self.hostname, self.instance_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,6 +157,9 @@ class Host:
     state: str = "up"  # up | down  (as the VIM sees it)
     forced_down: bool = False
     enabled: bool = True
+    # A second IP it answers heartbeats on (same port), over a path independent of
+    # `address` (a storage or data network): tells a dead host from a cut link.
+    alt_address: str | None = None
 
 
 @dataclass(slots=True)

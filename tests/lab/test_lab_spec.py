@@ -19,6 +19,11 @@ def test_defaults_and_addresses() -> None:
     assert spec.vm_address(254) == "127.0.2.254"
     assert spec.vm_address(255) == "127.0.3.1"
     assert spec.vm_address(1000) == "127.0.5.238"
+    assert spec.host_alt_address(2) == "127.0.251.2"
+    # VMs never spill into the VIPs' or the alt addresses' blocks.
+    assert spec.vm_address(248 * 254) == "127.0.249.254"
+    with pytest.raises(ValueError, match="too many VMs"):
+        spec.vm_address(248 * 254 + 1)
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from opendoctor.model import HOST_UNREACHABLE, Event
+from opendoctor.monitor.standalone import doctor_event
 from tests.pipeline.conftest import ADMIN, Running, host_down
 
 
@@ -128,3 +131,25 @@ async def test_openapi_documents_every_route_and_the_event_body(running: Running
     assert "DoctorEvent" in spec["components"]["schemas"]
     body = spec["paths"]["/events"]["put"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["oneOf"][0] == {"$ref": "#/components/schemas/DoctorEvent"}
+
+
+async def test_the_standalone_monitors_reports_of_a_cut_link_are_accepted(
+    running: Running,
+) -> None:
+    # What `opendoctor monitor` PUTs for a host that answers on its alt address only.
+    unreachable = Event(
+        type=HOST_UNREACHABLE,
+        hostname="compute1",
+        status="down",
+        time=time.time(),
+        monitor="opendoctor-hostprobe",
+        monitor_event_id="compute1-unreachable-7",
+        details={"probes_missed": 3, "path": "primary", "alt_answering": True},
+    )
+    up = Event(HOST_UNREACHABLE, "compute1", "up", time.time(), details={"probes_missed": 0})
+    for event in (unreachable, up):
+        resp = await running.client.put("/events", json=[doctor_event(event)])
+        assert resp.status_code == 202, resp.text
+    await running.service.bus.drain()
+    events = (await running.client.get("/v1/events", headers=ADMIN)).json()
+    assert sorted(e["type"] for e in events) == [HOST_UNREACHABLE] * 2

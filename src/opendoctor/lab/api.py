@@ -77,6 +77,14 @@ async def restore_host(request: web.Request) -> web.Response:
     return _json((await _lab(request).restore_host(request.match_info["name"])).to_json())
 
 
+async def cut_link(request: web.Request) -> web.Response:
+    return _json(await _lab(request).cut_link(request.match_info["name"]))
+
+
+async def restore_link(request: web.Request) -> web.Response:
+    return _json((await _lab(request).restore_link(request.match_info["name"])).to_json())
+
+
 async def list_faults(request: web.Request) -> web.Response:
     return _json(_lab(request).faults)
 
@@ -171,6 +179,8 @@ def build_app(lab: Lab) -> web.Application:
             web.post("/hosts/{name}/enabled", set_enabled),
             web.post("/hosts/{name}/fail", fail_host),
             web.post("/hosts/{name}/restore", restore_host),
+            web.post("/hosts/{name}/cut-link", cut_link),
+            web.post("/hosts/{name}/restore-link", restore_link),
             web.get("/faults", list_faults),
             web.get("/servers", list_servers),
             web.post("/servers", create_server),

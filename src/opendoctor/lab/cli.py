@@ -22,7 +22,7 @@ app = typer.Typer(
     help=(
         "A small real cloud on this machine: compute hosts that answer heartbeats, VMs "
         "that serve HTTP, a load balancer, a VIM API, and fault injection (power off a "
-        "host, kill a VM)."
+        "host, cut its link, kill a VM)."
     ),
     no_args_is_help=True,
 )
@@ -69,6 +69,11 @@ def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
             s["role"] or "", yes(bool(s["healthy"])),
         )  # fmt: skip
     out.print(hosts)
+    for h in snapshot["hosts"]:
+        if h.get("link_cut"):
+            alt = h.get("alt_address")
+            where = f"only at its alt address {alt}" if alt else "nowhere"
+            out.print(f"[yellow]{h['name']}: link cut[/yellow] (heartbeats answered {where})")
     out.print(servers)
 
 
@@ -86,7 +91,8 @@ def up(
     ip_prefix: Annotated[
         str,
         typer.Option(
-            help="Loopback prefix: hosts at PREFIX.1.i, VMs at PREFIX.2.j, VIPs at PREFIX.250.n."
+            help="Loopback prefix: hosts at PREFIX.1.i (alt addresses PREFIX.251.i), VMs at "
+            "PREFIX.2.j, VIPs at PREFIX.250.n."
         ),
     ] = "127.0",
     events_url: Annotated[
@@ -142,7 +148,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Show the hosts (what the VIM believes and whether they really run) and the servers."""
+    """Show the hosts (what the VIM believes, whether they really run, whether their
+    link is cut) and the servers."""
     directory = state_dir_of(state_dir)
     url = lab_url(directory)
     snapshot = call(url, _snapshot)
@@ -177,6 +184,35 @@ def restore_host(
     url = lab_url(state_dir_of(state_dir))
     host = call(url, lambda c: c.restore_host(name))
     out.print(f"{host.name} is running again at {host.address} (VIM state: {host.state})")
+
+
+@app.command("cut-link")
+def cut_link(
+    name: Annotated[str, typer.Argument(help="Host whose link to cut, e.g. compute1.")],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Cut a host's link: it stops answering heartbeats on its address. Prints T00.
+
+    The host, its VMs, their guest heartbeats and its events carry on, and it still
+    answers on its alt address (its second network): a monitor that probes both
+    tells this from a dead host. The VIM is not told. Undo with 'restore-link'.
+    """
+    url = lab_url(state_dir_of(state_dir))
+    fault = call(url, lambda c: c.cut_link(name))
+    t00 = float(fault["t00"])
+    stamp = datetime.fromtimestamp(t00).isoformat(timespec="microseconds")
+    out.print(f"link of {name} cut; T00 = {t00:.6f} ({stamp})")
+
+
+@app.command("restore-link")
+def restore_link(
+    name: Annotated[str, typer.Argument(help="Host whose link to restore, e.g. compute1.")],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Restore a cut link: the host answers heartbeats on its address again."""
+    url = lab_url(state_dir_of(state_dir))
+    host = call(url, lambda c: c.restore_link(name))
+    out.print(f"link of {host.name} restored; it answers at {host.address} again")
 
 
 servercli.register(app)

@@ -30,6 +30,7 @@ def host_from_json(data: dict[str, Any]) -> Host:
         state=data["state"],
         forced_down=bool(data["forced_down"]),
         enabled=bool(data["enabled"]),
+        alt_address=data.get("alt_address"),
     )
 
 
@@ -133,7 +134,7 @@ class LabClient:
         return result
 
     async def faults(self) -> list[dict[str, Any]]:
-        """Injected faults: `{"host", "t00", "kind": "power-off"}` for a host,
+        """Injected faults: `{"host", "t00", "kind": "power-off" | "link-cut"}` for a host,
         `{"server_id", "server_name", "host", "t00", "kind": "vm-kill"}` for a VM."""
         result: list[dict[str, Any]] = await self._call("GET", "/faults")
         return result
@@ -160,6 +161,15 @@ class LabClient:
 
     async def restore_host(self, host: str) -> Host:
         return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/restore"))
+
+    async def cut_link(self, host: str) -> dict[str, Any]:
+        """Cut the link of a host's address: heartbeat probes there go unanswered while
+        the host, its VMs and its alt address carry on. `{"host", "t00", "kind": "link-cut"}`."""
+        result: dict[str, Any] = await self._call("POST", f"/hosts/{_q(host)}/cut-link")
+        return result
+
+    async def restore_link(self, host: str) -> Host:
+        return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/restore-link"))
 
     # ----- servers ------------------------------------------------------------------------
 

@@ -1,16 +1,21 @@
 """A lab compute host: answers heartbeats, runs VMs on request, reports their faults.
 
-`python -m opendoctor.lab.host --name N --address A --heartbeat-port H
+`python -m opendoctor.lab.host --name N --address A [--alt-address B] --heartbeat-port H
 --control-port C --vm-mode process|inline`
 
-* UDP (A, H): heartbeat probes answered with `encode_answer(seq, name)`.
+* UDP (A, H), and (B, H) if given: heartbeat probes answered with
+  `encode_answer(seq, name)`. B is the host's second path (think: its storage
+  network); a cut link silences A only.
 * TCP (A, C): the control channel, one JSON object per line each way; answers
   `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Requests:
   - `{"op": "start_vm", "name", "address", "port", "instance_id"?, "role"?,
     "healthy"?, "announce"?}` (`announce`: report the start to the events sink),
   - `{"op": "stop_vm", "name"}`, `{"op": "kill_vm", "name"}` (answers `t00`),
   - `{"op": "set_vm", "name", "role"?, "healthy"?}`, `{"op": "vm", "name"}`,
-  - `{"op": "list"}`, `{"op": "events_sink", "url", "token"}`, `{"op": "events_status"}`.
+  - `{"op": "list"}`, `{"op": "events_sink", "url", "token"}`, `{"op": "events_status"}`,
+  - `{"op": "cut_link"}`: probes on A go unanswered from now on, as if its link were
+    cut; everything else (B, control, VMs, events) carries on. `{"op": "restore_link"}`:
+    A answers again. Both answer `link` ("up" | "cut") and `t00` (just before).
 * Events: a VM that exits without being asked to stop is reported to the events
   sink (`compute.instance.lifecycle.exited`, status `down`) at once, and its next
   start on this host as status `up` (see `opendoctor.lab.events`).
@@ -31,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, cast
 
 from opendoctor.lab.events import EventSender, lifecycle_event
@@ -52,6 +58,7 @@ class _Heartbeat(asyncio.DatagramProtocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.transport: asyncio.DatagramTransport | None = None
+        self.answering = True  # False: the link is cut, probes are dropped unanswered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
@@ -59,7 +66,7 @@ class _Heartbeat(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         seq = decode_probe(data)
-        if seq is not None and self.transport is not None:
+        if seq is not None and self.transport is not None and self.answering:
             self.transport.sendto(encode_answer(seq, self.name), addr)
 
 
@@ -79,17 +86,20 @@ class LabHost:
         control_port: int,
         vm_mode: str,
         socket_dir: str | None = None,
+        alt_address: str | None = None,
     ) -> None:
         if vm_mode not in ("process", "inline"):
             raise ValueError(f"unknown vm mode {vm_mode!r}")
         self.name = name
         self.address = address
+        self.alt_address = alt_address
         self.heartbeat_port = heartbeat_port
         self.control_port = control_port
         self.vm_mode = vm_mode
         self.vms: dict[str, VmHandle] = {}
         self.events = EventSender()
-        self._heartbeat: asyncio.DatagramTransport | None = None
+        self._heartbeat = _Heartbeat(name)
+        self._alt_heartbeat: asyncio.DatagramTransport | None = None
         self._control: asyncio.Server | None = None
         self._starting: dict[str, asyncio.Lock] = {}
         # Instances whose exit this host reported: their next start here is reported too.
@@ -100,10 +110,13 @@ class LabHost:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Heartbeat(self.name), local_addr=(self.address, self.heartbeat_port)
+        await loop.create_datagram_endpoint(
+            lambda: self._heartbeat, local_addr=(self.address, self.heartbeat_port)
         )
-        self._heartbeat = transport
+        if self.alt_address is not None:
+            self._alt_heartbeat, _ = await loop.create_datagram_endpoint(
+                lambda: _Heartbeat(self.name), local_addr=(self.alt_address, self.heartbeat_port)
+            )
         self._control = await asyncio.start_server(
             self._serve_control, self.address, self.control_port, limit=_MAX_LINE
         )
@@ -112,8 +125,9 @@ class LabHost:
     async def close(self) -> None:
         if self._control is not None:
             self._control.close()
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        for heartbeat in (self._heartbeat.transport, self._alt_heartbeat):
+            if heartbeat is not None:
+                heartbeat.close()
         await asyncio.gather(*(self.stop_vm(n) for n in list(self.vms)), return_exceptions=True)
         if self.guests is not None:
             await self.guests.close()
@@ -153,6 +167,7 @@ class LabHost:
             return {
                 "host": self.name,
                 "pid": os.getpid(),
+                "link": self._link(),
                 "vms": [self._vm_json(vm) for vm in self.vms.values()],
             }
         if op == "events_sink":
@@ -160,6 +175,11 @@ class LabHost:
             return {"events": self.events.stats()}
         if op == "events_status":
             return {"events": self.events.stats()}
+        if op in ("cut_link", "restore_link"):
+            t00 = time.time()
+            self._heartbeat.answering = op == "restore_link"
+            log.warning("%s: link %s", self.name, self._link())
+            return {"link": self._link(), "t00": t00}
         name = request.get("name")
         if not isinstance(name, str) or not name:
             raise ControlError(f"{op}: 'name' must be a non-empty string")
@@ -232,6 +252,9 @@ class LabHost:
         if self.vm_mode == "inline":
             guests.run_agent(vm.instance_id, path, vm.health)
 
+    def _link(self) -> str:
+        return "up" if self._heartbeat.answering else "cut"
+
     def _vm_json(self, vm: VmHandle) -> dict[str, Any]:
         state = self.guests.state(vm.instance_id) if self.guests is not None else None
         return {**vm.to_dict(), "heartbeat": state}
@@ -266,12 +289,13 @@ class LabHost:
 async def _main(args: argparse.Namespace) -> int:
     host = LabHost(
         args.name, args.address, args.heartbeat_port, args.control_port, args.vm_mode,
-        args.socket_dir,
+        args.socket_dir, args.alt_address,
     )  # fmt: skip
     try:
         await host.start()
     except OSError as exc:
-        log.error("%s: cannot listen on %s: %s", args.name, args.address, exc)
+        where = " and ".join(a for a in (args.address, args.alt_address) if a)
+        log.error("%s: cannot listen on %s: %s", args.name, where, exc)
         return 1
     log.info("%s: up on %s (pid %d, %s VMs)", args.name, args.address, os.getpid(), args.vm_mode)
     stop = asyncio.Event()
@@ -288,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A lab compute host.")
     parser.add_argument("--name", required=True)
     parser.add_argument("--address", required=True)
+    parser.add_argument(
+        "--alt-address", default=None, help="a second address that answers heartbeats"
+    )
     parser.add_argument("--heartbeat-port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--vm-mode", choices=("process", "inline"), default="process")

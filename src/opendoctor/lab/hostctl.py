@@ -86,12 +86,16 @@ class HostProc:
         vm_mode: str,
         *,
         socket_dir: str | None = None,
+        alt_address: str | None = None,
     ) -> None:
         """`socket_dir`: where the host puts its VMs' guest heartbeat sockets (None: no
-        guest heartbeats)."""
+        guest heartbeats); `alt_address`: a second address that answers heartbeats."""
         self.name = name
         self.socket_dir = socket_dir
         self.address = address
+        self.alt_address = alt_address
+        # Probes on `address` go unanswered (see set_link; a new process starts linked).
+        self.link_cut = False
         self.heartbeat_port = heartbeat_port
         self.control_port = control_port
         self.vm_mode = vm_mode
@@ -114,6 +118,7 @@ class HostProc:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opendoctor.lab.host",
             "--name", self.name, "--address", self.address,
+            *(["--alt-address", self.alt_address] if self.alt_address else []),
             "--heartbeat-port", str(self.heartbeat_port),
             "--control-port", str(self.control_port),
             "--vm-mode", self.vm_mode,
@@ -122,6 +127,7 @@ class HostProc:
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )  # fmt: skip
+        self.link_cut = False
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.returncode is not None:
@@ -145,7 +151,10 @@ class HostProc:
         if self.proc is None or answer.get("pid") != self.proc.pid:
             # Another lab's host holds this address; ours will fail to bind and exit.
             return False
-        return await heartbeat_answered(self.address, self.heartbeat_port, self.name)
+        for address in (self.address, self.alt_address):
+            if address and not await heartbeat_answered(address, self.heartbeat_port, self.name):
+                return False
+        return True
 
     async def kill(self) -> float:
         """Pull the plug: SIGKILL to the host's process group. Returns the time just before."""
@@ -234,6 +243,13 @@ class HostProc:
         """The host's view of one VM (`alive`, `pid`, ...), None if it has none by that name."""
         answer: dict[str, Any] | None = (await self.request({"op": "vm", "name": name}))["vm"]
         return answer
+
+    async def set_link(self, up: bool) -> float:
+        """Cut (`up=False`) or restore the link of the host's address: its probes there go
+        unanswered, all else carries on. Returns the time just before the change."""
+        answer = await self.request({"op": "restore_link" if up else "cut_link"})
+        self.link_cut = answer["link"] == "cut"
+        return float(answer["t00"])
 
     async def push_events_sink(self) -> dict[str, Any]:
         """Tell the host where events go (`events_sink`); its sender's statistics."""

@@ -42,6 +42,7 @@ class HostRecord:
         return {
             "name": self.name,
             "address": self.proc.address,
+            "alt_address": self.proc.alt_address,
             "heartbeat_port": self.proc.heartbeat_port,
             # What the VIM believes: it only learns of a dead host when told (force-down).
             "state": "down" if self.forced_down else "up",
@@ -49,6 +50,8 @@ class HostRecord:
             "enabled": self.enabled,
             "alive": self.proc.alive,
             "pid": self.proc.pid,
+            # Lab truth too: probes on `address` go unanswered (alt_address still answers).
+            "link_cut": self.proc.alive and self.proc.link_cut,
         }
 
 

@@ -15,6 +15,9 @@ VM_MODES: tuple[str, ...] = ("process", "inline")
 
 # Addresses per /24: .1 to .254 (leave out the network and broadcast forms).
 _PER_OCTET = 254
+# Third octets: hosts .1, VMs .2 up to below the VIPs, hosts' second (alt) addresses.
+VIP_OCTET = 250
+ALT_OCTET = 251
 
 
 @dataclass(slots=True)
@@ -66,6 +69,10 @@ class LabSpec:
     def host_address(self, i: int) -> str:
         return f"{self.ip_prefix}.1.{i}"
 
+    def host_alt_address(self, i: int) -> str:
+        """The i-th host's second heartbeat address (its "storage network" path)."""
+        return f"{self.ip_prefix}.{ALT_OCTET}.{i}"
+
     def vm_address(self, j: int) -> str:
         """Address of the j-th VM, counting from 1.
 
@@ -75,13 +82,13 @@ class LabSpec:
         if j < 1:
             raise ValueError("VM numbers start at 1")
         octet, rest = divmod(j - 1, _PER_OCTET)
-        if octet + 2 > 255:
+        if octet + 2 >= VIP_OCTET:
             raise ValueError(f"too many VMs for one lab: {j}")
         return f"{self.ip_prefix}.{octet + 2}.{rest + 1}"
 
     def vip_address(self, n: int) -> str:
         """Address of the n-th load-balancer VIP, counting from 1."""
-        return f"{self.ip_prefix}.250.{n}"
+        return f"{self.ip_prefix}.{VIP_OCTET}.{n}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -55,6 +55,7 @@ class Lab:
             proc = HostProc(
                 name, spec.host_address(i), spec.heartbeat_port, spec.control_port, spec.vm_mode,
                 socket_dir=str(self.socket_root / name) if self.socket_root else None,
+                alt_address=spec.host_alt_address(i),
             )  # fmt: skip
             proc.events_sink = (spec.events_url, spec.events_token)
             self.hosts[name] = HostRecord(name, proc)
@@ -202,6 +203,32 @@ class Lab:
             raise LabError(502, str(exc)) from exc
         log.info("restored %s", name)
         return host
+
+    async def cut_link(self, name: str) -> dict[str, Any]:
+        """Cut the link of a host's address: heartbeat probes there go unanswered, while
+        the host, its VMs, its events and its alt address carry on."""
+        t00 = await self._set_link(name, up=False)
+        fault = {"host": name, "t00": t00, "kind": "link-cut"}
+        self.faults.append(fault)
+        log.info("cut the link of %s at %.6f", name, t00)
+        return fault
+
+    async def restore_link(self, name: str) -> HostRecord:
+        await self._set_link(name, up=True)
+        log.info("restored the link of %s", name)
+        return self.host(name)
+
+    async def _set_link(self, name: str, up: bool) -> float:
+        """The time just before the change."""
+        host = self.host(name)
+        if not host.alive:
+            raise LabError(409, f"host {name} is not running")
+        if host.proc.link_cut != up:
+            raise LabError(409, f"the link of host {name} is already {'up' if up else 'cut'}")
+        try:
+            return await host.proc.set_link(up)
+        except HostCallError as exc:
+            raise LabError(502, f"host {name}: link not changed: {exc}") from exc
 
     # ----- servers ------------------------------------------------------------------------
 
