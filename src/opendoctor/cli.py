@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor import __version__, cli_inspect
+from opendoctor import __version__, cli_inspect, cli_templates
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(lab_app, name="lab", help="Drive the lab: a small real cloud on th
 app.command()(cli_inspect.topology)
 app.command()(cli_inspect.alarms)
 app.command()(cli_inspect.rca)
+app.add_typer(cli_templates.app, name="template")
 bench_app = typer.Typer(help="Benchmarks that print the figures the project is judged by.")
 app.add_typer(bench_app, name="bench")
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from opendoctor.httpclient import Response
 
 err = Console(stderr=True)
 
@@ -20,6 +25,14 @@ def topology(
         str | None, typer.Option(help="vertex to start from, e.g. host:compute1")
     ] = None,
     depth: Annotated[int, typer.Option(min=0, max=10, help="hops from the root")] = 1,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help='keep only the vertices a JSON filter matches, e.g. {"==": {"type": "server"}} '
+            'or {"and": [{"==": {"type": "host"}}, {"!=": {"state": "ok"}}]}; quote it for '
+            "the shell (operators and fields: docs/api.md)"
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(help="X-Auth-Token (token mode); default: admin headers")
     ] = None,
@@ -28,8 +41,12 @@ def topology(
     """Show the entity graph the service keeps: hosts, the servers they contain, states."""
     from rich.tree import Tree
 
-    query = f"?depth={depth}" + (f"&root={root}" if root else "")
-    body = _api_get(api, "/v1/topology" + query, token)
+    params: dict[str, str | int] = {"depth": depth}
+    if root:
+        params["root"] = root
+    if query is not None:
+        params["query"] = query
+    body = api_get(api, "/v1/topology?" + urlencode(params), token)
     if as_json:
         json.dump(body, sys.stdout, indent=2)
         print()
@@ -44,9 +61,17 @@ def topology(
     def label(key: str) -> str:
         v = vertices[key]
         colour = {"OK": "green", "ERROR": "red", "N/A": "dim"}.get(v["state"], "yellow")
-        return f"{v['type']} [bold]{v['name'] or v['id']}[/bold] [{colour}]{v['state']}[/{colour}]"
+        name = escape(v["name"] or v["id"])
+        return f"{escape(v['type'])} [bold]{name}[/bold] [{colour}]{escape(v['state'])}[/{colour}]"
 
-    tops = [root] if root else sorted(k for k in vertices if k not in has_parent)
+    # A query may leave out the root: then each kept vertex without a parent is a top.
+    if root is not None and root in vertices:
+        tops = [root]
+    else:
+        tops = sorted(k for k in vertices if k not in has_parent)
+    if not vertices:
+        Console().print("no vertices" + (" match the query" if query is not None else ""))
+        return
     forest = Tree("entity graph", hide_root=True)
     for top in tops:
         branch = forest.add(label(top))
@@ -55,27 +80,53 @@ def topology(
     Console().print(forest)
 
 
-def _api_get(api: str, path: str, token: str | None) -> Any:
-    """GET an admin route of a running service, or exit with what went wrong."""
+def api_request(
+    method: str,
+    api: str,
+    path: str,
+    token: str | None,
+    content: bytes | None = None,
+    content_type: str | None = None,
+) -> Response:
+    """Call a route of a running service; exit with what went wrong if it cannot be
+    reached. The caller judges the status."""
     from opendoctor.httpclient import HttpClient, HttpError
 
     headers = {"X-Auth-Token": token} if token else {"X-Project-Id": "admin", "X-Roles": "admin"}
+    if content_type is not None:
+        headers["content-type"] = content_type
 
-    async def fetch() -> Any:
+    async def call() -> Response:
         http = HttpClient()
         try:
-            return await http.get(api.rstrip("/") + path, headers=headers)
+            return await http.request(
+                method, api.rstrip("/") + path, headers=headers, content=content
+            )
         finally:
             await http.close()
 
     try:
-        resp = asyncio.run(fetch())
+        return asyncio.run(call())
     except HttpError as exc:
         err.print(f"[red]cannot reach the API:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+def api_failed(resp: Response) -> typer.Exit:
+    """Say what the API answered (its error message) and return the exit to raise."""
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = resp.body.decode(errors="replace")[:500]
+    err.print(f"[red]HTTP {resp.status}:[/red] {escape(message)}")
+    return typer.Exit(1)
+
+
+def api_get(api: str, path: str, token: str | None) -> Any:
+    """GET an admin route of a running service, or exit with what went wrong."""
+    resp = api_request("GET", api, path, token)
     if not resp.ok:
-        err.print(f"[red]HTTP {resp.status}:[/red] {resp.json()['error']['message']}")
-        raise typer.Exit(1)
+        raise api_failed(resp)
     return resp.json()
 
 
@@ -87,29 +138,91 @@ JSON_OUT = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def alarms(
-    api: API = "http://127.0.0.1:8780", token: TOKEN = None, as_json: JSON_OUT = False
+    api: API = "http://127.0.0.1:8780",
+    token: TOKEN = None,
+    history: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="also show the newest N raise/clear records (in --json too, as history)",
+        ),
+    ] = 0,
+    as_json: JSON_OUT = False,
 ) -> None:
-    """Active alarms: faults, the alarms they deduce, the resources they are on."""
-    body = _api_get(api, "/v1/alarms", token)
+    """Active alarms: faults and the alarms the rule templates deduce from them.
+
+    Each with the resource it is on, its cause, and the template that deduced it.
+    --history N adds the newest N raise/clear records.
+    """
+    body = api_get(api, "/v1/alarms" + (f"?history={history}" if history else ""), token)
     if as_json:
         json.dump(body, sys.stdout, indent=2)
         print()
         return
     table = Table(title="active alarms")
-    for col in ("alarm", "name", "on", "caused by", "state"):
+    for col in ("alarm", "name", "on", "caused by", "deduced by", "state"):
         table.add_column(col)
     for a in body["alarms"]:
-        cause = (a["caused_by"] or "").removeprefix("alarm:")
-        table.add_row(a["id"], a["name"] or "", a["on"] or "", cause, a["state"])
+        cause = (a.get("caused_by") or "").removeprefix("alarm:")
+        table.add_row(
+            *(
+                escape(str(x))
+                for x in (a["id"], a["name"] or "", a["on"] or "", cause, _deduced_by(a))
+            ),
+            _severity(a["state"]),
+        )
     console = Console(width=max(Console().width, 140))
     console.print(table)
     console.print(
         ", ".join(f"{n} {state}" for state, n in sorted(body["counts"].items())) or "none"
     )
+    if history:
+        console.print(_history_table(body.get("history", [])))
+
+
+def _deduced_by(alarm: dict[str, Any]) -> str:
+    """The template that deduced the alarm; empty for a fault's own alarm."""
+    if alarm.get("template"):
+        return str(alarm["template"])
+    return "(a template)" if alarm.get("deduced") else ""
+
+
+def _severity(state: str) -> str:
+    colour = {"CRITICAL": "red", "SEVERE": "red", "WARNING": "yellow"}.get(state, "white")
+    return f"[{colour}]{escape(state)}[/{colour}]"
+
+
+def _history_table(records: list[dict[str, Any]]) -> Table:
+    from datetime import datetime
+
+    table = Table(title=f"alarm history (newest {len(records)}, newest first)")
+    for col in ("time", "change", "alarm", "on", "caused by", "deduced", "severity"):
+        table.add_column(col)
+    for r in records:
+        when = datetime.fromtimestamp(r["time"]).strftime("%m-%d %H:%M:%S.%f")[:-3]
+        change = r["change"]
+        colour = "red" if change == "raised" else "green"
+        table.add_row(
+            when,
+            f"[{colour}]{escape(change)}[/{colour}]",
+            escape(r.get("name") or r["alarm"].removeprefix("alarm:")),
+            escape(r.get("on") or ""),
+            escape((r.get("caused_by") or "").removeprefix("alarm:")),
+            "yes" if r.get("deduced") else "",
+            _severity(r.get("severity") or ""),
+        )
+    return table
 
 
 def rca(
-    alarm_id: Annotated[str, typer.Argument(help="alarm id (a fault id, or fault/server)")],
+    alarm_id: Annotated[
+        str,
+        typer.Argument(
+            help="alarm id: a fault id, or <alarm name>@<resource key> for a deduced alarm, "
+            "e.g. instance.host_down@server:<id> (the alarm column of `opendoctor alarms`)"
+        ),
+    ],
     api: API = "http://127.0.0.1:8780",
     token: TOKEN = None,
     as_json: JSON_OUT = False,
@@ -117,7 +230,7 @@ def rca(
     """Why an alarm is raised: its chain of causes down to the root, and what it causes."""
     from rich.tree import Tree
 
-    body = _api_get(api, f"/v1/rca/{alarm_id}", token)
+    body = api_get(api, f"/v1/rca/{alarm_id}", token)
     if as_json:
         json.dump(body, sys.stdout, indent=2)
         print()
@@ -125,7 +238,8 @@ def rca(
 
     def label(a: dict[str, Any]) -> str:
         on = a["on"]["key"] if a.get("on") else "?"
-        return f"[bold]{a['name']}[/bold] on {on} [red]{a['state']}[/red] ({a['id']})"
+        name, state, id_ = (escape(str(a[k])) for k in ("name", "state", "id"))
+        return f"[bold]{name}[/bold] on {escape(on)} [red]{state}[/red] ({id_})"
 
     chain = [*reversed(body["causes"]), body["alarm"]]
     tree = Tree("root cause: " + label(chain[0]))

@@ -42,6 +42,17 @@ class InspectorSettings(BaseModel):
     topology_file: Path | None = Field(
         None, description="YAML file of what the VIM does not know: switches, racks, feeds"
     )
+    default_templates: bool = Field(
+        True, description="load the built-in rule templates (host down, switch down, ...)"
+    )
+    templates_dir: Path | None = Field(
+        None, description="directory of extra rule templates (*.yaml) to load at start"
+    )
+    consistency_interval: float = Field(
+        300.0,
+        ge=0,
+        description="seconds between full re-reads of the VIM that drop stale entities (0: off)",
+    )
 
 
 class NotifierSettings(BaseModel):

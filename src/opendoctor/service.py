@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from opendoctor import metrics
 from opendoctor.bus import InProcessBus
@@ -15,12 +16,16 @@ from opendoctor.config import Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.inspector import topology_file
+from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph_feed import GraphFeed
+from opendoctor.inspector.history import AlarmHistory
 from opendoctor.inspector.inspector import Inspector
+from opendoctor.inspector.templates import Engine, Plan
+from opendoctor.inspector.templates.registry import Registry
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import Event, VimChange
+from opendoctor.model import Event, VimChange, new_id
 from opendoctor.monitor.hostprobe import HostProber
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender, Sender
@@ -31,6 +36,7 @@ from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
+from opendoctor.store.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,11 @@ class Service:
         # topology, from the VIM's snapshot and change feed.
         self.graph = RxGraph()
         self.graph_feed = GraphFeed(self.graph)
-        self.fault_graph = FaultGraph(self.graph)
+        self.alarm_history = AlarmHistory()
+        self.fault_graph = FaultGraph(self.graph, self.alarm_history)
+        # The rule templates decide what a fault means (who is hurt, what to mark down).
+        self.engine = Engine(self.graph, self.alarm_history)
+        self.templates = Registry(self.engine, TemplateStore(self.db))
         self.events = EventStore(self.db)
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
@@ -77,6 +87,7 @@ class Service:
         self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher)
         self.prober = HostProber(settings.monitor, self.submit_one)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reactions: set[asyncio.Task[Outcome]] = set()
         self._inspector: Inspector | None = None
         self.started = False
 
@@ -106,19 +117,30 @@ class Service:
             self.events,
             self.faults,
             self.settings.inspector,
+            self.engine,
+            self.fault_graph,
             recover=recovery,
-            fault_graph=self.fault_graph,
         )
         await self._inspector.restore()
         await self.sync_topology()
         self.load_topology_file()
-        # Faults that outlived a restart go back into the graph as alarms.
-        graph_faults = FaultGraph(self.graph)
-        for fault in self._inspector.active.values():
-            servers = [
-                self.topology.servers[i] for i in fault.affected if i in self.topology.servers
-            ]
-            graph_faults.raised(fault, servers)
+        inspector = self.settings.inspector
+        await self.templates.load(inspector.default_templates, inspector.templates_dir)
+        # Faults that outlived a restart go back into the graph as alarms. What the rules
+        # deduce from them was carried out before the restart: only the graph is rebuilt.
+        self._inspector.raise_restored()
+        plan = self.engine.attach()
+        log.info(
+            "rule templates in force",
+            extra={
+                "templates": len(self.engine.templates),
+                "deduced_alarms": len(self.engine.alarms),
+                "restored_faults": len(self._inspector.active),
+                "not_redone": len(plan.notify) + len(plan.mark_down),
+            },
+        )
+        if inspector.consistency_interval > 0:
+            self._tasks.append(asyncio.create_task(self._check_consistency(), name="consistency"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
         self.dispatcher.start()
         self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
@@ -163,13 +185,44 @@ class Service:
             extra={"file": str(path), "entities": loaded.entities, "relations": loaded.relations},
         )
 
-    async def _sync_from_vim(self) -> None:
+    async def _sync_from_vim(self) -> int:
+        """Re-read the VIM whole; returns how many stale entities left the graph."""
         hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())
         self.topology.load(hosts, servers)
-        self.graph_feed.load(hosts, servers)
+        stale = self.graph_feed.load(hosts, servers)
         for host in hosts:
             self.prober.watch(host)
+        self.react()
         await self.resources.upsert(hosts, servers)
+        return stale
+
+    async def _check_consistency(self) -> None:
+        """Now and then, re-read the VIM whole: a change the feed missed (a lost message,
+        a deletion while we were down) must not live on in the graph."""
+        while True:
+            await asyncio.sleep(self.settings.inspector.consistency_interval)
+            try:
+                stale = await self._sync_from_vim()
+            except VimError as exc:
+                log.warning("consistency check skipped", extra={"error": str(exc)})
+                continue
+            if stale:
+                log.info("consistency check removed stale entities", extra={"stale": stale})
+
+    def react(self) -> None:
+        """Bring the rules up to date after a change that is not a fault (the VIM's feed,
+        the API), and carry out what follows in the background."""
+        if self.engine.attached:
+            self.carry_out(self.engine.run())
+
+    def carry_out(self, plan: Plan) -> None:
+        """Carry out, in the background, a plan that no fault owns (a template added, a
+        server placed on a failed host)."""
+        if not plan or self._inspector is None:
+            return
+        task = asyncio.create_task(self._inspector.effects.carry_out(plan, None, new_id()))
+        self._reactions.add(task)
+        task.add_done_callback(self._reactions.discard)
 
     async def _sync_until_done(self) -> None:
         delay = 0.2
@@ -220,6 +273,7 @@ class Service:
     def _apply(self, change: VimChange) -> None:
         self.topology.apply(change)
         self.graph_feed.apply(change)
+        self.react()
         if change.kind == "host" and change.host is not None and self.settings.monitor.enabled:
             if change.op == "delete":
                 self.prober.unwatch(change.host.name)
@@ -239,9 +293,10 @@ class Service:
 
     async def stop(self) -> None:
         await self.prober.stop()
-        for task in self._tasks:
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._reactions]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.bus.close()
         if self._inspector is not None:
             await self._inspector.close()

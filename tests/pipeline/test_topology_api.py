@@ -93,30 +93,76 @@ async def test_the_topology_file_adds_what_the_vim_does_not_know(tmp_path: Path)
         await service.stop()
 
 
-async def test_rca_walks_from_a_server_to_the_failed_host(running: Running) -> None:
+async def topology(running: Running, **params: str | int) -> httpx.Response:
+    return await running.client.get("/v1/topology", params=params, headers=ADMIN)
+
+
+async def test_a_query_keeps_the_vertices_it_matches(running: Running) -> None:
+    servers = {f"server:{s.id}" for s in running.vim.servers.values()}
+    body = (await topology(running, query='{"==": {"type": "server"}}')).json()
+    # No edge survives: each has a host at one end.
+    assert keys(body) == servers and body["edges"] == []
+
+    # From a root: the host and one of its servers, and the edge between them only.
+    vm1 = next(s for s in running.vim.servers.values() if s.name == "vm1")
+    query = '{"or": [{"==": {"type": "host"}}, {"==": {"name": "vm1"}}]}'
+    body = (await topology(running, root=f"host:{vm1.host}", depth=1, query=query)).json()
+    assert keys(body) == {f"host:{vm1.host}", f"server:{vm1.id}"}
+    assert body["edges"] == [
+        {"source": f"host:{vm1.host}", "target": f"server:{vm1.id}", "label": "contains"}
+    ]
+
+    # A query may leave out the root itself.
+    body = (
+        await topology(running, root="host:compute1", query='{"==": {"type": "server"}}')
+    ).json()
+    assert "host:compute1" not in keys(body) and keys(body) <= servers and body["edges"] == []
+
+    # Nothing matches: an empty graph, not an error.
+    body = (await topology(running, query='{"regex": {"name": "^nothing"}}')).json()
+    assert body == {"vertices": [], "edges": []}
+
+
+async def test_a_query_follows_states(running: Running) -> None:
     await running.client.put("/events", json=[host_down("compute1")])
     fault = await eventually(
         lambda: running.service.inspector.active.get(("host", "compute1")), what="fault"
     )
     await running.service.inspector.done[fault.id].wait()
-    server_id = fault.affected[0]
+    # States are upper case in the graph; the query's "error" matches them anyway.
+    query = '{"and": [{"==": {"type": "host"}}, {"==": {"state": "error"}}]}'
+    body = (await topology(running, query=query)).json()
+    assert keys(body) == {"host:compute1"}
+    [host] = body["vertices"]
+    assert host["state"] == "ERROR"
+    alarms = (await topology(running, query='{"==": {"category": "alarm"}}')).json()
+    assert f"alarm:{fault.id}" in keys(alarms)
 
-    body = (await running.client.get(f"/v1/rca/{fault.id}/{server_id}", headers=ADMIN)).json()
-    assert body["alarm"]["on"]["key"] == f"server:{server_id}"
-    assert body["root_cause"]["key"] == f"alarm:{fault.id}"
-    assert body["root_cause"]["on"]["key"] == "host:compute1"
-    assert body["root_cause"]["name"] == "compute.host.down"
 
-    top = (await running.client.get(f"/v1/rca/{fault.id}", headers=ADMIN)).json()
-    assert top["causes"] == []
-    assert {e["on"]["key"] for e in top["effects"]} == {f"server:{i}" for i in fault.affected}
-    # The servers under the alarm are in error in the graph (deduced), the host too.
-    host = running.service.graph.get("host:compute1")
-    assert host is not None and host.aggregated_state == "ERROR"
+async def test_limit_counts_what_the_query_keeps(running: Running) -> None:
+    hosts = '{"==": {"type": "host"}}'
+    resp = await topology(running, query=hosts, limit=3)
+    assert resp.status_code == 200 and len(resp.json()["vertices"]) == 3
+    resp = await topology(running, query=hosts, limit=2)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["errors"][0]["field"] == "query" and "3 vertices match" in error["message"]
 
-    # Cleared: the alarms go, and so do the deduced states.
-    await running.client.put("/events", json=[host_down("compute1", status="up")])
-    await running.service.bus.drain()
-    resp = await running.client.get(f"/v1/rca/{fault.id}", headers=ADMIN)
-    assert resp.status_code == 404
-    assert host.deduced_state is None
+
+async def test_bad_queries_name_the_culprit(running: Running) -> None:
+    cases = {
+        "{not json": "query",
+        '{"==": {"typ": "server"}}': "query.==.typ",
+        '{"and": [{"==": {"type": "host"}}, {"like": {"name": "x"}}]}': "query.and[1].like",
+        '{"<": {"name": 3}}': "query.<.name",
+        '{"in": {"state": ["error", 1]}}': "query.in.state[1]",
+    }
+    for query, field in cases.items():
+        for params in ({}, {"root": "host:compute1"}):
+            resp = await topology(running, query=query, **params)
+            assert resp.status_code == 400, (query, resp.text)
+            [error] = resp.json()["error"]["errors"]
+            assert error["field"] == field, (query, error)
+    # The query is checked before the root: a bad one fails even for an unknown root.
+    resp = await topology(running, query='{"==": {"typ": 1}}', root="host:nope")
+    assert resp.status_code == 400

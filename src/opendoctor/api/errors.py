@@ -53,7 +53,10 @@ def validation_errors(errors: list[Any]) -> list[dict[str, str]]:
                 }
             )
             continue
-        out.append({"field": field_path(tuple(err.get("loc", ()))), "problem": problem})
+        # A check over several fields names its culprit in ctx["field"].
+        named = (err.get("ctx") or {}).get("field")
+        field = str(named) if named else field_path(tuple(err.get("loc", ())))
+        out.append({"field": field, "problem": problem})
     return out
 
 

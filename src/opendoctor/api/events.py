@@ -27,21 +27,26 @@ from pydantic_core import PydanticCustomError
 from opendoctor.api.auth import check_southbound
 from opendoctor.api.errors import error_body, validation_errors
 from opendoctor.errors import RequestError
-from opendoctor.model import HOST_EVENTS, INSTANCE_EVENTS, Event
+from opendoctor.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
 from opendoctor.service import Service
 
 router = APIRouter(tags=["events (Doctor)"], dependencies=[Depends(check_southbound)])
 
-KNOWN_TYPES = HOST_EVENTS | INSTANCE_EVENTS
+KNOWN_TYPES = HOST_EVENTS | INSTANCE_EVENTS | {RESOURCE_DOWN}
 
 
 class EventDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    hostname: str = Field(min_length=1, max_length=255)
+    hostname: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^:]+$")
     status: str = Field(min_length=1, max_length=64)
     monitor: str = ""
     monitor_event_id: str = ""
     instance_id: str | None = Field(None, min_length=1, max_length=255)
+    # resource.down: any vertex of the entity graph (a switch, a port, a power feed).
+    resource_type: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    resource_id: str | None = Field(None, min_length=1, max_length=190)
 
 
 class DoctorEvent(BaseModel):
@@ -59,12 +64,45 @@ class DoctorEvent(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _instance_named(self) -> DoctorEvent:
-        if self.type in INSTANCE_EVENTS and self.details.instance_id is None:
+    def _subject_named(self) -> DoctorEvent:
+        d = self.details
+        if self.type in INSTANCE_EVENTS and d.instance_id is None:
             raise PydanticCustomError(
-                "missing", "details.instance_id is required for {type} events", {"type": self.type}
+                "missing",
+                "details.instance_id is required for {type} events",
+                {"type": self.type, "field": "details.instance_id"},
+            )
+        if self.type == RESOURCE_DOWN:
+            if d.resource_type is None or d.resource_id is None:
+                raise PydanticCustomError(
+                    "missing",
+                    "details.resource_type and details.resource_id are required "
+                    "for resource.down events",
+                    {"field": "details.resource_id"},
+                )
+            if d.resource_type in ("host", "server"):
+                raise PydanticCustomError(
+                    "value_error",
+                    "a host or server fault has its own event types "
+                    "(compute.host.down, compute.instance.*); resource.down is for the rest",
+                    {"field": "details.resource_type"},
+                )
+        elif d.hostname is None:
+            raise PydanticCustomError(
+                "missing",
+                "details.hostname is required for {type} events",
+                {"type": self.type, "field": "details.hostname"},
             )
         return self
+
+    @property
+    def subject(self) -> str:
+        """The host's name, or the graph key of the resource a resource.down is about."""
+        d = self.details
+        if self.type == RESOURCE_DOWN:
+            return f"{d.resource_type}:{d.resource_id}"
+        assert d.hostname is not None
+        return d.hostname
 
     def to_event(self) -> Event:
         now = time.time()
@@ -77,9 +115,12 @@ class DoctorEvent(BaseModel):
         else:
             at = now
         extra = dict(self.details.model_extra or {})
+        for name in ("resource_type", "resource_id"):
+            if getattr(self.details, name) is not None:
+                extra[name] = getattr(self.details, name)
         return Event(
             type=self.type,
-            hostname=self.details.hostname,
+            hostname=self.subject,
             status=self.details.status.lower(),
             time=at,
             monitor=self.details.monitor,
@@ -141,10 +182,19 @@ async def _accept(request: Request) -> JSONResponse:
         parsed = parse(raw)
     except _Invalid as exc:
         return JSONResponse(error_body(400, exc.errors), status_code=400)
-    unknown = sorted({e.details.hostname for e in parsed} - service.topology.hosts.keys())
+    hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
+    unknown = sorted(hostnames - service.topology.hosts.keys())
     if unknown:
         field = "details.hostname"
         raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
+    missing = sorted(
+        key
+        for key in {e.subject for e in parsed if e.type == RESOURCE_DOWN}
+        if (v := service.graph.get(key)) is None or v.placeholder
+    )
+    if missing:
+        problem = f"unknown resource(s) in the entity graph: {', '.join(missing)}"
+        raise RequestError(422, problem, "details.resource_id")
     servers = service.topology.servers
     strangers = sorted(
         {

@@ -11,6 +11,7 @@ from opendoctor.api.auth import current_identity
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 from opendoctor.inspector.graph import Vertex
+from opendoctor.inspector.query import QueryError, parse_query
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
 
@@ -99,19 +100,59 @@ async def topology(
     identity: Identity = Depends(current_identity),
     root: str | None = Query(None, description="vertex key to start from, e.g. host:compute1"),
     depth: int = Query(1, ge=0, le=10, description="hops from the root, either direction"),
-    limit: int = Query(10_000, ge=1, le=1_000_000, description="most vertices without a root"),
+    limit: int = Query(
+        10_000, ge=1, le=1_000_000, description="most vertices without a root (after `query`)"
+    ),
+    query: str | None = Query(
+        None,
+        description='a JSON filter on the vertices, e.g. {"==": {"type": "server"}}',
+        examples=['{"and": [{"==": {"type": "server"}}, {"in": {"state": ["error"]}}]}'],
+    ),
 ) -> dict[str, Any]:
+    """Vertices (key, category, type, name, project, raw and aggregated state) and the
+    labelled edges between them: the whole graph, or the subgraph within `depth` hops of
+    `root`.
+
+    `query` keeps only the vertices it matches (and the edges whose two ends are both
+    kept). It is a tree of one-key JSON objects: `and` / `or` (a list of queries), `not`
+    (a query), `==`, `!=`, `<`, `<=`, `>`, `>=`, `in` (a list), `regex` (`re.search`),
+    each with one `{field: value}`, and `exists` (a field name). Fields: key, category,
+    type, id, name, project, raw_state, state (aggregated), deduced_state, placeholder,
+    created, updated and `props.<name>`; `==`, `!=` and `in` on state and category
+    ignore case. A query that cannot be compiled answers 400 naming the culprit's JSON
+    path, e.g. `query.and[1].==.typ`. Without a root, `limit` applies to the vertices the
+    query keeps."""
     _admin(identity)
+    keep = None
+    if query is not None:
+        try:
+            keep = parse_query(query)
+        except QueryError as exc:
+            raise RequestError(400, str(exc), exc.field) from None
     graph = _service(request).graph
     if root is not None:
         if graph.get(root) is None:
             raise RequestError(404, f"no vertex {root!r}", "root")
         vertices, edges = graph.subgraph(root, depth)
-    else:
+        if keep is not None:
+            vertices = [v for v in vertices if keep(v)]
+    elif keep is None:
         if len(graph) > limit:
             problem = f"the graph has {len(graph)} vertices, over limit={limit}: give a root"
             raise RequestError(400, problem, "root")
         vertices, edges = graph.vertices(), graph.all_edges()
+    else:
+        vertices = [v for v in graph.vertices() if keep(v)]
+        if len(vertices) > limit:
+            problem = (
+                f"{len(vertices)} vertices match the query, over limit={limit}: "
+                "give a root or a narrower query"
+            )
+            raise RequestError(400, problem, "query")
+        edges = graph.all_edges()
+    if keep is not None:
+        kept = {v.key for v in vertices}
+        edges = [e for e in edges if e.source in kept and e.target in kept]
     return {
         "vertices": [_vertex(v) for v in vertices],
         "edges": [{"source": e.source, "target": e.target, "label": e.label} for e in edges],
@@ -120,30 +161,39 @@ async def topology(
 
 @router.get("/alarms", summary="Active alarms in the entity graph, with counts (admin)")
 async def graph_alarms(
-    request: Request, identity: Identity = Depends(current_identity)
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    history: int = Query(0, ge=0, le=10_000, description="also the newest N raise/clear records"),
 ) -> dict[str, Any]:
-    """Faults and the alarms they deduce, each with the resource it is on and its cause."""
+    """Faults' alarms and those the rule templates deduce from them, each with the
+    resource it is on and its cause."""
     _admin(identity)
     service = _service(request)
     graph = service.graph
     alarms = []
     counts: dict[str, int] = {}
-    for key in sorted(service.fault_graph.alarms):
+    for key in sorted(service.fault_graph.alarms | service.engine.alarms.keys()):
         vertex = graph.get(key)
         if vertex is None:
             continue
         on = graph.neighbors(key, "on")
         cause = graph.neighbors(key, "causes", direction="in")
+        props = vertex.props or {}
         alarms.append(
             dict(
                 _vertex(vertex),
-                on=on[0].key if on else None,
+                on=on[0].key if on else props.get("resource"),
                 caused_by=cause[0].key if cause else None,
-                deduced=bool(cause),
+                deduced=bool(props.get("deduced")),
+                template=props.get("template"),
+                fault_id=props.get("fault_id"),
             )
         )
         counts[vertex.state] = counts.get(vertex.state, 0) + 1
-    return {"alarms": alarms, "counts": counts}
+    body: dict[str, Any] = {"alarms": alarms, "counts": counts}
+    if history:
+        body["history"] = service.alarm_history.recent(history)
+    return body
 
 
 @router.get("/rca/{alarm_id:path}", summary="Root-cause analysis of an alarm (admin)")
@@ -152,8 +202,8 @@ async def rca(
 ) -> dict[str, Any]:
     """The alarm, what caused it (nearest first) and what it causes, over `causes` edges.
 
-    A fault's alarm id is the fault id; the alarm it deduces on each server of a failed
-    host is `<fault id>/<server id>`.
+    A fault's alarm id is the fault id; an alarm the templates deduce is
+    `<alarm name>@<resource key>`, e.g. `instance.host_down@server:<id>`.
     """
     _admin(identity)
     graph = _service(request).graph

@@ -1,67 +1,61 @@
-"""Faults as alarms in the entity graph, with what they cause: the basis of RCA.
+"""Faults as alarms in the entity graph: what the rule templates start from.
 
-A host fault raises an alarm on the host and, for every server on it, a deduced alarm
-on the server that the host's alarm `causes`; a server fault raises one alarm on the
-server. Resources under an alarm get a deduced ERROR state. Clearing the fault removes
-its alarms and the deduced states. This is the built-in form of the "host down →
-servers down" rule; rule templates will generalise it.
+An active fault is one alarm vertex `alarm:<fault id>`, named after the event type and
+[on] the resource the fault is about (a host, a server, or any vertex a `resource.down`
+event names). What follows from it (servers down, hosts unreachable, causes) is for the
+templates to deduce. Clearing the fault removes the alarm, and the engine undoes what
+it deduced from it.
 """
 
 from __future__ import annotations
 
 from opendoctor.faults import Fault
-from opendoctor.inspector.graph import CAUSES, ON, TopologyGraph, make_key
-from opendoctor.inspector.states import Category, ResourceState
-from opendoctor.model import Server
+from opendoctor.inspector.graph import ON, TopologyGraph, make_key
+from opendoctor.inspector.history import AlarmHistory
+from opendoctor.inspector.states import Category
+from opendoctor.model import HOST_UNREACHABLE
 
 ALARM = Category.ALARM.value
 
+# Severity of a fault's alarm by its event type; a monitor may say otherwise in
+# details.severity. Anything not listed is critical.
+SEVERITIES = {HOST_UNREACHABLE: "warning"}
 
-def alarm_key(fault: Fault, server_id: str | None = None) -> str:
-    return make_key("alarm", fault.id if server_id is None else f"{fault.id}/{server_id}")
+
+def alarm_key(fault: Fault) -> str:
+    return make_key("alarm", fault.id)
+
+
+def resource_of(fault: Fault) -> str:
+    return make_key(*fault.key)
 
 
 class FaultGraph:
-    def __init__(self, graph: TopologyGraph) -> None:
+    def __init__(self, graph: TopologyGraph, history: AlarmHistory) -> None:
         self.graph = graph
-        # Keys of the alarms raised here: listing them must not scan a million vertices.
+        self.history = history
+        # Keys of the faults' alarms: listing them must not scan a million vertices.
         self.alarms: set[str] = set()
 
-    def raised(self, fault: Fault, servers: list[Server]) -> None:
-        if fault.instance_id is not None:
-            resource = make_key("server", fault.instance_id)
-        else:
-            resource = make_key("host", fault.hostname)
-        self._alarm(alarm_key(fault), fault.type, resource, fault)
-        if fault.instance_id is not None:
-            return
-        for server in servers:
-            effect = alarm_key(fault, server.id)
-            self._alarm(effect, "compute.instance.down", make_key("server", server.id), fault)
-            self.graph.link(alarm_key(fault), effect, CAUSES)
-
-    def _alarm(self, key: str, name: str, resource: str, fault: Fault) -> None:
-        alarm_id = key.removeprefix("alarm:")
+    def raised(self, fault: Fault, severity: str | None = None) -> None:
+        key = alarm_key(fault)
+        resource = resource_of(fault)
         self.alarms.add(key)
-        self.graph.upsert(
+        alarm = self.graph.upsert(
             ALARM,
             "alarm",
-            alarm_id,
-            name=name,
-            raw_state="critical",
+            fault.id,
+            name=fault.type,
+            raw_state=severity or SEVERITIES.get(fault.type, "critical"),
             props={"fault_id": fault.id, "resource": resource},
         )
         self.graph.link(key, resource, ON)
-        target = self.graph.get(resource)
-        if target is not None:
-            target.deduced_state = ResourceState.ERROR.value
+        self.history.record("raised", alarm, resource, None)
 
     def cleared(self, fault: Fault) -> None:
-        root = alarm_key(fault)
-        for alarm in [*self.graph.neighbors(root, CAUSES), self.graph.get(root)]:
-            if alarm is None:
-                continue
-            for resource in self.graph.neighbors(alarm.key, ON):
-                resource.deduced_state = None
-            self.graph.remove(alarm.key)
-            self.alarms.discard(alarm.key)
+        key = alarm_key(fault)
+        alarm = self.graph.get(key)
+        if alarm is not None:
+            self.history.record("cleared", alarm, resource_of(fault), None)
+            self.graph.remove(key)
+        self.alarms.discard(key)

@@ -100,6 +100,8 @@ class TopologyGraph(Protocol):
         type: str | None = None,
     ) -> list[Vertex]: ...
 
+    def has_edge(self, source_key: str, target_key: str, label: str) -> bool: ...
+
     def edges(self, key: str) -> list[Edge]: ...
 
     def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]: ...
@@ -114,6 +116,17 @@ class TopologyGraph(Protocol):
         """Every vertex, placeholders included (for small graphs and exports)."""
 
     def all_edges(self) -> list[Edge]: ...
+
+    listener: GraphListener | None
+    """Told of every change (the rule engine's feed)."""
+
+
+class GraphListener(Protocol):
+    def vertex_changed(self, key: str) -> None: ...
+
+    def edge_changed(self, source: str, target: str) -> None: ...
+
+    def vertex_removed(self, key: str, neighbors: list[str]) -> None: ...
 
 
 def placeholder_vertex(key: str) -> Vertex:
@@ -184,6 +197,7 @@ class RxGraph:
     def __init__(self) -> None:
         self._g: rx.PyDiGraph[Vertex, str] = rx.PyDiGraph(multigraph=True)
         self._index: dict[str, int] = {}
+        self.listener: GraphListener | None = None
 
     def upsert(
         self,
@@ -201,9 +215,11 @@ class RxGraph:
         if idx is None:
             vertex = new_vertex(category, type, id, name, project, raw_state, props)
             self._index[vertex.key] = self._g.add_node(vertex)
-            return vertex
-        vertex = self._g[idx]
-        apply_fields(vertex, category, name, project, raw_state, props, time.time())
+        else:
+            vertex = self._g[idx]
+            apply_fields(vertex, category, name, project, raw_state, props, time.time())
+        if self.listener is not None:
+            self.listener.vertex_changed(key)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -215,6 +231,9 @@ class RxGraph:
         idx = self._index.pop(key, None)
         if idx is None:
             return False
+        if self.listener is not None:
+            near = [self._g[i].key for i in set(self._adjacent(idx, None, "both")) if i != idx]
+            self.listener.vertex_removed(key, near)
         self._g.remove_node(idx)
         return True
 
@@ -230,6 +249,8 @@ class RxGraph:
         if self._g.has_edge(a, b) and label in self._g.get_all_edge_data(a, b):
             return
         self._g.add_edge(a, b, label)
+        if self.listener is not None:
+            self.listener.edge_changed(source_key, target_key)
 
     def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
         a = self._index.get(source_key)
@@ -243,7 +264,16 @@ class RxGraph:
         ]
         for e in doomed:
             self._g.remove_edge_from_index(e)
+        if doomed and self.listener is not None:
+            self.listener.edge_changed(source_key, target_key)
         return bool(doomed)
+
+    def has_edge(self, source_key: str, target_key: str, label: str) -> bool:
+        a = self._index.get(source_key)
+        b = self._index.get(target_key)
+        if a is None or b is None or not self._g.has_edge(a, b):
+            return False
+        return label in self._g.get_all_edge_data(a, b)
 
     def _adjacent(self, idx: int, label: str | None, direction: Direction) -> Iterable[int]:
         g = self._g

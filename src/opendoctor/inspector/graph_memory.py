@@ -13,6 +13,7 @@ from opendoctor.inspector.graph import (
     CAUSES,
     Direction,
     Edge,
+    GraphListener,
     Vertex,
     apply_fields,
     make_key,
@@ -28,6 +29,7 @@ class MemoryGraph:
         self._v: dict[str, Vertex] = {}
         self._out: dict[str, set[tuple[str, str]]] = {}
         self._in: dict[str, set[tuple[str, str]]] = {}
+        self.listener: GraphListener | None = None
 
     def upsert(
         self,
@@ -48,14 +50,20 @@ class MemoryGraph:
             self._in[key] = set()
         else:
             apply_fields(vertex, category, name, project, raw_state, props, time.time())
+        if self.listener is not None:
+            self.listener.vertex_changed(key)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
         return self._v.get(key)
 
     def remove(self, key: str) -> bool:
-        if self._v.pop(key, None) is None:
+        if key not in self._v:
             return False
+        if self.listener is not None:
+            near = [k for k in self._adjacent(key, None, "both") if k != key]
+            self.listener.vertex_removed(key, near)
+        del self._v[key]
         for target, label in self._out.pop(key):
             self._in[target].discard((key, label))
         for source, label in self._in.pop(key):
@@ -72,8 +80,12 @@ class MemoryGraph:
     def link(self, source_key: str, target_key: str, label: str) -> None:
         self._ensure(source_key)
         self._ensure(target_key)
+        if (target_key, label) in self._out[source_key]:
+            return
         self._out[source_key].add((target_key, label))
         self._in[target_key].add((source_key, label))
+        if self.listener is not None:
+            self.listener.edge_changed(source_key, target_key)
 
     def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
         out = self._out.get(source_key)
@@ -82,7 +94,12 @@ class MemoryGraph:
         doomed = {(t, lab) for t, lab in out if t == target_key and label in (None, lab)}
         out -= doomed
         self._in[target_key] -= {(source_key, lab) for _, lab in doomed}
+        if doomed and self.listener is not None:
+            self.listener.edge_changed(source_key, target_key)
         return bool(doomed)
+
+    def has_edge(self, source_key: str, target_key: str, label: str) -> bool:
+        return (target_key, label) in self._out.get(source_key, ())
 
     def _adjacent(self, key: str, label: str | None, direction: Direction) -> list[str]:
         pairs: list[tuple[str, str]] = []

@@ -1,9 +1,12 @@
-"""The inspector: from a host fault to its affected servers, and what happens to them.
+"""The inspector: from a fault to what it hurts, through the rule templates, and action.
 
-On a new fault it finds the host's servers in the in-memory topology and starts three
-things together — notify the owners, force the host down, set the servers to error —
-so the owners never wait on the VIM (the Doctor "shortcut" path). Recovery follows
-once the owners are told and the host is marked down.
+A new fault becomes an alarm in the entity graph; the rule engine brings its matches up
+to date (for a host: every server on it is down, the host must be marked down) and
+hands back a plan, which `Effects` carries out owners first. A second signal about a
+resource already at fault is recorded once, unless it is graver (a host that was only
+unreachable is now down): then the alarm is raised to the new severity and the
+templates take it from there. Recovery follows once the owners are told and the host
+is marked down.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from opendoctor import metrics
 from opendoctor.config import InspectorSettings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.faults import Fault
-from opendoctor.inspector.fault_graph import FaultGraph
+from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
+from opendoctor.inspector.fault_graph import SEVERITIES, FaultGraph
+from opendoctor.inspector.graph import make_key
+from opendoctor.inspector.states import Category, normalize, priority
+from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import INSTANCE_UPDATE, Event, NotificationEvent, Server, new_id
+from opendoctor.model import Event, Server, new_id
 from opendoctor.notifier.notifier import Notifier
 from opendoctor.store.pipeline import EventStore, FaultStore
 
@@ -29,19 +35,9 @@ log = logging.getLogger(__name__)
 Recover = Callable[[Fault, list[Server]], Awaitable[None]]
 
 
-def instance_event(event: Event, fault: Fault, server: Server) -> NotificationEvent:
-    note = NotificationEvent.build(
-        INSTANCE_UPDATE,
-        fault_id=fault.id,
-        instance_id=server.id,
-        state="error",
-        host=server.host,
-        project_id=server.project_id,
-        tenant_id=server.project_id,
-    )
-    # Stable per (event, server): a replayed event yields the same message ids.
-    note.message_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{event.id}/{server.id}"))
-    return note
+def _gravity(event_type: str) -> int:
+    severity = SEVERITIES.get(event_type, "critical")
+    return priority(Category.ALARM, normalize(Category.ALARM, "alarm", severity))
 
 
 class Inspector:
@@ -53,17 +49,27 @@ class Inspector:
         events: EventStore,
         faults: FaultStore,
         settings: InspectorSettings,
+        engine: Engine,
+        fault_graph: FaultGraph,
         recover: Recover | None = None,
-        fault_graph: FaultGraph | None = None,
+        workflows: WorkflowRunner | None = None,
     ) -> None:
         self.topology = topology
         self.vim = vim
-        self.notifier = notifier
         self.events = events
         self.faults = faults
-        self.settings = settings
-        self.recover = recover
+        self.engine = engine
         self.fault_graph = fault_graph
+        self.recover = recover
+        self.effects = Effects(
+            topology,
+            engine.graph,
+            vim,
+            notifier,
+            settings,
+            workflows or LoggingWorkflows(),
+            self._mark,
+        )
         self.active: dict[tuple[str, str], Fault] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
@@ -73,25 +79,23 @@ class Inspector:
         """Take up the faults that were active when the service stopped."""
         for fault in await self.faults.list(status="active", limit=100_000):
             self.active[fault.key] = fault
+
+    def raise_restored(self) -> Plan:
+        """Put restored faults back into the graph; what that would do was done before
+        the restart (owners told, VIM changed), so the caller only logs the plan."""
+        for fault in self.active.values():
+            self.fault_graph.raised(fault)
         metrics.FAULTS_ACTIVE.set(len(self.active))
+        return self.engine.run()
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
         fault = self.active.get(event.key)
         if event.active:
             if fault is not None:
-                # Another report of a known fault: remember what says so, act once.
-                fault.repeats += 1
-                metrics.EVENTS.labels(event.type, "duplicate").inc()
-                if event.type not in fault.signals:
-                    fault.signals.append(event.type)
-                    await self.faults.save(fault)
-                await self.events.mark_processed(event, fault.id)
-                return
-            if event.instance_id is not None:
-                await self._new_server_fault(event)
+                await self._again(event, fault)
             else:
-                await self._new_host_fault(event)
+                await self._new_fault(event)
         elif fault is not None:
             if event.type in fault.signals:
                 fault.signals.remove(event.type)
@@ -122,105 +126,58 @@ class Inspector:
         metrics.FAULTS_ACTIVE.set(len(self.active))
         return fault
 
-    async def _new_server_fault(self, event: Event) -> None:
-        """One server failed (its process exited, its guest went silent or unhealthy)."""
+    async def _new_fault(self, event: Event) -> None:
         fault = self._open(event)
-        server = self.topology.servers.get(event.instance_id or "")
-        if server is not None:
-            fault.affected = [server.id]
-            self._mark(fault, "T02")
-            root_cause = {
-                "fault_id": fault.id,
-                "event_type": event.type,
-                "hostname": event.hostname,
-                "instance_id": server.id,
-                "reason": event.details.get("reason"),
-            }
-            note = instance_event(event, fault, server)
-            await self._notify_then_mark(fault, [note], root_cause, [server])
-            if self.fault_graph is not None:
-                self.fault_graph.raised(fault, [server])
-        else:
-            log.warning("fault of an unknown server", extra={"instance_id": event.instance_id})
+        severity = event.details.get("severity")
+        self.fault_graph.raised(fault, severity if isinstance(severity, str) else None)
+        if self.engine.graph.get(make_key(*fault.key)) is None:
+            log.warning("fault of a resource the graph does not know", extra={"key": fault.key})
+        outcome = await self._act(event, fault)
         await self.faults.save(fault)
         await self.events.mark_processed(event, fault.id)
-        self.done[fault.id].set()
+        self._after(fault, outcome)
 
-    async def _new_host_fault(self, event: Event) -> None:
-        fault = self._open(event)
-        servers = self.topology.servers_on(event.hostname)
-        fault.affected = [s.id for s in servers]
-        self._mark(fault, "T02")
-        notes = [instance_event(event, fault, s) for s in servers]
-        root_cause = {"fault_id": fault.id, "event_type": event.type, "hostname": event.hostname}
-        await asyncio.gather(
-            self._notify_then_mark(fault, notes, root_cause, servers),
-            self._force_down(fault),
-        )
-        # After the owners are told: the graph is for people asking why, later.
-        if self.fault_graph is not None:
-            self.fault_graph.raised(fault, servers)
+    async def _again(self, event: Event, fault: Fault) -> None:
+        """Another report about a resource already at fault: remember it, act once."""
+        fault.repeats += 1
+        metrics.EVENTS.labels(event.type, "duplicate").inc()
+        if event.type in fault.signals:
+            await self.events.mark_processed(event, fault.id)
+            return
+        fault.signals.append(event.type)
+        outcome = None
+        if _gravity(event.type) > _gravity(fault.type):
+            log.info(
+                "fault escalated", extra={"fault": fault.id, "from": fault.type, "to": event.type}
+            )
+            fault.type = event.type
+            self.fault_graph.raised(fault)
+            outcome = await self._act(event, fault)
         await self.faults.save(fault)
         await self.events.mark_processed(event, fault.id)
-        if self.recover is not None and "T04" in fault.trace and servers:
+        if outcome is not None:
+            self._after(fault, outcome)
+
+    async def _act(self, event: Event, fault: Fault) -> Outcome:
+        started = time.perf_counter()
+        plan = self.engine.run()
+        metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
+        metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
+        return await self.effects.carry_out(plan, fault, event.id, event.details)
+
+    def _after(self, fault: Fault, outcome: Outcome) -> None:
+        """Recover the servers of hosts this fault took down, or say the work is done."""
+        down = set(outcome.hosts_down)
+        servers = [s for s in outcome.servers if s.host in down]
+        if self.recover is not None and servers:
             self._spawn(self._recover(fault, servers))
-        else:
+        elif fault.id in self.done:
             self.done[fault.id].set()
 
     def _mark(self, fault: Fault, checkpoint: str, at: float | None = None) -> None:
         at = time.time() if at is None else at
         fault.mark(checkpoint, at)
         metrics.STAGE.labels(checkpoint).observe(max(0.0, at - fault.trace["T01"]))
-
-    async def _notify(self, fault: Fault, notes: list[NotificationEvent], cause: object) -> None:
-        entries = await self.notifier.notify(notes, root_cause=cause)
-        delivered = [e.delivered for e in entries if e.delivered is not None]
-        if delivered:
-            self._mark(fault, "T09", max(delivered))
-
-    async def _notify_then_mark(
-        self, fault: Fault, notes: list[NotificationEvent], cause: object, servers: list[Server]
-    ) -> None:
-        # One VIM call per server costs this process as much CPU as one notification.
-        # Run side by side they share the CPU and the owners hear later; the owners come
-        # first (they may switch to a standby before the VIM moves anything), so the
-        # per-server calls start once every notification has had its first attempt.
-        # Forcing the host down is one call and starts at once, with the notifications.
-        await self._notify(fault, notes, cause)
-        await self._set_error(fault, servers)
-
-    async def _force_down(self, fault: Fault) -> None:
-        try:
-            await self.vim.force_down(fault.hostname, True)
-        except VimError as exc:
-            metrics.VIM_ERRORS.labels("force_down").inc()
-            log.error("could not mark host down", extra={"host": fault.hostname, "error": str(exc)})
-            return
-        host = self.topology.hosts.get(fault.hostname)
-        if host is not None:
-            host.forced_down, host.state = True, "down"
-        self._mark(fault, "T04")
-
-    async def _set_error(self, fault: Fault, servers: list[Server]) -> None:
-        limit = asyncio.Semaphore(self.settings.vim_concurrency)
-
-        async def one(server: Server) -> bool:
-            async with limit:
-                try:
-                    await self.vim.reset_state(server.id, "error")
-                except VimError as exc:
-                    metrics.VIM_ERRORS.labels("reset_state").inc()
-                    log.error(
-                        "could not set server to error",
-                        extra={"server": server.id, "error": str(exc)},
-                    )
-                    return False
-            server.status = "ERROR"
-            return True
-
-        results = await asyncio.gather(*(one(s) for s in servers))
-        if all(results):
-            self._mark(fault, "T03")
 
     async def _recover(self, fault: Fault, servers: list[Server]) -> None:
         assert self.recover is not None
@@ -231,21 +188,28 @@ class Inspector:
                 self._mark(fault, "T11", max(finished))
             await self.faults.save(fault)
         finally:
-            self.done[fault.id].set()
+            if fault.id in self.done:
+                self.done[fault.id].set()
 
     async def _clear(self, event: Event, fault: Fault) -> None:
         fault.status = "cleared"
         fault.cleared = time.time()
-        if self.fault_graph is not None:
-            self.fault_graph.cleared(fault)
+        marked_before = {k for k, *_ in self._marks()}
+        self.fault_graph.cleared(fault)
+        plan = self.engine.run()
+        metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
         del self.active[event.key]
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
+        if plan:
+            # A rule that holds because something cleared (a NOT): carry it out as well.
+            await self.effects.carry_out(plan, None, event.id, event.details)
+        # What was marked down for a reason that no longer holds comes back up.
+        released = marked_before - {k for k, *_ in self._marks()}
+        hosts = [k.removeprefix("host:") for k in released if k.startswith("host:")]
+        servers = [k.removeprefix("server:") for k in released if k.startswith("server:")]
         try:
-            if fault.instance_id is not None:
-                await self._server_back(fault.instance_id)
-            else:
-                await self._host_back(event.hostname)
+            await self.effects.undo_marks(hosts, servers)
         except VimError as exc:
             metrics.VIM_ERRORS.labels("clear").inc()
             problem = {"fault": fault.id, "error": str(exc)}
@@ -253,18 +217,8 @@ class Inspector:
         await self.faults.save(fault)
         await self.events.mark_processed(event, fault.id)
 
-    async def _host_back(self, hostname: str) -> None:
-        await self.vim.force_down(hostname, False)
-        host = self.topology.hosts.get(hostname)
-        if host is not None:
-            host.forced_down, host.state = False, "up"
-
-    async def _server_back(self, server_id: str) -> None:
-        server = self.topology.servers.get(server_id)
-        # Only undo what the fault did: a server someone else changed meanwhile stays.
-        if server is not None and server.status == "ERROR":
-            await self.vim.reset_state(server_id, "active")
-            server.status = "ACTIVE"
+    def _marks(self) -> list[tuple[str, ...]]:
+        return [key[1:] for key in self.engine.once if key[0] == "mark_down"]
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -117,3 +117,13 @@ class OutboxRow(Base):
         Index("ix_outbox_status", "status", "next_attempt"),
         Index("ix_outbox_fault", "fault_id"),
     )
+
+
+class TemplateRow(Base):
+    """A rule template added through the API (built-in ones ship with the package)."""
+
+    __tablename__ = "templates"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,246 @@
+"""Carrying out what the rule engine decided: tell the owners, then change the VIM.
+
+The order is the hot path's: every owner's notification starts at once (grouped by
+root cause, one notifier call per group); forcing hosts down is one call per host and
+starts with them; setting each server to error waits until every owner has had a
+first attempt, because on a shared CPU those calls would delay the owners (DESIGN §1:
+the owner is told first). Nothing here waits on the VIM before the owners are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opendoctor import metrics
+from opendoctor.config import InspectorSettings
+from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.faults import Fault
+from opendoctor.inspector.graph import TopologyGraph, split_key
+from opendoctor.inspector.templates.engine import NotifyEffect, Plan, WorkflowEffect
+from opendoctor.inspector.topology import Topology
+from opendoctor.model import NotificationEvent, Server
+from opendoctor.notifier.notifier import Notifier
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowRunner(Protocol):
+    """Where `run_workflow` actions go (the workflow engine plugs in here)."""
+
+    async def run(self, effect: WorkflowEffect, fault: Fault | None) -> None: ...
+
+
+class LoggingWorkflows:
+    """The stand-in until a workflow engine is configured: records and logs each request."""
+
+    def __init__(self) -> None:
+        self.requested: list[tuple[WorkflowEffect, str | None]] = []
+
+    async def run(self, effect: WorkflowEffect, fault: Fault | None) -> None:
+        self.requested.append((effect, fault.id if fault else None))
+        metrics.WORKFLOWS_REQUESTED.labels(effect.workflow).inc()
+        log.info(
+            "workflow requested",
+            extra={
+                "workflow": effect.workflow,
+                "target": effect.target,
+                "template": effect.template,
+            },
+        )
+
+
+@dataclass(slots=True)
+class Outcome:
+    hosts_down: list[str] = field(default_factory=list)  # names the VIM now has down
+    servers: list[Server] = field(default_factory=list)  # servers whose owners were told
+
+
+Mark = Callable[[Fault, str, float | None], None]
+
+
+def note_for(
+    effect: NotifyEffect,
+    server: Server | None,
+    resource: tuple[str, str],
+    project: str | None,
+    seed: str,
+    fault: Fault | None,
+) -> NotificationEvent:
+    fault_id = fault.id if fault else None
+    if server is not None:
+        note = NotificationEvent.build(
+            effect.event_type,
+            fault_id=fault_id,
+            instance_id=server.id,
+            state=effect.state,
+            host=server.host,
+            project_id=server.project_id,
+            tenant_id=server.project_id,
+        )
+    else:
+        note = NotificationEvent.build(
+            effect.event_type,
+            fault_id=fault_id,
+            resource_type=resource[0],
+            resource_id=resource[1],
+            state=effect.state,
+            project_id=project,
+            tenant_id=project,
+        )
+    # Stable per (event, resource): a replayed event yields the same message ids.
+    note.message_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}/{resource[1]}"))
+    return note
+
+
+class Effects:
+    def __init__(
+        self,
+        topology: Topology,
+        graph: TopologyGraph,
+        vim: VimDriver,
+        notifier: Notifier,
+        settings: InspectorSettings,
+        workflows: WorkflowRunner,
+        mark: Mark,
+    ) -> None:
+        self.topology = topology
+        self.graph = graph
+        self.vim = vim
+        self.notifier = notifier
+        self.settings = settings
+        self.workflows = workflows
+        self.mark = mark
+
+    def _server(self, key: str) -> Server | None:
+        type_, id_ = split_key(key)
+        return self.topology.servers.get(id_) if type_ == "server" else None
+
+    def root_cause(
+        self, fault: Fault | None, cause: str | None, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What reason_data.root_cause tells the owner: the fault, and the alarm at the
+        root of the causal chain that led to this notification."""
+        out: dict[str, Any] = {}
+        if fault is not None:
+            out = {"fault_id": fault.id, "event_type": fault.type, "hostname": fault.hostname}
+            if fault.instance_id is not None:
+                out["instance_id"] = fault.instance_id
+        if details.get("reason"):
+            out["reason"] = details["reason"]
+        vertex = self.graph.get(cause) if cause else None
+        if vertex is not None:
+            causes, _ = self.graph.causal_chain(vertex.key)
+            root = causes[-1] if causes else vertex
+            out["alarm_id"] = root.id
+            out["alarm_type"] = root.name
+            out["alarm_resource"] = (root.props or {}).get("resource")
+            out["cause_alarm_id"] = vertex.id
+        return out
+
+    async def carry_out(
+        self, plan: Plan, fault: Fault | None, seed: str, details: dict[str, Any] | None = None
+    ) -> Outcome:
+        outcome = Outcome()
+        groups: dict[str | None, list[NotificationEvent]] = {}
+        for effect in plan.notify:
+            server = self._server(effect.target)
+            vertex = self.graph.get(effect.target)
+            if server is None and vertex is None:
+                continue
+            if server is not None:
+                outcome.servers.append(server)
+            resource = split_key(effect.target)
+            project = vertex.project if vertex is not None else None
+            note = note_for(effect, server, resource, project, seed, fault)
+            groups.setdefault(effect.cause, []).append(note)
+        if fault is not None:
+            known = set(fault.affected)
+            fault.affected.extend(s.id for s in outcome.servers if s.id not in known)
+            self.mark(fault, "T02", None)
+        hosts = [split_key(k)[1] for k in plan.mark_down if k.startswith("host:")]
+        to_error = [s for k in plan.mark_down if (s := self._server(k)) is not None]
+        causes = {c: self.root_cause(fault, c, details or {}) for c in groups}
+        results = await asyncio.gather(
+            self._notify_then_mark(fault, groups, causes, to_error),
+            *(self._force_down(fault, h) for h in hosts),
+        )
+        outcome.hosts_down = [h for h, ok in zip(hosts, results[1:], strict=True) if ok]
+        for workflow in plan.workflows:
+            try:
+                await self.workflows.run(workflow, fault)
+            except Exception:
+                log.exception("workflow request failed", extra={"workflow": workflow.workflow})
+        return outcome
+
+    async def _notify_then_mark(
+        self,
+        fault: Fault | None,
+        groups: dict[str | None, list[NotificationEvent]],
+        causes: dict[str | None, dict[str, Any]],
+        servers: list[Server],
+    ) -> bool:
+        sent = await asyncio.gather(
+            *(self.notifier.notify(notes, root_cause=causes[c]) for c, notes in groups.items())
+        )
+        delivered = [e.delivered for entries in sent for e in entries if e.delivered is not None]
+        if fault is not None and delivered:
+            self.mark(fault, "T09", max(delivered))
+        await self._set_error(fault, servers)
+        return True
+
+    async def _force_down(self, fault: Fault | None, hostname: str) -> bool:
+        try:
+            await self.vim.force_down(hostname, True)
+        except VimError as exc:
+            metrics.VIM_ERRORS.labels("force_down").inc()
+            log.error("could not mark host down", extra={"host": hostname, "error": str(exc)})
+            return False
+        host = self.topology.hosts.get(hostname)
+        if host is not None:
+            host.forced_down, host.state = True, "down"
+        if fault is not None:
+            self.mark(fault, "T04", None)
+        return True
+
+    async def _set_error(self, fault: Fault | None, servers: list[Server]) -> None:
+        if not servers:
+            return
+        limit = asyncio.Semaphore(self.settings.vim_concurrency)
+
+        async def one(server: Server) -> bool:
+            async with limit:
+                try:
+                    await self.vim.reset_state(server.id, "error")
+                except VimError as exc:
+                    metrics.VIM_ERRORS.labels("reset_state").inc()
+                    log.error(
+                        "could not set server to error",
+                        extra={"server": server.id, "error": str(exc)},
+                    )
+                    return False
+            server.status = "ERROR"
+            return True
+
+        results = await asyncio.gather(*(one(s) for s in servers))
+        if fault is not None and all(results):
+            self.mark(fault, "T03", time.time())
+
+    async def undo_marks(self, hosts: list[str], servers: list[str]) -> None:
+        """Bring back what no remaining reason keeps down (after a fault clears)."""
+        for name in hosts:
+            await self.vim.force_down(name, False)
+            host = self.topology.hosts.get(name)
+            if host is not None:
+                host.forced_down, host.state = False, "up"
+        for server_id in servers:
+            server = self.topology.servers.get(server_id)
+            # Only undo what a fault did: a server someone else changed meanwhile stays.
+            if server is not None and server.status == "ERROR":
+                await self.vim.reset_state(server_id, "active")
+                server.status = "ACTIVE"

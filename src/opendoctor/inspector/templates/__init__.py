@@ -1,0 +1,10 @@
+"""Rule templates: declarative correlation rules evaluated over the entity graph.
+
+`compiler.compile_template` turns YAML into a checked `Template`; `engine.Engine` keeps
+every template's matches current as the graph changes and says what to do about them.
+"""
+
+from opendoctor.inspector.templates.compiler import Template, TemplateError, compile_template
+from opendoctor.inspector.templates.engine import Engine, Plan
+
+__all__ = ["Engine", "Plan", "Template", "TemplateError", "compile_template"]

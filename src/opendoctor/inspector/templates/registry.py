@@ -1,0 +1,117 @@
+"""Which templates are in force, where each came from, and changing them at run time.
+
+Built-in templates ship with the package; a directory may add more; the API adds,
+replaces and deletes its own, which are stored and outlive restarts. A template added
+through the API under a built-in's name replaces it until it is deleted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from opendoctor.inspector.templates.compiler import Template, TemplateError, compile_template
+from opendoctor.inspector.templates.defaults import default_texts
+from opendoctor.inspector.templates.engine import Engine, Plan
+from opendoctor.store.templates import TemplateStore
+
+log = logging.getLogger(__name__)
+
+
+def _read_dir(folder: Path) -> list[tuple[Path, str]]:
+    # Read once at start, before the service takes events.
+    if not folder.is_dir():
+        raise TemplateError(str(folder), ["not a directory"])
+    return [(path, path.read_text()) for path in sorted(folder.glob("*.y*ml"))]
+
+
+@dataclass(slots=True)
+class Installed:
+    template: Template
+    origin: str  # built-in | file | api
+    source: str
+
+
+class Registry:
+    def __init__(self, engine: Engine, store: TemplateStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.installed: dict[str, Installed] = {}
+        self._fallback: dict[str, Installed] = {}  # built-ins an API template replaces
+        # One change at a time: each is checked (cause cycles included) against what is
+        # in force, so two at once could each pass and together not.
+        self._lock = asyncio.Lock()
+
+    def _others(self, name: str | None = None) -> list[Template]:
+        return [i.template for n, i in self.installed.items() if n != name]
+
+    def _install(self, item: Installed) -> Plan:
+        self.installed[item.template.name] = item
+        return self.engine.add(item.template)
+
+    async def load(self, defaults: bool, folder: Path | None) -> None:
+        """Load at start; a bad built-in or file template stops the service (say where)."""
+        if defaults:
+            for file, text in default_texts().items():
+                template = compile_template(text, f"built-in {file}", self._others())
+                self._install(Installed(template, "built-in", file))
+        if folder is not None:
+            for path, text in _read_dir(folder):
+                template = compile_template(text, str(path), self._others())
+                self._install(Installed(template, "file", str(path)))
+        for name, text in (await self.store.load()).items():
+            try:
+                template = compile_template(text, f"stored template {name}", self._others(name))
+            except TemplateError as exc:
+                # Accepted once, so it was valid; a newer opendoctor may judge otherwise.
+                # Keep it stored and say so, rather than refusing to start.
+                log.error("stored template no longer valid", extra={"error": str(exc)})
+                continue
+            self._replace(Installed(template, "api", "api"))
+
+    def _replace(self, item: Installed) -> Plan:
+        old = self.installed.get(item.template.name)
+        if old is not None and old.origin != "api":
+            self._fallback[item.template.name] = old
+        return self._install(item)
+
+    def validate(self, text: str) -> Template:
+        template = compile_template(text, "template")
+        # Check cause cycles against everything in force except what it would replace.
+        return compile_template(text, "template", self._others(template.name))
+
+    async def put(self, text: str) -> tuple[Installed, bool, Plan]:
+        """Add or replace an API template; returns it, whether it is new, and its plan."""
+        async with self._lock:
+            template = self.validate(text)
+            await self.store.put(template.name, text)
+            created = template.name not in self.installed
+            item = Installed(template, "api", "api")
+            return item, created, self._replace(item)
+
+    async def delete(self, name: str) -> tuple[Installed, Plan] | None:
+        """Delete an API template (a built-in it replaced comes back); returns it and the
+        plan of what changed. Built-in and file templates cannot be deleted here:
+        `PermissionError` says how to switch them off."""
+        async with self._lock:
+            item = self.installed.get(name)
+            if item is None:
+                return None
+            if item.origin != "api":
+                raise PermissionError(
+                    f"{name!r} is a {item.origin} template ({item.source}); turn built-ins "
+                    "off with OPENDOCTOR_INSPECTOR__DEFAULT_TEMPLATES=false, or replace it "
+                    "by adding a template of the same name"
+                )
+            await self.store.delete(name)
+            del self.installed[name]
+            plan = self.engine.remove(name)
+            fallback = self._fallback.pop(name, None)
+            if fallback is not None:
+                back = self._install(fallback)
+                plan.notify += back.notify
+                plan.mark_down += back.mark_down
+                plan.workflows += back.workflows
+            return item, plan
