@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from opendoctor import bench_rules
 from opendoctor.bench import percentile
 from opendoctor.inspector.graph import ATTACHED, CAUSES, CONTAINS, ON, RxGraph, make_key
 from opendoctor.inspector.states import Category
@@ -207,7 +208,13 @@ def _run(
         rca_down.append(time.perf_counter() - t)
         chain = (len(up), len(down))
 
+    rules = bench_rules.measure(graph, hosts, switches, lookups, rng, freeze)
+    timed = {k: _stats_us(v) for k, v in rules.items() if isinstance(v, list) and v}
+    counts = {k: v for k, v in rules.items() if not isinstance(v, list)}
+
     return {
+        **timed,
+        **counts,
         "hosts": hosts,
         "switches": switches,
         "servers": hosts * servers_per_host,
@@ -257,6 +264,30 @@ def print_graph(console: Console, result: dict[str, Any]) -> None:
         table.add_row(
             f"{label} ({count})",
             f"p50 {s['p50']:,.1f} µs · p99 {s['p99']:,.1f} µs · max {s['max']:,.1f} µs",
+        )
+    table.add_row("rule templates in force", str(result["rules_templates"]))
+    table.add_row("  first evaluation of the whole graph", f"{result['rules_attach_s']:.2f} s")
+    for label, key, count in (
+        (
+            "  host fault through the templates",
+            "rules_host_eval",
+            f"{result['rules_host_notified']} to notify, "
+            f"{result['rules_host_marked']} to mark down",
+        ),
+        ("  host fault cleared (undo)", "rules_host_clear", ""),
+        (
+            "  switch fault through the templates",
+            "rules_switch_eval",
+            f"{result['rules_switch_notified']} to notify",
+        ),
+        ("  switch fault cleared (undo)", "rules_switch_clear", ""),
+        ("  RCA of a deduced alarm", "rules_rca", f"{result['rules_rca_chain']} causes"),
+    ):
+        s = result[key]
+        table.add_row(
+            f"{label}" + (f" ({count})" if count else ""),
+            f"p50 {s['p50'] / 1e3:,.2f} ms · p99 {s['p99'] / 1e3:,.2f} ms"
+            f" · max {s['max'] / 1e3:,.2f} ms",
         )
     table.add_row(
         "garbage collection",

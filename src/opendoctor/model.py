@@ -120,17 +120,25 @@ class NotificationEvent:
 
     @classmethod
     def build(
-        cls, event_type: str, fault_id: str | None = None, **values: Any
+        cls,
+        event_type: str,
+        fault_id: str | None = None,
+        message_id: str | None = None,
+        **values: Any,
     ) -> NotificationEvent:
         traits: dict[str, Trait] = {}
         for name, value in values.items():
+            if value is None:  # no trait rather than the string "None"
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 code = TRAIT_STRING
                 value = str(value)
             else:
                 code = TRAIT_INT if isinstance(value, int) else TRAIT_FLOAT
             traits[name] = Trait(name, code, value)
-        return cls(event_type=event_type, traits=traits, fault_id=fault_id)
+        if message_id is None:
+            return cls(event_type=event_type, traits=traits, fault_id=fault_id)
+        return cls(event_type=event_type, traits=traits, fault_id=fault_id, message_id=message_id)
 
     @property
     def project_id(self) -> str | None:

@@ -23,7 +23,7 @@ from opendoctor.inspector.graph_feed import GraphFeed
 from opendoctor.inspector.history import AlarmHistory
 from opendoctor.inspector.inspector import Inspector
 from opendoctor.inspector.templates import Engine, Plan
-from opendoctor.inspector.templates.registry import Registry
+from opendoctor.inspector.templates.registry import Installed, Registry
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, VimChange, new_id
 from opendoctor.monitor.hostprobe import HostProber
@@ -214,6 +214,25 @@ class Service:
         the API), and carry out what follows in the background."""
         if self.engine.attached:
             self.carry_out(self.engine.run())
+
+    async def put_template(self, text: str) -> tuple[Installed, bool, Plan]:
+        """Add or replace an API template, carry out what it decides, and bring back up
+        what only the version it replaced wanted down."""
+        before = self.engine.marked()
+        item, created, plan = await self.templates.put(text)
+        self.carry_out(plan)
+        await self.inspector.release(before)
+        return item, created, plan
+
+    async def delete_template(self, name: str) -> Installed | None:
+        """Delete an API template; what it alone marked down comes back up."""
+        before = self.engine.marked()
+        deleted = await self.templates.delete(name)
+        if deleted is None:
+            return None
+        self.carry_out(deleted[1])
+        await self.inspector.release(before)
+        return deleted[0]
 
     def carry_out(self, plan: Plan) -> None:
         """Carry out, in the background, a plan that no fault owns (a template added, a

@@ -272,3 +272,77 @@ async def test_resource_events_name_a_known_resource(still: Running) -> None:
         "/events", json=[{"type": "resource.down", "details": {"status": "down"}}]
     )
     assert resp.status_code == 400
+
+
+async def test_topology_added_through_the_api_takes_part_in_the_rules(
+    still: Running, consumer: Consumer
+) -> None:
+    await register_all(still, consumer)
+    body = {
+        "entities": [{"type": "switch", "id": "tor-3", "state": "up"}],
+        "relations": [
+            {"source": "switch:tor-3", "target": "host:compute3", "label": "connects"},
+            {"source": "switch:tor-3", "target": "host:compute9", "label": "connects"},
+        ],
+    }
+    resp = await still.client.post("/v1/topology", json=body, headers=ADMIN)
+    assert resp.status_code == 200, resp.text
+    added = resp.json()
+    assert (added["entities"], added["relations"]) == (1, 2)
+    assert any("host:compute9" in w for w in added["warnings"])  # a placeholder
+
+    await send(still, [resource_down("switch", "tor-3")])
+    await settled(still, ("switch", "tor-3"))
+    assert {n["instance_id"] for n in consumer.received} == servers_on(still, "compute3")
+
+    # Taking the switch out of the graph undoes what the rules deduced through it.
+    resp = await still.client.delete("/v1/topology/switch:tor-3", headers=ADMIN)
+    assert resp.status_code == 204
+    assert still.service.engine.alarms == {}
+    host = still.service.graph.get("host:compute3")
+    assert host is not None and host.deduced_state is None
+
+    # What the VIM owns, and alarms, are not the API's to remove.
+    resp = await still.client.delete("/v1/topology/host:compute1", headers=ADMIN)
+    assert resp.status_code == 409
+    assert "VIM" in resp.json()["error"]["message"]
+    resp = await still.client.delete("/v1/topology/switch:nope", headers=ADMIN)
+    assert resp.status_code == 404
+    bad = {"entities": [{"type": "switch"}]}
+    resp = await still.client.post("/v1/topology", json=bad, headers=ADMIN)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["errors"][0]["field"] == "entities[0].id"
+
+
+FENCE_CUT_HOSTS = """\
+name: fence_cut_hosts
+description: {description}
+entities:
+  alarm: {{category: ALARM, name: compute.host.unreachable}}
+  host: {{type: host}}
+scenarios:
+  - condition: alarm [on] host
+    actions:
+      - mark_down: {{target: host}}
+"""
+
+
+async def test_changing_templates_does_not_redo_or_forget_their_effects(still: Running) -> None:
+    post = FENCE_CUT_HOSTS.format(description="v1")
+    resp = await still.client.post("/v1/templates", content=post, headers=ADMIN)
+    assert resp.status_code == 201, resp.text
+    await send(still, [event("compute.host.unreachable", "compute1")])
+    await settled(still, ("host", "compute1"))
+    downs = [c for c in still.vim.calls if c[0] == "force_down"]
+    assert downs == [("force_down", "compute1", "True")]
+
+    # A new version that decides the same does not do it a second time.
+    post = FENCE_CUT_HOSTS.format(description="v2")
+    resp = await still.client.post("/v1/templates", content=post, headers=ADMIN)
+    assert resp.status_code == 200 and resp.json()["effects"]["mark_downs"] == 0
+    assert [c for c in still.vim.calls if c[0] == "force_down"] == downs
+
+    # Deleting it takes its reason away: the host is marked up again at once.
+    resp = await still.client.delete("/v1/templates/fence_cut_hosts", headers=ADMIN)
+    assert resp.status_code == 204
+    assert still.vim.hosts["compute1"].forced_down is False

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
-from opendoctor.api import alarms, events, native, templates
+from opendoctor.api import alarms, events, graph, native, templates
 from opendoctor.api.errors import BodyLimit, install_error_handlers
 from opendoctor.service import Service
 
@@ -43,6 +43,7 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     app.include_router(events.router)
     app.include_router(alarms.router)
     app.include_router(native.router)
+    app.include_router(graph.router)
     app.include_router(templates.router)
     _declare_schemas(app)
 

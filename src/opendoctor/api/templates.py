@@ -190,10 +190,9 @@ async def put_template(
     text = await _template_text(request)
     service = _service(request)
     try:
-        item, created, plan = await service.templates.put(text)
+        item, created, plan = await service.put_template(text)
     except TemplateError as exc:
         return _invalid(exc)
-    service.carry_out(plan)
     name = item.template.name
     body = dict(
         _entry(item, _matches(service).get(name, 0)),
@@ -223,10 +222,9 @@ async def delete_template(
     _admin(identity)
     service = _service(request)
     try:
-        deleted = await service.templates.delete(name)
+        deleted = await service.delete_template(name)
     except PermissionError as exc:
         raise RequestError(409, str(exc), "name") from exc
     if deleted is None:
         raise RequestError(404, f"no template {name!r}", "name")
-    service.carry_out(deleted[1])
     return Response(status_code=204)

@@ -73,29 +73,29 @@ def note_for(
     fault: Fault | None,
 ) -> NotificationEvent:
     fault_id = fault.id if fault else None
+    # Stable per (event, resource): a replayed event yields the same message ids.
+    message_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}/{resource[1]}"))
     if server is not None:
-        note = NotificationEvent.build(
+        return NotificationEvent.build(
             effect.event_type,
             fault_id=fault_id,
+            message_id=message_id,
             instance_id=server.id,
             state=effect.state,
             host=server.host,
             project_id=server.project_id,
             tenant_id=server.project_id,
         )
-    else:
-        note = NotificationEvent.build(
-            effect.event_type,
-            fault_id=fault_id,
-            resource_type=resource[0],
-            resource_id=resource[1],
-            state=effect.state,
-            project_id=project,
-            tenant_id=project,
-        )
-    # Stable per (event, resource): a replayed event yields the same message ids.
-    note.message_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}/{resource[1]}"))
-    return note
+    return NotificationEvent.build(
+        effect.event_type,
+        fault_id=fault_id,
+        message_id=message_id,
+        resource_type=resource[0],
+        resource_id=resource[1],
+        state=effect.state,
+        project_id=project,
+        tenant_id=project,
+    )
 
 
 class Effects:

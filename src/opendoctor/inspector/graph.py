@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -115,6 +115,10 @@ class TopologyGraph(Protocol):
     def vertices(self) -> list[Vertex]:
         """Every vertex, placeholders included (for small graphs and exports)."""
 
+    def each_vertex(self) -> Iterator[Vertex]:
+        """Every vertex, one at a time: no list of a million to build (and for the
+        garbage collector to walk while it is young)."""
+
     def all_edges(self) -> list[Edge]: ...
 
     listener: GraphListener | None
@@ -122,7 +126,8 @@ class TopologyGraph(Protocol):
 
 
 class GraphListener(Protocol):
-    def vertex_changed(self, key: str) -> None: ...
+    def vertex_changed(self, key: str, fresh: bool) -> None:
+        """`fresh`: the vertex is new, or was a placeholder until now."""
 
     def edge_changed(self, source: str, target: str) -> None: ...
 
@@ -213,13 +218,15 @@ class RxGraph:
         key = make_key(type, id)
         idx = self._index.get(key)
         if idx is None:
+            fresh = True
             vertex = new_vertex(category, type, id, name, project, raw_state, props)
             self._index[vertex.key] = self._g.add_node(vertex)
         else:
             vertex = self._g[idx]
+            fresh = vertex.placeholder
             apply_fields(vertex, category, name, project, raw_state, props, time.time())
         if self.listener is not None:
-            self.listener.vertex_changed(key)
+            self.listener.vertex_changed(key, fresh)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -365,6 +372,11 @@ class RxGraph:
 
     def vertices(self) -> list[Vertex]:
         return list(self._g.nodes())
+
+    def each_vertex(self) -> Iterator[Vertex]:
+        g = self._g
+        for idx in self._index.values():
+            yield g[idx]
 
     def all_edges(self) -> list[Edge]:
         g = self._g

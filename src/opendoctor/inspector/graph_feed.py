@@ -40,6 +40,10 @@ class GraphFeed:
                 self._host_of.pop(key.removeprefix("server:"), None)
         return len(stale)
 
+    def owns(self, key: str) -> bool:
+        """Whether the vertex came from the VIM (and is the VIM's to remove)."""
+        return key in self._known
+
     def host(self, host: Host) -> None:
         state = "down" if host.forced_down or host.state == "down" else "up"
         self._known.add(make_key("host", host.name))

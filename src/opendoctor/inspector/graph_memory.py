@@ -7,6 +7,7 @@ and compare every answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from opendoctor.inspector.graph import (
@@ -44,6 +45,7 @@ class MemoryGraph:
     ) -> Vertex:
         key = make_key(type, id)
         vertex = self._v.get(key)
+        fresh = vertex is None or vertex.placeholder
         if vertex is None:
             vertex = self._v[key] = new_vertex(category, type, id, name, project, raw_state, props)
             self._out[key] = set()
@@ -51,7 +53,7 @@ class MemoryGraph:
         else:
             apply_fields(vertex, category, name, project, raw_state, props, time.time())
         if self.listener is not None:
-            self.listener.vertex_changed(key)
+            self.listener.vertex_changed(key, fresh)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -163,6 +165,9 @@ class MemoryGraph:
 
     def vertices(self) -> list[Vertex]:
         return list(self._v.values())
+
+    def each_vertex(self) -> Iterator[Vertex]:
+        yield from self._v.values()
 
     def all_edges(self) -> list[Edge]:
         return [Edge(k, t, label) for k, out in self._out.items() for t, label in out]

@@ -159,16 +159,25 @@ class Inspector:
             self._after(fault, outcome)
 
     async def _act(self, event: Event, fault: Fault) -> Outcome:
+        # Owners first: the rules stop once they know whom to tell and what to mark
+        # down; the graph's own deductions (an alarm per server, states, causes) and
+        # anything that follows from them are finished once the notifications are out.
         started = time.perf_counter()
-        plan = self.engine.run()
+        plan = self.engine.run(owners_first=True)
         metrics.RULE_EVALUATION.observe(time.perf_counter() - started)
+        outcome = await self.effects.carry_out(plan, fault, event.id, event.details)
+        while not self.engine.settled:
+            more = self.engine.run(owners_first=True)
+            if more:
+                later = await self.effects.carry_out(more, fault, event.id, event.details)
+                outcome.hosts_down += later.hosts_down
+                outcome.servers += later.servers
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
-        return await self.effects.carry_out(plan, fault, event.id, event.details)
+        return outcome
 
     def _after(self, fault: Fault, outcome: Outcome) -> None:
-        """Recover the servers of hosts this fault took down, or say the work is done."""
-        down = set(outcome.hosts_down)
-        servers = [s for s in outcome.servers if s.host in down]
+        """Recover the servers of the hosts this fault took down, or say the work is done."""
+        servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
         if self.recover is not None and servers:
             self._spawn(self._recover(fault, servers))
         elif fault.id in self.done:
@@ -194,7 +203,7 @@ class Inspector:
     async def _clear(self, event: Event, fault: Fault) -> None:
         fault.status = "cleared"
         fault.cleared = time.time()
-        marked_before = {k for k, *_ in self._marks()}
+        marked_before = self.engine.marked()
         self.fault_graph.cleared(fault)
         plan = self.engine.run()
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
@@ -204,21 +213,21 @@ class Inspector:
         if plan:
             # A rule that holds because something cleared (a NOT): carry it out as well.
             await self.effects.carry_out(plan, None, event.id, event.details)
-        # What was marked down for a reason that no longer holds comes back up.
-        released = marked_before - {k for k, *_ in self._marks()}
+        await self.release(marked_before)
+        await self.faults.save(fault)
+        await self.events.mark_processed(event, fault.id)
+
+    async def release(self, marked_before: set[str]) -> None:
+        """Bring back up what was marked down for a reason that no longer holds (a fault
+        cleared, a template deleted)."""
+        released = marked_before - self.engine.marked()
         hosts = [k.removeprefix("host:") for k in released if k.startswith("host:")]
         servers = [k.removeprefix("server:") for k in released if k.startswith("server:")]
         try:
             await self.effects.undo_marks(hosts, servers)
         except VimError as exc:
             metrics.VIM_ERRORS.labels("clear").inc()
-            problem = {"fault": fault.id, "error": str(exc)}
-            log.error("could not mark the resource up", extra=problem)
-        await self.faults.save(fault)
-        await self.events.mark_processed(event, fault.id)
-
-    def _marks(self) -> list[tuple[str, ...]]:
-        return [key[1:] for key in self.engine.once if key[0] == "mark_down"]
+            log.error("could not mark a resource up", extra={"error": str(exc)})
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

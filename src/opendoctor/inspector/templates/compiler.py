@@ -58,6 +58,8 @@ class Clause:
     relations: tuple[cond.Relation, ...]
     negatives: tuple[cond.Relation, ...]
     plans: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    # The alarm a notify names as cause unless it says otherwise: the clause's first.
+    alarm_entity: str | None = None
 
 
 @dataclass(slots=True)
@@ -254,6 +256,9 @@ class _Compiler:
         ordered = tuple(sorted(bound))
         clause = Clause(index, ordered, relations, negatives)
         clause.plans = {e: _plan(e, relations) for e in ordered}
+        clause.alarm_entity = next(
+            (e for e in ordered if entities[e].category == Category.ALARM), None
+        )
         return clause
 
     def actions(

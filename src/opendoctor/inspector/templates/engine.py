@@ -83,6 +83,7 @@ def deduced_key(name: str, target: str) -> str:
 
 
 Slot = tuple[Template, Scenario, Clause, str]
+GRAPH_ACTIONS = (RaiseAlarm, SetState, AddCausalRelationship)
 
 
 def _slot_key(t: Template, c: Clause, entity: str) -> str | None:
@@ -124,6 +125,12 @@ class Engine:
         self._state_sensitive = False  # some resource entity tests the state
         self._acting = False
         self.attached = False
+        self._owners_first = False
+        # Graph effects held back while owners are told first (see `run`).
+        self._deferred: list[tuple[Match, Template, Any, str | None]] = []
+        # Vertex types whose own fields some entity tests; a change to a vertex of any
+        # other type cannot change a match by itself (its edges are reported apart).
+        self._field_types: set[str | None] = set()
 
     def attach(self) -> Plan:
         """Start following the graph: evaluate everything once, then only what changes.
@@ -136,8 +143,14 @@ class Engine:
 
     # -- the graph's feed ---------------------------------------------------------------
 
-    def vertex_changed(self, key: str) -> None:
-        if not self._acting:
+    def vertex_changed(self, key: str, fresh: bool) -> None:
+        if self._acting:
+            return
+        if fresh:  # new, or a placeholder made real: it may now complete matches
+            self.dirty.add(key)
+            return
+        v = self.graph.get(key)
+        if v is None or v.category == ALARM or {None, v.type} & self._field_types:
             self.dirty.add(key)
 
     def edge_changed(self, source: str, target: str) -> None:
@@ -145,13 +158,14 @@ class Engine:
             return
         # Every match that uses the edge binds both ends, so one end is enough to find
         # it again; an alarm end has few neighbours, a host may have hundreds.
+        # A NOT over an unbound entity looks past the edge's ends, from both of them.
         s = self.graph.get(source)
-        if s is not None and s.category == ALARM:
+        if self._wide or s is None or self.graph.get(target) is None:
+            self.dirty.update((source, target))
+        elif s.category == ALARM:
             self.dirty.add(source)
         else:
             self.dirty.add(target)
-            if self._wide or s is None or self.graph.get(target) is None:
-                self.dirty.add(source)
 
     def vertex_removed(self, key: str, neighbors: list[str]) -> None:
         if self._acting:
@@ -164,15 +178,20 @@ class Engine:
 
     def add(self, template: Template) -> Plan:
         """Add (or replace) a template and evaluate it over the whole graph."""
+        # Replacing: the old version's notify/mark_down reasons are held until the new
+        # one is evaluated, so what both versions decide is not done a second time.
+        held: list[Any] = []
         if template.name in self.templates:
-            self._drop(template.name)
+            self._drop(template.name, held)
             self.run()
         self.templates[template.name] = template
         self._reindex()
-        if not self.attached:
-            return Plan()
-        self._evaluate_all([template])
-        return self.run()
+        if self.attached:
+            self._evaluate_all([template])
+        plan = self.run() if self.attached else Plan()
+        for key in held:
+            self._count(self.once, key, -1)
+        return plan
 
     def remove(self, name: str) -> Plan:
         """Take a template out; what it deduced is undone (raises KeyError if unknown)."""
@@ -181,12 +200,13 @@ class Engine:
         self._reindex()
         return self.run()
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str, held: list[Any] | None = None) -> None:
         for mk in [mk for mk in self.matches if mk[0] == name]:
-            self._undo(mk)
+            self._undo(mk, held)
 
     def _reindex(self) -> None:
         self._slots = {}
+        self._field_types = set()
         self._wide = False
         self._state_sensitive = False
         for t in self.templates.values():
@@ -195,6 +215,8 @@ class Engine:
                 # its severity, which the engine never changes.
                 if "state" in matcher.fields and matcher.category != ALARM:
                     self._state_sensitive = True
+                if matcher.fields and matcher.category != ALARM:
+                    self._field_types.add(matcher.type)
             for s in t.scenarios:
                 for c in s.clauses:
                     if any(
@@ -202,6 +224,8 @@ class Engine:
                         for n in c.negatives
                     ):
                         self._wide = True
+                    if not c.relations:  # a lone entity: being there is a match
+                        self._field_types.add(t.entities[c.entities[0]].type)
                     for e in c.entities:
                         self._slots.setdefault(_slot_key(t, c, e), []).append((t, s, c, e))
 
@@ -224,7 +248,9 @@ class Engine:
                     else:
                         anchors.setdefault(t.entities[e].type, []).append((t, s, c, e))
         untyped = anchors.get(None, [])
-        for v in self.graph.vertices():
+        # Search the whole graph first, act after: actions add vertices.
+        found: dict[MatchKey, tuple[Template, Scenario, Clause, Binding]] = {}
+        for v in self.graph.each_vertex():
             if v.placeholder:
                 continue
             slots = alarm_anchors if v.category == ALARM else anchors.get(v.type, [])
@@ -232,15 +258,28 @@ class Engine:
                 if t.entities[e](v):
                     for b in self._search(t, c, e, v):
                         mk = (t.name, s.index, c.index, tuple(b[x].key for x in c.entities))
-                        if mk not in self.matches:
-                            self._apply(mk, t, s, c, b)
+                        found[mk] = (t, s, c, b)
+        for mk, (t, s, c, b) in found.items():
+            if mk not in self.matches:
+                self._apply(mk, t, s, c, b)
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def run(self) -> Plan:
-        """Re-evaluate what changed until nothing more does; returns what to do outside."""
+    def run(self, owners_first: bool = False) -> Plan:
+        """Re-evaluate what changed until nothing more does; returns what to do outside.
+
+        With `owners_first`, stop as soon as a round has decided whom to notify or what
+        to mark down, and leave the rest (the graph's own deductions: alarms, states,
+        causes, and whatever follows from them) for the next call: the caller starts
+        the notifications first and calls `run()` again to finish.
+        """
+        self._owners_first = owners_first
         rounds = 0
-        while self.dirty:
+        while True:
+            if self._deferred:
+                self._apply_deferred()
+            if not self.dirty:
+                break
             rounds += 1
             if rounds > self.max_rounds:
                 log.error("rule evaluation did not settle", extra={"left": len(self.dirty)})
@@ -254,8 +293,26 @@ class Engine:
                 batch.update(near)
             for key in batch:
                 self._reevaluate(key)
+            if owners_first and (self._plan.notify or self._plan.mark_down):
+                break
+        self._owners_first = False
         plan, self._plan = self._plan, Plan()
         return plan
+
+    @property
+    def settled(self) -> bool:
+        return not (self.dirty or self._deferred)
+
+    def _apply_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        self._acting = True
+        try:
+            for match, t, action, alarm_entity in deferred:
+                # A match undone meanwhile has nothing left to apply.
+                if self.matches.get(match.key) is match:
+                    self._do(t, action, match.binding, match, alarm_entity)
+        finally:
+            self._acting = False
 
     def _reevaluate(self, key: str) -> None:
         v = self.graph.get(key)
@@ -332,13 +389,25 @@ class Engine:
         keys = {e: v.key for e, v in b.items()}
         match = Match(mk, keys, [])
         self.matches[mk] = match
-        for vk in set(keys.values()):
-            self.by_vertex.setdefault(vk, set()).add(mk)
-        alarm_entity = next((e for e in c.entities if t.entities[e].category == ALARM), None)
+        by_vertex = self.by_vertex
+        for vk in keys.values():  # bindings are injective: no key twice
+            owners = by_vertex.get(vk)
+            if owners is None:
+                by_vertex[vk] = {mk}
+            else:
+                owners.add(mk)
+        alarm_entity = c.alarm_entity
         self._acting = True
         try:
-            for action in s.actions:
-                self._do(t, action, keys, match, alarm_entity)
+            if self._owners_first:
+                for action in s.actions:
+                    if isinstance(action, GRAPH_ACTIONS):
+                        self._deferred.append((match, t, action, alarm_entity))
+                    else:
+                        self._do(t, action, keys, match, alarm_entity)
+            else:
+                for action in s.actions:
+                    self._do(t, action, keys, match, alarm_entity)
         finally:
             self._acting = False
 
@@ -426,7 +495,7 @@ class Engine:
             if self._state_sensitive:
                 self.dirty.add(key)
 
-    def _undo(self, mk: MatchKey) -> None:
+    def _undo(self, mk: MatchKey, held: list[Any] | None = None) -> None:
         match = self.matches.pop(mk)
         for vk in set(match.binding.values()):
             owners = self.by_vertex.get(vk)
@@ -451,6 +520,8 @@ class Engine:
                     if not counts:
                         self.states.pop(target, None)
                     self._restate(target)
+                elif held is not None:
+                    held.append(value)
                 else:
                     self._count(self.once, value, -1)
         finally:
@@ -471,6 +542,10 @@ class Engine:
         self.dirty.update(neighbors)
 
     # -- for the API and the tests ------------------------------------------------------
+
+    def marked(self) -> set[str]:
+        """Vertices some rule currently wants marked down."""
+        return {key[1] for key in self.once if key[0] == "mark_down"}
 
     def deduced(self) -> list[str]:
         return sorted(self.alarms)

@@ -60,6 +60,10 @@ class Registry:
         if folder is not None:
             for path, text in _read_dir(folder):
                 template = compile_template(text, str(path), self._others())
+                if template.name in self.installed:
+                    log.warning(
+                        "template file replaces a built-in", extra={"template": template.name}
+                    )
                 self._install(Installed(template, "file", str(path)))
         for name, text in (await self.store.load()).items():
             try:
@@ -100,10 +104,14 @@ class Registry:
             if item is None:
                 return None
             if item.origin != "api":
+                how = (
+                    "turn built-ins off with OPENDOCTOR_INSPECTOR__DEFAULT_TEMPLATES=false"
+                    if item.origin == "built-in"
+                    else "remove its file from inspector.templates_dir"
+                )
                 raise PermissionError(
-                    f"{name!r} is a {item.origin} template ({item.source}); turn built-ins "
-                    "off with OPENDOCTOR_INSPECTOR__DEFAULT_TEMPLATES=false, or replace it "
-                    "by adding a template of the same name"
+                    f"{name!r} is a {item.origin} template ({item.source}); {how}, or "
+                    "replace it by adding a template of the same name"
                 )
             await self.store.delete(name)
             del self.installed[name]
