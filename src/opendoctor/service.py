@@ -213,7 +213,7 @@ class Service:
         """Bring the rules up to date after a change that is not a fault (the VIM's feed,
         the API), and carry out what follows in the background."""
         if self.engine.attached:
-            self.carry_out(self.engine.run())
+            self.carry_out(self.engine.run(keep_deferred=True))
 
     async def put_template(self, text: str) -> tuple[Installed, bool, Plan]:
         """Add or replace an API template, carry out what it decides, and bring back up

@@ -265,18 +265,20 @@ class Engine:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def run(self, owners_first: bool = False) -> Plan:
+    def run(self, owners_first: bool = False, keep_deferred: bool = False) -> Plan:
         """Re-evaluate what changed until nothing more does; returns what to do outside.
 
         With `owners_first`, stop as soon as a round has decided whom to notify or what
         to mark down, and leave the rest (the graph's own deductions: alarms, states,
         causes, and whatever follows from them) for the next call: the caller starts
-        the notifications first and calls `run()` again to finish.
+        the notifications first and calls `run()` again to finish. With `keep_deferred`,
+        what was held back that way stays held (for changes that arrive meanwhile, so
+        that they do not finish a fault's work while its owners are being told).
         """
         self._owners_first = owners_first
         rounds = 0
         while True:
-            if self._deferred:
+            if self._deferred and not keep_deferred:
                 self._apply_deferred()
             if not self.dirty:
                 break
