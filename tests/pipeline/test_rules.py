@@ -346,3 +346,22 @@ async def test_changing_templates_does_not_redo_or_forget_their_effects(still: R
     resp = await still.client.delete("/v1/templates/fence_cut_hosts", headers=ADMIN)
     assert resp.status_code == 204
     assert still.vim.hosts["compute1"].forced_down is False
+
+
+async def test_the_consistency_check_drops_what_the_vim_lost_silently(tmp_path: Path) -> None:
+    vim = lab_vim()
+    settings = settings_for(tmp_path, inspector={"consistency_interval": 0.05})
+    service = Service(settings, vim=vim)
+    await service.start()
+    try:
+        gone = next(iter(vim.servers))
+        # Deleted behind the change feed's back (a lost message, say).
+        del vim.servers[gone]
+        assert service.graph.get(f"server:{gone}") is not None
+        await eventually(
+            lambda: service.graph.get(f"server:{gone}") is None, what="stale server dropped"
+        )
+        assert gone not in service.topology.servers
+        assert service.graph.get("host:compute1") is not None
+    finally:
+        await service.stop()
