@@ -25,6 +25,16 @@ def test_small_run_reports_right_counts() -> None:
     for key in ("host_fault_us", "switch_fault_us", "rca_upstream_us", "rca_downstream_us"):
         stats = result[key]
         assert 0 < stats["p50"] <= stats["p99"] <= stats["max"]
+    # Through the built-in templates: a host fault tells each of its servers' owners and
+    # marks the host and its servers down; a switch fault tells every owner behind it.
+    assert result["rules_templates"] == 6
+    assert (result["rules_host_notified"], result["rules_host_marked"]) == (3, 4)
+    assert result["rules_switch_notified"] in (40 * 3, 10 * 3)
+    assert result["rules_rca_chain"] == 2
+    assert result["rules_left_over"] == 0  # every fault cleared, every deduction undone
+    for key in ("rules_host_eval", "rules_host_clear", "rules_switch_eval", "rules_rca"):
+        stats = result[key]
+        assert 0 < stats["p50"] <= stats["p99"] <= stats["max"]
     assert result["build_s"] > 0
     assert result["gc_max_pause_ms"] >= 0
     # The run leaves nothing frozen behind.
@@ -35,6 +45,7 @@ def test_small_run_reports_right_counts() -> None:
     text = out.getvalue()
     assert "entities" in text and f"{result['entities']:,}" in text
     assert "host fault" in text and "garbage collection" in text
+    assert "switch fault through the templates" in text
 
 
 def test_rss_is_read() -> None:
