@@ -380,7 +380,11 @@ def compile_template(
     template = _Compiler(text, source).compile()
     cycle = find_cause_cycle([*[o for o in others if o.name != template.name], template])
     if cycle:
+        # Point at this template's scenario that raises an alarm of the loop.
+        line = next((sc.line for sc, a in template.raised() if a.name in cycle), None)
+        where = f"line {line}: " if line else ""
+        loop = " → ".join(cycle)
         raise TemplateError(
-            source, [f"a cycle of causes: {' → '.join(cycle)} (an alarm would keep itself raised)"]
+            source, [f"{where}a cycle of causes: {loop} (an alarm would keep itself raised)"]
         )
     return template
