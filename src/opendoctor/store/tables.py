@@ -127,3 +127,13 @@ class TemplateRow(Base):
     text: Mapped[str] = mapped_column(Text)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+
+
+class LeaseRow(Base):
+    """Who leads a singleton role (the monitor of a partition, say) and until when, in
+    the database's own clock so that replicas' clocks need not agree."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires: Mapped[float] = mapped_column(Float)
