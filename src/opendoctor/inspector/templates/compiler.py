@@ -147,7 +147,7 @@ class _Compiler:
 
     def raise_if_failed(self) -> None:
         if self.problems:
-            raise TemplateError(self.source, self.problems)
+            raise TemplateError(self.source, sorted(self.problems, key=_line_of))
 
     def compile(self) -> Template:
         try:
@@ -302,6 +302,12 @@ class _Compiler:
                     )
             out.append(action)  # type: ignore[arg-type]
         return out
+
+
+def _line_of(problem: str) -> int:
+    """Order problems as they appear in the file (those without a line first)."""
+    match = re.match(r"line (\d+):", problem)
+    return int(match.group(1)) if match else 0
 
 
 def _show(lits: list[cond.Literal]) -> str:
