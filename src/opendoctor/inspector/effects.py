@@ -22,7 +22,7 @@ from opendoctor.config import InspectorSettings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.faults import Fault
 from opendoctor.inspector.graph import TopologyGraph, split_key
-from opendoctor.inspector.templates.engine import NotifyEffect, Plan, WorkflowEffect
+from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import NotificationEvent, Server
 from opendoctor.notifier.notifier import Notifier

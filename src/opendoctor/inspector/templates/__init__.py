@@ -5,6 +5,7 @@ every template's matches current as the graph changes and says what to do about 
 """
 
 from opendoctor.inspector.templates.compiler import Template, TemplateError, compile_template
-from opendoctor.inspector.templates.engine import Engine, Plan
+from opendoctor.inspector.templates.deductions import Plan
+from opendoctor.inspector.templates.engine import Engine
 
 __all__ = ["Engine", "Plan", "Template", "TemplateError", "compile_template"]
