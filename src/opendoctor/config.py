@@ -69,6 +69,20 @@ class RecoverySettings(BaseModel):
     serve_timeout: float = Field(15.0, gt=0, description="seconds for a server to serve again")
 
 
+class BusSettings(BaseModel):
+    kind: Literal["memory", "amqp"] = Field(
+        "memory", description="memory: embedded, one process; amqp: RabbitMQ (scaled out)"
+    )
+    url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="the RabbitMQ broker")
+    prefix: str = Field("opendoctor", description="names of exchanges and queues start with it")
+    partitions: int = Field(8, ge=1, le=1024, description="queues per topic; same everywhere")
+    consume: list[int] | None = Field(None, description="partitions this process consumes")
+    retry_delay: float = Field(1.0, gt=0, description="seconds before a failed message again")
+    max_attempts: int = Field(10, ge=1, description="attempts before a message is dead-lettered")
+    publish_timeout: float = Field(30.0, gt=0, description="seconds to retry an unreachable broker")
+    reconnect_interval: float = Field(1.0, gt=0, description="seconds between reconnections")
+
+
 class VimSettings(BaseModel):
     driver: Literal["lab"] = "lab"
     lab_url: str | None = Field(None, description="lab API URL; default: read from the lab dir")
@@ -90,6 +104,7 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     vim: VimSettings = Field(default_factory=VimSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
 
     @classmethod
     def settings_customise_sources(

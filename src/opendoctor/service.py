@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opendoctor import metrics
-from opendoctor.bus import InProcessBus
+from opendoctor.bus import Bus, InProcessBus
 from opendoctor.config import Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
@@ -38,9 +38,30 @@ from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
 from opendoctor.store.templates import TemplateStore
 
+if TYPE_CHECKING:
+    from opendoctor.notifier.amqp_sender import AmqpSender
+
 log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "events"
+
+
+def make_bus(settings: Settings) -> Bus:
+    bus = settings.bus
+    if bus.kind == "memory":
+        return InProcessBus()
+    from opendoctor.bus.amqp import AmqpBus
+
+    return AmqpBus(
+        bus.url,
+        prefix=bus.prefix,
+        partitions=bus.partitions,
+        consume=bus.consume,
+        retry_delay=bus.retry_delay,
+        max_attempts=bus.max_attempts,
+        publish_timeout=bus.publish_timeout,
+        reconnect_interval=bus.reconnect_interval,
+    )
 
 
 def make_vim(settings: Settings) -> VimDriver:
@@ -58,7 +79,7 @@ class Service:
         self.settings = settings
         self._vim = vim
         self.db = Database(settings.db_url)
-        self.bus = InProcessBus()
+        self.bus: Bus = make_bus(settings)
         self.http = HttpClient(
             timeout=settings.notifier.timeout, connections=settings.notifier.connections
         )
@@ -83,6 +104,14 @@ class Service:
             "https": HttpSender(self.http, settings.notifier.timeout),
             "log": LogSender(),
         }
+        self.amqp_sender: AmqpSender | None = None
+        try:
+            from opendoctor.notifier.amqp_sender import AmqpSender
+        except ImportError:  # installed without the amqp extra: the API refuses amqp:// actions
+            pass
+        else:
+            self.amqp_sender = AmqpSender(settings.notifier.timeout)
+            senders["amqp"] = senders["amqps"] = self.amqp_sender
         self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
         self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher)
         self.prober = HostProber(settings.monitor, self.submit_one)
@@ -103,6 +132,12 @@ class Service:
         return self._inspector
 
     async def start(self) -> None:
+        if self.settings.bus.kind == "amqp":
+            # Fail fast, naming the broker and the reason.
+            from opendoctor.bus.amqp import AmqpBus
+
+            assert isinstance(self.bus, AmqpBus)
+            await self.bus.connect()
         await self.db.migrate()
         await self.alarms.load()
         recovery = None
@@ -203,7 +238,7 @@ class Service:
             await asyncio.sleep(self.settings.inspector.consistency_interval)
             try:
                 stale = await self._sync_from_vim()
-            except VimError as exc:
+            except Exception as exc:  # the VIM or the database: try again next time
                 log.warning("consistency check skipped", extra={"error": str(exc)})
                 continue
             if stale:
@@ -300,12 +335,22 @@ class Service:
                 self.prober.watch(change.host)
 
     async def submit(self, events: list[Event]) -> None:
-        """Accept events: they are durable when this returns, and already being handled."""
+        """Accept events: they are durable when this returns, and already being handled.
+
+        If the write fails this raises (the API answers 503, the sender retries): nobody
+        is told "accepted" about an event a restart could lose.
+        """
+        # The write runs beside the handling, which starts at once: the hot path never
+        # waits on disk, only the caller's answer does. Shielded: a caller that goes away
+        # must not cancel the write of events already being handled.
+        write = asyncio.ensure_future(self.events.add(events))
+        try:
+            for event in events:
+                await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+        finally:
+            await asyncio.shield(write)
         for event in events:
             metrics.EVENTS.labels(event.type, "accepted").inc()
-            # Handling starts before the write completes: the hot path never waits on disk.
-            await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
-        await self.events.add(events)
 
     async def submit_one(self, event: Event) -> None:
         await self.submit([event])
@@ -320,6 +365,8 @@ class Service:
         if self._inspector is not None:
             await self._inspector.close()
         await self.dispatcher.stop()
+        if self.amqp_sender is not None:
+            await self.amqp_sender.close()
         await self.http.close()
         if self._vim is not None:
             await self._vim.close()

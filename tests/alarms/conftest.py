@@ -1,4 +1,5 @@
-"""Fixtures for the alarm tests: a real SQLite file, the service over it, an API client."""
+"""Fixtures for the alarm tests: a real database (SQLite and PostgreSQL: `db_url`), the
+service over it, an API client."""
 
 from __future__ import annotations
 
@@ -16,11 +17,6 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/alarms.db"
 
 
 @pytest.fixture

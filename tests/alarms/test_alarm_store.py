@@ -1,4 +1,5 @@
-"""AlarmStore on a real SQLite file: round trips, history, bulk state transitions."""
+"""AlarmStore on a real database (SQLite and PostgreSQL): round trips, history, bulk state
+transitions."""
 
 from __future__ import annotations
 
@@ -149,7 +150,8 @@ async def test_record_transitions_is_all_or_nothing(store: AlarmStore) -> None:
     alarm = new_alarm("a1")
     await store.insert(alarm, [])
     broken = transition("a1", "alarm", 5.0, severity=None)  # type: ignore[arg-type]
-    with pytest.raises(Exception, match="NOT NULL"):
+    # SQLite says "NOT NULL constraint failed", PostgreSQL "violates not-null constraint".
+    with pytest.raises(Exception, match=r"(?i)not[ -]null"):
         await store.record_transitions([transition("a1", "ok", 4.0), broken])
     (loaded,) = await store.load_all()
     assert loaded.state == "insufficient data"

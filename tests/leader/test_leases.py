@@ -1,4 +1,4 @@
-"""Leases and leader election on a real database (SQLite file here)."""
+"""Leases and leader election on a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tests.conftest import eventually
 
 
 @pytest.fixture
-async def leases(tmp_path: Path) -> AsyncIterator[LeaseStore]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'leases.db'}")
+async def leases(db_url: str) -> AsyncIterator[LeaseStore]:
+    db = Database(db_url)
     await db.migrate()
     yield LeaseStore(db)
     await db.close()

@@ -92,9 +92,10 @@ class Running:
 
 
 @pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
+async def running(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
+    """The service on each engine of the store (`db_url`: SQLite, then PostgreSQL)."""
     vim = lab_vim()
-    service = Service(settings_for(tmp_path), vim=vim)
+    service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await service.start()
     app = create_app(service, manage=False)
     transport = httpx.ASGITransport(app=app)

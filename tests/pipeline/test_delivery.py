@@ -23,9 +23,10 @@ from tests.pipeline.conftest import (
 
 
 async def start(
-    tmp_path: Path, vim: object = None, **kw: object
+    tmp_path: Path, db_url: str, vim: object = None, **kw: object
 ) -> tuple[Service, httpx.AsyncClient]:
-    service = Service(settings_for(tmp_path, **kw), vim=vim or lab_vim())  # type: ignore[arg-type]
+    settings = settings_for(tmp_path, database_url=db_url, **kw)
+    service = Service(settings, vim=vim or lab_vim())  # type: ignore[arg-type]
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service, manage=False))
     return service, httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
@@ -41,10 +42,12 @@ async def subscribe_host(service: Service, client: httpx.AsyncClient, host: str,
     return len(servers)
 
 
-async def test_a_consumer_that_is_down_gets_its_backlog_when_it_returns(tmp_path: Path) -> None:
+async def test_a_consumer_that_is_down_gets_its_backlog_when_it_returns(
+    tmp_path: Path, db_url: str
+) -> None:
     port = free_port()
     consumer = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
-    service, client = await start(tmp_path)
+    service, client = await start(tmp_path, db_url)
     try:
         n = await subscribe_host(service, client, "compute1", consumer.url + "/failure")
         await client.put("/events", json=[host_down("compute1")])
@@ -65,21 +68,24 @@ async def test_a_consumer_that_is_down_gets_its_backlog_when_it_returns(tmp_path
         await service.stop()
 
 
-async def test_a_restart_loses_no_notification(tmp_path: Path) -> None:
+async def test_a_restart_loses_no_notification(tmp_path: Path, db_url: str) -> None:
     port = free_port()
     consumer = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
     vim = lab_vim()
-    service, client = await start(tmp_path, vim)
+    service, client = await start(tmp_path, db_url, vim)
     n = await subscribe_host(service, client, "compute2", consumer.url + "/failure")
     await client.put("/events", json=[host_down("compute2")])
     await eventually(lambda: service.outbox.list(status=PENDING), what="pending entries")
+    # The fault is stored just after the first attempts: on a server database that can be
+    # a few milliseconds later (stopping before would replay the event at the restart).
+    await eventually(lambda: service.faults.list(status="active"), what="the fault stored")
     await client.aclose()
     await service.stop()
 
     # A new process over the same database: alarms, the active fault and the
     # undelivered notifications are all still there.
     await consumer.start(port)
-    service, client = await start(tmp_path, vim)
+    service, client = await start(tmp_path, db_url, vim)
     try:
         assert len(service.index) == n
         assert ("host", "compute2") in service.inspector.active
@@ -94,7 +100,9 @@ async def test_a_restart_loses_no_notification(tmp_path: Path) -> None:
         await service.stop()
 
 
-async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(tmp_path: Path) -> None:
+async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(
+    tmp_path: Path, db_url: str
+) -> None:
     from aiohttp import web
 
     async def gone(_: web.Request) -> web.Response:
@@ -105,7 +113,7 @@ async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(tmp_path:
     port = free_port()
     refusing = Consumer(f"http://127.0.0.1:{port}", app)
     await refusing.start(port)
-    service, client = await start(tmp_path)
+    service, client = await start(tmp_path, db_url)
     try:
         await subscribe_host(service, client, "compute3", refusing.url + "/failure")
         await client.put("/events", json=[host_down("compute3")])
@@ -118,7 +126,7 @@ async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(tmp_path:
         await refusing.stop()
 
 
-async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path) -> None:
+async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_url: str) -> None:
     """Deliveries run concurrently: one consumer that never answers costs the others nothing."""
     import asyncio
 
@@ -137,7 +145,9 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path) -> 
     fast = Consumer(f"http://127.0.0.1:{fast_port}", make_app(quiet=True))
     await slow.start(slow_port)
     await fast.start(fast_port)
-    service, client = await start(tmp_path, notifier={"timeout": 5.0, "backoff_initial": 0.05})
+    service, client = await start(
+        tmp_path, db_url, notifier={"timeout": 5.0, "backoff_initial": 0.05}
+    )
     try:
         servers = [s for s in service.topology.servers.values() if s.host == "compute1"]
         first, second = servers

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import update
 
-from opendoctor.config import Settings
 from opendoctor.model import Host, Server
 from opendoctor.store.db import Database
 from opendoctor.store.pipeline import ResourceStore
 from opendoctor.store.tables import ResourceRow
 
 
-async def test_hosts_round_trip_with_and_without_an_alt_address(tmp_path: Path) -> None:
-    db = Database(Settings(state_dir=tmp_path).db_url)
+async def test_hosts_round_trip_with_and_without_an_alt_address(db_url: str) -> None:
+    db = Database(db_url)
     await db.migrate()
     try:
         store = ResourceStore(db)

@@ -35,11 +35,12 @@ relations:
 """
 
 
-async def _running(tmp_path: Path, recovery: bool) -> AsyncIterator[Running]:
+async def _running(tmp_path: Path, db_url: str, recovery: bool) -> AsyncIterator[Running]:
     topo = tmp_path / "topology.yaml"
     topo.write_text(TOPOLOGY)
     settings = settings_for(
         tmp_path,
+        database_url=db_url,
         recovery={"enabled": recovery, "serve_timeout": 2.0},
         inspector={"topology_file": topo},
     )
@@ -53,15 +54,15 @@ async def _running(tmp_path: Path, recovery: bool) -> AsyncIterator[Running]:
 
 
 @pytest.fixture
-async def still(tmp_path: Path) -> AsyncIterator[Running]:
+async def still(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
     """A service that does not evacuate: the servers stay where the fault hit them."""
-    async for r in _running(tmp_path, recovery=False):
+    async for r in _running(tmp_path, db_url, recovery=False):
         yield r
 
 
 @pytest.fixture
-async def moving(tmp_path: Path) -> AsyncIterator[Running]:
-    async for r in _running(tmp_path, recovery=True):
+async def moving(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
+    async for r in _running(tmp_path, db_url, recovery=True):
         yield r
 
 
@@ -348,9 +349,11 @@ async def test_changing_templates_does_not_redo_or_forget_their_effects(still: R
     assert still.vim.hosts["compute1"].forced_down is False
 
 
-async def test_the_consistency_check_drops_what_the_vim_lost_silently(tmp_path: Path) -> None:
+async def test_the_consistency_check_drops_what_the_vim_lost_silently(
+    tmp_path: Path, db_url: str
+) -> None:
     vim = lab_vim()
-    settings = settings_for(tmp_path, inspector={"consistency_interval": 0.05})
+    settings = settings_for(tmp_path, database_url=db_url, inspector={"consistency_interval": 0.05})
     service = Service(settings, vim=vim)
     await service.start()
     try:

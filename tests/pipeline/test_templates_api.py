@@ -346,9 +346,9 @@ async def test_built_ins_cannot_be_deleted_but_can_be_replaced(running: Running)
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    """A service on the database in `tmp_path`: start it again to see what it kept."""
-    service = Service(settings_for(tmp_path), vim=lab_vim())
+async def serving(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    """A service on the database at `db_url`: start it again to see what it kept."""
+    service = Service(settings_for(tmp_path, database_url=db_url), vim=lab_vim())
     await service.start()
     try:
         transport = httpx.ASGITransport(app=create_app(service, manage=False))
@@ -358,9 +358,9 @@ async def serving(tmp_path: Path) -> AsyncIterator[tuple[Service, httpx.AsyncCli
         await service.stop()
 
 
-async def test_added_templates_outlive_a_restart(tmp_path: Path) -> None:
+async def test_added_templates_outlive_a_restart(tmp_path: Path, db_url: str) -> None:
     quieter_down = None
-    async with serving(tmp_path) as (_, client):
+    async with serving(tmp_path, db_url) as (_, client):
         assert (await client.post("/v1/templates", headers=YAML, content=HOST_WATCH)).is_success
         builtin = (await client.get("/v1/templates/instance_down", headers=ADMIN)).json()
         quieter_down = builtin["text"].replace("      - notify: {target: server}\n", "")
@@ -368,7 +368,7 @@ async def test_added_templates_outlive_a_restart(tmp_path: Path) -> None:
         echo = await client.post("/v1/templates", headers=YAML, content=ECHO)
         assert echo.status_code == 422
 
-    async with serving(tmp_path) as (service, client):
+    async with serving(tmp_path, db_url) as (service, client):
         listed = {t["name"]: t for t in (await client.get("/v1/templates", headers=ADMIN)).json()}
         assert set(listed) == BUILT_INS | {"host_watch"}
         assert listed["host_watch"]["origin"] == "api"
@@ -380,5 +380,5 @@ async def test_added_templates_outlive_a_restart(tmp_path: Path) -> None:
         # Deleted, it stays deleted.
         assert (await client.delete("/v1/templates/host_watch", headers=ADMIN)).status_code == 204
 
-    async with serving(tmp_path) as (service, _):
+    async with serving(tmp_path, db_url) as (service, _):
         assert "host_watch" not in service.templates.installed

@@ -63,7 +63,9 @@ async def test_bad_topology_queries(running: Running) -> None:
     assert resp.status_code == 403
 
 
-async def test_the_topology_file_adds_what_the_vim_does_not_know(tmp_path: Path) -> None:
+async def test_the_topology_file_adds_what_the_vim_does_not_know(
+    tmp_path: Path, db_url: str
+) -> None:
     path = tmp_path / "topology.yaml"
     path.write_text(
         "entities: [{type: switch, id: tor-1}]\n"
@@ -71,7 +73,7 @@ async def test_the_topology_file_adds_what_the_vim_does_not_know(tmp_path: Path)
         "  - {source: 'switch:tor-1', target: 'host:compute1', label: connects}\n"
         "  - {source: 'switch:tor-1', target: 'host:compute2', label: connects}\n"
     )
-    settings = settings_for(tmp_path, inspector={"topology_file": str(path)})
+    settings = settings_for(tmp_path, database_url=db_url, inspector={"topology_file": str(path)})
     service = Service(settings, vim=lab_vim())
     await service.start()
     try:

@@ -15,10 +15,10 @@ from tests.pipeline.conftest import Consumer, alarm_for, host_down, lab_vim, set
 
 
 async def test_a_service_started_during_a_vim_outage_still_notifies(
-    tmp_path: Path, consumer: Consumer
+    tmp_path: Path, db_url: str, consumer: Consumer
 ) -> None:
     vim = lab_vim()
-    first = Service(settings_for(tmp_path), vim=vim)
+    first = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await first.start()
     victims = [s for s in vim.servers.values() if s.host == "compute1"]
     for server in victims:
@@ -30,7 +30,7 @@ async def test_a_service_started_during_a_vim_outage_still_notifies(
 
     # The VIM is down when opendoctor (re)starts: it starts from what it stored.
     vim.fail = {"list_hosts", "list_servers"}
-    service = Service(settings_for(tmp_path), vim=vim)
+    service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service, manage=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:

@@ -6,15 +6,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opendoctor.errors import RequestError
+from opendoctor.store.db import DatabaseUnavailable, refused_text, unavailable
+
+log = logging.getLogger(__name__)
+
+DATABASE_DOWN = "the database is not answering; try again shortly"
+NUL_TEXT = "text must not contain the NUL character (\\u0000)"
 
 
 def error_body(
@@ -74,6 +83,25 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         errors = [{"field": "", "problem": str(exc.detail)}]
         return JSONResponse(error_body(exc.status_code, errors), status_code=exc.status_code)
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # A database that is down or restarting is not a bug: say so, and that a retry
+        # will do (the pool reconnects by itself). Any other database error is one, and
+        # goes on to the server's 500 with its traceback in the log.
+        if refused_text(exc):
+            # Input PostgreSQL cannot store, that no check before the write caught.
+            return JSONResponse(error_body(400, [{"field": "body", "problem": NUL_TEXT}]), 400)
+        if not unavailable(exc):
+            raise exc
+        log.warning(
+            "database not answering",
+            extra={"path": request.url.path, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        body = error_body(503, [{"field": "", "problem": DATABASE_DOWN}])
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    for kind in (DatabaseUnavailable, PoolTimeout, DBAPIError):
+        app.add_exception_handler(kind, _database)
 
 
 class BodyLimit:

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from opendoctor.api.auth import check_southbound
-from opendoctor.api.errors import error_body, validation_errors
+from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
 from opendoctor.errors import RequestError
 from opendoctor.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
 from opendoctor.service import Service
@@ -49,11 +49,39 @@ class EventDetails(BaseModel):
     resource_id: str | None = Field(None, min_length=1, max_length=190)
 
 
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where in a parsed JSON value a string holds U+0000 (None: nowhere)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+        if any("\x00" in str(k) for k in value):
+            return path
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    for where, item in items:
+        found = _nul_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
 class DoctorEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
     time: datetime | float | None = None
     type: str = Field(min_length=1, max_length=255)
     details: EventDetails
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL cannot store U+0000 in text. Refuse it here: handling starts before
+        # the write, so a write that fails on it would come too late.
+        where = _nul_at(data, "")
+        if where is not None:
+            raise PydanticCustomError("value_error", NUL_TEXT, {"field": where or "body"})
+        return data
 
     @field_validator("type")
     @classmethod

@@ -10,11 +10,45 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+# PostgreSQL is a server that can restart under us. Pre-ping finds the connections a
+# restart killed before a request uses them, so the service recovers by itself; the
+# connect timeout turns a server that does not answer into a prompt error (asyncpg
+# waits a minute by default); the pool is sized for a fault's burst of writes (events,
+# faults, outbox, alarm history at once) and a request waits at most pool_timeout.
+_POSTGRES_ENGINE: dict[str, Any] = {
+    "pool_pre_ping": True,
+    "pool_size": 10,
+    "max_overflow": 10,
+    "pool_timeout": 10.0,
+    "connect_args": {"timeout": 5.0},
+}
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer (refused, timed out, restarting): retry later."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database is out of reach rather than the statement wrong."""
+    if isinstance(exc, DatabaseUnavailable | PoolTimeout):
+        return True
+    # A connection the server dropped mid-statement (a restart): the pool discards it.
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def refused_text(exc: BaseException) -> bool:
+    """Whether the database refused a text value as such: PostgreSQL cannot store the NUL
+    character (SQLite and JSON can), and from a Python str nothing else gets this error."""
+    # SQLSTATE 22021: character_not_in_repertoire.
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "22021"
 
 
 def sync_url(url: str) -> str:
@@ -53,14 +87,28 @@ def _sqlite_pragmas(dbapi_conn: object, _record: ConnectionPoolEntry) -> None:
     cursor.close()
 
 
+def _connect(
+    dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    # Drivers fail to connect with their own errors (asyncpg: a bare OSError or
+    # TimeoutError, which SQLAlchemy passes through unwrapped): one type for all of them
+    # lets the API answer 503 instead of 500.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 class Database:
     """An async engine plus a session factory, created from one URL."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        options = _POSTGRES_ENGINE if make_url(url).get_backend_name() == "postgresql" else {}
         self.engine: AsyncEngine = create_async_engine(
-            url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+            url, json_serializer=_json_dumps, json_deserializer=orjson.loads, **options
         )
+        event.listen(self.engine.sync_engine, "do_connect", _connect)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

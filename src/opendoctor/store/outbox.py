@@ -123,7 +123,8 @@ class OutboxStore:
     async def list(
         self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
     ) -> list[OutboxEntry]:
-        query = select(OutboxRow).order_by(OutboxRow.created).limit(limit)
+        # A batch shares its `created`: the id breaks ties alike on every engine.
+        query = select(OutboxRow).order_by(OutboxRow.created, OutboxRow.id).limit(limit)
         if fault_id is not None:
             query = query.where(OutboxRow.fault_id == fault_id)
         if status is not None:

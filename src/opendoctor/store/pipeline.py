@@ -68,14 +68,17 @@ class EventStore:
     async def unprocessed(self) -> list[Event]:
         async with self.db.sessions() as session:
             rows = await session.scalars(
-                select(EventRow).where(EventRow.processed.is_(False)).order_by(EventRow.received)
+                select(EventRow)
+                .where(EventRow.processed.is_(False))
+                # Ties broken the same way on every engine (PostgreSQL has no rowid order).
+                .order_by(EventRow.received, EventRow.time, EventRow.id)
             )
             return [_event_from_row(r) for r in rows]
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self.db.sessions() as session:
             rows = await session.scalars(
-                select(EventRow).order_by(EventRow.received.desc()).limit(limit)
+                select(EventRow).order_by(EventRow.received.desc(), EventRow.id).limit(limit)
             )
             return [dict(r.body, processed=r.processed, fault_id=r.fault_id) for r in rows]
 
@@ -114,8 +117,14 @@ class FaultStore:
             "instance_id": fault.instance_id,
             "signals": list(fault.signals),
         }
+        # One upsert, not the ORM's merge (a SELECT, then an INSERT or UPDATE): two tasks
+        # saving the same new fault at once would both INSERT on PostgreSQL.
+        stmt = dialect_insert(self.db, FaultRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={c: stmt.excluded[c] for c in values if c != "id"}
+        )
         async with self.db.sessions.begin() as session:
-            await session.merge(FaultRow(**values))
+            await session.execute(stmt)
 
     async def get(self, fault_id: str) -> Fault | None:
         async with self.db.sessions() as session:
@@ -123,7 +132,7 @@ class FaultStore:
             return None if row is None else _fault_from_row(row)
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[Fault]:
-        query = select(FaultRow).order_by(FaultRow.started.desc()).limit(limit)
+        query = select(FaultRow).order_by(FaultRow.started.desc(), FaultRow.id).limit(limit)
         if status is not None:
             query = query.where(FaultRow.status == status)
         async with self.db.sessions() as session:

@@ -26,6 +26,8 @@ class Located:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             raise SourceError(mark.line + 1 if mark else None, str(exc.problem)) from exc
+        except yaml.YAMLError as exc:  # e.g. a character YAML does not allow
+            raise SourceError(None, str(exc).replace("\n", " ")) from exc
         self.data: Any = None if node is None else self._convert(node, ())
 
     def _convert(self, node: yaml.Node, path: Path) -> Any:

@@ -1,0 +1,150 @@
+"""A database that stops answering: requests get a clear 503 (never a 500, never a 202
+for an event that was not stored), and the service recovers by itself when it is back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from opendoctor.api.app import create_app
+from opendoctor.api.errors import DATABASE_DOWN
+from opendoctor.service import Service
+from opendoctor.store.db import unavailable
+from tests import pg
+from tests.conftest import eventually
+from tests.pipeline.conftest import ADMIN, alarm_for, as_project, host_down, lab_vim, settings_for
+from tests.tcpproxy import TcpProxy, free_port
+
+SERVER = "00000000-0000-0000-0000-000000000001"  # vm1, on compute1, of project-a
+
+
+def assert_database_down(resp: httpx.Response) -> None:
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == "1"
+    assert resp.json() == {
+        "error": {
+            "status": 503,
+            "message": DATABASE_DOWN,
+            "errors": [{"field": "", "problem": DATABASE_DOWN}],
+        }
+    }
+
+
+async def needs_the_database(client: httpx.AsyncClient) -> list[httpx.Response]:
+    """One request of each kind that cannot be answered without the database."""
+    return [
+        await client.get("/v1/faults", headers=ADMIN),
+        await client.get("/v1/events", headers=ADMIN),
+        await client.get("/v1/notifications", headers=ADMIN),
+        await client.post(
+            "/v2/alarms", json=alarm_for(SERVER, "log://"), headers=as_project("project-a")
+        ),
+        await client.put("/events", json=[host_down("compute1")]),
+    ]
+
+
+async def fault_stored(client: httpx.AsyncClient, host: str) -> bool:
+    faults = (await client.get("/v1/faults", headers=ADMIN)).json()
+    return host in {f["hostname"] for f in faults}
+
+
+async def test_nothing_answering_at_the_database_url_is_a_503(tmp_path: Path) -> None:
+    url = pg.url_for("opendoctor", port=free_port())  # nothing listens there
+    service = Service(settings_for(tmp_path, database_url=url), vim=lab_vim())
+    # Not started (that migrates, which needs the database): the API needs the topology.
+    service.topology.load(await service.vim.list_hosts(), await service.vim.list_servers())
+    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+            for resp in await needs_the_database(client):
+                assert_database_down(resp)
+            # What needs no database still answers.
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+async def proxied(tmp_path: Path) -> AsyncIterator[tuple[Service, httpx.AsyncClient, TcpProxy]]:
+    """A started service whose PostgreSQL is reached through a proxy the test can cut."""
+    admin = make_url(pg.ADMIN_URL)
+    name = await pg.create_database()
+    proxy = TcpProxy(admin.host or "127.0.0.1", admin.port or 5432)
+    await proxy.restore()
+    url = pg.url_for(name, port=proxy.port)
+    service = Service(settings_for(tmp_path, database_url=url), vim=lab_vim())
+    try:
+        await service.start()
+        transport = httpx.ASGITransport(app=create_app(service, manage=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+            yield service, client, proxy
+    finally:
+        await service.stop()  # needs no database
+        await proxy.cut()
+        await pg.drop_database(name)
+
+
+async def test_a_database_outage_is_503_and_the_service_recovers_by_itself(
+    proxied: tuple[Service, httpx.AsyncClient, TcpProxy],
+) -> None:
+    service, client, proxy = proxied
+    before = await client.put("/events", json=[host_down("compute2")])
+    assert before.status_code == 202
+    accepted = before.json()["accepted"]
+
+    await eventually(lambda: fault_stored(client, "compute2"), what="compute2's fault stored")
+
+    await proxy.cut()
+    for resp in await needs_the_database(client):
+        assert_database_down(resp)
+    await service.bus.drain()  # the handling of the refused event fails in the outage too
+
+    await proxy.restore()
+    # No restart, no reconfiguration: the pool finds its dead connections and reconnects.
+    for resp in await needs_the_database(client):
+        assert resp.is_success, resp.text
+    accepted += resp.json()["accepted"]
+    stored = {e["id"] for e in (await client.get("/v1/events", headers=ADMIN)).json()}
+    # Every event answered 202 is stored.
+    assert set(accepted) <= stored
+    assert await fault_stored(client, "compute2")
+
+
+async def test_a_connection_dropped_mid_statement_means_the_database_is_down(
+    proxied: tuple[Service, httpx.AsyncClient, TcpProxy],
+) -> None:
+    service, _, proxy = proxied
+    name = make_url(service.db.url).database
+
+    async def slow() -> None:
+        async with service.db.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(5)"))
+
+    async def running() -> bool:
+        admin = await asyncpg.connect(pg.ADMIN_URL)
+        try:
+            found = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%'",
+                name,
+            )
+        finally:
+            await admin.close()
+        return bool(found)
+
+    query = asyncio.create_task(slow())
+    await eventually(running, what="the statement under way")
+    await proxy.cut()
+    with pytest.raises(DBAPIError) as caught:
+        await query
+    # What the API answers 503 to (and the pool throws the connection away).
+    assert caught.value.connection_invalidated
+    assert unavailable(caught.value)
