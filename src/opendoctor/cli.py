@@ -199,6 +199,13 @@ def consumer(
         list[str] | None,
         typer.Option(help="ACTIVE_ID=STANDBY_ID: switch to the standby when the active fails"),
     ] = None,
+    amqp: Annotated[
+        str | None,
+        typer.Option(
+            help="also receive callbacks published to AMQP: amqp://user:pass@host:5672/[vhost]"
+            "?exchange=NAME[&routing_key=BINDING_KEY][&queue=NAME]"
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the sample consumer: receives alarm callbacks on /failure and prints them.
@@ -206,12 +213,13 @@ def consumer(
     GET /received returns every notification with its arrival time (T09). With --lab-url
     it acts as a VNF manager for active/standby pairs (--pair, or PUT /pairs with
     {"active": ID, "standby": ID}): when the active fails it activates the standby and
-    switches the lab load balancer over; GET /switchovers says when (T10).
+    switches the lab load balancer over; GET /switchovers says when (T10). With --amqp
+    it also consumes callbacks that opendoctor publishes for amqp:// alarm actions.
     """
     from opendoctor import consumer as consumer_mod
 
     pairs = consumer_mod.parse_pairs(pair or [])
-    asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs))
+    asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs, amqp))
 
 
 class Scenario(StrEnum):

@@ -4,6 +4,10 @@ It receives Aodh alarm callbacks (on `/failure`, or any POST path), records when
 arrived (T09), prints it, and answers 200. `GET /received` returns what it recorded;
 redeliveries (same `x-openstack-request-id`) are counted, not recorded twice.
 
+With `--amqp URL` it also listens on a queue bound to an AMQP exchange, where
+opendoctor publishes the same callbacks for `amqp://` alarm actions; those messages
+are recorded the same way (the request id comes from the message's header).
+
 In active/standby mode (`--lab-url`, pairs from `--pair` or `PUT /pairs`) a failure of
 a pair's active server switches the pair over (`opendoctor.switchover`); `GET
 /switchovers` tells when each finished (T10).
@@ -12,10 +16,11 @@ a pair's active server switches the pair over (`opendoctor.switchover`); `GET
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -24,10 +29,18 @@ from opendoctor.lab.client import LabClient
 from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.switchover import Switcher
 
+if TYPE_CHECKING:
+    # Imported when --amqp is used: the consumer runs without the amqp extra otherwise.
+    from opendoctor.amqp import Broker, Delivery
+
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
 SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
 QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
 SWITCHER: web.AppKey[Switcher | None] = web.AppKey("switcher")
+AMQP_HELP = (
+    "also receive callbacks published to AMQP: "
+    "amqp://user:pass@host:5672/[vhost]?exchange=NAME[&routing_key=BINDING_KEY][&queue=NAME]"
+)
 
 
 def summarize(body: dict[str, Any], arrived: float, request_id: str, path: str) -> dict[str, Any]:
@@ -50,32 +63,45 @@ def summarize(body: dict[str, Any], arrived: float, request_id: str, path: str) 
     }
 
 
-async def _callback(request: web.Request) -> web.Response:
-    arrived = time.time()
-    try:
-        body = orjson.loads(await request.read())
-        if not isinstance(body, dict):
-            raise ValueError("not an object")
-    except ValueError as exc:
-        return web.json_response({"error": f"bad callback body: {exc}"}, status=400)
-    request_id = request.headers.get("x-openstack-request-id", "")
-    app = request.app
+def record(
+    app: web.Application, body: dict[str, Any], arrived: float, request_id: str, path: str
+) -> dict[str, Any] | None:
+    """Record one alarm callback, however it came (HTTP or AMQP); None for a redelivery."""
     if request_id and request_id in app[SEEN]:
-        return web.json_response({"duplicate": True})
+        return None
     if request_id:
         app[SEEN].add(request_id)
-    record = summarize(body, arrived, request_id, request.path)
-    app[RECEIVED].append(record)
+    summary = summarize(body, arrived, request_id, path)
+    app[RECEIVED].append(summary)
     switcher = app[SWITCHER]
-    if switcher is not None and record["current"] == "alarm":
-        record["switchover"] = switcher.on_failure(record["instance_id"], arrived)
+    if switcher is not None and summary["current"] == "alarm":
+        summary["switchover"] = switcher.on_failure(summary["instance_id"], arrived)
     if not app[QUIET]:
         print(
             f"T09 {time.strftime('%H:%M:%S', time.localtime(arrived))}"
-            f".{int(arrived * 1000) % 1000:03d} alarm {record['alarm_name']} "
-            f"instance {record['instance_id']} state {record['state']} host {record['host']}",
+            f".{int(arrived * 1000) % 1000:03d} alarm {summary['alarm_name']} "
+            f"instance {summary['instance_id']} state {summary['state']} host {summary['host']}",
             flush=True,
         )
+    return summary
+
+
+def parse_body(data: bytes) -> dict[str, Any]:
+    body = orjson.loads(data)
+    if not isinstance(body, dict):
+        raise ValueError("not an object")
+    return body
+
+
+async def _callback(request: web.Request) -> web.Response:
+    arrived = time.time()
+    try:
+        body = parse_body(await request.read())
+    except ValueError as exc:
+        return web.json_response({"error": f"bad callback body: {exc}"}, status=400)
+    request_id = request.headers.get("x-openstack-request-id", "")
+    if record(request.app, body, arrived, request_id, request.path) is None:
+        return web.json_response({"duplicate": True})
     return web.json_response({"ok": True})
 
 
@@ -121,6 +147,65 @@ def make_app(quiet: bool = False, switcher: Switcher | None = None) -> web.Appli
     return app
 
 
+class AmqpListener:
+    """Alarm callbacks published to an AMQP exchange, recorded exactly like HTTP ones.
+
+    `url` is `amqp[s]://user:pass@host[:port]/[vhost]?exchange=X[&routing_key=K][&queue=Q]`:
+    a queue bound to the (durable, topic) exchange X with binding key K (`#` by default).
+    Without Q the queue is private and goes away with the consumer; with Q it is durable
+    and keeps what arrives while the consumer is down.
+    """
+
+    def __init__(self, app: web.Application, url: str) -> None:
+        from opendoctor.amqp import parse_listen_url
+
+        self.app = app
+        self.target = parse_listen_url(url)
+        self.queue = ""
+        self._broker: Broker | None = None
+
+    def describe(self) -> str:
+        t = self.target
+        return (
+            f"{t.broker} exchange {t.exchange!r} binding key {t.routing_key!r} queue {self.queue!r}"
+        )
+
+    async def start(self) -> None:
+        from opendoctor.amqp import Broker
+
+        t = self.target
+        broker = self._broker = Broker(t.broker, name="opendoctor-consumer")
+        await broker.declare_exchange(t.exchange, "topic")
+        durable = t.queue is not None
+        self.queue = await broker.declare_queue(
+            t.queue, durable=durable, exclusive=not durable, bind=[(t.exchange, t.routing_key)]
+        )
+        await broker.consume(self.queue, self._on_message, prefetch=64)
+
+    async def _on_message(self, delivery: Delivery) -> None:
+        from opendoctor.amqp import AmqpError
+
+        arrived = time.time()
+        try:
+            body = parse_body(delivery.body)
+        except ValueError as exc:
+            print(f"dropped an AMQP message that is not a callback body: {exc}", flush=True)
+            with contextlib.suppress(AmqpError):
+                await delivery.reject()
+            return
+        request_id = delivery.header("x-openstack-request-id")
+        record(
+            self.app, body, arrived, request_id, f"amqp:{delivery.exchange}/{delivery.routing_key}"
+        )
+        # If the ack is lost the message comes again; its request id makes it a duplicate.
+        with contextlib.suppress(AmqpError):
+            await delivery.ack()
+
+    async def close(self) -> None:
+        if self._broker is not None:
+            await self._broker.close()
+
+
 async def serve(
     host: str,
     port: int,
@@ -128,9 +213,22 @@ async def serve(
     quiet: bool,
     lab_url: str | None = None,
     pairs: dict[str, str] | None = None,
+    amqp: str | None = None,
 ) -> None:
     switcher = Switcher(LabClient(lab_url), pairs) if lab_url else None
-    runner = web.AppRunner(make_app(quiet, switcher), access_log=None)
+    app = make_app(quiet, switcher)
+    listener = None
+    if amqp is not None:
+        try:
+            listener = AmqpListener(app, amqp)
+            await listener.start()
+        except Exception as exc:  # a bad URL (ValueError) or an unreachable broker
+            if listener is not None:
+                await listener.close()
+            if switcher is not None:
+                await switcher.close()
+            raise SystemExit(f"consumer: cannot listen on AMQP: {exc}") from None
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -139,8 +237,12 @@ async def serve(
     bound = sockets[0].getsockname()[1] if sockets else port
     url = f"http://{host}:{bound}"
     print(f"consumer listening on {url} (callbacks on {url}/failure)", flush=True)
+    if listener is not None:
+        print(f"consumer listening on AMQP: {listener.describe()}", flush=True)
     announce_ready(ready_file, url)
     await until_signalled()
+    if listener is not None:
+        await listener.close()
     await runner.cleanup()
     if switcher is not None:
         await switcher.close()
@@ -156,10 +258,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--lab-url", help="switch active/standby pairs over through this lab")
     parser.add_argument("--pair", action="append", default=[], help="ACTIVE_ID=STANDBY_ID")
+    parser.add_argument("--amqp", help=AMQP_HELP)
     args = parser.parse_args(argv)
     asyncio.run(
         serve(
-            args.host, args.port, args.ready_file, args.quiet, args.lab_url, parse_pairs(args.pair)
+            args.host,
+            args.port,
+            args.ready_file,
+            args.quiet,
+            args.lab_url,
+            parse_pairs(args.pair),
+            args.amqp,
         )
     )
 

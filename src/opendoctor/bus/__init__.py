@@ -1,6 +1,25 @@
-"""Message passing between blocks: in-process by default (RabbitMQ comes with scale-out)."""
+"""Message passing between blocks: in-process in embedded mode, RabbitMQ when scaled out.
+
+`AmqpBus` (in `opendoctor.bus.amqp`) needs the `amqp` extra; it is imported on first
+use, so embedded mode runs without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from opendoctor.bus.base import Bus, Handler
 from opendoctor.bus.memory import InProcessBus
 
-__all__ = ["Bus", "Handler", "InProcessBus"]
+if TYPE_CHECKING:
+    from opendoctor.bus.amqp import AmqpBus
+
+__all__ = ["AmqpBus", "Bus", "Handler", "InProcessBus"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AmqpBus":
+        from opendoctor.bus.amqp import AmqpBus
+
+        return AmqpBus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

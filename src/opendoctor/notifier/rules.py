@@ -37,7 +37,8 @@ Severity = Literal["low", "moderate", "critical"]
 Op = Literal["lt", "le", "eq", "ne", "ge", "gt"]
 ValueType = Literal["", "string", "integer", "float", "boolean", "datetime"]
 
-ACTION_SCHEMES = ("http", "https", "log")
+ACTION_SCHEMES = ("http", "https", "log", "amqp", "amqps")
+AMQP_SCHEMES = ("amqp", "amqps")
 REASON_NEW = "Not evaluated yet"
 REASON_MANUAL = "Manually set via API"
 
@@ -141,10 +142,25 @@ def _check_action(url: str) -> str:
         raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ACTION_SCHEMES:
         raise ValueError(f"{url!r}: the URL scheme must be one of {', '.join(ACTION_SCHEMES)}")
+    if parts.scheme in AMQP_SCHEMES:
+        return _check_amqp_action(url)
     if parts.scheme != "log" and not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     if any(c.isspace() for c in url):
         raise ValueError(f"{url!r} contains whitespace")
+    return url
+
+
+def _check_amqp_action(url: str) -> str:
+    """`amqp[s]://user:pass@host[:port]/[vhost]?exchange=NAME&routing_key=KEY`."""
+    try:
+        from opendoctor.amqp import parse_action_url
+    except ImportError:
+        raise ValueError(
+            f"{url!r}: AMQP actions are not available on this server "
+            "(it was installed without the 'amqp' extra)"
+        ) from None
+    parse_action_url(url)  # raises ValueError naming what is wrong
     return url
 
 

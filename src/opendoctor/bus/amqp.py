@@ -1,0 +1,376 @@
+"""The bus of scaled-out mode, on RabbitMQ: durable partition queues, ordered per key.
+
+Layout, for a topic T and a prefix P (all durable, declared by whoever uses T first):
+
+* a direct exchange `P.T`;
+* `partitions` queues `P.T.0` … `P.T.{n-1}`, each bound with its index as the key; a
+  message goes to partition `crc32(key) % partitions`, so the messages of one key (a
+  host) always share a queue;
+* a dead-letter queue `P.T.dead` for messages that failed `max_attempts` times or
+  could not be decoded.
+
+A subscriber consumes every partition (or the ones it is given), each with a prefetch
+of one, so a partition's messages are handled one at a time, in order; different
+partitions run concurrently. The partition queues are "single active consumer"
+queues: when several replicas subscribe to the same partition, the broker feeds one
+of them and fails over to the next when it goes away, so order holds across replicas.
+
+A message is acked after every handler of the topic returned. A handler that raises
+makes the message wait `retry_delay` seconds (its partition waits with it: order
+first) and go back to the queue, to be delivered again; after `max_attempts` failed
+attempts in this process it is dead-lettered. Messages carry a `message_id`; handlers
+must be idempotent, since a message whose ack was lost (a broker restart) comes again.
+
+`publish` returns once the broker confirmed the message (persistent, in a durable
+queue). While the broker is away it keeps trying, up to `publish_timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from opendoctor.amqp import (
+    AmqpError,
+    Broker,
+    BrokerUrl,
+    Delivery,
+    DeliveryHandler,
+)
+from opendoctor.bus.base import Handler
+from opendoctor.model import Event
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class BusError(Exception):
+    """A message could not be handed to the broker."""
+
+
+# --- codecs ----------------------------------------------------------------------------------
+
+
+class Codec(Protocol):
+    """How the messages of one topic travel: Python object ⇄ bytes."""
+
+    def encode(self, message: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+class JsonCodec:
+    """Plain JSON values (dicts, lists, strings, numbers), as they are."""
+
+    def encode(self, message: Any) -> bytes:
+        return orjson.dumps(message)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class DataclassCodec(Generic[T]):
+    """A dataclass as a JSON object of its fields; unknown fields are ignored on decode,
+    so a newer publisher's extra field does not stop an older subscriber."""
+
+    def __init__(self, cls: type[T]) -> None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls!r} is not a dataclass")
+        self.cls = cls
+        self.fields = frozenset(f.name for f in dataclasses.fields(cls))
+
+    def encode(self, message: Any) -> bytes:
+        if not isinstance(message, self.cls):
+            raise TypeError(f"expected {self.cls.__name__}, got {type(message).__name__}")
+        return orjson.dumps(message)
+
+    def decode(self, data: bytes) -> T:
+        raw = orjson.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object for {self.cls.__name__}")
+        return self.cls(**{k: v for k, v in raw.items() if k in self.fields})
+
+
+EVENT_CODEC: DataclassCodec[Event] = DataclassCodec(Event)
+# The topics opendoctor uses, and what they carry. Other topics default to JSON.
+CODECS: dict[str, Codec] = {"events": EVENT_CODEC}
+
+
+def _message_id(delivery: Delivery) -> str:
+    # Ours always carry one; a message from elsewhere is known by its body.
+    return delivery.message_id or f"crc32:{zlib.crc32(delivery.body)}"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable across processes and restarts (unlike `hash`)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+# --- the bus ---------------------------------------------------------------------------------
+
+
+class AmqpBus:
+    def __init__(
+        self,
+        url: str | BrokerUrl,
+        *,
+        prefix: str = "opendoctor",
+        partitions: int = 8,
+        consume: Iterable[int] | None = None,
+        retry_delay: float = 1.0,
+        max_attempts: int = 10,
+        publish_timeout: float = 30.0,
+        timeout: float = 5.0,
+        reconnect_interval: float = 1.0,
+        codecs: dict[str, Codec] | None = None,
+        name: str = "opendoctor-bus",
+    ) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self.partitions = partitions
+        self.prefix = prefix
+        self.consume = self._check_partitions(consume)
+        self.retry_delay = retry_delay
+        self.max_attempts = max_attempts
+        self.publish_timeout = publish_timeout
+        self.codecs: dict[str, Codec] = {**CODECS, **(codecs or {})}
+        self.broker = Broker(url, name=name, timeout=timeout, reconnect_interval=reconnect_interval)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._consumed: dict[str, frozenset[int]] = {}
+        self._topics: dict[str, asyncio.Task[None]] = {}
+        self._setups: list[asyncio.Task[None]] = []
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._attempts: dict[str, int] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        # Messages published here, bound for a partition consumed here, not yet handled.
+        self._outstanding: set[str] = set()
+        self._progress = asyncio.Event()
+        self._closed = False
+
+    def _check_partitions(self, chosen: Iterable[int] | None) -> frozenset[int]:
+        if chosen is None:
+            return frozenset(range(self.partitions))
+        picked = frozenset(chosen)
+        wrong = sorted(p for p in picked if not 0 <= p < self.partitions)
+        if wrong:
+            raise ValueError(f"partition {wrong[0]} does not exist (0 … {self.partitions - 1})")
+        return picked
+
+    def codec(self, topic: str) -> Codec:
+        return self.codecs.get(topic) or JsonCodec()
+
+    def exchange(self, topic: str) -> str:
+        return f"{self.prefix}.{topic}"
+
+    def queue(self, topic: str, partition: int) -> str:
+        return f"{self.prefix}.{topic}.{partition}"
+
+    def dead_letters(self, topic: str) -> str:
+        return f"{self.prefix}.{topic}.dead"
+
+    # -- set-up --
+
+    async def connect(self) -> None:
+        """Connect now (at start-up), rather than on first use; raises `AmqpError`."""
+        await self.broker.connect()
+
+    async def _declare(self, topic: str) -> None:
+        exchange, dead = self.exchange(topic), self.dead_letters(topic)
+        await self.broker.declare_exchange(exchange, "direct")
+        await self.broker.declare_queue(dead)
+        arguments = {
+            # One consumer at a time per partition, whatever the number of replicas.
+            "x-single-active-consumer": True,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead,
+        }
+        for i in range(self.partitions):
+            bind = [(exchange, str(i))]
+            await self.broker.declare_queue(self.queue(topic, i), arguments=arguments, bind=bind)
+
+    async def _topic(self, topic: str) -> None:
+        """Declare a topic's exchange and queues once per process (whoever comes first)."""
+        task = self._topics.get(topic)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._topics[topic] = asyncio.create_task(self._declare(topic))
+        await asyncio.shield(task)
+
+    def subscribe(
+        self, topic: str, handler: Handler, *, partitions: Iterable[int] | None = None
+    ) -> None:
+        """Handle `topic`'s messages of the given partitions (default: the bus's `consume`).
+
+        Consuming starts in the background; `ready()` (or `drain()`) waits for it.
+        """
+        chosen = self.consume if partitions is None else self._check_partitions(partitions)
+        known = self._consumed.get(topic)
+        if known is not None:
+            if known != chosen:
+                raise ValueError(f"topic {topic!r} is already consumed on other partitions")
+            self._handlers[topic].append(handler)
+            return
+        self._handlers[topic] = [handler]
+        self._consumed[topic] = chosen
+        task = asyncio.create_task(self._start_consuming(topic, chosen), name=f"bus:{topic}")
+        self._setups.append(task)
+
+    async def _start_consuming(self, topic: str, partitions: frozenset[int]) -> None:
+        todo = sorted(partitions)
+        delay = 0.2
+        while todo:
+            try:
+                await self._topic(topic)
+                while todo:
+                    i = todo[0]
+                    self._locks.setdefault((topic, i), asyncio.Lock())
+                    handler = self._on_delivery(topic, i)
+                    await self.broker.consume(self.queue(topic, i), handler, prefetch=1)
+                    todo.pop(0)
+            except AmqpError as exc:
+                if exc.permanent:
+                    raise
+                # The broker may be starting: a service keeps trying rather than dying.
+                log.warning("bus: cannot consume %s yet: %s", topic, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def ready(self) -> None:
+        """Wait until every subscription consumes (raises what stopped one)."""
+        if self._setups:
+            await asyncio.gather(*self._setups)
+
+    # -- publishing --
+
+    async def publish(self, topic: str, message: Any, key: str = "") -> None:
+        body = self.codec(topic).encode(message)
+        partition = partition_of(key, self.partitions)
+        message_id = uuid.uuid4().hex
+        tracked = partition in self._consumed.get(topic, ())
+        if tracked:
+            self._outstanding.add(message_id)
+        deadline = time.monotonic() + self.publish_timeout
+        delay = 0.05
+        while True:
+            try:
+                await self._topic(topic)
+                await self.broker.publish(
+                    self.exchange(topic),
+                    str(partition),
+                    body,
+                    headers={"x-opendoctor-key": key},
+                    message_id=message_id,
+                )
+                return
+            except AmqpError as exc:
+                left = deadline - time.monotonic()
+                if exc.permanent or left <= 0 or self._closed:
+                    self._outstanding.discard(message_id)
+                    self._progress.set()
+                    raise BusError(f"could not publish to {topic!r}: {exc}") from exc
+                # The broker is restarting or the link is down: the robust connection
+                # comes back by itself; the message goes again (at least once).
+                log.warning("bus: publish to %s failed, trying again: %s", topic, exc)
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
+
+    # -- consuming --
+
+    def _on_delivery(self, topic: str, partition: int) -> DeliveryHandler:
+        async def on_delivery(delivery: Delivery) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                # Prefetch 1 already serialises a partition; the lock also covers the
+                # moment after a reconnection when a redelivery can overlap the last try.
+                async with self._locks[(topic, partition)]:
+                    await self._handle(topic, delivery)
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return on_delivery
+
+    async def _handle(self, topic: str, delivery: Delivery) -> None:
+        message_id = _message_id(delivery)
+        try:
+            message = self.codec(topic).decode(delivery.body)
+        except Exception:
+            log.exception("bus: undecodable message dead-lettered", extra={"topic": topic})
+            await self._settle(delivery, ok=False, requeue=False)
+            return
+        try:
+            for handler in self._handlers.get(topic, ()):
+                await handler(message)
+        except Exception:
+            attempts = self._attempts.get(message_id, 0) + 1
+            if attempts >= self.max_attempts:
+                log.exception(
+                    "bus: handler failed for good; message dead-lettered",
+                    extra={"topic": topic, "message_id": message_id, "attempts": attempts},
+                )
+                await self._settle(delivery, ok=False, requeue=False)
+                return
+            self._attempts[message_id] = attempts
+            log.exception(
+                "bus: handler failed; the message comes again",
+                extra={"topic": topic, "message_id": message_id, "attempts": attempts},
+            )
+            await asyncio.sleep(self.retry_delay)
+            await self._settle(delivery, ok=False, requeue=True)
+            return
+        await self._settle(delivery, ok=True, requeue=False)
+
+    async def _settle(self, delivery: Delivery, ok: bool, requeue: bool) -> None:
+        message_id = _message_id(delivery)
+        try:
+            if ok:
+                await delivery.ack()
+            elif requeue:
+                await delivery.nack(requeue=True)
+            else:
+                await delivery.reject()
+        except AmqpError as exc:
+            # The channel went away: the broker delivers the message again.
+            log.warning("bus: could not settle a message: %s", exc)
+            return
+        if not requeue:
+            self._attempts.pop(message_id, None)
+            if message_id in self._outstanding:
+                self._outstanding.discard(message_id)
+                self._progress.set()
+
+    async def drain(self) -> None:
+        """Wait until every message this process published to a partition it consumes
+        has been handled (acked or dead-lettered).
+
+        Messages for partitions that other processes consume are only waited for until
+        the broker confirmed them (`publish` returns then). With several replicas on the
+        same partitions, the broker may feed another one: drain is for a single process
+        and for tests.
+        """
+        await self.ready()
+        while self._outstanding:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def close(self) -> None:
+        """Stop: handlers still running are cancelled and their messages stay unacked,
+        so the broker gives them to another subscriber (or to this one when it returns)."""
+        self._closed = True
+        tasks = [*self._setups, *self._running, *self._topics.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.broker.close()
+        self._outstanding.clear()
+        self._progress.set()

@@ -1,0 +1,85 @@
+"""`amqp://` and `amqps://` actions: the alarm callback, published to a topic exchange.
+
+The action URL is `amqp[s]://user:password@host[:port]/[vhost]?exchange=NAME&routing_key=KEY`
+(`opendoctor.amqp.parse_action_url`). The message carries exactly the body the HTTP
+sender POSTs, with the same `x-openstack-request-id` header (stable per outbox entry, so a
+retried delivery can be deduplicated) and `content-type: application/json`. It is
+persistent and published to a durable topic exchange, declared if missing; `send`
+returns once the broker confirmed it. A message that no queue is bound for counts as
+not delivered (the outbox tries again later), as a consumer that is down would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+
+from opendoctor.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
+from opendoctor.notifier.delivery import DeliveryError
+from opendoctor.store.outbox import OutboxEntry
+
+log = logging.getLogger(__name__)
+
+
+class AmqpSender:
+    """One connection per broker (kept for the life of the sender), shared by all sends."""
+
+    def __init__(self, timeout: float, name: str = "opendoctor-notifier") -> None:
+        self.timeout = timeout
+        self.name = name
+        self._brokers: dict[BrokerUrl, Broker] = {}
+        self._declared: set[tuple[BrokerUrl, str]] = set()
+        self._lock = asyncio.Lock()
+
+    async def _broker(self, url: BrokerUrl) -> Broker:
+        broker = self._brokers.get(url)
+        if broker is None:
+            async with self._lock:
+                broker = self._brokers.get(url)
+                if broker is None:
+                    broker = Broker(url, name=self.name, timeout=self.timeout)
+                    self._brokers[url] = broker
+        try:
+            await broker.connect()
+        except AmqpError:
+            # A connection that never opened is not kept: the next attempt starts afresh.
+            if self._brokers.get(url) is broker:
+                del self._brokers[url]
+            await broker.close()
+            raise
+        return broker
+
+    async def send(self, entry: OutboxEntry) -> None:
+        try:
+            target = parse_action_url(entry.url)
+        except ValueError as exc:
+            raise DeliveryError(str(exc), retry=False) from None
+        headers = {"x-openstack-request-id": f"req-{entry.id}"}
+        payload = entry.payload or orjson.dumps(entry.body)
+        declared = (target.broker, target.exchange)
+        try:
+            broker = await self._broker(target.broker)
+            if declared not in self._declared:
+                await broker.declare_exchange(target.exchange, "topic")
+                self._declared.add(declared)
+            await broker.publish(
+                target.exchange,
+                target.routing_key,
+                payload,
+                headers=headers,
+                content_type="application/json",
+                message_id=f"req-{entry.id}",
+                timeout=self.timeout,
+            )
+        except AmqpError as exc:
+            # Declared again next time: the exchange may have been deleted meanwhile.
+            self._declared.discard(declared)
+            raise DeliveryError(str(exc), retry=not exc.permanent) from exc
+
+    async def close(self) -> None:
+        brokers = list(self._brokers.values())
+        self._brokers.clear()
+        self._declared.clear()
+        await asyncio.gather(*(b.close() for b in brokers), return_exceptions=True)

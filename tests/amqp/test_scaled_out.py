@@ -1,0 +1,76 @@
+"""The service over RabbitMQ: events on the AMQP bus, owners told through AMQP actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from opendoctor.api.app import create_app
+from opendoctor.bus.amqp import AmqpBus
+from opendoctor.consumer import RECEIVED, AmqpListener, make_app
+from opendoctor.service import Service
+from tests.amqp.conftest import Names
+from tests.conftest import eventually
+from tests.pipeline.conftest import (
+    PROJECT_A,
+    PROJECT_B,
+    alarm_for,
+    as_project,
+    host_down,
+    lab_vim,
+    settings_for,
+)
+
+
+async def test_uc1_with_owners_subscribed_over_amqp(
+    tmp_path: Path, amqp_url: str, names: Names
+) -> None:
+    exchange = names.exchange("alarms")
+    base = amqp_url.rstrip("/")
+    # Scaled-out settings: events go over the RabbitMQ bus, owners subscribe over AMQP.
+    bus = {
+        "kind": "amqp",
+        "url": amqp_url,
+        "prefix": names.bus_prefix(["events"], 4),
+        "partitions": 4,
+        "retry_delay": 0.05,
+        "reconnect_interval": 0.2,
+    }
+    service = Service(settings_for(tmp_path, bus=bus), vim=lab_vim())
+    assert isinstance(service.bus, AmqpBus) and service.amqp_sender is not None
+    owners = {p: make_app(quiet=True) for p in (PROJECT_A, PROJECT_B)}
+    listeners = [
+        AmqpListener(app, f"{base}/?exchange={exchange}&routing_key=alarm.{p}")
+        for p, app in owners.items()
+    ]
+    await service.start()
+    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    client = httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
+    try:
+        for listener in listeners:
+            await listener.start()
+        victims = [s for s in service.topology.servers.values() if s.host == "compute1"]
+        assert {s.project_id for s in victims} == {PROJECT_A, PROJECT_B}
+        for server in victims:
+            url = f"{base}/?exchange={exchange}&routing_key=alarm.{server.project_id}"
+            resp = await client.post(
+                "/v2/alarms", json=alarm_for(server.id, url), headers=as_project(server.project_id)
+            )
+            assert resp.status_code == 201, resp.text
+        resp = await client.put("/events", json=[host_down("compute1")])
+        assert resp.status_code < 300, resp.text
+        await service.bus.drain()
+        for project, app in owners.items():
+            mine = {s.id for s in victims if s.project_id == project}
+            await eventually(
+                lambda app=app, mine=mine: {r["instance_id"] for r in app[RECEIVED]} == mine,
+                what=f"{project} told over AMQP",
+            )
+            assert all(r["state"] == "error" and r["host"] == "compute1" for r in app[RECEIVED])
+            assert all(r["request_id"].startswith("req-") for r in app[RECEIVED])
+    finally:
+        await client.aclose()
+        for listener in listeners:
+            await listener.close()
+        await service.stop()
