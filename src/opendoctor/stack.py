@@ -96,11 +96,18 @@ class Stack:
             out[project] = (await self.http.get(consumer.ready + "/received")).json()
         return out
 
-    async def register_alarms(self) -> list[dict[str, Any]]:
+    async def register_alarms(
+        self, action: Callable[[dict[str, Any]], str] | None = None
+    ) -> list[dict[str, Any]]:
+        """One alarm per server, by its owner; `action` gives the action URL (default:
+        the owner's consumer's HTTP callback)."""
         servers = await self.get("/v1/servers")
         created = []
         for server in servers:
-            url = self.consumers[server["project_id"]].ready + "/failure"
+            if action is None:
+                url = self.consumers[server["project_id"]].ready + "/failure"
+            else:
+                url = action(server)
             headers = owner(server["project_id"])
             resp = await self.http.post(
                 self.api + "/v2/alarms", json=alarm_body(server, url), headers=headers
@@ -126,13 +133,21 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    spec: LabSpec, workdir: Path, service_env: dict[str, str] | None = None
+    spec: LabSpec,
+    workdir: Path,
+    service_env: dict[str, str] | None = None,
+    consumer_args: Callable[[str], list[str]] | None = None,
 ) -> AsyncIterator[Stack]:
+    """Lab, service and one consumer per project; `consumer_args(project)` adds to a
+    consumer's command line (e.g. `--amqp URL`)."""
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     async with LabRunner(spec, workdir / "lab") as lab:
         consumers = {
             p: ChildProcess.python(
-                f"consumer-{p}", "opendoctor.consumer", ["--quiet", "--lab-url", lab.url], workdir
+                f"consumer-{p}",
+                "opendoctor.consumer",
+                ["--quiet", "--lab-url", lab.url, *(consumer_args(p) if consumer_args else [])],
+                workdir,
             )
             for p in spec.projects
         }
