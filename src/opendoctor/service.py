@@ -155,6 +155,7 @@ class Service:
             self.engine,
             self.fault_graph,
             recover=recovery,
+            dedupe=self.settings.bus.kind != "memory",
         )
         await self._inspector.restore()
         await self.sync_topology()

@@ -9,6 +9,7 @@ import httpx
 from opendoctor.api.app import create_app
 from opendoctor.bus.amqp import AmqpBus
 from opendoctor.consumer import RECEIVED, AmqpListener, make_app
+from opendoctor.model import Event
 from opendoctor.service import Service
 from tests.amqp.conftest import Names
 from tests.conftest import eventually
@@ -73,4 +74,29 @@ async def test_uc1_with_owners_subscribed_over_amqp(
         await client.aclose()
         for listener in listeners:
             await listener.close()
+        await service.stop()
+
+
+async def test_a_redelivered_event_changes_nothing(
+    tmp_path: Path, amqp_url: str, names: Names
+) -> None:
+    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+    service = Service(settings_for(tmp_path, bus=bus, recovery={"enabled": False}), vim=lab_vim())
+    await service.start()
+    try:
+        event = Event(type="compute.host.down", hostname="compute1", status="down", time=0.0)
+        await service.submit([event])
+        await service.bus.drain()
+        fault = service.inspector.active[("host", "compute1")]
+        # The same message again, as RabbitMQ hands over one whose ack was lost.
+        await service.bus.publish("events", event, key=event.hostname)
+        await service.bus.drain()
+        assert fault.repeats == 0
+        assert list(service.inspector.active.values()) == [fault]
+        # A new report of the same fault (another event id) still counts as a repeat.
+        again = Event(type="compute.host.down", hostname="compute1", status="down", time=0.0)
+        await service.submit([again])
+        await service.bus.drain()
+        assert fault.repeats == 1
+    finally:
         await service.stop()

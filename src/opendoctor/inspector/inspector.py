@@ -53,6 +53,7 @@ class Inspector:
         fault_graph: FaultGraph,
         recover: Recover | None = None,
         workflows: WorkflowRunner | None = None,
+        dedupe: bool = False,
     ) -> None:
         self.topology = topology
         self.vim = vim
@@ -61,6 +62,9 @@ class Inspector:
         self.engine = engine
         self.fault_graph = fault_graph
         self.recover = recover
+        # A bus that delivers at least once (RabbitMQ) may hand over an event again, to
+        # this process or, after a takeover, to another: the store says if it was done.
+        self.dedupe = dedupe
         self.effects = Effects(
             topology,
             engine.graph,
@@ -90,6 +94,10 @@ class Inspector:
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
+        if self.dedupe and await self.events.is_processed(event.id):
+            metrics.EVENTS.labels(event.type, "redelivered").inc()
+            log.info("event already handled", extra={"event": event.id})
+            return
         fault = self.active.get(event.key)
         if event.active:
             if fault is not None:

@@ -65,6 +65,12 @@ class EventStore:
         async with self.db.sessions.begin() as session:
             await session.execute(stmt)
 
+    async def is_processed(self, event_id: str) -> bool:
+        """Whether the pipeline already handled this event (a redelivered message)."""
+        async with self.db.sessions() as session:
+            done = await session.scalar(select(EventRow.processed).where(EventRow.id == event_id))
+        return bool(done)
+
     async def unprocessed(self) -> list[Event]:
         async with self.db.sessions() as session:
             rows = await session.scalars(
