@@ -96,13 +96,21 @@ def monitor(
     lab_url: Annotated[
         str | None, typer.Option(help="lab API URL; default: the running lab's")
     ] = None,
+    lease: Annotated[
+        str | None,
+        typer.Option(
+            help="run as one of several replicas sharing this lease (in the database of "
+            "database_url, PostgreSQL for several machines): only the leader probes"
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the host monitor on its own: probe every host, send events to the API.
 
     Use with `opendoctor serve` started with OPENDOCTOR_MONITOR__ENABLED=false. The
     probe interval and misses come from [monitor] in the config or the environment;
-    the southbound token from [api] southbound_token.
+    the southbound token from [api] southbound_token. With --lease, replicas elect one
+    leader; if it dies another takes over within about monitor.lease_ttl seconds.
     """
     from opendoctor import logs
     from opendoctor.monitor import standalone
@@ -110,6 +118,8 @@ def monitor(
     settings = _settings(config)
     if lab_url:
         settings.vim = settings.vim.model_copy(update={"lab_url": lab_url})
+    if lease:
+        settings.monitor = settings.monitor.model_copy(update={"lease": lease})
     _check_vim(settings)
     logs.setup(settings.log_level, settings.log_format)
     asyncio.run(standalone.run(settings, api, ready_file))

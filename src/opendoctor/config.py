@@ -35,6 +35,12 @@ class MonitorSettings(BaseModel):
     enabled: bool = True
     interval: float = Field(0.05, gt=0, description="seconds between heartbeat probes")
     misses: int = Field(3, ge=1, description="consecutive missed probes that make a fault")
+    lease: str | None = Field(
+        None,
+        description="standalone monitors sharing this lease name (in the database) elect "
+        "one of them to probe; the others wait to take over",
+    )
+    lease_ttl: float = Field(3.0, gt=0, description="seconds a leader's lease lasts unrenewed")
 
 
 class InspectorSettings(BaseModel):
