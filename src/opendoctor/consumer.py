@@ -157,7 +157,7 @@ class AmqpListener:
     """
 
     def __init__(self, app: web.Application, url: str) -> None:
-        from opendoctor.amqp import parse_listen_url
+        from opendoctor.amqpurl import parse_listen_url
 
         self.app = app
         self.target = parse_listen_url(url)
