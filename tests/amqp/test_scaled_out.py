@@ -11,6 +11,7 @@ from opendoctor.bus.amqp import AmqpBus
 from opendoctor.consumer import RECEIVED, AmqpListener, make_app
 from opendoctor.model import Event
 from opendoctor.service import Service
+from tests import pg
 from tests.amqp.conftest import Names
 from tests.conftest import eventually
 from tests.pipeline.conftest import (
@@ -100,3 +101,44 @@ async def test_a_redelivered_event_changes_nothing(
         assert fault.repeats == 1
     finally:
         await service.stop()
+
+
+async def test_a_replica_takes_up_a_fault_another_opened(
+    tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
+) -> None:
+    """Two service processes' worth of state on one database and bus: the fault one
+    opened is cleared by the other when the `up` reaches it."""
+    database = await pg_databases.take()
+    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+
+    def replica(name: str) -> Service:
+        settings = settings_for(
+            tmp_path / name,
+            database_url=pg.url_for(database),
+            bus=bus,
+            recovery={"enabled": False},
+        )
+        return Service(settings, vim=lab_vim())
+
+    first, second = replica("a"), replica("b")
+    await first.start()  # the first to subscribe is each partition's active consumer
+    await second.start()  # in line behind it, having restored no active fault
+    try:
+        down = Event(type="compute.host.down", hostname="compute1", status="down", time=0.0)
+        await first.submit([down])
+        await first.bus.drain()
+        opened = first.inspector.active[("host", "compute1")]
+        assert second.inspector.active == {}
+        await first.stop()  # its partitions pass to the replica in line
+
+        up = Event(type="compute.host.down", hostname="compute1", status="up", time=1.0)
+        await second.submit([up])
+        await second.bus.drain()
+        stored = await second.faults.get(opened.id)
+        assert stored is not None and stored.status == "cleared"
+        assert second.inspector.active == {}
+        assert ("force_down", "compute1", "False") in second.vim.calls  # type: ignore[attr-defined]
+    finally:
+        await first.stop()
+        await second.stop()
+        await pg_databases.give_back(database)

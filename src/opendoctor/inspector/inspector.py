@@ -99,6 +99,8 @@ class Inspector:
             log.info("event already handled", extra={"event": event.id})
             return
         fault = self.active.get(event.key)
+        if fault is None and self.dedupe:
+            fault = await self._adopt(event)
         if event.active:
             if fault is not None:
                 await self._again(event, fault)
@@ -115,6 +117,20 @@ class Inspector:
                 await self._clear(event, fault)
         else:
             await self.events.mark_processed(event, None)
+
+    async def _adopt(self, event: Event) -> Fault | None:
+        """A fault another replica opened (this one has its events' partition now)."""
+        fault = await self.faults.active_for(event.hostname, event.instance_id)
+        if fault is None:
+            return None
+        log.info("fault taken over from another replica", extra={"fault": fault.id})
+        self.active[event.key] = fault
+        self.fault_graph.raised(fault)
+        # What the rules decide from it was carried out by the replica that opened it;
+        # work another fault here holds back for its owners is left to that fault.
+        self.engine.run(keep_deferred=True)
+        metrics.FAULTS_ACTIVE.set(len(self.active))
+        return fault
 
     def _open(self, event: Event) -> Fault:
         detected = event.trace.get("T01", event.time)

@@ -137,6 +137,19 @@ class FaultStore:
             row = await session.get(FaultRow, fault_id)
             return None if row is None else _fault_from_row(row)
 
+    async def active_for(self, hostname: str, instance_id: str | None) -> Fault | None:
+        """The active fault about this resource, if any (opened by another replica)."""
+        query = select(FaultRow).where(
+            FaultRow.status == "active",
+            FaultRow.hostname == hostname,
+            FaultRow.instance_id.is_(None)
+            if instance_id is None
+            else FaultRow.instance_id == instance_id,
+        )
+        async with self.db.sessions() as session:
+            row = (await session.scalars(query.limit(1))).first()
+        return None if row is None else _fault_from_row(row)
+
     async def list(self, status: str | None = None, limit: int = 100) -> list[Fault]:
         query = select(FaultRow).order_by(FaultRow.started.desc(), FaultRow.id).limit(limit)
         if status is not None:
