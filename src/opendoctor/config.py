@@ -67,6 +67,9 @@ class NotifierSettings(BaseModel):
     backoff_initial: float = Field(0.2, gt=0)
     backoff_max: float = Field(30.0, gt=0)
     connections: int = Field(256, ge=1)
+    sync_interval: float = Field(
+        0.5, gt=0, description="seconds between take-ups of other processes' alarm changes"
+    )
 
 
 class RecoverySettings(BaseModel):

@@ -175,6 +175,9 @@ class Service:
                 "not_redone": len(plan.notify) + len(plan.mark_down),
             },
         )
+        if self.settings.bus.kind != "memory":
+            # Other processes on the same database create and fire alarms too.
+            self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
         if inspector.consistency_interval > 0:
             self._tasks.append(asyncio.create_task(self._check_consistency(), name="consistency"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
@@ -244,6 +247,14 @@ class Service:
                 continue
             if stale:
                 log.info("consistency check removed stale entities", extra={"stale": stale})
+
+    async def _sync_alarms(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.notifier.sync_interval)
+            try:
+                await self.alarms.sync()
+            except Exception as exc:  # the database: try again next time
+                log.warning("alarm changes not taken up", extra={"error": str(exc)})
 
     def react(self) -> None:
         """Bring the rules up to date after a change that is not a fault (the VIM's feed,

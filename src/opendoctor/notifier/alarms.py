@@ -49,6 +49,9 @@ FILTER_FIELDS = (
 _NOT_RULE = frozenset({"state", "state_reason", "state_timestamp", "timestamp"})
 
 
+SYNC_OVERLAP = 5.0
+
+
 class AlarmService:
     def __init__(self, store: AlarmStore, index: AlarmIndex) -> None:
         self.store = store
@@ -57,6 +60,8 @@ class AlarmService:
         # the same order; the notification path (record_transitions) does not take it.
         self._lock = asyncio.Lock()
         self._last = 0.0
+        self._synced = 0.0  # newest history time taken up by `sync`
+        self._seen: dict[str, float] = {}  # history rows already acted on
 
     def _now(self) -> float:
         # Strictly increasing, so history sorted by time keeps the order of changes.
@@ -65,9 +70,36 @@ class AlarmService:
 
     async def load(self) -> int:
         """Fill the index from the store (at start-up); returns the number of alarms."""
+        self._synced = time.time()
         for alarm in await self.store.load_all():
             self.index.add(alarm)
         return len(self.index)
+
+    async def sync(self) -> int:
+        """Take up the alarm changes other processes made (created, changed, fired,
+        deleted), from their history rows; returns how many alarms were reloaded.
+
+        Rows are read again over a window of `SYNC_OVERLAP` seconds, because another
+        process's clock and commit order may put a row slightly in our past; each row is
+        acted on once.
+        """
+        rows = await self.store.changes_since(self._synced - SYNC_OVERLAP)
+        changed: dict[str, None] = {}
+        for event_id, alarm_id, at in rows:
+            if event_id not in self._seen:
+                self._seen[event_id] = at
+                changed[alarm_id] = None
+            self._synced = max(self._synced, at)
+        horizon = self._synced - 2 * SYNC_OVERLAP
+        self._seen = {k: at for k, at in self._seen.items() if at > horizon}
+        for alarm_id in changed:
+            async with self._lock:
+                alarm = await self.store.get(alarm_id)
+                if alarm is None:
+                    self.index.remove(alarm_id)
+                else:
+                    self.index.add(alarm)
+        return len(changed)
 
     def _owner(self, body: AlarmBody, identity: Identity, current: Alarm | None) -> tuple[str, str]:
         project = body.project_id or (current.project_id if current else identity.project_id)

@@ -181,6 +181,21 @@ class AlarmStore:
             await conn.execute(delete(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
             await _add_history(conn, history)
 
+    async def changes_since(
+        self, since: float, limit: int = 10_000
+    ) -> list[tuple[str, str, float]]:
+        """(history event id, alarm id, time) of every change recorded after `since`,
+        oldest first: what another process changed, for it to be picked up here."""
+        query = (
+            select(HISTORY.c.event_id, HISTORY.c.alarm_id, HISTORY.c.timestamp)
+            .where(HISTORY.c.timestamp > since)
+            .order_by(HISTORY.c.timestamp)
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            result = await conn.execute(query)
+            return [(r[0], r[1], r[2]) for r in result.all()]
+
     async def history(self, alarm_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The alarm's history in Aodh's shape, newest first."""
         query = (
