@@ -130,7 +130,9 @@ class Dispatcher:
             self._wake.clear()
             now = time.time()
             try:
-                due = await self.outbox.due(now)
+                # Claimed for a while: other processes on the database leave these be.
+                claim = now + 2 * self.settings.timeout + 5.0
+                due = await self.outbox.claim_due(now, claim)
                 if due:
                     await asyncio.gather(*(self._attempt(e) for e in due))
                     await self.outbox.record_attempts(due)

@@ -104,15 +104,31 @@ class OutboxStore:
             connection = await session.connection()
             await connection.execute(stmt, params)
 
-    async def due(self, now: float, limit: int = 500) -> list[OutboxEntry]:
-        query = (
-            select(OutboxRow)
+    async def claim_due(self, now: float, until: float, limit: int = 500) -> list[OutboxEntry]:
+        """Take the pending entries due by `now` for this process, up to `until`.
+
+        Taking one moves its next attempt to `until` in the same statement, so that the
+        other processes on the database leave it alone while this one tries it (rows
+        another is taking are skipped, not waited for). If this process dies meanwhile,
+        the entry is due again at `until`, for any process: delivery stays at least once.
+        """
+        due = (
+            select(OutboxRow.id)
             .where(OutboxRow.status == PENDING, OutboxRow.next_attempt <= now)
             .order_by(OutboxRow.next_attempt)
             .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        async with self.db.sessions() as session:
-            return [_entry(r) for r in await session.scalars(query)]
+        stmt = (
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(due), OutboxRow.next_attempt <= now)
+            .values(next_attempt=until)
+            .returning(OutboxRow)
+        )
+        async with self.db.sessions.begin() as session:
+            rows = (await session.scalars(stmt)).all()
+            return sorted((_entry(r) for r in rows), key=lambda e: e.created)
 
     async def next_due(self) -> float | None:
         query = select(OutboxRow.next_attempt).where(OutboxRow.status == PENDING)
