@@ -392,5 +392,103 @@ def bench_graph_command(
     _emit(result, as_json, bench_graph.print_graph)
 
 
+@bench_app.command("storm")
+def bench_storm_command(
+    hosts: Annotated[int, typer.Option(min=1, max=253, help="hosts that fail at once")] = 100,
+    vms_per_host: Annotated[int, typer.Option(min=1, help="VMs on each failing host")] = 100,
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated, run in this order: embedded (SQLite, in-process bus), "
+            "scaled (PostgreSQL and RabbitMQ, one service process)"
+        ),
+    ] = "embedded,scaled",
+    runs: Annotated[int, typer.Option(min=1, help="faults of the 50-VM host after the storm")] = 10,
+    amqp_actions: Annotated[
+        bool, typer.Option(help="scaled: owners subscribe over AMQP instead of HTTP callbacks")
+    ] = False,
+    partitions: Annotated[
+        int, typer.Option(min=1, max=1024, help="scaled: bus partitions (queues) for events")
+    ] = 8,
+    pg_url: Annotated[
+        str, typer.Option(help="scaled: PostgreSQL to create (and drop) a database in")
+    ] = "",
+    amqp_url: Annotated[str, typer.Option(help="scaled: the RabbitMQ broker")] = "",
+    skip_unavailable: Annotated[
+        bool,
+        typer.Option(help="skip, with a warning, a mode whose PostgreSQL/RabbitMQ do not answer"),
+    ] = False,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="keep state and logs here (default: a temp dir, removed afterwards)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """A storm of host faults, each mode side by side: events/s accepted, notifications/s
+    delivered, T01→T09 percentiles, then a 50-VM host fault --runs times.
+
+    Each mode starts a real stack (lab, service, one consumer per project) with --hosts x
+    --vms-per-host VMs plus one host of 50 VMs, one alarm per VM; the service's monitor
+    and recovery are off. All --hosts compute.host.down events are sent at once (PUT
+    /events, T01 = when each was sent; one the service refuses with a 5xx is sent again,
+    as a monitor would, and counted). Once the storm is handled (its faults stay active)
+    the 50-VM host fails and comes back --runs times.
+
+    The scaled mode runs on a database it creates in PostgreSQL (--pg-url, default
+    postgresql://postgres@127.0.0.1:5432/postgres or OPENDOCTOR_BENCH_PG) and a RabbitMQ
+    prefix of its own (--amqp-url, default amqp://guest:guest@127.0.0.1:5672/ or
+    OPENDOCTOR_BENCH_AMQP); both are removed afterwards. If they do not answer, nothing
+    runs and the exit code is 2, unless --skip-unavailable: then that mode is skipped
+    with a warning. Exits 1 if any notification never arrived.
+    """
+    from opendoctor import bench_storm
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in bench_storm.MODES]
+    if not chosen or unknown:
+        err.print(
+            f"[red]unknown mode(s): {', '.join(unknown) or '(none given)'}[/red]; "
+            f"known: {', '.join(bench_storm.MODES)}"
+        )
+        raise typer.Exit(2)
+    try:
+        bench_storm.check_size(hosts, vms_per_host)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    opts = bench_storm.Options(
+        hosts=hosts,
+        vms_per_host=vms_per_host,
+        runs=runs,
+        amqp_actions=amqp_actions,
+        partitions=partitions,
+        pg_url=pg_url or bench_storm.DEFAULT_PG,
+        amqp_url=amqp_url or bench_storm.DEFAULT_AMQP,
+        workdir=workdir,
+    )
+    console = Console(stderr=True, quiet=as_json)
+    problems = asyncio.run(bench_storm.available(chosen, opts))
+    for name, problem in problems.items():
+        if skip_unavailable:
+            err.print(f"[yellow]skipping mode {name}:[/yellow] {problem}")
+        else:
+            err.print(
+                f"[red]mode {name} cannot run:[/red] {problem}\n"
+                "Start it, point --pg-url/--amqp-url at it, leave the mode out of --modes, "
+                "or pass --skip-unavailable."
+            )
+    if problems and not skip_unavailable:
+        raise typer.Exit(2)
+    left = [m for m in chosen if m not in problems]
+    if not left:
+        err.print("[red]no mode left to run[/red]")
+        raise typer.Exit(2)
+    result = asyncio.run(bench_storm.storm(left, opts, console, skipped=problems))
+    _emit(result, as_json, bench_storm.print_storm)
+    if bench_storm.missing_total(result):
+        err.print("[red]some notifications never arrived[/red]")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,842 @@
+"""`opendoctor bench storm`: a storm of host faults, embedded mode beside scaled-out mode.
+
+For each mode, a real stack (`running_stack`: the lab, the service as its own process,
+one consumer process per project) with a lab of H hosts x V VMs (VMs served inline by
+their hosts) and one more host with 50 VMs for the single-fault part, one alarm per VM
+registered by its owner. The service's own monitor and recovery are off: the storm
+measures detection → notification, nothing else.
+
+* The storm: `PUT /events` of one `compute.host.down` per host (Doctor format), all
+  at once, each event's `time` (its T01) the moment it was sent. Figures: events
+  accepted per second (H over first send → last 202), notifications delivered per
+  second (over first send → last arrival at a consumer), T01→T09 of every
+  notification (arrival at the consumer minus its event's send time) and how many
+  never arrived.
+* Then, once the storm is handled (every stormed host's servers set to error, the
+  storm's faults still active), the 50-VM host fails `runs` times: down, every owner
+  told, up (the fault clears), alarms re-armed.
+
+Modes (`MODES`): `embedded` is the default service (SQLite, in-process bus);
+`scaled` is the same single process on PostgreSQL (a database the bench creates and
+drops) with its events on RabbitMQ (a bus prefix of its own, whose exchanges and queues
+the bench deletes). Owners are told over HTTP callbacks, or over AMQP with
+`amqp_actions`. A mode with several replicas per role is one more `Mode` entry once
+the stack can start them (`Mode.replicas`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from opendoctor.bench import summary
+from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.lab.spec import LabSpec
+from opendoctor.stack import Stack, StackError, running_stack, wait_for
+
+PROJECTS = ["project-a", "project-b"]
+IP_PREFIX = "127.70"
+SINGLE_VMS = 50  # VMs on the host that fails alone after the storm
+TARGET_P99 = 0.100  # seconds: the 50-VM host fault's T01→T09 p99 to stay under
+RESEND_AFTER = 0.1  # seconds before an event the service refused (5xx) is sent again
+RESEND_FOR = 60.0  # seconds of refusals before the bench gives up
+DEFAULT_PG = os.environ.get("OPENDOCTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_AMQP = os.environ.get("OPENDOCTOR_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+EVENTS_TOPIC = "events"  # opendoctor.service.EVENTS_TOPIC (not imported: it pulls the service)
+
+
+class Unavailable(RuntimeError):
+    """PostgreSQL or RabbitMQ, which a mode needs, cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    name: str
+    title: str
+    backends: bool  # runs on PostgreSQL and RabbitMQ
+    replicas: int = 1  # service processes per role (only 1 until roles can be split)
+
+
+MODES: dict[str, Mode] = {
+    "embedded": Mode("embedded", "SQLite, in-process bus", backends=False),
+    "scaled": Mode("scaled", "PostgreSQL, RabbitMQ, one process", backends=True),
+}
+BASELINE = "embedded"
+
+
+@dataclass(slots=True)
+class Options:
+    hosts: int = 100
+    vms_per_host: int = 100
+    runs: int = 10
+    amqp_actions: bool = False  # owners subscribe over AMQP instead of HTTP callbacks
+    partitions: int = 8  # bus partitions in scaled mode (the service's default)
+    pg_url: str = DEFAULT_PG  # a database the bench may create databases from
+    amqp_url: str = DEFAULT_AMQP
+    ip_prefix: str = IP_PREFIX
+    storm_timeout: float | None = None  # seconds for every notification (None: by size)
+    workdir: Path | None = None  # None: a temporary directory, removed afterwards
+
+    @property
+    def storm_vms(self) -> int:
+        return self.hosts * self.vms_per_host
+
+
+def check_size(hosts: int, vms_per_host: int) -> None:
+    """Raise ValueError unless a lab holds that many hosts and VMs (and the 50-VM host)."""
+    spec = LabSpec(hosts=hosts + 1, vms=0, ip_prefix=IP_PREFIX)
+    try:
+        spec.vm_address(hosts * vms_per_host + SINGLE_VMS)
+    except ValueError as exc:
+        raise ValueError(f"{hosts} x {vms_per_host} VMs do not fit in one lab: {exc}") from exc
+
+
+# --- the backing servers of scaled modes ------------------------------------------------
+
+
+@dataclass(slots=True)
+class Deployment:
+    """What one mode's stack runs on: the service's environment, the owners' actions."""
+
+    env: dict[str, str]
+    consumer_args: Callable[[str], list[str]] | None = None
+    action: Callable[[dict[str, Any]], str] | None = None
+    where: str = "SQLite file, in-process bus"
+    database: str | None = None  # PostgreSQL database made for the run (then dropped)
+    bus_prefix: str | None = None  # RabbitMQ exchanges and queues made for it (then deleted)
+
+
+def _pg_dsn(url: str, database: str | None = None) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _service_db_url(admin_url: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def _safe_pg(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextlib.asynccontextmanager
+async def _pg_admin(url: str) -> AsyncIterator[Any]:
+    """An autocommit connection to PostgreSQL (CREATE/DROP DATABASE), through psycopg."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise Unavailable("psycopg is not installed (pip install 'opendoctor[postgres]')") from exc
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            _pg_dsn(url), autocommit=True, connect_timeout=5
+        )
+    except (OSError, psycopg.Error) as exc:
+        raise Unavailable(f"PostgreSQL is not reachable at {_safe_pg(url)}: {exc}") from exc
+    async with conn:
+        yield conn
+
+
+async def _broker(url: str) -> Any:
+    try:
+        from opendoctor.amqp import AmqpError, Broker
+    except ImportError as exc:
+        raise Unavailable("aio-pika is not installed (pip install 'opendoctor[amqp]')") from exc
+    broker = Broker(url, name="opendoctor-bench-storm")
+    try:
+        await broker.connect()
+    except (AmqpError, OSError, TimeoutError) as exc:
+        await broker.close()
+        raise Unavailable(f"RabbitMQ is not reachable at {broker.broker.safe}: {exc}") from exc
+    return broker
+
+
+async def check_backends(opts: Options) -> None:
+    """Raise `Unavailable`, naming what and why, unless PostgreSQL and RabbitMQ answer."""
+    async with _pg_admin(opts.pg_url):
+        pass
+    broker = await _broker(opts.amqp_url)
+    await broker.close()
+
+
+@contextlib.asynccontextmanager
+async def deploy(mode: Mode, opts: Options) -> AsyncIterator[Deployment]:
+    """The mode's backing servers for one run; created here, removed afterwards."""
+    if not mode.backends:
+        yield Deployment(env={})
+        return
+    database = f"od_storm_{uuid.uuid4().hex[:12]}"
+    prefix = f"od-storm-{uuid.uuid4().hex[:12]}"
+    async with _pg_admin(opts.pg_url) as conn:
+        await conn.execute(f'CREATE DATABASE "{database}"')
+    base = opts.amqp_url.rstrip("/")
+    alarms_exchange = f"{prefix}.alarms"
+
+    def topic(project: str) -> str:
+        return f"{base}/?exchange={alarms_exchange}&routing_key=alarm.{project}"
+
+    env = {
+        "OPENDOCTOR_DATABASE_URL": _service_db_url(opts.pg_url, database),
+        "OPENDOCTOR_BUS__KIND": "amqp",
+        "OPENDOCTOR_BUS__URL": opts.amqp_url,
+        "OPENDOCTOR_BUS__PREFIX": prefix,
+        "OPENDOCTOR_BUS__PARTITIONS": str(opts.partitions),
+    }
+    where = f"PostgreSQL database {database}, RabbitMQ prefix {prefix}"
+    try:
+        if opts.amqp_actions:
+            yield Deployment(
+                env,
+                consumer_args=lambda p: ["--amqp", topic(p)],
+                action=lambda server: topic(server["project_id"]),
+                where=where + ", owners on AMQP",
+                database=database,
+                bus_prefix=prefix,
+            )
+        else:
+            yield Deployment(env, where=where, database=database, bus_prefix=prefix)
+    finally:
+        await _remove_backends(opts, database, prefix, alarms_exchange)
+
+
+async def _remove_backends(opts: Options, database: str, prefix: str, alarms: str) -> None:
+    # Both are tried, whatever happens to the other: neither may be left behind.
+    try:
+        async with _pg_admin(opts.pg_url) as conn:
+            # FORCE: connections the service left open must not keep the database alive.
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        broker = await _broker(opts.amqp_url)
+        try:
+            queues = [f"{prefix}.{EVENTS_TOPIC}.{i}" for i in range(opts.partitions)]
+            for queue in [*queues, f"{prefix}.{EVENTS_TOPIC}.dead"]:
+                await broker.delete_queue(queue)
+            for exchange in (f"{prefix}.{EVENTS_TOPIC}", alarms):
+                await broker.delete_exchange(exchange)
+        finally:
+            await broker.close()
+
+
+# --- where the CPU went ---------------------------------------------------------------
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process: pid -> (parent pid, command name, CPU seconds so far). Linux only
+    (empty elsewhere)."""
+    out: dict[int, tuple[int, str, float]] = {}
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except (OSError, ValueError, AttributeError):
+        return out
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                raw = fh.read().decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # After the name: state, ppid, ... utime (11th), stime (12th) in clock ticks.
+        out[pid] = (int(fields[1]), comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _machine_busy() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            parts = [float(x) for x in fh.readline().split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0.0)
+    return (sum(parts) - idle) / tick, sum(parts) / tick
+
+
+GROUPS = ("service", "postgresql", "rabbitmq", "consumers", "lab", "bench")
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of a stack between two moments: the service, the
+    consumers, the lab (its manager and hosts), PostgreSQL, RabbitMQ, the bench itself."""
+
+    def __init__(self, s: Stack) -> None:
+        self.service = s.service.proc.pid if s.service.proc else -1
+        self.consumers = {c.proc.pid for c in s.consumers.values() if c.proc}
+        self.lab = s.lab.pid
+        self.me = os.getpid()
+
+    def _group(self, pid: int, ppid: int, comm: str) -> str | None:
+        if pid == self.service:
+            return "service"
+        if pid in self.consumers:
+            return "consumers"
+        if self.lab in (pid, ppid):
+            return "lab"
+        if pid == self.me:
+            return "bench"
+        if comm == "postgres":
+            return "postgresql"
+        if comm.startswith("beam") or comm in ("epmd", "erl_child_setup"):
+            return "rabbitmq"
+        return None
+
+    def sample(self) -> tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None]:
+        found = {}
+        for pid, (ppid, comm, cpu) in _processes().items():
+            group = self._group(pid, ppid, comm)
+            if group is not None:
+                found[pid] = (group, cpu)
+        return time.monotonic(), found, _machine_busy()
+
+    @staticmethod
+    def since(
+        before: tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None],
+        after: tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None],
+    ) -> dict[str, float]:
+        """CPU seconds per part between two samples, the wall time, the machine's use."""
+        out = dict.fromkeys(GROUPS, 0.0)
+        for pid, (group, cpu) in after[1].items():
+            # A process started meanwhile (a new database connection) counts from zero.
+            out[group] += cpu - before[1].get(pid, (group, 0.0))[1]
+        out["wall"] = after[0] - before[0]
+        if before[2] is not None and after[2] is not None:
+            busy = after[2][0] - before[2][0]
+            total = after[2][1] - before[2][1]
+            out["machine_busy"] = busy / total if total > 0 else 0.0
+            # Whatever else ran meanwhile (the kernel's own work included).
+            out["other"] = max(0.0, busy - sum(out[k] for k in GROUPS))
+        return out
+
+
+# --- one mode ------------------------------------------------------------------------------
+
+
+def host_event(hostname: str, status: str, at: float, event_id: str) -> dict[str, Any]:
+    """A Doctor fault event about a host, detected (T01) at `at`."""
+    return {
+        "time": at,
+        "type": "compute.host.down",
+        "details": {
+            "hostname": hostname,
+            "status": status,
+            "monitor": "bench-storm",
+            "monitor_event_id": event_id,
+        },
+    }
+
+
+@dataclass(slots=True)
+class Lab:
+    """Who is where: the stormed hosts, the single-fault host, each server's host."""
+
+    storm_hosts: list[str]
+    single_host: str
+    host_of: dict[str, str] = field(default_factory=dict)  # server id -> host
+
+    def on(self, host: str) -> set[str]:
+        return {sid for sid, h in self.host_of.items() if h == host}
+
+
+class ModeRun:
+    """One mode: its stack up, the storm, the 50-VM faults; figures in `result`."""
+
+    def __init__(self, mode: Mode, opts: Options, progress: Progress) -> None:
+        self.mode = mode
+        self.opts = opts
+        self.progress = progress
+        self.result: dict[str, Any] = {"mode": mode.name, "title": mode.title}
+        self.setup: dict[str, float] = {}
+        self.refused: list[str] = []  # answers other than 202 to PUT /events, resent
+        # Its own client: the storm's requests must not queue behind a 5 s default.
+        self.http = HttpClient(timeout=120.0, connections=max(256, opts.hosts + 8))
+
+    def _task(self, what: str, total: float | None) -> TaskID:
+        return self.progress.add_task(f"{self.mode.name}: {what}", total=total)
+
+    async def run(self, workdir: Path) -> dict[str, Any]:
+        opts = self.opts
+        if self.mode.replicas != 1:
+            # A mode with replicas needs running_stack to start several services.
+            raise NotImplementedError(f"{self.mode.name}: replicas are not supported yet")
+        spec = LabSpec(
+            hosts=opts.hosts + 1,
+            vms=0,
+            projects=PROJECTS,
+            ip_prefix=opts.ip_prefix,
+            vm_mode="inline",
+            heartbeat=False,
+        )
+        try:
+            async with deploy(self.mode, opts) as where:
+                self.result["where"] = where.where
+                self.result["database"] = where.database
+                self.result["bus_prefix"] = where.bus_prefix
+                env = {
+                    "OPENDOCTOR_MONITOR__ENABLED": "false",
+                    "OPENDOCTOR_RECOVERY__ENABLED": "false",
+                    "OPENDOCTOR_LOG_LEVEL": "WARNING",
+                    **where.env,
+                }
+                task = self._task(f"starting a lab of {spec.hosts} hosts, the service", None)
+                started = time.monotonic()
+                async with running_stack(spec, workdir, env, where.consumer_args) as s:
+                    self.setup["stack_start"] = time.monotonic() - started
+                    self.progress.update(task, total=1, completed=1)
+                    lab = await self._populate(s, spec)
+                    alarms = await self._register(s, where)
+                    self.result["storm"] = await self._storm(s, lab)
+                    self.result["single"] = await self._single(s, lab, alarms)
+        finally:
+            await self.http.close()
+        self.result["setup"] = self.setup
+        return self.result
+
+    async def _populate(self, s: Stack, spec: LabSpec) -> Lab:
+        opts = self.opts
+        storm_hosts = [spec.host_name(i) for i in range(1, opts.hosts + 1)]
+        lab = Lab(storm_hosts, spec.host_name(opts.hosts + 1))
+        wanted = [(h, j) for h in storm_hosts for j in range(opts.vms_per_host)]
+        wanted += [(lab.single_host, j) for j in range(SINGLE_VMS)]
+        task = self._task(f"{len(wanted)} VMs", len(wanted))
+        limit = asyncio.Semaphore(64)
+        started = time.monotonic()
+
+        async def make(host: str, j: int) -> None:
+            async with limit:
+                server = await s.lab.client.create_server(
+                    f"{host}-vm{j + 1}", PROJECTS[j % len(PROJECTS)], host=host
+                )
+            lab.host_of[server.id] = host
+            self.progress.advance(task)
+
+        await asyncio.gather(*(make(h, j) for h, j in wanted))
+        self.setup["vms_created"] = time.monotonic() - started
+
+        async def known() -> bool:
+            return len(await s.get("/v1/servers")) >= len(wanted)
+
+        await wait_for(f"the service to learn about {len(wanted)} servers", known, 120, 0.2)
+        self.setup["service_knows_vms"] = time.monotonic() - started
+        return lab
+
+    async def _register(self, s: Stack, where: Deployment) -> list[dict[str, Any]]:
+        total = self.opts.storm_vms + SINGLE_VMS
+        task = self._task(f"{total} alarms", total)
+        started = time.monotonic()
+        alarms = await s.register_alarms(
+            where.action, concurrency=32, progress=lambda: self.progress.advance(task)
+        )
+        self.setup["alarms_registered"] = time.monotonic() - started
+        return alarms
+
+    async def _received(self, s: Stack) -> list[dict[str, Any]]:
+        got = await s.received()
+        return [r for records in got.values() for r in records]
+
+    async def _put_events(self, s: Stack, body: list[dict[str, Any]]) -> float:
+        """Send events as a monitor does: again, a moment later, while the service answers
+        5xx or not at all (each refusal is counted in `self.refused`); the time of the 202.
+        The events keep their `time`: what a resend costs counts in their T01→T09."""
+        deadline = time.monotonic() + RESEND_FOR
+        while True:
+            try:
+                resp = await self.http.put(s.api + "/events", json=body)
+            except HttpError as exc:
+                problem = str(exc)
+            else:
+                if resp.status == 202:
+                    return time.time()
+                problem = f"HTTP {resp.status} {resp.body[:300]!r}"
+                if resp.status < 500:
+                    raise StackError(f"PUT /events refused: {problem}")
+            self.refused.append(problem)
+            if time.monotonic() > deadline:
+                raise StackError(f"PUT /events still refused after {RESEND_FOR:.0f}s: {problem}")
+            await asyncio.sleep(RESEND_AFTER)
+
+    async def _storm(self, s: Stack, lab: Lab) -> dict[str, Any]:
+        opts = self.opts
+        stormed = set(lab.storm_hosts)
+        expected = {sid for sid, h in lab.host_of.items() if h in stormed}
+        for consumer in s.consumers.values():
+            await s.http.delete(consumer.ready + "/received")
+        task = self._task(
+            f"storm: {opts.hosts} host faults, {len(expected)} notifications", len(expected)
+        )
+        sent: dict[str, float] = {}
+        meter = CpuMeter(s)
+        cpu_before = meter.sample()
+
+        async def fail(host: str) -> float:
+            at = sent[host] = time.time()
+            return await self._put_events(s, [host_event(host, "down", at, f"storm-{host}")])
+
+        accepted = await asyncio.gather(*(fail(h) for h in lab.storm_hosts))
+        refused, self.refused = self.refused, []
+        first = min(sent.values())
+        timeout = opts.storm_timeout or 60.0 + len(expected) / 100
+
+        async def all_arrived() -> list[dict[str, Any]] | None:
+            records = [r for r in await self._received(s) if r["instance_id"] in expected]
+            self.progress.update(task, completed=len({r["instance_id"] for r in records}))
+            return records if {r["instance_id"] for r in records} >= expected else None
+
+        try:
+            records = await wait_for("every storm notification", all_arrived, timeout, 0.5)
+        except StackError:
+            records = [r for r in await self._received(s) if r["instance_id"] in expected]
+        latencies = [r["arrived"] - sent[lab.host_of[r["instance_id"]]] for r in records]
+        last = max((r["arrived"] for r in records), default=None)
+        missing = len(expected - {r["instance_id"] for r in records})
+        settled = await self._settled(s, lab.storm_hosts, first)
+        cpu = meter.since(cpu_before, meter.sample())
+        return {
+            "events": opts.hosts,
+            "refused": len(refused),
+            "refusals": sorted(set(refused))[:5],
+            "accept_seconds": max(accepted) - first,
+            "accepted_per_s": opts.hosts / max(max(accepted) - first, 1e-9),
+            "expected": len(expected),
+            "notifications": len(records),
+            "missing": missing,
+            "deliver_seconds": None if last is None else last - first,
+            "delivered_per_s": None if last is None else len(records) / max(last - first, 1e-9),
+            "t01_t09": summary(latencies),
+            # From the first send until the storm was handled (polled every 0.5 s): every
+            # owner told and every server set to error, in either mode.
+            "cpu_seconds": cpu,
+            **settled,
+        }
+
+    async def _settled(self, s: Stack, hosts: list[str], first: float) -> dict[str, Any]:
+        """Wait until every stormed host's servers are set to error (T03): the storm is
+        over. The service's own timelines say where the time went."""
+        names = set(hosts)
+
+        async def done() -> list[dict[str, Any]] | None:
+            faults = await s.get(f"/v1/faults?status=active&limit={len(names) + 10}")
+            mine = [f for f in faults if f["hostname"] in names]
+            return (
+                mine if len(mine) == len(names) and all("T03" in f["trace"] for f in mine) else None
+            )
+
+        try:
+            faults = await wait_for("the storm's servers to be set to error", done, 300, 0.5)
+        except StackError:
+            faults = [
+                f
+                for f in await s.get(f"/v1/faults?status=active&limit={len(names) + 10}")
+                if f["hostname"] in names
+            ]
+
+        def since_t01(checkpoint: str) -> list[float]:
+            return [
+                f["trace"][checkpoint] - f["trace"]["T01"]
+                for f in faults
+                if checkpoint in f["trace"]
+            ]
+
+        t03 = [f["trace"]["T03"] for f in faults if "T03" in f["trace"]]
+        handled = [f["trace"] for f in faults if "T02" in f["trace"] and "T09" in f["trace"]]
+        return {
+            "stages": {
+                # Queued on the bus + rules evaluated: affected servers known.
+                "T01_T02": summary(since_t01("T02")),
+                # The service's last first-attempt delivery of each fault.
+                "T01_T09": summary(since_t01("T09")),
+                "T01_T04": summary(since_t01("T04")),
+                "T01_T03": summary(since_t01("T03")),
+                # Once a fault's rules ran: its owners' deliveries.
+                "T02_T09": summary([t["T09"] - t["T02"] for t in handled]),
+                # ... and its servers set to error: in scaled modes its partition waits.
+                "T02_T03": summary([t["T03"] - t["T02"] for t in handled if "T03" in t]),
+            },
+            "partition_hold": self._partition_hold(faults) if self.mode.backends else {},
+            "settled_seconds": max(t03) - first if len(t03) == len(names) else None,
+        }
+
+    def _partition_hold(self, faults: list[dict[str, Any]]) -> dict[str, float]:
+        """How long each event kept its bus partition: a partition hands over one event
+        at a time, so the gap between the rules of two events of one partition (their T02)
+        is the first one's handling after its rules (deliveries, writes, acknowledgement)
+        plus the next one's pick-up and rules."""
+        from opendoctor.bus.amqp import partition_of
+
+        by_partition: dict[int, list[float]] = {}
+        for f in faults:
+            if "T02" in f["trace"]:
+                key = partition_of(f["hostname"], self.opts.partitions)
+                by_partition.setdefault(key, []).append(f["trace"]["T02"])
+        gaps = []
+        for times in by_partition.values():
+            times.sort()
+            gaps += [b - a for a, b in itertools.pairwise(times)]
+        return summary(gaps)
+
+    async def _single(self, s: Stack, lab: Lab, alarms: list[dict[str, Any]]) -> dict[str, Any]:
+        runs = self.opts.runs
+        host = lab.single_host
+        expected = lab.on(host)
+        mine = [a for a in alarms if _instance_of(a) in expected]
+        task = self._task(f"{SINGLE_VMS}-VM host faults", runs)
+        self.refused = []
+        per_notice: list[float] = []
+        last: list[float] = []
+        missing = 0
+        for run in range(runs):
+            for consumer in s.consumers.values():
+                await s.http.delete(consumer.ready + "/received")
+            at = time.time()
+            await self._put_events(s, [host_event(host, "down", at, f"single-{run}-down")])
+
+            async def heard() -> list[dict[str, Any]] | None:
+                records = [r for r in await self._received(s) if r["instance_id"] in expected]
+                return records if {r["instance_id"] for r in records} >= expected else None
+
+            try:
+                records = await wait_for(f"{host}'s owners to be told", heard, 30, 0.02)
+            except StackError:
+                records = [r for r in await self._received(s) if r["instance_id"] in expected]
+            missing += len(expected - {r["instance_id"] for r in records})
+            per_notice.extend(r["arrived"] - at for r in records)
+            if records:
+                last.append(max(r["arrived"] for r in records) - at)
+            await self._clear(s, host, run)
+            await s.rearm(mine)
+            self.progress.advance(task)
+        return {
+            "vms": len(expected),
+            "runs": runs,
+            "notifications": len(per_notice),
+            "missing": missing,
+            "refused": len(self.refused),
+            "t01_t09": summary(per_notice),
+            "last": summary(last),
+        }
+
+    async def _clear(self, s: Stack, host: str, run: int) -> None:
+        """The host is back: its fault clears, its servers are active again."""
+
+        async def fault() -> dict[str, Any] | None:
+            faults = await s.get("/v1/faults?status=active&limit=10000")
+            return next((f for f in faults if f["hostname"] == host), None)
+
+        found = await wait_for(f"{host}'s fault", fault, 10)
+        await self._put_events(s, [host_event(host, "up", time.time(), f"single-{run}-up")])
+
+        async def cleared() -> bool:
+            f = await s.get(f"/v1/faults/{found['id']}?notifications=false")
+            return bool(f["status"] == "cleared")
+
+        await wait_for(f"{host}'s fault to clear", cleared, 30)
+
+
+def _instance_of(alarm: dict[str, Any]) -> str | None:
+    for q in alarm.get("event_rule", {}).get("query", []):
+        if q.get("field") == "traits.instance_id":
+            return str(q["value"])
+    return None
+
+
+# --- all modes -----------------------------------------------------------------------------
+
+
+async def storm(
+    modes: list[str], opts: Options, console: Console, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run each mode in turn; the figures of all, side by side, with the ratios."""
+    results: dict[str, Any] = {}
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        if opts.workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="od-storm-")))
+        else:
+            root = opts.workdir
+        progress = stack.enter_context(Progress(console=console))
+        for name in modes:
+            run = ModeRun(MODES[name], opts, progress)
+            results[name] = await run.run(root / name)
+    return {
+        "hosts": opts.hosts,
+        "vms_per_host": opts.vms_per_host,
+        "vms": opts.storm_vms,
+        "single_vms": SINGLE_VMS,
+        "runs": opts.runs,
+        "amqp_actions": opts.amqp_actions,
+        "partitions": opts.partitions,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "modes": results,
+        "skipped": skipped or {},
+        "ratios": ratios(results),
+    }
+
+
+# The figures compared between modes: (label, path into a mode's result, unit).
+ROWS: list[tuple[str, tuple[str, ...], str]] = [
+    ("storm: events accepted /s", ("storm", "accepted_per_s"), "rate"),
+    ("storm: notifications delivered /s", ("storm", "delivered_per_s"), "rate"),
+    ("storm: notifications delivered", ("storm", "notifications"), "count"),
+    ("storm: notifications missing", ("storm", "missing"), "count"),
+    ("storm: PUT /events refused, sent again", ("storm", "refused"), "count"),
+    ("storm: T01→T09 p50 (ms)", ("storm", "t01_t09", "p50"), "ms"),
+    ("storm: T01→T09 p90 (ms)", ("storm", "t01_t09", "p90"), "ms"),
+    ("storm: T01→T09 p99 (ms)", ("storm", "t01_t09", "p99"), "ms"),
+    ("storm: T01→T09 max (ms)", ("storm", "t01_t09", "max"), "ms"),
+    ("storm: all events accepted after (ms)", ("storm", "accept_seconds"), "ms"),
+    ("storm: per fault T01→T02 p50 (ms)", ("storm", "stages", "T01_T02", "p50"), "ms"),
+    ("storm: per fault T01→T02 max (ms)", ("storm", "stages", "T01_T02", "max"), "ms"),
+    ("storm: per fault T02→T09 p50 (ms)", ("storm", "stages", "T02_T09", "p50"), "ms"),
+    ("storm: per fault T02→T03 p50 (ms)", ("storm", "stages", "T02_T03", "p50"), "ms"),
+    ("storm: partition held per event p50 (ms)", ("storm", "partition_hold", "p50"), "ms"),
+    ("storm: servers set to error, last (ms)", ("storm", "settled_seconds"), "ms"),
+    ("storm: CPU s until handled, service", ("storm", "cpu_seconds", "service"), "s"),
+    ("storm: CPU s, PostgreSQL", ("storm", "cpu_seconds", "postgresql"), "s"),
+    ("storm: CPU s, RabbitMQ", ("storm", "cpu_seconds", "rabbitmq"), "s"),
+    ("storm: CPU s, consumers", ("storm", "cpu_seconds", "consumers"), "s"),
+    ("storm: CPU s, lab", ("storm", "cpu_seconds", "lab"), "s"),
+    ("storm: CPU s, bench", ("storm", "cpu_seconds", "bench"), "s"),
+    ("storm: CPU s, other processes", ("storm", "cpu_seconds", "other"), "s"),
+    ("storm: machine CPU busy (%)", ("storm", "cpu_seconds", "machine_busy"), "pct"),
+    ("50-VM fault: T01→T09 p50 (ms)", ("single", "t01_t09", "p50"), "ms"),
+    ("50-VM fault: T01→T09 p99 (ms)", ("single", "t01_t09", "p99"), "ms"),
+    ("50-VM fault: last owner p50 (ms)", ("single", "last", "p50"), "ms"),
+    ("50-VM fault: last owner p99 (ms)", ("single", "last", "p99"), "ms"),
+    ("50-VM fault: notifications missing", ("single", "missing"), "count"),
+    ("50-VM fault: PUT /events refused", ("single", "refused"), "count"),
+    ("set-up: stack started (s)", ("setup", "stack_start"), "s"),
+    ("set-up: VMs created (s)", ("setup", "vms_created"), "s"),
+    ("set-up: alarms registered (s)", ("setup", "alarms_registered"), "s"),
+]
+
+
+def _compared(path: tuple[str, ...], unit: str) -> bool:
+    """Whether a ratio between modes means something: not for counts, nor for servers
+    that only the scaled modes use."""
+    return unit != "count" and path[-1] not in ("postgresql", "rabbitmq", "other")
+
+
+def figure(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Each other mode's figures over the embedded mode's ("scaled / embedded")."""
+    base = results.get(BASELINE)
+    out: dict[str, dict[str, float | None]] = {}
+    if base is None:
+        return out
+    for name, result in results.items():
+        if name == BASELINE:
+            continue
+        these: dict[str, float | None] = {}
+        for _label, path, unit in ROWS:
+            if not _compared(path, unit):
+                continue
+            a, b = figure(result, path), figure(base, path)
+            these[".".join(path)] = None if a is None or not b else a / b
+        out[f"{name}/{BASELINE}"] = these
+    return out
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "ms":
+        return f"{value * 1000:.1f}"
+    if unit == "s":
+        return f"{value:.1f}"
+    if unit == "pct":
+        return f"{value * 100:.0f}"
+    if unit == "count":
+        return f"{value:.0f}"
+    return f"{value:,.0f}"
+
+
+def print_storm(console: Console, result: dict[str, Any]) -> None:
+    modes: dict[str, Any] = result["modes"]
+    table = Table(
+        title=f"storm: {result['hosts']} host faults x {result['vms_per_host']} VMs "
+        f"({result['vms']} notifications), then a {result['single_vms']}-VM host fault "
+        f"x {result['runs']}"
+    )
+    table.add_column("figure")
+    for name, r in modes.items():
+        table.add_column(f"{name}\n({r['title']})", justify="right")
+    compared = [n for n in modes if n != BASELINE and BASELINE in modes]
+    for name in compared:
+        table.add_column(f"{name} / {BASELINE}", justify="right")
+    for label, path, unit in ROWS:
+        cells = [_cell(figure(r, path), unit) for r in modes.values()]
+        for name in compared:
+            ratio = result["ratios"][f"{name}/{BASELINE}"].get(".".join(path))
+            shown = _compared(path, unit) and ratio is not None
+            cells.append(f"{ratio:.2f}x" if shown else "")
+        table.add_row(label, *cells)
+    console.print(table)
+    for name, r in modes.items():
+        storm_ = r.get("storm", {})
+        if storm_.get("refused"):
+            console.print(
+                f"[yellow]{name}:[/yellow] {storm_['refused']} PUT /events of the storm were "
+                f"refused and sent again ({'; '.join(storm_['refusals'])})"
+            )
+    for name, reason in result.get("skipped", {}).items():
+        console.print(f"[yellow]{name} skipped:[/yellow] {reason}")
+    for name, r in modes.items():
+        p99 = figure(r, ("single", "t01_t09", "p99"))
+        if p99 is None or not MODES[name].backends:
+            continue
+        verdict = "[green]under[/green]" if p99 < TARGET_P99 else "[red]not under[/red]"
+        console.print(
+            f"{name}: the {result['single_vms']}-VM host fault's T01→T09 p99 is "
+            f"{p99 * 1000:.1f} ms, {verdict} the {TARGET_P99 * 1000:.0f} ms aim"
+        )
+    console.print(f"{result['cpus']} CPUs; load average before the run {result['load_before']:.2f}")
+
+
+def missing_total(result: dict[str, Any]) -> int:
+    total = 0
+    for r in result["modes"].values():
+        total += int(figure(r, ("storm", "missing")) or 0)
+        total += int(figure(r, ("single", "missing")) or 0)
+    return total
+
+
+async def available(modes: list[str], opts: Options) -> dict[str, str]:
+    """The modes that cannot run here, with why (their servers do not answer)."""
+    if not any(MODES[m].backends for m in modes):
+        return {}
+    try:
+        await check_backends(opts)
+    except Unavailable as exc:
+        return {m: str(exc) for m in modes if MODES[m].backends}
+    return {}
