@@ -60,13 +60,13 @@ async def test_a_consumer_down_for_30_s_gets_the_backlog(
                 entries = await service.outbox.list(status="pending", limit=100)
                 return len(entries) == len(victims) and all(e.attempts >= 1 for e in entries)
 
-            await eventually(pending, what="notifications pending")
+            await eventually(pending, timeout=30, what="notifications pending")
             await asyncio.sleep(OUTAGE)  # the outage itself, not a wait for something
 
             await consumer.start(port)
             await eventually(
                 lambda: {r["instance_id"] for r in consumer.received} == {s.id for s in victims},
-                timeout=15,
+                timeout=30,
                 what="the backlog delivered",
             )
             delivered = await service.outbox.list(status="delivered", limit=100)

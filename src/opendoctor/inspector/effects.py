@@ -59,6 +59,16 @@ class LoggingWorkflows:
 class Outcome:
     hosts_down: list[str] = field(default_factory=list)  # names the VIM now has down
     servers: list[Server] = field(default_factory=list)  # servers whose owners were told
+    # Servers being set to error in the VIM, after the owners were told.
+    in_flight: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def merge(self, other: Outcome) -> None:
+        self.hosts_down += other.hosts_down
+        self.servers += other.servers
+        self.in_flight += other.in_flight
+
+    async def settled(self) -> None:
+        await asyncio.gather(*self.in_flight)
 
 
 Mark = Callable[[Fault, str, float | None], None]
@@ -167,10 +177,15 @@ class Effects:
         to_error = [s for k in plan.mark_down if (s := self._server(k)) is not None]
         causes = {c: self.root_cause(fault, c, details or {}) for c in groups}
         results = await asyncio.gather(
-            self._notify_then_mark(fault, groups, causes, to_error),
+            self._notify(fault, groups, causes),
             *(self._force_down(fault, h) for h in hosts),
         )
         outcome.hosts_down = [h for h, ok in zip(hosts, results[1:], strict=True) if ok]
+        if to_error:
+            # Once every owner has had a first attempt (these calls would compete with
+            # theirs for the CPU), and in the background: on a partitioned bus the next
+            # event, another host's owners, must not wait for this host's VIM updates.
+            outcome.in_flight.append(asyncio.create_task(self._set_error(fault, to_error)))
         for workflow in plan.workflows:
             try:
                 await self.workflows.run(workflow, fault)
@@ -178,12 +193,11 @@ class Effects:
                 log.exception("workflow request failed", extra={"workflow": workflow.workflow})
         return outcome
 
-    async def _notify_then_mark(
+    async def _notify(
         self,
         fault: Fault | None,
         groups: dict[str | None, list[NotificationEvent]],
         causes: dict[str | None, dict[str, Any]],
-        servers: list[Server],
     ) -> bool:
         sent = await asyncio.gather(
             *(self.notifier.notify(notes, root_cause=causes[c]) for c, notes in groups.items())
@@ -191,7 +205,6 @@ class Effects:
         delivered = [e.delivered for entries in sent for e in entries if e.delivered is not None]
         if fault is not None and delivered:
             self.mark(fault, "T09", max(delivered))
-        await self._set_error(fault, servers)
         return True
 
     async def _force_down(self, fault: Fault | None, hostname: str) -> bool:

@@ -193,19 +193,26 @@ class Inspector:
         while not self.engine.settled:
             more = self.engine.run(owners_first=True)
             if more:
-                later = await self.effects.carry_out(more, fault, event.id, event.details)
-                outcome.hosts_down += later.hosts_down
-                outcome.servers += later.servers
+                outcome.merge(await self.effects.carry_out(more, fault, event.id, event.details))
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
         return outcome
 
     def _after(self, fault: Fault, outcome: Outcome) -> None:
-        """Recover the servers of the hosts this fault took down, or say the work is done."""
+        """In the background: once the servers are set to error, recover those on the
+        hosts this fault took down; then say the work is done."""
         servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
-        if self.recover is not None and servers:
-            self._spawn(self._recover(fault, servers))
-        elif fault.id in self.done:
-            self.done[fault.id].set()
+        self._spawn(self._finish(fault, outcome, servers))
+
+    async def _finish(self, fault: Fault, outcome: Outcome, servers: list[Server]) -> None:
+        try:
+            if outcome.in_flight:
+                await outcome.settled()
+                await self.faults.save(fault)  # with T03
+            if self.recover is not None and servers:
+                await self._recover(fault, servers)
+        finally:
+            if fault.id in self.done:
+                self.done[fault.id].set()
 
     def _mark(self, fault: Fault, checkpoint: str, at: float | None = None) -> None:
         at = time.time() if at is None else at
@@ -214,15 +221,11 @@ class Inspector:
 
     async def _recover(self, fault: Fault, servers: list[Server]) -> None:
         assert self.recover is not None
-        try:
-            await self.recover(fault, servers)
-            if fault.recovery and all(i.result == "ok" for i in fault.recovery):
-                finished = [i.finished for i in fault.recovery if i.finished is not None]
-                self._mark(fault, "T11", max(finished))
-            await self.faults.save(fault)
-        finally:
-            if fault.id in self.done:
-                self.done[fault.id].set()
+        await self.recover(fault, servers)
+        if fault.recovery and all(i.result == "ok" for i in fault.recovery):
+            finished = [i.finished for i in fault.recovery if i.finished is not None]
+            self._mark(fault, "T11", max(finished))
+        await self.faults.save(fault)
 
     async def _clear(self, event: Event, fault: Fault) -> None:
         fault.status = "cleared"

@@ -40,8 +40,14 @@ def unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the database is out of reach rather than the statement wrong."""
     if isinstance(exc, DatabaseUnavailable | PoolTimeout):
         return True
+    if not isinstance(exc, DBAPIError):
+        return False
     # A connection the server dropped mid-statement (a restart): the pool discards it.
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if exc.connection_invalidated:
+        return True
+    # SQLite under a burst of writers: busy longer than its busy_timeout. Nothing was
+    # written; the writer may try again.
+    return "database is locked" in str(exc.orig)
 
 
 def refused_text(exc: BaseException) -> bool:
