@@ -40,69 +40,41 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, TaskID
-from rich.table import Table
 
 from opendoctor.bench import summary
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import Stack, StackError, running_stack, wait_for
-
-PROJECTS = ["project-a", "project-b"]
-IP_PREFIX = "127.70"
-SINGLE_VMS = 50  # VMs on the host that fails alone after the storm
-TARGET_P99 = 0.100  # seconds: the 50-VM host fault's T01→T09 p99 to stay under
-RESEND_AFTER = 0.1  # seconds before an event the service refused (5xx) is sent again
-RESEND_FOR = 60.0  # seconds of refusals before the bench gives up
-DEFAULT_PG = os.environ.get("OPENDOCTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-DEFAULT_AMQP = os.environ.get("OPENDOCTOR_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-EVENTS_TOPIC = "events"  # opendoctor.service.EVENTS_TOPIC (not imported: it pulls the service)
-
-
-class Unavailable(RuntimeError):
-    """PostgreSQL or RabbitMQ, which a mode needs, cannot be reached."""
-
-
-@dataclass(frozen=True, slots=True)
-class Mode:
-    name: str
-    title: str
-    backends: bool  # runs on PostgreSQL and RabbitMQ
-    replicas: int = 1  # service processes per role (only 1 until roles can be split)
-
-
-MODES: dict[str, Mode] = {
-    "embedded": Mode("embedded", "SQLite, in-process bus", backends=False),
-    "scaled": Mode("scaled", "PostgreSQL, RabbitMQ, one process", backends=True),
-}
-BASELINE = "embedded"
-
-
-@dataclass(slots=True)
-class Options:
-    hosts: int = 100
-    vms_per_host: int = 100
-    runs: int = 10
-    amqp_actions: bool = False  # owners subscribe over AMQP instead of HTTP callbacks
-    partitions: int = 8  # bus partitions in scaled mode (the service's default)
-    pg_url: str = DEFAULT_PG  # a database the bench may create databases from
-    amqp_url: str = DEFAULT_AMQP
-    ip_prefix: str = IP_PREFIX
-    storm_timeout: float | None = None  # seconds for every notification (None: by size)
-    workdir: Path | None = None  # None: a temporary directory, removed afterwards
-
-    @property
-    def storm_vms(self) -> int:
-        return self.hosts * self.vms_per_host
-
-
-def check_size(hosts: int, vms_per_host: int) -> None:
-    """Raise ValueError unless a lab holds that many hosts and VMs (and the 50-VM host)."""
-    spec = LabSpec(hosts=hosts + 1, vms=0, ip_prefix=IP_PREFIX)
-    try:
-        spec.vm_address(hosts * vms_per_host + SINGLE_VMS)
-    except ValueError as exc:
-        raise ValueError(f"{hosts} x {vms_per_host} VMs do not fit in one lab: {exc}") from exc
-
+from opendoctor.storm_cpu import CpuMeter
+from opendoctor.storm_modes import (
+    DEFAULT_AMQP as DEFAULT_AMQP,
+)
+from opendoctor.storm_modes import (
+    DEFAULT_PG as DEFAULT_PG,
+)
+from opendoctor.storm_modes import (
+    EVENTS_TOPIC,
+    PROJECTS,
+    RESEND_AFTER,
+    RESEND_FOR,
+    Mode,
+    Unavailable,
+)
+from opendoctor.storm_modes import (
+    MODES as MODES,
+)
+from opendoctor.storm_modes import (
+    SINGLE_VMS as SINGLE_VMS,
+)
+from opendoctor.storm_modes import (
+    Options as Options,
+)
+from opendoctor.storm_modes import (
+    check_size as check_size,
+)
+from opendoctor.storm_report import missing_total as missing_total
+from opendoctor.storm_report import print_storm as print_storm
+from opendoctor.storm_report import ratios
 
 # --- the backing servers of scaled modes ------------------------------------------------
 
@@ -239,99 +211,6 @@ async def _remove_backends(opts: Options, database: str, prefix: str, alarms: st
 
 
 # --- where the CPU went ---------------------------------------------------------------
-
-
-def _processes() -> dict[int, tuple[int, str, float]]:
-    """Every process: pid -> (parent pid, command name, CPU seconds so far). Linux only
-    (empty elsewhere)."""
-    out: dict[int, tuple[int, str, float]] = {}
-    try:
-        tick = os.sysconf("SC_CLK_TCK")
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except (OSError, ValueError, AttributeError):
-        return out
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                raw = fh.read().decode(errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        # After the name: state, ppid, ... utime (11th), stime (12th) in clock ticks.
-        out[pid] = (int(fields[1]), comm, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def _machine_busy() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    try:
-        with open("/proc/stat") as fh:
-            parts = [float(x) for x in fh.readline().split()[1:]]
-        tick = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, AttributeError):
-        return None
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0.0)
-    return (sum(parts) - idle) / tick, sum(parts) / tick
-
-
-GROUPS = ("service", "postgresql", "rabbitmq", "consumers", "lab", "bench")
-
-
-class CpuMeter:
-    """CPU seconds spent by each part of a stack between two moments: the service, the
-    consumers, the lab (its manager and hosts), PostgreSQL, RabbitMQ, the bench itself."""
-
-    def __init__(self, s: Stack) -> None:
-        self.service = s.service.proc.pid if s.service.proc else -1
-        self.consumers = {c.proc.pid for c in s.consumers.values() if c.proc}
-        self.lab = s.lab.pid
-        self.me = os.getpid()
-
-    def _group(self, pid: int, ppid: int, comm: str) -> str | None:
-        if pid == self.service:
-            return "service"
-        if pid in self.consumers:
-            return "consumers"
-        if self.lab in (pid, ppid):
-            return "lab"
-        if pid == self.me:
-            return "bench"
-        if comm == "postgres":
-            return "postgresql"
-        if comm.startswith("beam") or comm in ("epmd", "erl_child_setup"):
-            return "rabbitmq"
-        return None
-
-    def sample(self) -> tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None]:
-        found = {}
-        for pid, (ppid, comm, cpu) in _processes().items():
-            group = self._group(pid, ppid, comm)
-            if group is not None:
-                found[pid] = (group, cpu)
-        return time.monotonic(), found, _machine_busy()
-
-    @staticmethod
-    def since(
-        before: tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None],
-        after: tuple[float, dict[int, tuple[str, float]], tuple[float, float] | None],
-    ) -> dict[str, float]:
-        """CPU seconds per part between two samples, the wall time, the machine's use."""
-        out = dict.fromkeys(GROUPS, 0.0)
-        for pid, (group, cpu) in after[1].items():
-            # A process started meanwhile (a new database connection) counts from zero.
-            out[group] += cpu - before[1].get(pid, (group, 0.0))[1]
-        out["wall"] = after[0] - before[0]
-        if before[2] is not None and after[2] is not None:
-            busy = after[2][0] - before[2][0]
-            total = after[2][1] - before[2][1]
-            out["machine_busy"] = busy / total if total > 0 else 0.0
-            # Whatever else ran meanwhile (the kernel's own work included).
-            out["other"] = max(0.0, busy - sum(out[k] for k in GROUPS))
-        return out
-
-
-# --- one mode ------------------------------------------------------------------------------
 
 
 def host_event(hostname: str, status: str, at: float, event_id: str) -> dict[str, Any]:
@@ -696,141 +575,6 @@ async def storm(
 
 
 # The figures compared between modes: (label, path into a mode's result, unit).
-ROWS: list[tuple[str, tuple[str, ...], str]] = [
-    ("storm: events accepted /s", ("storm", "accepted_per_s"), "rate"),
-    ("storm: notifications delivered /s", ("storm", "delivered_per_s"), "rate"),
-    ("storm: notifications delivered", ("storm", "notifications"), "count"),
-    ("storm: notifications missing", ("storm", "missing"), "count"),
-    ("storm: PUT /events refused, sent again", ("storm", "refused"), "count"),
-    ("storm: T01→T09 p50 (ms)", ("storm", "t01_t09", "p50"), "ms"),
-    ("storm: T01→T09 p90 (ms)", ("storm", "t01_t09", "p90"), "ms"),
-    ("storm: T01→T09 p99 (ms)", ("storm", "t01_t09", "p99"), "ms"),
-    ("storm: T01→T09 max (ms)", ("storm", "t01_t09", "max"), "ms"),
-    ("storm: all events accepted after (ms)", ("storm", "accept_seconds"), "ms"),
-    ("storm: per fault T01→T02 p50 (ms)", ("storm", "stages", "T01_T02", "p50"), "ms"),
-    ("storm: per fault T01→T02 max (ms)", ("storm", "stages", "T01_T02", "max"), "ms"),
-    ("storm: per fault T02→T09 p50 (ms)", ("storm", "stages", "T02_T09", "p50"), "ms"),
-    ("storm: per fault T02→T03 p50 (ms)", ("storm", "stages", "T02_T03", "p50"), "ms"),
-    ("storm: partition held per event p50 (ms)", ("storm", "partition_hold", "p50"), "ms"),
-    ("storm: servers set to error, last (ms)", ("storm", "settled_seconds"), "ms"),
-    ("storm: CPU s until handled, service", ("storm", "cpu_seconds", "service"), "s"),
-    ("storm: CPU s, PostgreSQL", ("storm", "cpu_seconds", "postgresql"), "s"),
-    ("storm: CPU s, RabbitMQ", ("storm", "cpu_seconds", "rabbitmq"), "s"),
-    ("storm: CPU s, consumers", ("storm", "cpu_seconds", "consumers"), "s"),
-    ("storm: CPU s, lab", ("storm", "cpu_seconds", "lab"), "s"),
-    ("storm: CPU s, bench", ("storm", "cpu_seconds", "bench"), "s"),
-    ("storm: CPU s, other processes", ("storm", "cpu_seconds", "other"), "s"),
-    ("storm: machine CPU busy (%)", ("storm", "cpu_seconds", "machine_busy"), "pct"),
-    ("50-VM fault: T01→T09 p50 (ms)", ("single", "t01_t09", "p50"), "ms"),
-    ("50-VM fault: T01→T09 p99 (ms)", ("single", "t01_t09", "p99"), "ms"),
-    ("50-VM fault: last owner p50 (ms)", ("single", "last", "p50"), "ms"),
-    ("50-VM fault: last owner p99 (ms)", ("single", "last", "p99"), "ms"),
-    ("50-VM fault: notifications missing", ("single", "missing"), "count"),
-    ("50-VM fault: PUT /events refused", ("single", "refused"), "count"),
-    ("set-up: stack started (s)", ("setup", "stack_start"), "s"),
-    ("set-up: VMs created (s)", ("setup", "vms_created"), "s"),
-    ("set-up: alarms registered (s)", ("setup", "alarms_registered"), "s"),
-]
-
-
-def _compared(path: tuple[str, ...], unit: str) -> bool:
-    """Whether a ratio between modes means something: not for counts, nor for servers
-    that only the scaled modes use."""
-    return unit != "count" and path[-1] not in ("postgresql", "rabbitmq", "other")
-
-
-def figure(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
-    value: Any = result
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return float(value) if isinstance(value, int | float) else None
-
-
-def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """Each other mode's figures over the embedded mode's ("scaled / embedded")."""
-    base = results.get(BASELINE)
-    out: dict[str, dict[str, float | None]] = {}
-    if base is None:
-        return out
-    for name, result in results.items():
-        if name == BASELINE:
-            continue
-        these: dict[str, float | None] = {}
-        for _label, path, unit in ROWS:
-            if not _compared(path, unit):
-                continue
-            a, b = figure(result, path), figure(base, path)
-            these[".".join(path)] = None if a is None or not b else a / b
-        out[f"{name}/{BASELINE}"] = these
-    return out
-
-
-def _cell(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "ms":
-        return f"{value * 1000:.1f}"
-    if unit == "s":
-        return f"{value:.1f}"
-    if unit == "pct":
-        return f"{value * 100:.0f}"
-    if unit == "count":
-        return f"{value:.0f}"
-    return f"{value:,.0f}"
-
-
-def print_storm(console: Console, result: dict[str, Any]) -> None:
-    modes: dict[str, Any] = result["modes"]
-    table = Table(
-        title=f"storm: {result['hosts']} host faults x {result['vms_per_host']} VMs "
-        f"({result['vms']} notifications), then a {result['single_vms']}-VM host fault "
-        f"x {result['runs']}"
-    )
-    table.add_column("figure")
-    for name, r in modes.items():
-        table.add_column(f"{name}\n({r['title']})", justify="right")
-    compared = [n for n in modes if n != BASELINE and BASELINE in modes]
-    for name in compared:
-        table.add_column(f"{name} / {BASELINE}", justify="right")
-    for label, path, unit in ROWS:
-        cells = [_cell(figure(r, path), unit) for r in modes.values()]
-        for name in compared:
-            ratio = result["ratios"][f"{name}/{BASELINE}"].get(".".join(path))
-            shown = _compared(path, unit) and ratio is not None
-            cells.append(f"{ratio:.2f}x" if shown else "")
-        table.add_row(label, *cells)
-    console.print(table)
-    for name, r in modes.items():
-        storm_ = r.get("storm", {})
-        if storm_.get("refused"):
-            console.print(
-                f"[yellow]{name}:[/yellow] {storm_['refused']} PUT /events of the storm were "
-                f"refused and sent again ({'; '.join(storm_['refusals'])})"
-            )
-    for name, reason in result.get("skipped", {}).items():
-        console.print(f"[yellow]{name} skipped:[/yellow] {reason}")
-    for name, r in modes.items():
-        p99 = figure(r, ("single", "t01_t09", "p99"))
-        if p99 is None or not MODES[name].backends:
-            continue
-        verdict = "[green]under[/green]" if p99 < TARGET_P99 else "[red]not under[/red]"
-        console.print(
-            f"{name}: the {result['single_vms']}-VM host fault's T01→T09 p99 is "
-            f"{p99 * 1000:.1f} ms, {verdict} the {TARGET_P99 * 1000:.0f} ms aim"
-        )
-    console.print(f"{result['cpus']} CPUs; load average before the run {result['load_before']:.2f}")
-
-
-def missing_total(result: dict[str, Any]) -> int:
-    total = 0
-    for r in result["modes"].values():
-        total += int(figure(r, ("storm", "missing")) or 0)
-        total += int(figure(r, ("single", "missing")) or 0)
-    return total
-
-
 async def available(modes: list[str], opts: Options) -> dict[str, str]:
     """The modes that cannot run here, with why (their servers do not answer)."""
     if not any(MODES[m].backends for m in modes):
