@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,9 +12,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
-from opendoctor import __version__, cli_inspect, cli_templates
+from opendoctor import __version__, cli_bench, cli_inspect, cli_templates
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -30,8 +28,7 @@ app.command()(cli_inspect.topology)
 app.command()(cli_inspect.alarms)
 app.command()(cli_inspect.rca)
 app.add_typer(cli_templates.app, name="template")
-bench_app = typer.Typer(help="Benchmarks that print the figures the project is judged by.")
-app.add_typer(bench_app, name="bench")
+app.add_typer(cli_bench.app, name="bench")
 
 err = Console(stderr=True)
 
@@ -278,216 +275,6 @@ def demo(
         json.dump({"ok": code == 0, **results}, sys.stdout, indent=2, default=str)
         print()
     raise typer.Exit(code)
-
-
-def _emit(result: Any, as_json: bool, table: Callable[[Console, Any], None]) -> None:
-    """Benchmark figures as JSON for scripts, or as a table for people."""
-    if as_json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-    else:
-        # Wide enough for every column even when piped to a file.
-        table(Console(width=max(Console().width, 160)), result)
-
-
-@bench_app.command("notify")
-def bench_notify(
-    vms: Annotated[
-        list[int] | None, typer.Option(help="VMs on the failed host; repeat for several sizes")
-    ] = None,
-    runs: Annotated[int, typer.Option(min=1, help="host failures per size")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-) -> None:
-    """Host failure → owners notified, against real consumer processes.
-
-    Prints detection-to-notification (T01→T09) percentiles per size and the time until
-    the last owner is notified.
-    """
-    from opendoctor import bench
-
-    sizes = vms or [1, 50, 1000]
-    results = asyncio.run(bench.notify(sizes, runs, Console(stderr=True, quiet=as_json)))
-    _emit(results, as_json, bench.print_notify)
-
-
-@bench_app.command("switchover")
-def bench_switchover(
-    runs: Annotated[int, typer.Option(min=1, help="kills of the active server")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-) -> None:
-    """UC2 repeated: the active VM of a pair is killed, its owner switches over.
-
-    Prints detection time, notification and switch-over times (T00→T01, T00→T09,
-    T00→T10) and the client requests that failed, as percentiles.
-    """
-    from opendoctor import bench_uc2
-
-    result = asyncio.run(bench_uc2.switchover(runs, Console(stderr=True, quiet=as_json)))
-    _emit(result, as_json, bench_uc2.print_switchover)
-
-
-@bench_app.command("heartbeat")
-def bench_heartbeat(
-    runs: Annotated[int, typer.Option(min=1, help="faults of each kind to detect")] = 20,
-    soak_vms: Annotated[int, typer.Option(min=0, help="healthy guests for the soak")] = 10,
-    soak_seconds: Annotated[float, typer.Option(min=0, help="length of the soak")] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-) -> None:
-    """Guest heartbeat: detection times of dead, hung and unhealthy guests, and a soak.
-
-    Real guest-agent processes against the host-side supervisor with default timings.
-    The soak counts false alarms among healthy guests (the target is none; run it for
-    600 s to reproduce the 10-minute figure).
-    """
-    from opendoctor.ha import soak
-
-    async def measure() -> dict[str, Any]:
-        found = await soak.detection(runs)
-        soaked = await soak.soak(soak_vms, soak_seconds) if soak_vms and soak_seconds else None
-        return {"detection": found, "soak": soaked}
-
-    _emit(asyncio.run(measure()), as_json, _print_heartbeat)
-
-
-def _print_heartbeat(console: Console, result: dict[str, Any]) -> None:
-    runs = result["detection"]["runs"]
-    table = Table(title=f"guest heartbeat: detection with default timings ({runs} runs each, ms)")
-    for col in ("fault", "p50", "p99", "max"):
-        table.add_column(col, justify="left" if col == "fault" else "right")
-    for name, stats in result["detection"].items():
-        if isinstance(stats, dict) and "p50_ms" in stats:
-            table.add_row(name, *(f"{stats[k]:.1f}" for k in ("p50_ms", "p99_ms", "max_ms")))
-    console.print(table)
-    if result["soak"] is not None:
-        s = result["soak"]
-        console.print(
-            f"soak: {s['vms']} healthy guests for {s['seconds']:.0f} s: {s['challenges']} "
-            f"challenges, {s['responses']} responses, {s['false_alarms']} false alarms; "
-            f"response latency p50 {s['latency']['p50_ms']:.2f} ms, "
-            f"p99 {s['latency']['p99_ms']:.2f} ms"
-        )
-
-
-@bench_app.command("graph")
-def bench_graph_command(
-    hosts: Annotated[int, typer.Option(min=1, help="compute hosts")] = 10_000,
-    servers_per_host: Annotated[int, typer.Option(min=0, help="servers on each host")] = 50,
-    hosts_per_switch: Annotated[int, typer.Option(min=1, help="hosts behind each switch")] = 40,
-    lookups: Annotated[int, typer.Option(min=1, help="faults evaluated per kind")] = 1000,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-) -> None:
-    """The entity graph at scale: build time, memory, fault and RCA lookups, GC pauses.
-
-    The default builds 10,000 hosts with 500,000 servers and as many ports (about a
-    million entities).
-    """
-    from opendoctor import bench_graph
-
-    result = bench_graph.run(
-        hosts=hosts,
-        servers_per_host=servers_per_host,
-        hosts_per_switch=hosts_per_switch,
-        lookups=lookups,
-    )
-    _emit(result, as_json, bench_graph.print_graph)
-
-
-@bench_app.command("storm")
-def bench_storm_command(
-    hosts: Annotated[int, typer.Option(min=1, max=253, help="hosts that fail at once")] = 100,
-    vms_per_host: Annotated[int, typer.Option(min=1, help="VMs on each failing host")] = 100,
-    modes: Annotated[
-        str,
-        typer.Option(
-            help="comma-separated, run in this order: embedded (SQLite, in-process bus), "
-            "scaled (PostgreSQL and RabbitMQ, one service process)"
-        ),
-    ] = "embedded,scaled",
-    runs: Annotated[int, typer.Option(min=1, help="faults of the 50-VM host after the storm")] = 10,
-    amqp_actions: Annotated[
-        bool, typer.Option(help="scaled: owners subscribe over AMQP instead of HTTP callbacks")
-    ] = False,
-    partitions: Annotated[
-        int, typer.Option(min=1, max=1024, help="scaled: bus partitions (queues) for events")
-    ] = 8,
-    pg_url: Annotated[
-        str, typer.Option(help="scaled: PostgreSQL to create (and drop) a database in")
-    ] = "",
-    amqp_url: Annotated[str, typer.Option(help="scaled: the RabbitMQ broker")] = "",
-    skip_unavailable: Annotated[
-        bool,
-        typer.Option(help="skip, with a warning, a mode whose PostgreSQL/RabbitMQ do not answer"),
-    ] = False,
-    workdir: Annotated[
-        Path | None,
-        typer.Option(help="keep state and logs here (default: a temp dir, removed afterwards)"),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-) -> None:
-    """A storm of host faults, each mode side by side: events/s accepted, notifications/s
-    delivered, T01→T09 percentiles, then a 50-VM host fault --runs times.
-
-    Each mode starts a real stack (lab, service, one consumer per project) with --hosts x
-    --vms-per-host VMs plus one host of 50 VMs, one alarm per VM; the service's monitor
-    and recovery are off. All --hosts compute.host.down events are sent at once (PUT
-    /events, T01 = when each was sent; one the service refuses with a 5xx is sent again,
-    as a monitor would, and counted). Once the storm is handled (its faults stay active)
-    the 50-VM host fails and comes back --runs times.
-
-    The scaled mode runs on a database it creates in PostgreSQL (--pg-url, default
-    postgresql://postgres@127.0.0.1:5432/postgres or OPENDOCTOR_BENCH_PG) and a RabbitMQ
-    prefix of its own (--amqp-url, default amqp://guest:guest@127.0.0.1:5672/ or
-    OPENDOCTOR_BENCH_AMQP); both are removed afterwards. If they do not answer, nothing
-    runs and the exit code is 2, unless --skip-unavailable: then that mode is skipped
-    with a warning. Exits 1 if any notification never arrived.
-    """
-    from opendoctor import bench_storm
-
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in bench_storm.MODES]
-    if not chosen or unknown:
-        err.print(
-            f"[red]unknown mode(s): {', '.join(unknown) or '(none given)'}[/red]; "
-            f"known: {', '.join(bench_storm.MODES)}"
-        )
-        raise typer.Exit(2)
-    try:
-        bench_storm.check_size(hosts, vms_per_host)
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    opts = bench_storm.Options(
-        hosts=hosts,
-        vms_per_host=vms_per_host,
-        runs=runs,
-        amqp_actions=amqp_actions,
-        partitions=partitions,
-        pg_url=pg_url or bench_storm.DEFAULT_PG,
-        amqp_url=amqp_url or bench_storm.DEFAULT_AMQP,
-        workdir=workdir,
-    )
-    console = Console(stderr=True, quiet=as_json)
-    problems = asyncio.run(bench_storm.available(chosen, opts))
-    for name, problem in problems.items():
-        if skip_unavailable:
-            err.print(f"[yellow]skipping mode {name}:[/yellow] {problem}")
-        else:
-            err.print(
-                f"[red]mode {name} cannot run:[/red] {problem}\n"
-                "Start it, point --pg-url/--amqp-url at it, leave the mode out of --modes, "
-                "or pass --skip-unavailable."
-            )
-    if problems and not skip_unavailable:
-        raise typer.Exit(2)
-    left = [m for m in chosen if m not in problems]
-    if not left:
-        err.print("[red]no mode left to run[/red]")
-        raise typer.Exit(2)
-    result = asyncio.run(bench_storm.storm(left, opts, console, skipped=problems))
-    _emit(result, as_json, bench_storm.print_storm)
-    if bench_storm.missing_total(result):
-        err.print("[red]some notifications never arrived[/red]")
-        raise typer.Exit(1)
 
 
 def main() -> None:
