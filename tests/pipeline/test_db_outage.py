@@ -116,6 +116,11 @@ async def test_a_database_outage_is_503_and_the_service_recovers_by_itself(
     # Every event answered 202 is stored.
     assert set(accepted) <= stored
     assert await fault_stored(client, "compute2")
+    # compute1's fault was opened while the database was away (its event answered 503,
+    # but its handling had started): it is stored once the database is back.
+    await eventually(
+        lambda: fault_stored(client, "compute1"), timeout=15, what="compute1's fault stored"
+    )
 
 
 async def test_a_connection_dropped_mid_statement_means_the_database_is_down(

@@ -75,6 +75,7 @@ class Inspector:
             self._mark,
         )
         self.active: dict[tuple[str, str], Fault] = {}
+        self._unsaved: set[str] = set()  # faults whose store is being retried
         self._background: set[asyncio.Task[None]] = set()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
@@ -111,7 +112,7 @@ class Inspector:
                 fault.signals.remove(event.type)
             if fault.signals:
                 # Still down by another signal (say, the process is back, the guest silent).
-                await self.faults.save(fault)
+                await self._save(fault)
                 await self.events.mark_processed(event, fault.id)
             else:
                 await self._clear(event, fault)
@@ -157,7 +158,7 @@ class Inspector:
         if self.engine.graph.get(make_key(*fault.key)) is None:
             log.warning("fault of a resource the graph does not know", extra={"key": fault.key})
         outcome = await self._act(event, fault)
-        await self.faults.save(fault)
+        await self._save(fault)
         await self.events.mark_processed(event, fault.id)
         self._after(fault, outcome)
 
@@ -177,7 +178,7 @@ class Inspector:
             fault.type = event.type
             self.fault_graph.raised(fault)
             outcome = await self._act(event, fault)
-        await self.faults.save(fault)
+        await self._save(fault)
         await self.events.mark_processed(event, fault.id)
         if outcome is not None:
             self._after(fault, outcome)
@@ -207,7 +208,7 @@ class Inspector:
         try:
             if outcome.in_flight:
                 await outcome.settled()
-                await self.faults.save(fault)  # with T03
+                await self._save(fault)  # with T03
             if self.recover is not None and servers:
                 await self._recover(fault, servers)
         finally:
@@ -225,7 +226,7 @@ class Inspector:
         if fault.recovery and all(i.result == "ok" for i in fault.recovery):
             finished = [i.finished for i in fault.recovery if i.finished is not None]
             self._mark(fault, "T11", max(finished))
-        await self.faults.save(fault)
+        await self._save(fault)
 
     async def _clear(self, event: Event, fault: Fault) -> None:
         fault.status = "cleared"
@@ -241,7 +242,7 @@ class Inspector:
             # A rule that holds because something cleared (a NOT): carry it out as well.
             await self.effects.carry_out(plan, None, event.id, event.details)
         await self.release(marked_before)
-        await self.faults.save(fault)
+        await self._save(fault)
         await self.events.mark_processed(event, fault.id)
 
     async def release(self, marked_before: set[str]) -> None:
@@ -255,6 +256,33 @@ class Inspector:
         except VimError as exc:
             metrics.VIM_ERRORS.labels("clear").inc()
             log.error("could not mark a resource up", extra={"error": str(exc)})
+
+    async def _save(self, fault: Fault) -> None:
+        """Store the fault; if the database does not answer, keep trying in the background
+        rather than lose it (its handling has gone on: the owners were told)."""
+        try:
+            await self.faults.save(fault)
+        except Exception as exc:
+            log.warning("fault not stored yet", extra={"fault": fault.id, "error": str(exc)})
+            if fault.id not in self._unsaved:
+                self._unsaved.add(fault.id)
+                self._spawn(self._save_later(fault))
+
+    async def _save_later(self, fault: Fault) -> None:
+        delay = 0.5
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    # The latest state of the fault, whatever happened to it meanwhile.
+                    await self.faults.save(fault)
+                except Exception:
+                    delay = min(delay * 2, 10.0)
+                    continue
+                log.info("fault stored after all", extra={"fault": fault.id})
+                return
+        finally:
+            self._unsaved.discard(fault.id)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
