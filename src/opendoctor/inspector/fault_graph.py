@@ -12,7 +12,7 @@ from __future__ import annotations
 from opendoctor.faults import Fault
 from opendoctor.inspector.graph import ON, TopologyGraph, make_key
 from opendoctor.inspector.history import AlarmHistory
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.states import Category, normalize, priority
 from opendoctor.model import HOST_UNREACHABLE
 
 ALARM = Category.ALARM.value
@@ -20,6 +20,15 @@ ALARM = Category.ALARM.value
 # Severity of a fault's alarm by its event type; a monitor may say otherwise in
 # details.severity. Anything not listed is critical.
 SEVERITIES = {HOST_UNREACHABLE: "warning"}
+
+
+def severity_of(event_type: str) -> str:
+    return SEVERITIES.get(event_type, "critical")
+
+
+def gravity(event_type: str) -> int:
+    """How grave a fault of this type is, to compare two reports about one resource."""
+    return priority(Category.ALARM, normalize(Category.ALARM, "alarm", severity_of(event_type)))
 
 
 def alarm_key(fault: Fault) -> str:
@@ -46,7 +55,7 @@ class FaultGraph:
             "alarm",
             fault.id,
             name=fault.type,
-            raw_state=severity or SEVERITIES.get(fault.type, "critical"),
+            raw_state=severity or severity_of(fault.type),
             props={"fault_id": fault.id, "resource": resource},
         )
         self.graph.link(key, resource, ON)

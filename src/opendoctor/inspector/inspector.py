@@ -21,10 +21,8 @@ from opendoctor.config import InspectorSettings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.faults import Fault
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
-from opendoctor.inspector.fault_graph import SEVERITIES, FaultGraph
-from opendoctor.inspector.graph import make_key
-from opendoctor.inspector.states import Category, normalize, priority
-from opendoctor.inspector.templates import Engine, Plan
+from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
+from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, Server, new_id
 from opendoctor.notifier.notifier import Notifier
@@ -33,11 +31,6 @@ from opendoctor.store.pipeline import EventStore, FaultStore
 log = logging.getLogger(__name__)
 
 Recover = Callable[[Fault, list[Server]], Awaitable[None]]
-
-
-def _gravity(event_type: str) -> int:
-    severity = SEVERITIES.get(event_type, "critical")
-    return priority(Category.ALARM, normalize(Category.ALARM, "alarm", severity))
 
 
 class Inspector:
@@ -85,13 +78,12 @@ class Inspector:
         for fault in await self.faults.list(status="active", limit=100_000):
             self.active[fault.key] = fault
 
-    def raise_restored(self) -> Plan:
-        """Put restored faults back into the graph; what that would do was done before
-        the restart (owners told, VIM changed), so the caller only logs the plan."""
+    def raise_restored(self) -> None:
+        """Put restored faults back into the graph (before the engine attaches: what the
+        rules decide from them was carried out before the restart)."""
         for fault in self.active.values():
             self.fault_graph.raised(fault)
         metrics.FAULTS_ACTIVE.set(len(self.active))
-        return self.engine.run()
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
@@ -155,7 +147,7 @@ class Inspector:
         fault = self._open(event)
         severity = event.details.get("severity")
         self.fault_graph.raised(fault, severity if isinstance(severity, str) else None)
-        if self.engine.graph.get(make_key(*fault.key)) is None:
+        if self.engine.graph.get(resource_of(fault)) is None:
             log.warning("fault of a resource the graph does not know", extra={"key": fault.key})
         outcome = await self._act(event, fault)
         await self._save(fault)
@@ -171,7 +163,7 @@ class Inspector:
             return
         fault.signals.append(event.type)
         outcome = None
-        if _gravity(event.type) > _gravity(fault.type):
+        if gravity(event.type) > gravity(fault.type):
             log.info(
                 "fault escalated", extra={"fault": fault.id, "from": fault.type, "to": event.type}
             )

@@ -64,12 +64,22 @@ class Plan:
     def __bool__(self) -> bool:
         return bool(self.notify or self.mark_down or self.workflows)
 
+    def merge(self, other: Plan) -> None:
+        self.notify += other.notify
+        self.mark_down += other.mark_down
+        self.workflows += other.workflows
+
 
 @dataclass(slots=True)
 class Match:
     key: MatchKey
     binding: dict[str, str]
     tokens: list[Token]
+
+
+def _worst(counts: dict[str, int]) -> str:
+    """The deduced state with the highest priority among those with reasons."""
+    return max(counts, key=lambda st: priority(RESOURCE, st))
 
 
 def deduced_key(name: str, target: str) -> str:
@@ -201,7 +211,7 @@ class Deductions:
         if vertex is None:
             return
         counts = self.states.get(key)
-        best = max(counts, key=lambda st: priority(RESOURCE, st)) if counts else None
+        best = _worst(counts) if counts else None
         if best != vertex.deduced_state:
             vertex.deduced_state = best
             if self._state_sensitive:
@@ -259,9 +269,6 @@ class Deductions:
         """Vertices some rule currently wants marked down."""
         return {key[1] for key in self.once if key[0] == "mark_down"}
 
-    def deduced(self) -> list[str]:
-        return sorted(self.alarms)
-
     def snapshot(self) -> dict[str, Any]:
         """Everything the engine deduced, in a form two engines can be compared by."""
         alarms = {}
@@ -273,10 +280,6 @@ class Deductions:
             "matches": sorted(self.matches),
             "alarms": alarms,
             "causes": sorted(self.causes),
-            "states": {
-                k: max(c, key=lambda st: priority(RESOURCE, st))
-                for k, c in self.states.items()
-                if c
-            },
+            "states": {k: _worst(c) for k, c in self.states.items() if c},
             "once": sorted(self.once, key=repr),
         }

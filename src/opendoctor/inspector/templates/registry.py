@@ -119,8 +119,5 @@ class Registry:
             plan = self.engine.remove(name)
             fallback = self._fallback.pop(name, None)
             if fallback is not None:
-                back = self._install(fallback)
-                plan.notify += back.notify
-                plan.mark_down += back.mark_down
-                plan.workflows += back.workflows
+                plan.merge(self._install(fallback))
             return item, plan
