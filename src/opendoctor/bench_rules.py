@@ -10,23 +10,24 @@ import random
 import time
 from typing import Any
 
-from opendoctor.inspector.graph import ON, RxGraph, make_key
-from opendoctor.inspector.states import Category
+from opendoctor.faults import Fault
+from opendoctor.inspector.fault_graph import FaultGraph
+from opendoctor.inspector.graph import RxGraph, make_key
+from opendoctor.inspector.history import AlarmHistory
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.templates.defaults import load_defaults
 
-ALARM = Category.ALARM.value
 
-
-def _raise(graph: RxGraph, alarm_id: str, name: str, on: str) -> None:
-    # As FaultGraph does for a fault: one alarm vertex [on] the resource.
-    graph.upsert(ALARM, "alarm", alarm_id, name=name, raw_state="critical", props={"resource": on})
-    graph.link(make_key("alarm", alarm_id), on, ON)
+def _fault(name: str, type_: str, on: str) -> Fault:
+    # A fault as the inspector opens it; `hostname` holds the graph key for a resource
+    # that is not a host (see model.resource_key).
+    return Fault(id=f"bench-{name}", type=type_, hostname=on.removeprefix("host:"), started=0.0)
 
 
 def measure(
     graph: RxGraph, hosts: int, switches: int, lookups: int, rng: random.Random, freeze: bool
 ) -> dict[str, Any]:
+    faults = FaultGraph(graph, AlarmHistory())
     engine = Engine(graph)
     for template in load_defaults():
         engine.add(template)
@@ -41,14 +42,16 @@ def measure(
     host_clear: list[float] = []
     host_notified = host_marked = 0
     for i in range(lookups):
-        host = make_key("host", f"compute{rng.randrange(hosts)}")
+        fault = _fault(
+            f"host-{i}", "compute.host.down", make_key("host", f"compute{rng.randrange(hosts)}")
+        )
         t = time.perf_counter()
-        _raise(graph, f"bench-host-{i}", "compute.host.down", host)
+        faults.raised(fault)
         plan = engine.run()
         host_eval.append(time.perf_counter() - t)
         host_notified, host_marked = len(plan.notify), len(plan.mark_down)
         t = time.perf_counter()
-        graph.remove(make_key("alarm", f"bench-host-{i}"))
+        faults.cleared(fault)
         engine.run()
         host_clear.append(time.perf_counter() - t)
 
@@ -57,9 +60,9 @@ def measure(
     rca: list[float] = []
     switch_notified = chain = 0
     for i in range(max(5, lookups // 20)):
-        switch = make_key("switch", f"sw{rng.randrange(switches)}")
+        fault = _fault(f"switch-{i}", "resource.down", f"switch:sw{rng.randrange(switches)}")
         t = time.perf_counter()
-        _raise(graph, f"bench-switch-{i}", "resource.down", switch)
+        faults.raised(fault)
         plan = engine.run()
         switch_eval.append(time.perf_counter() - t)
         switch_notified = len(plan.notify)
@@ -70,7 +73,7 @@ def measure(
             rca.append(time.perf_counter() - t)
             chain = len(causes)
         t = time.perf_counter()
-        graph.remove(make_key("alarm", f"bench-switch-{i}"))
+        faults.cleared(fault)
         engine.run()
         switch_clear.append(time.perf_counter() - t)
 
