@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from opendoctor.api.auth import current_identity
-from opendoctor.api.native import _admin, _service
+from opendoctor.api.native import require_admin, service_of
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 from opendoctor.inspector import topology_file
@@ -61,14 +61,14 @@ async def topology(
     ignore case. A query that cannot be compiled answers 400 naming the culprit's JSON
     path, e.g. `query.and[1].==.typ`. Without a root, `limit` applies to the vertices the
     query keeps."""
-    _admin(identity)
+    require_admin(identity)
     keep = None
     if query is not None:
         try:
             keep = parse_query(query)
         except QueryError as exc:
             raise RequestError(400, str(exc), exc.field) from None
-    graph = _service(request).graph
+    graph = service_of(request).graph
     if root is not None:
         if graph.get(root) is None:
             raise RequestError(404, f"no vertex {root!r}", "root")
@@ -106,8 +106,8 @@ async def graph_alarms(
 ) -> dict[str, Any]:
     """Faults' alarms and those the rule templates deduce from them, each with the
     resource it is on and its cause."""
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     graph = service.graph
     alarms = []
     counts: dict[str, int] = {}
@@ -144,8 +144,8 @@ async def rca(
     A fault's alarm id is the fault id; an alarm the templates deduce is
     `<alarm name>@<resource key>`, e.g. `instance.host_down@server:<id>`.
     """
-    _admin(identity)
-    graph = _service(request).graph
+    require_admin(identity)
+    graph = service_of(request).graph
     key = alarm_id if alarm_id.startswith("alarm:") else f"alarm:{alarm_id}"
     alarm = graph.get(key)
     if alarm is None or alarm.category != "ALARM":
@@ -177,8 +177,8 @@ async def add_topology(
 
     What is added here lives until the service stops: keep what must outlive a restart
     in the topology file, or send it again at start."""
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     loaded = topology_file.load(service.graph, body)
     service.react()
     return {"entities": loaded.entities, "relations": loaded.relations, "warnings": loaded.warnings}
@@ -196,8 +196,8 @@ async def remove_vertex(
     """Remove an entity added by the topology file or this API, with its edges; what the
     rules deduced through it is undone. Hosts and servers come and go with the VIM, and
     alarms with their faults, so those answer 409."""
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     vertex = service.graph.get(key)
     if vertex is None:
         raise RequestError(404, f"no vertex {key!r}", "key")

@@ -18,12 +18,12 @@ from opendoctor.store.outbox import OutboxEntry
 router = APIRouter(prefix="/v1", tags=["native"])
 
 
-def _service(request: Request) -> Service:
+def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def _admin(identity: Identity) -> None:
+def require_admin(identity: Identity) -> None:
     if not identity.is_admin:
         raise RequestError(403, "this needs the admin role", "X-Roles")
 
@@ -48,8 +48,8 @@ def _notification(entry: OutboxEntry) -> dict[str, Any]:
 async def list_hosts(
     request: Request, identity: Identity = Depends(current_identity)
 ) -> list[dict[str, Any]]:
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     return [
         dict(asdict(h), servers=len(service.topology.servers_on(h.name)))
         for h in service.topology.hosts.values()
@@ -62,7 +62,7 @@ async def list_servers(
     identity: Identity = Depends(current_identity),
     host: str | None = Query(None, description="only servers on this host"),
 ) -> list[dict[str, Any]]:
-    topology = _service(request).topology
+    topology = service_of(request).topology
     servers = topology.servers_on(host) if host else topology.servers.values()
     # Built by hand: dataclasses.asdict deep-copies and is ten times slower.
     return [
@@ -86,8 +86,8 @@ async def list_faults(
     status: str | None = Query(None, pattern="^(active|cleared)$"),
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     if status == "active":
         # Active faults live in the inspector: no database round trip while they unfold.
         active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
@@ -103,8 +103,8 @@ async def get_fault(
     identity: Identity = Depends(current_identity),
     notifications: bool = Query(True, description="include every notification's delivery"),
 ) -> dict[str, Any]:
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
     if fault is None:
         fault = await service.faults.get(fault_id)
@@ -125,8 +125,8 @@ async def list_notifications(
     fault_id: str | None = None,
     limit: int = Query(1000, ge=1, le=100_000),
 ) -> list[dict[str, Any]]:
-    _admin(identity)
-    entries = await _service(request).outbox.list(fault_id=fault_id, status=status, limit=limit)
+    require_admin(identity)
+    entries = await service_of(request).outbox.list(fault_id=fault_id, status=status, limit=limit)
     return [_notification(e) for e in entries]
 
 
@@ -136,5 +136,5 @@ async def list_events(
     identity: Identity = Depends(current_identity),
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
-    _admin(identity)
-    return await _service(request).events.recent(limit)
+    require_admin(identity)
+    return await service_of(request).events.recent(limit)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import error_body
-from opendoctor.api.native import _admin, _service
+from opendoctor.api.native import require_admin, service_of
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 from opendoctor.inspector.templates import Plan, TemplateError
@@ -130,8 +130,8 @@ async def list_templates(
 ) -> list[dict[str, Any]]:
     """Each template with where it came from (`built-in`, `file` or `api`), its number
     of scenarios and how many matches it holds in the graph now."""
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     counts = _matches(service)
     installed = service.templates.installed
     return [_entry(installed[name], counts.get(name, 0)) for name in sorted(installed)]
@@ -141,8 +141,8 @@ async def list_templates(
 async def get_template(
     name: str, request: Request, identity: Identity = Depends(current_identity)
 ) -> dict[str, Any]:
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     item = service.templates.installed.get(name)
     if item is None:
         raise RequestError(404, f"no template {name!r}", "name")
@@ -161,10 +161,10 @@ async def validate_template(
     """Compiles the template as `POST /v1/templates` would (cause cycles are checked
     against the templates in force) and answers `{"valid": true, "name": ...}`, or 422
     listing every problem. Nothing changes."""
-    _admin(identity)
+    require_admin(identity)
     text = await _template_text(request)
     try:
-        template = _service(request).templates.validate(text)
+        template = service_of(request).templates.validate(text)
     except TemplateError as exc:
         return _invalid(exc)
     return JSONResponse({"valid": True, "name": template.name})
@@ -186,9 +186,9 @@ async def put_template(
     evaluated over the current graph straight away; `effects` counts what that set off
     on faults already active (owners notified, resources marked down, workflows
     requested). An invalid template answers 422 and changes nothing."""
-    _admin(identity)
+    require_admin(identity)
     text = await _template_text(request)
-    service = _service(request)
+    service = service_of(request)
     try:
         item, created, plan = await service.put_template(text)
     except TemplateError as exc:
@@ -219,8 +219,8 @@ async def delete_template(
     """Takes the template out of force and out of the store; what it deduced goes with
     it. A built-in or file template it replaced comes back. Built-in and file templates
     themselves answer 409, saying how to switch them off."""
-    _admin(identity)
-    service = _service(request)
+    require_admin(identity)
+    service = service_of(request)
     try:
         deleted = await service.delete_template(name)
     except PermissionError as exc:
