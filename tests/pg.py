@@ -12,8 +12,11 @@ import os
 import uuid
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
+
+from opendoctor.api.errors import DATABASE_DOWN
 
 ADMIN_URL = os.environ.get("OPENDOCTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -134,3 +137,16 @@ async def _empty(name: str) -> None:
                 await conn.execute(f'DELETE FROM "{row["tablename"]}"')
     finally:
         await conn.close()
+
+
+def assert_database_down(resp: httpx.Response) -> None:
+    """The answer of a service whose database does not answer: a 503 that says so."""
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == "1"
+    assert resp.json() == {
+        "error": {
+            "status": 503,
+            "message": DATABASE_DOWN,
+            "errors": [{"field": "", "problem": DATABASE_DOWN}],
+        }
+    }

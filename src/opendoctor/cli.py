@@ -39,6 +39,21 @@ def version() -> None:
     print(__version__)
 
 
+def _roles(given: list[str]) -> list[str]:
+    from opendoctor.config import ROLES
+
+    roles: list[str] = []
+    for item in given:
+        for name in filter(None, (n.strip() for n in item.split(","))):
+            if name == "all":
+                roles.extend(ROLES)
+            elif name in ROLES:
+                roles.append(name)
+            else:
+                raise ValueError(f"--role {name!r}: use one of {', '.join(ROLES)} or all")
+    return list(dict.fromkeys(roles))
+
+
 @app.command()
 def serve(
     config: Annotated[
@@ -53,13 +68,22 @@ def serve(
         str | None, typer.Option(help="lab API URL; default: the running lab's")
     ] = None,
     log_format: Annotated[str | None, typer.Option(help="json or text")] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a block this process runs: api, inspector, notifier, monitor or all "
+            "(repeat it, or separate with commas; default: all)"
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run the service: API, monitor, inspector, notifier and recovery in one process.
+    """Run the service: API, monitor, inspector, notifier and recovery in one process,
+    or some of them (--role) as one process of a scaled-out deployment.
 
     Settings come from defaults, then the --config file, then OPENDOCTOR_* environment
     variables (nested with a double underscore: OPENDOCTOR_MONITOR__INTERVAL=0.1),
-    then these options.
+    then these options. Split roles talk over RabbitMQ and share one database: they
+    need bus.kind = amqp and a database_url (docs/deployment.md).
     """
     from opendoctor import logs, server
 
@@ -70,8 +94,11 @@ def serve(
             overrides["database_url"] = database_url
         if log_format:
             overrides["log_format"] = log_format
+        if role:
+            overrides["roles"] = _roles(role)
         if overrides:
-            settings = settings.model_copy(update=overrides)
+            # Validated again as a whole: split roles need the amqp bus.
+            settings = type(settings).model_validate(settings.model_dump() | overrides)
         settings.api = settings.api.model_copy(
             update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         )

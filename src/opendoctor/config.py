@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -90,6 +90,17 @@ class BusSettings(BaseModel):
     max_attempts: int = Field(10, ge=1, description="attempts before a message is dead-lettered")
     publish_timeout: float = Field(30.0, gt=0, description="seconds to retry an unreachable broker")
     reconnect_interval: float = Field(1.0, gt=0, description="seconds between reconnections")
+    standby_after: float | None = Field(
+        2.0,
+        ge=0,
+        description="with `consume` set: seconds after which this process also subscribes to "
+        "the other partitions, as a standby the broker switches to when their consumer dies "
+        "(null: never)",
+    )
+
+
+Role = Literal["api", "inspector", "notifier", "monitor"]
+ROLES: tuple[Role, ...] = ("api", "inspector", "notifier", "monitor")
 
 
 class VimSettings(BaseModel):
@@ -114,6 +125,20 @@ class Settings(BaseSettings):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     vim: VimSettings = Field(default_factory=VimSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    roles: list[Role] = Field(
+        default_factory=lambda: list(ROLES),
+        min_length=1,
+        description="the blocks this process runs; split roles need the amqp bus",
+    )
+
+    @model_validator(mode="after")
+    def _split_roles_need_a_bus(self) -> Settings:
+        if set(self.roles) != set(ROLES) and self.bus.kind == "memory":
+            raise ValueError(
+                f"roles {', '.join(self.roles)} without the others need the other processes: "
+                "set bus.kind = amqp (and a database_url all processes share)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

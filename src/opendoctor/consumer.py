@@ -2,7 +2,8 @@
 
 It receives Aodh alarm callbacks (on `/failure`, or any POST path), records when each
 arrived (T09), prints it, and answers 200. `GET /received` returns what it recorded;
-redeliveries (same `x-openstack-request-id`) are counted, not recorded twice.
+redeliveries (same `x-openstack-request-id`) are not recorded twice: `GET /repeats`
+lists their request ids, once per repeat.
 
 With `--amqp URL` it also listens on a queue bound to an AMQP exchange, where
 opendoctor publishes the same callbacks for `amqp://` alarm actions; those messages
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
 SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
+REPEATS: web.AppKey[list[str]] = web.AppKey("repeats", list)
 QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
 SWITCHER: web.AppKey[Switcher | None] = web.AppKey("switcher")
 AMQP_HELP = (
@@ -68,6 +70,7 @@ def record(
 ) -> dict[str, Any] | None:
     """Record one alarm callback, however it came (HTTP or AMQP); None for a redelivery."""
     if request_id and request_id in app[SEEN]:
+        app[REPEATS].append(request_id)
         return None
     if request_id:
         app[SEEN].add(request_id)
@@ -109,9 +112,14 @@ async def _received(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(request.app[RECEIVED]), content_type="application/json")
 
 
+async def _repeats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[REPEATS])
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[RECEIVED].clear()
     request.app[SEEN].clear()
+    request.app[REPEATS].clear()
     return web.json_response({"ok": True})
 
 
@@ -137,10 +145,12 @@ def make_app(quiet: bool = False, switcher: Switcher | None = None) -> web.Appli
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVED] = []
     app[SEEN] = set()
+    app[REPEATS] = []
     app[QUIET] = quiet
     app[SWITCHER] = switcher
     app.router.add_get("/received", _received)
     app.router.add_delete("/received", _reset)
+    app.router.add_get("/repeats", _repeats)
     app.router.add_get("/switchovers", _switchovers)
     app.router.add_put("/pairs", _set_pair)
     app.router.add_post("/{tail:.*}", _callback)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor import metrics
 from opendoctor.bus import Bus, InProcessBus
-from opendoctor.config import Settings
+from opendoctor.config import Role, Settings
 from opendoctor.controller.base import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.inspector import topology_file
@@ -26,14 +26,16 @@ from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, VimChange, new_id
-from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.monitor.probing import Probing, open_reports
+from opendoctor.notifier import remote
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender, Sender
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.notifier import Notifier
+from opendoctor.notifier.notifier import Notifier, NotifyTarget
 from opendoctor.recovery import Recovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
+from opendoctor.store.leases import LeaseStore
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
 from opendoctor.store.templates import TemplateStore
@@ -61,6 +63,7 @@ def make_bus(settings: Settings) -> Bus:
         max_attempts=bus.max_attempts,
         publish_timeout=bus.publish_timeout,
         reconnect_interval=bus.reconnect_interval,
+        standby_after=bus.standby_after if bus.consume is not None else None,
     )
 
 
@@ -75,8 +78,12 @@ def make_vim(settings: Settings) -> VimDriver:
 
 
 class Service:
+    """The blocks of `settings.roles`: all of them embedded, or some, as one process of a
+    scaled-out deployment whose other processes run the rest (over the amqp bus)."""
+
     def __init__(self, settings: Settings, vim: VimDriver | None = None) -> None:
         self.settings = settings
+        self.roles: frozenset[Role] = frozenset(settings.roles)
         self._vim = vim
         self.db = Database(settings.db_url)
         self.bus: Bus = make_bus(settings)
@@ -113,8 +120,13 @@ class Service:
             self.amqp_sender = AmqpSender(settings.notifier.timeout)
             senders["amqp"] = senders["amqps"] = self.amqp_sender
         self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
-        self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher)
-        self.prober = HostProber(settings.monitor, self.submit_one)
+        shared = settings.bus.kind != "memory"
+        self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher, shared)
+        # The inspector tells owners through the notifier beside it, or over the bus.
+        self.notify_target: NotifyTarget = (
+            self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
+        )
+        self.probing = Probing(settings, self.submit_one, lambda: open_reports(self.faults))
         self._tasks: list[asyncio.Task[None]] = []
         self._reactions: set[asyncio.Task[Outcome]] = set()
         self._inspector: Inspector | None = None
@@ -131,6 +143,10 @@ class Service:
         assert self._inspector is not None, "service not started"
         return self._inspector
 
+    def runs(self, *roles: Role) -> bool:
+        """Whether this process runs any of these roles."""
+        return not self.roles.isdisjoint(roles)
+
     async def start(self) -> None:
         if self.settings.bus.kind == "amqp":
             # Fail fast, naming the broker and the reason.
@@ -139,7 +155,38 @@ class Service:
             assert isinstance(self.bus, AmqpBus)
             await self.bus.connect()
         await self.db.migrate()
-        await self.alarms.load()
+        if self.runs("api", "notifier"):
+            await self.alarms.load()
+        if self.runs("inspector"):
+            await self._start_inspector()
+        elif self.runs("api", "monitor"):
+            # What the API checks events against and shows, what the monitor probes.
+            await self.sync_topology()
+            self.load_topology_file()
+        if self.settings.bus.kind != "memory" and self.runs("api", "notifier"):
+            # Other processes on the same database create and fire alarms too.
+            self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
+        if self.runs("notifier"):
+            if not self.runs("inspector"):
+                self.bus.subscribe(remote.NOTIFICATIONS_TOPIC, remote.handler(self.notifier))
+            self.dispatcher.start()
+        if self.runs("api", "inspector", "monitor"):
+            self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
+        if self.runs("monitor") and self.settings.monitor.enabled:
+            for host in self.topology.hosts.values():
+                self.probing.watch(host)
+            lease = self.settings.monitor.lease
+            await self.probing.start(LeaseStore(self.db) if lease is not None else None)
+        if self.runs("api"):
+            # The API accepted these (they are stored) but they may never have reached
+            # the bus: hand them over again (handling an event twice changes nothing).
+            for event in await self.events.unprocessed():
+                log.info("replaying an event accepted before a restart", extra={"event": event.id})
+                await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+        self.started = True
+        log.info("service started", extra={"roles": sorted(self.roles)})
+
+    async def _start_inspector(self) -> None:
         recovery = None
         if self.settings.recovery.enabled:
             recovery = Recovery(
@@ -148,7 +195,7 @@ class Service:
         self._inspector = Inspector(
             self.topology,
             self.vim,
-            self.notifier,
+            self.notify_target,
             self.events,
             self.faults,
             self.settings.inspector,
@@ -175,22 +222,9 @@ class Service:
                 "not_redone": len(plan.notify) + len(plan.mark_down),
             },
         )
-        if self.settings.bus.kind != "memory":
-            # Other processes on the same database create and fire alarms too.
-            self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
         if inspector.consistency_interval > 0:
             self._tasks.append(asyncio.create_task(self._check_consistency(), name="consistency"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
-        self.dispatcher.start()
-        self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
-        if self.settings.monitor.enabled:
-            for host in self.topology.hosts.values():
-                self.prober.watch(host)
-            await self.prober.start()
-        for event in await self.events.unprocessed():
-            log.info("replaying an event accepted before a restart", extra={"event": event.id})
-            await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
-        self.started = True
 
     async def sync_topology(self) -> None:
         """Load hosts and servers: from the store at once, then from the VIM.
@@ -230,9 +264,10 @@ class Service:
         self.topology.load(hosts, servers)
         stale = self.graph_feed.load(hosts, servers)
         for host in hosts:
-            self.prober.watch(host)
+            self.probing.watch(host)
         self.react()
-        await self.resources.upsert(hosts, servers)
+        if self.runs("inspector"):  # the one writer of the last known topology
+            await self.resources.upsert(hosts, servers)
         return stale
 
     async def _check_consistency(self) -> None:
@@ -329,6 +364,8 @@ class Service:
 
         async for change in self.vim.changes():
             self._apply(change)
+            if not self.runs("inspector"):
+                continue
             if change.host is not None:
                 pending[f"host:{change.host.name}"] = change
             elif change.server is not None:
@@ -340,11 +377,11 @@ class Service:
         self.topology.apply(change)
         self.graph_feed.apply(change)
         self.react()
-        if change.kind == "host" and change.host is not None and self.settings.monitor.enabled:
+        if change.kind == "host" and change.host is not None and self.runs("monitor"):
             if change.op == "delete":
-                self.prober.unwatch(change.host.name)
+                self.probing.unwatch(change.host.name)
             else:
-                self.prober.watch(change.host)
+                self.probing.watch(change.host)
 
     async def submit(self, events: list[Event]) -> None:
         """Accept events: they are durable when this returns, and already being handled.
@@ -368,7 +405,7 @@ class Service:
         await self.submit([event])
 
     async def stop(self) -> None:
-        await self.prober.stop()
+        await self.probing.stop()
         tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._reactions]
         for task in tasks:
             task.cancel()

@@ -14,6 +14,7 @@ import pytest
 
 from opendoctor.amqp import Broker, parse_broker_url
 from opendoctor.bus.amqp import AmqpBus
+from tests.pipeline.conftest import consumer as consumer  # a fixture of these tests too
 
 AMQP_URL = os.environ.get("OPENDOCTOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

@@ -11,6 +11,7 @@ import httpx
 from opendoctor.api.app import create_app
 from opendoctor.consumer import make_app
 from opendoctor.service import Service
+from opendoctor.store.outbox import OutboxEntry
 from tests import pg
 from tests.amqp.conftest import Names
 from tests.conftest import eventually
@@ -69,8 +70,13 @@ async def test_a_consumer_down_for_30_s_gets_the_backlog(
                 timeout=30,
                 what="the backlog delivered",
             )
-            delivered = await service.outbox.list(status="delivered", limit=100)
-            assert len(delivered) == len(victims)
+
+            async def recorded() -> list[OutboxEntry]:
+                # The outcome is written after the consumer answered: wait for the write.
+                done = await service.outbox.list(status="delivered", limit=100)
+                return done if len(done) == len(victims) else []
+
+            delivered = await eventually(recorded, what="deliveries recorded")
             assert all(e.attempts > 1 for e in delivered)
             # One callback per notification: the same request id on every retry.
             assert len({r["request_id"] for r in consumer.received}) == len(victims)

@@ -15,27 +15,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from opendoctor.api.app import create_app
-from opendoctor.api.errors import DATABASE_DOWN
 from opendoctor.service import Service
 from opendoctor.store.db import unavailable
 from tests import pg
 from tests.conftest import eventually
+from tests.pg import assert_database_down
 from tests.pipeline.conftest import ADMIN, alarm_for, as_project, host_down, lab_vim, settings_for
 from tests.tcpproxy import TcpProxy, free_port
 
 SERVER = "00000000-0000-0000-0000-000000000001"  # vm1, on compute1, of project-a
-
-
-def assert_database_down(resp: httpx.Response) -> None:
-    assert resp.status_code == 503, resp.text
-    assert resp.headers["retry-after"] == "1"
-    assert resp.json() == {
-        "error": {
-            "status": 503,
-            "message": DATABASE_DOWN,
-            "errors": [{"field": "", "problem": DATABASE_DOWN}],
-        }
-    }
 
 
 async def needs_the_database(client: httpx.AsyncClient) -> list[httpx.Response]:

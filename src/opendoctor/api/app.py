@@ -40,12 +40,15 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     app.state.alarms = service.alarms
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=service.settings.api.max_body_bytes)
-    app.include_router(events.router)
-    app.include_router(alarms.router)
-    app.include_router(native.router)
-    app.include_router(graph.router)
-    app.include_router(templates.router)
-    _declare_schemas(app)
+    if service.runs("api"):
+        # A process of a split deployment without the api role serves only /health and
+        # /metrics: what it would answer (its alarms, its hosts) is not its job to keep.
+        app.include_router(events.router)
+        app.include_router(alarms.router)
+        app.include_router(native.router)
+        app.include_router(graph.router)
+        app.include_router(templates.router)
+        _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")
     async def health(request: Request) -> dict[str, Any]:
@@ -53,6 +56,7 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
         return {
             "status": "ok" if svc.started else "starting",
             "version": __version__,
+            "roles": sorted(svc.roles),
             "hosts": len(svc.topology.hosts),
             "servers": len(svc.topology.servers),
             "alarms": len(svc.index),

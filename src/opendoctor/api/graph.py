@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from opendoctor.api.auth import current_identity
-from opendoctor.api.native import require_admin, service_of
+from opendoctor.api.native import inspecting, require_admin, service_of
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 from opendoctor.inspector import topology_file
@@ -107,7 +107,7 @@ async def graph_alarms(
     """Faults' alarms and those the rule templates deduce from them, each with the
     resource it is on and its cause."""
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the alarm graph")
     graph = service.graph
     alarms = []
     counts: dict[str, int] = {}
@@ -145,7 +145,7 @@ async def rca(
     `<alarm name>@<resource key>`, e.g. `instance.host_down@server:<id>`.
     """
     require_admin(identity)
-    graph = service_of(request).graph
+    graph = inspecting(request, "root-cause analysis").graph
     key = alarm_id if alarm_id.startswith("alarm:") else f"alarm:{alarm_id}"
     alarm = graph.get(key)
     if alarm is None or alarm.category != "ALARM":
@@ -178,7 +178,7 @@ async def add_topology(
     What is added here lives until the service stops: keep what must outlive a restart
     in the topology file, or send it again at start."""
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the entity graph")
     loaded = topology_file.load(service.graph, body)
     service.react()
     return {"entities": loaded.entities, "relations": loaded.relations, "warnings": loaded.warnings}
@@ -197,7 +197,7 @@ async def remove_vertex(
     rules deduced through it is undone. Hosts and servers come and go with the VIM, and
     alarms with their faults, so those answer 409."""
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the entity graph")
     vertex = service.graph.get(key)
     if vertex is None:
         raise RequestError(404, f"no vertex {key!r}", "key")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from opendoctor.api.auth import current_identity
 from opendoctor.errors import RequestError
+from opendoctor.faults import Fault
 from opendoctor.identity import Identity
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
@@ -20,6 +21,20 @@ router = APIRouter(prefix="/v1", tags=["native"])
 
 def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
+    return service
+
+
+def inspecting(request: Request, what: str) -> Service:
+    """The service, if this process runs the inspector, which holds the faults' graph and
+    the rule templates; a process of a split deployment without it answers 503."""
+    service = service_of(request)
+    if not service.runs("inspector"):
+        roles = ", ".join(sorted(service.roles))
+        raise RequestError(
+            503,
+            f"{what} is kept by the inspector role, which this process does not run "
+            f"(roles: {roles}); ask a process that runs api and inspector",
+        )
     return service
 
 
@@ -79,6 +94,18 @@ async def list_servers(
     ]
 
 
+async def _notified(service: Service, faults: list[Fault]) -> None:
+    """Fill in T09 where the notifiers are other processes than the fault's inspector: the
+    newest first-attempt delivery of the fault's notifications, from the outbox."""
+    missing = [f for f in faults if "T09" not in f.trace]
+    if not missing:
+        return
+    delivered = await service.outbox.first_delivered([f.id for f in missing])
+    for fault in missing:
+        if fault.id in delivered:
+            fault.mark("T09", delivered[fault.id])
+
+
 @router.get("/faults", summary="Faults, newest first (admin)")
 async def list_faults(
     request: Request,
@@ -88,11 +115,12 @@ async def list_faults(
 ) -> list[dict[str, Any]]:
     require_admin(identity)
     service = service_of(request)
-    if status == "active":
+    if status == "active" and service.runs("inspector"):
         # Active faults live in the inspector: no database round trip while they unfold.
         active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
         return [f.to_dict() for f in active[:limit]]
     faults = await service.faults.list(status=status, limit=limit)
+    await _notified(service, faults)
     return [f.to_dict() for f in faults]
 
 
@@ -105,9 +133,13 @@ async def get_fault(
 ) -> dict[str, Any]:
     require_admin(identity)
     service = service_of(request)
-    fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
+    fault = None
+    if service.runs("inspector"):
+        fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
     if fault is None:
         fault = await service.faults.get(fault_id)
+        if fault is not None:
+            await _notified(service, [fault])
     if fault is None:
         raise RequestError(404, f"no fault {fault_id}", "fault_id")
     data = fault.to_dict()

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import error_body
-from opendoctor.api.native import require_admin, service_of
+from opendoctor.api.native import inspecting, require_admin, service_of
 from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 from opendoctor.inspector.templates import Plan, TemplateError
@@ -131,7 +131,7 @@ async def list_templates(
     """Each template with where it came from (`built-in`, `file` or `api`), its number
     of scenarios and how many matches it holds in the graph now."""
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the rule templates")
     counts = _matches(service)
     installed = service.templates.installed
     return [_entry(installed[name], counts.get(name, 0)) for name in sorted(installed)]
@@ -142,7 +142,7 @@ async def get_template(
     name: str, request: Request, identity: Identity = Depends(current_identity)
 ) -> dict[str, Any]:
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the rule templates")
     item = service.templates.installed.get(name)
     if item is None:
         raise RequestError(404, f"no template {name!r}", "name")
@@ -188,7 +188,7 @@ async def put_template(
     requested). An invalid template answers 422 and changes nothing."""
     require_admin(identity)
     text = await _template_text(request)
-    service = service_of(request)
+    service = inspecting(request, "the rule templates")
     try:
         item, created, plan = await service.put_template(text)
     except TemplateError as exc:
@@ -220,7 +220,7 @@ async def delete_template(
     it. A built-in or file template it replaced comes back. Built-in and file templates
     themselves answer 409, saying how to switch them off."""
     require_admin(identity)
-    service = service_of(request)
+    service = inspecting(request, "the rule templates")
     try:
         deleted = await service.delete_template(name)
     except PermissionError as exc:

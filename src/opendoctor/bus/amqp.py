@@ -131,6 +131,7 @@ class AmqpBus:
         publish_timeout: float = 30.0,
         timeout: float = 5.0,
         reconnect_interval: float = 1.0,
+        standby_after: float | None = None,
         codecs: dict[str, Codec] | None = None,
         name: str = "opendoctor-bus",
     ) -> None:
@@ -139,6 +140,7 @@ class AmqpBus:
         self.partitions = partitions
         self.prefix = prefix
         self.consume = self._check_partitions(consume)
+        self.standby_after = standby_after
         self.retry_delay = retry_delay
         self.max_attempts = max_attempts
         self.publish_timeout = publish_timeout
@@ -148,6 +150,7 @@ class AmqpBus:
         self._consumed: dict[str, frozenset[int]] = {}
         self._topics: dict[str, asyncio.Task[None]] = {}
         self._setups: list[asyncio.Task[None]] = []
+        self._standbys: list[asyncio.Task[None]] = []
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._attempts: dict[str, int] = {}
         self._running: set[asyncio.Task[Any]] = set()
@@ -222,6 +225,21 @@ class AmqpBus:
         self._consumed[topic] = chosen
         task = asyncio.create_task(self._start_consuming(topic, chosen), name=f"bus:{topic}")
         self._setups.append(task)
+        rest = frozenset(range(self.partitions)) - chosen
+        if rest and self.standby_after is not None:
+            standby = self._stand_by(topic, task, rest)
+            self._standbys.append(asyncio.create_task(standby, name=f"bus:{topic}:standby"))
+
+    async def _stand_by(self, topic: str, first: asyncio.Task[None], rest: frozenset[int]) -> None:
+        """Subscribe to the partitions other replicas consume, once this one's are taken.
+
+        The queues are single-active-consumer: the broker keeps feeding whoever came
+        first and switches to us only when it goes away. The wait lets replicas started
+        together each come first on their own partitions, so they share the work.
+        """
+        assert self.standby_after is not None
+        await asyncio.gather(first, asyncio.sleep(self.standby_after))
+        await self._start_consuming(topic, rest)
 
     async def _start_consuming(self, topic: str, partitions: frozenset[int]) -> None:
         todo = sorted(partitions)
@@ -367,7 +385,7 @@ class AmqpBus:
         """Stop: handlers still running are cancelled and their messages stay unacked,
         so the broker gives them to another subscriber (or to this one when it returns)."""
         self._closed = True
-        tasks = [*self._setups, *self._running, *self._topics.values()]
+        tasks = [*self._setups, *self._standbys, *self._running, *self._topics.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

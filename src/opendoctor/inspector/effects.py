@@ -25,7 +25,7 @@ from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import NotificationEvent, Server
-from opendoctor.notifier.notifier import Notifier
+from opendoctor.notifier.notifier import NotifyTarget
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Effects:
         topology: Topology,
         graph: TopologyGraph,
         vim: VimDriver,
-        notifier: Notifier,
+        notifier: NotifyTarget,
         settings: InspectorSettings,
         workflows: WorkflowRunner,
         mark: Mark,

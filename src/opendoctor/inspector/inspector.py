@@ -25,7 +25,7 @@ from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, Server, new_id
-from opendoctor.notifier.notifier import Notifier
+from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Inspector:
         self,
         topology: Topology,
         vim: VimDriver,
-        notifier: Notifier,
+        notifier: NotifyTarget,
         events: EventStore,
         faults: FaultStore,
         settings: InspectorSettings,

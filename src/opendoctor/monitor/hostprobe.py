@@ -107,6 +107,13 @@ class HostProber:
         target = self._targets.get(name)
         return list(target.reported) if target is not None else []
 
+    def assume_reported(self, name: str, kinds: list[str]) -> None:
+        """Take over reports another monitor made (a new leader): the host is not reported
+        again while it stays silent, and its coming back is reported."""
+        target = self._targets.get(name)
+        if target is not None:
+            target.reported = [k for k in kinds if k in (HOST_UNREACHABLE, HOST_DOWN)]
+
     def is_down(self, name: str) -> bool:
         return HOST_DOWN in self.reported(name)
 

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from pathlib import Path
 
 from opendoctor.config import Settings
 from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
-from opendoctor.leader import Leadership
-from opendoctor.model import Event, Host, iso
-from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.model import Event, iso
+from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.service import make_vim
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
+from opendoctor.store.pipeline import FaultStore
 
 log = logging.getLogger(__name__)
 
@@ -73,46 +70,18 @@ class EventPoster:
             delay = min(delay * 2, 2.0)
 
 
-class Probing:
-    """The prober of this process while it should probe: always, or while it leads."""
-
-    def __init__(self, settings: Settings, emit: EventPoster) -> None:
-        self.settings = settings
-        self.emit = emit
-        self.hosts: dict[str, Host] = {}
-        self.prober: HostProber | None = None
-
-    def watch(self, host: Host) -> None:
-        self.hosts[host.name] = host
-        if self.prober is not None:
-            self.prober.watch(host)
-
-    def unwatch(self, name: str) -> None:
-        self.hosts.pop(name, None)
-        if self.prober is not None:
-            self.prober.unwatch(name)
-
-    async def lead(self, leading: bool) -> None:
-        if leading and self.prober is None:
-            # A fresh prober: every host counts as answering from now, so a new leader
-            # does not blame the hosts for the time nobody probed them.
-            self.prober = HostProber(self.settings.monitor, self.emit)
-            for host in self.hosts.values():
-                self.prober.watch(host)
-            await self.prober.start()
-        elif not leading and self.prober is not None:
-            prober, self.prober = self.prober, None
-            await prober.stop()
-
-
-def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 async def run(settings: Settings, api: str, ready_file: Path | None = None) -> None:
     http = HttpClient()
     vim = make_vim(settings)
-    probing = Probing(settings, EventPoster(api, http, settings.api.southbound_token))
+    db: Database | None = None
+    leases: LeaseStore | None = None
+    if settings.monitor.lease is not None:
+        db = Database(settings.db_url)
+        await db.migrate()
+        leases = LeaseStore(db)
+    faults = FaultStore(db) if db is not None else None
+    reported = (lambda: open_reports(faults)) if faults is not None else None
+    probing = Probing(settings, EventPoster(api, http, settings.api.southbound_token), reported)
     while True:
         try:
             hosts = await vim.list_hosts()
@@ -122,24 +91,7 @@ async def run(settings: Settings, api: str, ready_file: Path | None = None) -> N
             await asyncio.sleep(0.5)
     for host in hosts:
         probing.watch(host)
-
-    db: Database | None = None
-    leadership: Leadership | None = None
-    if settings.monitor.lease is None:
-        await probing.lead(True)
-    else:
-        db = Database(settings.db_url)
-        await db.migrate()
-        holder = holder_id()
-        leadership = Leadership(
-            LeaseStore(db),
-            f"monitor:{settings.monitor.lease}",
-            holder,
-            settings.monitor.lease_ttl,
-            probing.lead,
-        )
-        leadership.start()
-        log.info("monitor replica waiting to lead", extra={"holder": holder})
+    await probing.start(leases)
 
     async def follow() -> None:
         async for change in vim.changes():
@@ -156,9 +108,7 @@ async def run(settings: Settings, api: str, ready_file: Path | None = None) -> N
         await until_signalled()
     finally:
         follower.cancel()
-        if leadership is not None:
-            await leadership.stop()  # a clean stop hands over at once
-        await probing.lead(False)
+        await probing.stop()
         if db is not None:
             await db.close()
         await vim.close()

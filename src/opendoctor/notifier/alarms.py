@@ -101,6 +101,15 @@ class AlarmService:
                     self.index.add(alarm)
         return len(changed)
 
+    async def refresh_states(self, alarms: Sequence[Alarm]) -> None:
+        """Bring these alarms' states up to date from the store (another process may have
+        re-armed them since the last `sync`)."""
+        stored = await self.store.states([a.alarm_id for a in alarms])
+        for alarm in alarms:
+            state = stored.get(alarm.alarm_id)
+            if state is not None and state[2] > alarm.state_timestamp:
+                alarm.state, alarm.state_reason, alarm.state_timestamp = state
+
     def _owner(self, body: AlarmBody, identity: Identity, current: Alarm | None) -> tuple[str, str]:
         project = body.project_id or (current.project_id if current else identity.project_id)
         user = body.user_id or (current.user_id if current else identity.user_id)

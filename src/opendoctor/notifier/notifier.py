@@ -7,11 +7,10 @@ delivery starts at once, while those writes are still in flight.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -51,6 +50,15 @@ def callback_body(
     }
 
 
+class NotifyTarget(Protocol):
+    """Where the inspector sends the events that tell owners: the notifier in its process,
+    or the bus to the notifier replicas (`remote.BusNotifications`)."""
+
+    async def notify(
+        self, events: list[NotificationEvent], root_cause: Any = None
+    ) -> list[OutboxEntry]: ...
+
+
 class Notifier:
     def __init__(
         self,
@@ -58,11 +66,16 @@ class Notifier:
         alarms: AlarmService,
         outbox: OutboxStore,
         dispatcher: Dispatcher,
+        shared: bool = False,
     ) -> None:
         self.index = index
         self.alarms = alarms
         self.outbox = outbox
         self.dispatcher = dispatcher
+        # Other processes change alarms too (an owner re-arms one through another API
+        # replica): an alarm this process still thinks fired is checked in the store
+        # before it is skipped, rather than miss a fault in the sync interval.
+        self.shared = shared
 
     async def notify(
         self, events: list[NotificationEvent], root_cause: Any = None
@@ -71,8 +84,13 @@ class Notifier:
         now = time.time()
         transitions: list[Transition] = []
         entries: list[OutboxEntry] = []
-        for event in events:
-            for alarm in self.index.match(event):
+        matches = [(event, self.index.match(event)) for event in events]
+        if self.shared:
+            fired = [a for _, alarms in matches for a in alarms if a.state == ALARM]
+            if fired:
+                await self.alarms.refresh_states(fired)
+        for event, alarms in matches:
+            for alarm in alarms:
                 previous = alarm.state
                 if previous == ALARM and not alarm.repeat_actions:
                     continue
@@ -119,7 +137,10 @@ class Notifier:
         # the write, the event is still unprocessed; its replay rebuilds the same entry
         # ids and sends again (at least once, with the same request id to deduplicate).
         await self.dispatcher.first_attempts(entries)
-        await asyncio.gather(self.alarms.record_transitions(transitions), self.outbox.add(entries))
+        # The outbox first: an alarm recorded as fired always has its entries stored, so
+        # one whose first attempt failed is retried even if this process dies here.
+        await self.outbox.add(entries)
+        await self.alarms.record_transitions(transitions)
         if any(e.status == PENDING for e in entries):
             self.dispatcher.wake()
         return entries

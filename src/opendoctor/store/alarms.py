@@ -159,6 +159,15 @@ class AlarmStore:
             row = result.mappings().first()
             return None if row is None else _alarm(row)
 
+    async def states(self, alarm_ids: Sequence[str]) -> dict[str, tuple[str, str, float]]:
+        """alarm id -> (state, reason, timestamp) as stored, for the ids that exist."""
+        query = select(
+            ALARMS.c.alarm_id, ALARMS.c.state, ALARMS.c.state_reason, ALARMS.c.state_timestamp
+        ).where(ALARMS.c.alarm_id.in_(list(alarm_ids)))
+        async with self.db.engine.connect() as conn:
+            result = await conn.execute(query)
+            return {r[0]: (r[1], r[2], r[3]) for r in result.all()}
+
     async def insert(self, alarm: Alarm, history: Sequence[HistoryEntry]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(ALARMS), [_row(alarm)])

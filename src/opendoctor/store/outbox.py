@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from opendoctor.store.db import Database, dialect_insert
 from opendoctor.store.tables import OutboxRow
@@ -129,6 +129,22 @@ class OutboxStore:
         async with self.db.sessions.begin() as session:
             rows = (await session.scalars(stmt)).all()
             return sorted((_entry(r) for r in rows), key=lambda e: e.created)
+
+    async def first_delivered(self, fault_ids: list[str]) -> dict[str, float]:
+        """fault id -> when the last of its notifications delivered at the first attempt
+        arrived (the fault's T09, as the notifier saw it)."""
+        query = (
+            select(OutboxRow.fault_id, func.max(OutboxRow.delivered))
+            .where(
+                OutboxRow.fault_id.in_(fault_ids),
+                OutboxRow.attempts == 1,
+                OutboxRow.delivered.is_not(None),
+            )
+            .group_by(OutboxRow.fault_id)
+        )
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return {r[0]: r[1] for r in rows if r[0] is not None and r[1] is not None}
 
     async def next_due(self) -> float | None:
         query = select(OutboxRow.next_attempt).where(OutboxRow.status == PENDING)
