@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from opendoctor import __version__, cli_bench, cli_inspect, cli_templates
+from opendoctor import __version__, cli_bench, cli_cluster, cli_inspect, cli_templates
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -29,6 +29,8 @@ app.command()(cli_inspect.alarms)
 app.command()(cli_inspect.rca)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_bench.app, name="bench")
+app.add_typer(cli_cluster.app, name="cluster")
+app.add_typer(cli_cluster.app, name="cluster")
 
 err = Console(stderr=True)
 

@@ -16,6 +16,23 @@ from pathlib import Path
 from types import TracebackType
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (a zombie counts as gone when /proc says so)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            # Field 3 is the state; the command name before it may contain spaces.
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 class ChildFailed(RuntimeError):
     pass
 

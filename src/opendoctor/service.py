@@ -143,6 +143,16 @@ class Service:
         assert self._inspector is not None, "service not started"
         return self._inspector
 
+    def consuming(self) -> dict[str, dict[str, list[int]]]:
+        """The bus partitions this process subscribes to, per topic (scaled out): its own,
+        and those it stands by for."""
+        own: dict[str, set[int]] = getattr(self.bus, "consuming", {})
+        standby: dict[str, set[int]] = getattr(self.bus, "standing_by", {})
+        return {
+            topic: {"own": sorted(own.get(topic, ())), "standby": sorted(standby.get(topic, ()))}
+            for topic in sorted(own.keys() | standby.keys())
+        }
+
     def runs(self, *roles: Role) -> bool:
         """Whether this process runs any of these roles."""
         return not self.roles.isdisjoint(roles)

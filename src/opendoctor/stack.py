@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from opendoctor.cluster import Cluster, ClusterSpec
 from opendoctor.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
@@ -76,13 +77,18 @@ class Stack:
 
     workdir: Path
     lab: LabRunner
-    service: ChildProcess
+    service: ChildProcess | Cluster  # one process, or every role's replicas
     consumers: dict[str, ChildProcess]
     http: HttpClient = field(default_factory=HttpClient)
 
     @property
     def api(self) -> str:
         return self.service.ready
+
+    def service_pids(self) -> set[int]:
+        if isinstance(self.service, Cluster):
+            return {m.pid for m in self.service.members.values()}
+        return {self.service.proc.pid} if self.service.proc is not None else set()
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
         resp = await self.http.get(self.api + path, headers=headers or ADMIN)
@@ -150,9 +156,13 @@ async def running_stack(
     workdir: Path,
     service_env: dict[str, str] | None = None,
     consumer_args: Callable[[str], list[str]] | None = None,
+    replicas: int | None = None,
 ) -> AsyncIterator[Stack]:
     """Lab, service and one consumer per project; `consumer_args(project)` adds to a
-    consumer's command line (e.g. `--amqp URL`)."""
+    consumer's command line (e.g. `--amqp URL`).
+
+    With `replicas`, the service is a cluster of that many processes per role, on the
+    database and bus `service_env` names (OPENDOCTOR_DATABASE_URL, OPENDOCTOR_BUS__*)."""
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     async with LabRunner(spec, workdir / "lab") as lab:
         consumers = {
@@ -170,7 +180,11 @@ async def running_stack(
             "OPENDOCTOR_API__PORT": "0",
             **(service_env or {}),
         }
-        service = ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
+        service: ChildProcess | Cluster = (
+            ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
+            if replicas is None
+            else Cluster(cluster_spec(workdir / "cluster", lab.url, replicas, env))
+        )
         try:
             await asyncio.gather(*(c.start() for c in consumers.values()))
             await service.start()
@@ -184,3 +198,21 @@ async def running_stack(
         finally:
             await service.stop()
             await asyncio.gather(*(c.stop() for c in consumers.values()))
+
+
+def cluster_spec(directory: Path, lab_url: str, replicas: int, env: dict[str, str]) -> ClusterSpec:
+    """A cluster on the database and bus that a single service's environment names."""
+    env = dict(env)
+    take = env.pop
+    for per_member in ("OPENDOCTOR_STATE_DIR", "OPENDOCTOR_API__PORT", "OPENDOCTOR_VIM__LAB_URL"):
+        env.pop(per_member, None)
+    return ClusterSpec(
+        directory,
+        database_url=take("OPENDOCTOR_DATABASE_URL"),
+        amqp_url=take("OPENDOCTOR_BUS__URL"),
+        lab_url=lab_url,
+        replicas=replicas,
+        prefix=take("OPENDOCTOR_BUS__PREFIX", "opendoctor"),
+        partitions=int(take("OPENDOCTOR_BUS__PARTITIONS", "8")),
+        env={k: v for k, v in env.items() if k != "OPENDOCTOR_BUS__KIND"},
+    )

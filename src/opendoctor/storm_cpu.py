@@ -52,13 +52,13 @@ class CpuMeter:
     consumers, the lab (its manager and hosts), PostgreSQL, RabbitMQ, the bench itself."""
 
     def __init__(self, s: Stack) -> None:
-        self.service = s.service.proc.pid if s.service.proc else -1
+        self.service = s.service_pids()
         self.consumers = {c.proc.pid for c in s.consumers.values() if c.proc}
         self.lab = s.lab.pid
         self.me = os.getpid()
 
     def _group(self, pid: int, ppid: int, comm: str) -> str | None:
-        if pid == self.service:
+        if pid in self.service:
             return "service"
         if pid in self.consumers:
             return "consumers"

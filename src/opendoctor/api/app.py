@@ -57,6 +57,8 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
             "status": "ok" if svc.started else "starting",
             "version": __version__,
             "roles": sorted(svc.roles),
+            "consuming": svc.consuming(),
+            "probing": svc.probing.prober is not None,
             "hosts": len(svc.topology.hosts),
             "servers": len(svc.topology.servers),
             "alarms": len(svc.index),

@@ -151,6 +151,10 @@ class AmqpBus:
         self._topics: dict[str, asyncio.Task[None]] = {}
         self._setups: list[asyncio.Task[None]] = []
         self._standbys: list[asyncio.Task[None]] = []
+        # Partitions subscribed to, per topic: this replica's own, and those it stands
+        # by for (the broker feeds it those only when their first consumer is gone).
+        self.consuming: dict[str, set[int]] = {}
+        self.standing_by: dict[str, set[int]] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._attempts: dict[str, int] = {}
         self._running: set[asyncio.Task[Any]] = set()
@@ -239,9 +243,11 @@ class AmqpBus:
         """
         assert self.standby_after is not None
         await asyncio.gather(first, asyncio.sleep(self.standby_after))
-        await self._start_consuming(topic, rest)
+        await self._start_consuming(topic, rest, standby=True)
 
-    async def _start_consuming(self, topic: str, partitions: frozenset[int]) -> None:
+    async def _start_consuming(
+        self, topic: str, partitions: frozenset[int], standby: bool = False
+    ) -> None:
         todo = sorted(partitions)
         delay = 0.2
         while todo:
@@ -252,6 +258,9 @@ class AmqpBus:
                     self._locks.setdefault((topic, i), asyncio.Lock())
                     handler = self._on_delivery(topic, i)
                     await self.broker.consume(self.queue(topic, i), handler, prefetch=1)
+                    (self.standing_by if standby else self.consuming).setdefault(topic, set()).add(
+                        i
+                    )
                     todo.pop(0)
             except AmqpError as exc:
                 if exc.permanent:

@@ -31,23 +31,6 @@ def die_with_parent() -> Callable[[], None]:
     return hook
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists (a zombie counts as gone when /proc says so)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            # Field 3 is the state; the command name before it may contain spaces.
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a whole process group; False if it no longer exists."""
     try:

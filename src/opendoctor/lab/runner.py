@@ -15,9 +15,10 @@ from types import TracebackType
 from typing import Any
 
 from opendoctor.lab.client import LabClient
-from opendoctor.lab.proc import die_with_parent, pid_alive
+from opendoctor.lab.proc import die_with_parent
 from opendoctor.lab.spec import LabSpec
 from opendoctor.lab.statefile import read_state, remove_state
+from opendoctor.procs import pid_alive
 
 LOG_FILE = "lab.log"
 START_TIMEOUT = 60.0

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -124,6 +124,25 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database `url` names unless it exists; True if created.
+    (SQLite creates its file by itself.)"""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql") or not parsed.database:
+        return False
+    admin = create_async_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            query = text("SELECT 1 FROM pg_database WHERE datname = :name")
+            if await conn.scalar(query, {"name": parsed.database}):
+                return False
+            name = parsed.database.replace('"', '""')
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
+    finally:
+        await admin.dispose()
 
 
 def dialect_insert(db: Database, table: Any) -> Any:
