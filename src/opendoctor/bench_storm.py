@@ -19,9 +19,9 @@ measures detection → notification, nothing else.
 Modes (`MODES`): `embedded` is the default service (SQLite, in-process bus);
 `scaled` is the same single process on PostgreSQL (a database the bench creates and
 drops) with its events on RabbitMQ (a bus prefix of its own, whose exchanges and queues
-the bench deletes). Owners are told over HTTP callbacks, or over AMQP with
-`amqp_actions`. A mode with several replicas per role is one more `Mode` entry once
-the stack can start them (`Mode.replicas`).
+the bench deletes); `split` and `split-2` run every role as its own processes, one or
+two replicas each (`opendoctor.cluster`), on the same servers. Owners are told over
+HTTP callbacks, or over AMQP with `amqp_actions`.
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ from opendoctor.storm_modes import (
     DEFAULT_PG as DEFAULT_PG,
 )
 from opendoctor.storm_modes import (
-    EVENTS_TOPIC,
+    MODES as MODES,
+)
+from opendoctor.storm_modes import (
     PROJECTS,
     RESEND_AFTER,
     RESEND_FOR,
+    TOPICS,
     Mode,
     Unavailable,
-)
-from opendoctor.storm_modes import (
-    MODES as MODES,
 )
 from opendoctor.storm_modes import (
     SINGLE_VMS as SINGLE_VMS,
@@ -201,11 +201,12 @@ async def _remove_backends(opts: Options, database: str, prefix: str, alarms: st
     finally:
         broker = await _broker(opts.amqp_url)
         try:
-            queues = [f"{prefix}.{EVENTS_TOPIC}.{i}" for i in range(opts.partitions)]
-            for queue in [*queues, f"{prefix}.{EVENTS_TOPIC}.dead"]:
-                await broker.delete_queue(queue)
-            for exchange in (f"{prefix}.{EVENTS_TOPIC}", alarms):
-                await broker.delete_exchange(exchange)
+            for topic in TOPICS:
+                queues = [f"{prefix}.{topic}.{i}" for i in range(opts.partitions)]
+                for queue in [*queues, f"{prefix}.{topic}.dead"]:
+                    await broker.delete_queue(queue)
+                await broker.delete_exchange(f"{prefix}.{topic}")
+            await broker.delete_exchange(alarms)
         finally:
             await broker.close()
 
@@ -257,9 +258,6 @@ class ModeRun:
 
     async def run(self, workdir: Path) -> dict[str, Any]:
         opts = self.opts
-        if self.mode.replicas != 1:
-            # A mode with replicas needs running_stack to start several services.
-            raise NotImplementedError(f"{self.mode.name}: replicas are not supported yet")
         spec = LabSpec(
             hosts=opts.hosts + 1,
             vms=0,
@@ -281,7 +279,9 @@ class ModeRun:
                 }
                 task = self._task(f"starting a lab of {spec.hosts} hosts, the service", None)
                 started = time.monotonic()
-                async with running_stack(spec, workdir, env, where.consumer_args) as s:
+                async with running_stack(
+                    spec, workdir, env, where.consumer_args, self.mode.replicas
+                ) as s:
                     self.setup["stack_start"] = time.monotonic() - started
                     self.progress.update(task, total=1, completed=1)
                     lab = await self._populate(s, spec)

@@ -137,9 +137,10 @@ def bench_storm_command(
         str,
         typer.Option(
             help="comma-separated, run in this order: embedded (SQLite, in-process bus), "
-            "scaled (PostgreSQL and RabbitMQ, one service process)"
+            "scaled (PostgreSQL and RabbitMQ, one service process), split (each role its "
+            "own process), split-2 (two processes per role)"
         ),
-    ] = "embedded,scaled",
+    ] = "embedded,scaled,split,split-2",
     runs: Annotated[int, typer.Option(min=1, help="faults of the 50-VM host after the storm")] = 10,
     amqp_actions: Annotated[
         bool, typer.Option(help="scaled: owners subscribe over AMQP instead of HTTP callbacks")
@@ -171,7 +172,7 @@ def bench_storm_command(
     as a monitor would, and counted). Once the storm is handled (its faults stay active)
     the 50-VM host fails and comes back --runs times.
 
-    The scaled mode runs on a database it creates in PostgreSQL (--pg-url, default
+    The scaled and split modes run on a database it creates in PostgreSQL (--pg-url, default
     postgresql://postgres@127.0.0.1:5432/postgres or OPENDOCTOR_BENCH_PG) and a RabbitMQ
     prefix of its own (--amqp-url, default amqp://guest:guest@127.0.0.1:5672/ or
     OPENDOCTOR_BENCH_AMQP); both are removed afterwards. If they do not answer, nothing

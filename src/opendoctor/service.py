@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from opendoctor import metrics
@@ -297,7 +298,7 @@ class Service:
         while True:
             await asyncio.sleep(self.settings.notifier.sync_interval)
             try:
-                await self.alarms.sync()
+                await self.alarms.sync_since(time.time())
             except Exception as exc:  # the database: try again next time
                 log.warning("alarm changes not taken up", extra={"error": str(exc)})
 

@@ -16,7 +16,9 @@ RESEND_AFTER = 0.1  # seconds before an event the service refused (5xx) is sent 
 RESEND_FOR = 60.0  # seconds of refusals before the bench gives up
 DEFAULT_PG = os.environ.get("OPENDOCTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEFAULT_AMQP = os.environ.get("OPENDOCTOR_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-EVENTS_TOPIC = "events"  # opendoctor.service.EVENTS_TOPIC (not imported: it pulls the service)
+# opendoctor.service.EVENTS_TOPIC and remote.NOTIFICATIONS_TOPIC (not imported: they pull
+# in the service)
+TOPICS = ("events", "notifications")
 
 
 class Unavailable(RuntimeError):
@@ -28,12 +30,14 @@ class Mode:
     name: str
     title: str
     backends: bool  # runs on PostgreSQL and RabbitMQ
-    replicas: int = 1  # service processes per role (only 1 until roles can be split)
+    replicas: int | None = None  # None: one service process; N: a cluster, N per role
 
 
 MODES: dict[str, Mode] = {
     "embedded": Mode("embedded", "SQLite, in-process bus", backends=False),
     "scaled": Mode("scaled", "PostgreSQL, RabbitMQ, one process", backends=True),
+    "split": Mode("split", "each role its own process", backends=True, replicas=1),
+    "split-2": Mode("split-2", "2 processes per role", backends=True, replicas=2),
 }
 BASELINE = "embedded"
 

@@ -70,13 +70,14 @@ async def test_storm_in_embedded_mode(tmp_path: Path) -> None:
     assert "storm: notifications delivered /s" in out.getvalue()
 
 
-async def test_storm_scaled_beside_embedded(tmp_path: Path) -> None:
+async def test_storm_scaled_and_split_beside_embedded(tmp_path: Path) -> None:
     opts = options(tmp_path)
-    problems = await bench_storm.available(["embedded", "scaled"], opts)
+    modes = ["embedded", "scaled", "split-2"]
+    problems = await bench_storm.available(modes, opts)
     if problems:
-        need(f"the scaled mode cannot run: {problems['scaled']}")
+        need(f"the scaled modes cannot run: {problems}")
     opts.amqp_actions = True  # the owners on AMQP too: the scaled-out path end to end
-    result = await bench_storm.storm(["embedded", "scaled"], opts, Console(quiet=True))
+    result = await bench_storm.storm(modes, opts, Console(quiet=True))
 
     check_mode(result["modes"]["embedded"])
     scaled = result["modes"]["scaled"]
@@ -88,6 +89,10 @@ async def test_storm_scaled_beside_embedded(tmp_path: Path) -> None:
     bench_storm.print_storm(Console(width=200, file=out), result)
     text = out.getvalue()
     assert "scaled / embedded" in text and "100 ms aim" in text
+    # Two processes per role, every one of them used: nothing missing either.
+    split = result["modes"]["split-2"]
+    check_mode(split)
+    assert "split-2 / embedded" in text
 
     # Nothing left behind: the run's database is dropped, its queues and exchanges gone.
     conn = await asyncpg.connect(pg.ADMIN_URL, timeout=5)
@@ -101,7 +106,7 @@ async def test_storm_scaled_beside_embedded(tmp_path: Path) -> None:
     prefix = scaled["bus_prefix"]
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        for name in (f"{prefix}.events.0", f"{prefix}.events.dead"):
+        for name in (f"{prefix}.events.0", f"{prefix}.events.dead", f"{prefix}.notifications.0"):
             channel = await connection.channel()
             with pytest.raises(ChannelNotFoundEntity):
                 await channel.declare_queue(name, passive=True)

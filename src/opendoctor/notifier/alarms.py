@@ -62,6 +62,8 @@ class AlarmService:
         self._last = 0.0
         self._synced = 0.0  # newest history time taken up by `sync`
         self._seen: dict[str, float] = {}  # history rows already acted on
+        self._sync_lock = asyncio.Lock()
+        self._sync_began = 0.0
 
     def _now(self) -> float:
         # Strictly increasing, so history sorted by time keeps the order of changes.
@@ -92,14 +94,28 @@ class AlarmService:
             self._synced = max(self._synced, at)
         horizon = self._synced - 2 * SYNC_OVERLAP
         self._seen = {k: at for k, at in self._seen.items() if at > horizon}
-        for alarm_id in changed:
+        if changed:
             async with self._lock:
-                alarm = await self.store.get(alarm_id)
-                if alarm is None:
-                    self.index.remove(alarm_id)
-                else:
-                    self.index.add(alarm)
+                # One query for the lot: a sync after thousands of alarms were created
+                # elsewhere must not read them one by one.
+                stored = await self.store.get_many(list(changed))
+                for alarm_id in changed:
+                    alarm = stored.get(alarm_id)
+                    if alarm is None:
+                        self.index.remove(alarm_id)
+                    else:
+                        self.index.add(alarm)
         return len(changed)
+
+    async def sync_since(self, moment: float) -> None:
+        """Make sure a `sync` that began at or after `moment` has finished: every alarm
+        change committed before then is in the index. Callers at the same time share one
+        sync (the first one's covers those queued behind it)."""
+        async with self._sync_lock:
+            if self._sync_began >= moment:
+                return
+            self._sync_began = time.time()
+            await self.sync()
 
     async def refresh_states(self, alarms: Sequence[Alarm]) -> None:
         """Bring these alarms' states up to date from the store (another process may have

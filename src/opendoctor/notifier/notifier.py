@@ -72,8 +72,9 @@ class Notifier:
         self.alarms = alarms
         self.outbox = outbox
         self.dispatcher = dispatcher
-        # Other processes change alarms too (an owner re-arms one through another API
-        # replica): an alarm this process still thinks fired is checked in the store
+        # Other processes change alarms too (an owner creates or re-arms one through
+        # another API replica): before matching, the changes committed so far are taken
+        # up, and an alarm this process still thinks fired is checked in the store
         # before it is skipped, rather than miss a fault in the sync interval.
         self.shared = shared
 
@@ -82,6 +83,10 @@ class Notifier:
     ) -> list[OutboxEntry]:
         """Fire every alarm the events match; returns the entries after their first attempt."""
         now = time.time()
+        if self.shared:
+            # An owner's alarm created (through another process) before the fault must
+            # fire: take up what was committed until now first. One query per batch.
+            await self.alarms.sync_since(now)
         transitions: list[Transition] = []
         entries: list[OutboxEntry] = []
         matches = [(event, self.index.match(event)) for event in events]

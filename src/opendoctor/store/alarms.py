@@ -159,6 +159,16 @@ class AlarmStore:
             row = result.mappings().first()
             return None if row is None else _alarm(row)
 
+    async def get_many(self, alarm_ids: Sequence[str]) -> dict[str, Alarm]:
+        """The stored alarms among these ids, by id."""
+        out: dict[str, Alarm] = {}
+        async with self.db.engine.connect() as conn:
+            for i in range(0, len(alarm_ids), 1000):  # bounded IN lists
+                chunk = list(alarm_ids[i : i + 1000])
+                result = await conn.execute(select(ALARMS).where(ALARMS.c.alarm_id.in_(chunk)))
+                out.update((a.alarm_id, a) for a in map(_alarm, result.mappings()))
+        return out
+
     async def states(self, alarm_ids: Sequence[str]) -> dict[str, tuple[str, str, float]]:
         """alarm id -> (state, reason, timestamp) as stored, for the ids that exist."""
         query = select(
