@@ -54,6 +54,12 @@ class InspectorSettings(BaseModel):
     templates_dir: Path | None = Field(
         None, description="directory of extra rule templates (*.yaml) to load at start"
     )
+    template_sync_interval: float = Field(
+        2.0,
+        gt=0,
+        description="scaled out: seconds between take-ups of the templates other "
+        "inspectors stored through their API",
+    )
     consistency_interval: float = Field(
         300.0,
         ge=0,

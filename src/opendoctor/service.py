@@ -235,6 +235,8 @@ class Service:
         )
         if inspector.consistency_interval > 0:
             self._tasks.append(asyncio.create_task(self._check_consistency(), name="consistency"))
+        if self.settings.bus.kind != "memory":
+            self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
 
     async def sync_topology(self) -> None:
@@ -301,6 +303,19 @@ class Service:
                 await self.alarms.sync_since(time.time())
             except Exception as exc:  # the database: try again next time
                 log.warning("alarm changes not taken up", extra={"error": str(exc)})
+
+    async def _sync_templates(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.inspector.template_sync_interval)
+            try:
+                before = self.engine.marked()
+                plan = await self.templates.sync()
+            except Exception as exc:  # the database: try again next time
+                log.warning("template changes not taken up", extra={"error": str(exc)})
+                continue
+            if plan:
+                self.carry_out(plan)
+            await self.inspector.release(before)
 
     def react(self) -> None:
         """Bring the rules up to date after a change that is not a fault (the VIM's feed,

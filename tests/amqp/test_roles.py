@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from opendoctor.api.app import create_app
+from opendoctor.api.templates import EXAMPLE_TEMPLATE
 from opendoctor.consumer import REPEATS
 from opendoctor.notifier import remote
 from opendoctor.service import Service
@@ -186,3 +187,47 @@ async def test_processes_without_a_role_say_who_has_it(split: Split) -> None:
     assert health["roles"] == ["notifier"] and health["status"] == "ok"
     metrics = await split.clients["inspector"].get("/metrics")
     assert metrics.status_code == 200
+
+
+async def test_a_template_added_through_one_inspector_reaches_the_others(
+    tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
+) -> None:
+    database = await pg_databases.take()
+    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(TOPICS, 2)}
+    pair = [
+        Service(
+            settings_for(
+                tmp_path / name,
+                database_url=pg.url_for(database),
+                bus=bus,
+                roles=["api", "inspector"],
+                inspector={"template_sync_interval": 0.05},
+            ),
+            vim=lab_vim(),
+        )
+        for name in ("a", "b")
+    ]
+    started: list[Service] = []
+    try:
+        for service in pair:
+            await service.start()
+            started.append(service)
+        a, b = pair
+        transport = httpx.ASGITransport(app=create_app(a, manage=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
+            headers = {**ADMIN, "content-type": "application/yaml"}
+            resp = await client.post("/v1/templates", content=EXAMPLE_TEMPLATE, headers=headers)
+            assert resp.status_code == 201, resp.text
+            name = resp.json()["name"]
+            await eventually(lambda: name in b.templates.installed, what="taken up by b")
+            assert b.templates.installed[name].origin == "api"
+            assert name in b.engine.templates
+
+            resp = await client.delete(f"/v1/templates/{name}", headers=ADMIN)
+            assert resp.status_code == 204, resp.text
+            await eventually(lambda: name not in b.templates.installed, what="gone from b")
+            assert name not in b.engine.templates
+    finally:
+        for service in reversed(started):
+            await service.stop()
+        await pg_databases.give_back(database)

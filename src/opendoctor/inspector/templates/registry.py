@@ -41,6 +41,7 @@ class Registry:
         self.store = store
         self.installed: dict[str, Installed] = {}
         self._fallback: dict[str, Installed] = {}  # built-ins an API template replaces
+        self._texts: dict[str, str] = {}  # API templates' YAML, as stored
         # One change at a time: each is checked (cause cycles included) against what is
         # in force, so two at once could each pass and together not.
         self._lock = asyncio.Lock()
@@ -74,6 +75,7 @@ class Registry:
                 # Keep it stored and say so, rather than refusing to start.
                 log.error("stored template no longer valid", extra={"error": str(exc)})
                 continue
+            self._texts[name] = text
             self._replace(Installed(template, "api", "api"))
 
     def _replace(self, item: Installed) -> Plan:
@@ -94,6 +96,7 @@ class Registry:
             await self.store.put(template.name, text)
             created = template.name not in self.installed
             item = Installed(template, "api", "api")
+            self._texts[template.name] = text
             return item, created, self._replace(item)
 
     async def delete(self, name: str) -> tuple[Installed, Plan] | None:
@@ -115,9 +118,37 @@ class Registry:
                     "replace it by adding a template of the same name"
                 )
             await self.store.delete(name)
-            del self.installed[name]
-            plan = self.engine.remove(name)
-            fallback = self._fallback.pop(name, None)
-            if fallback is not None:
-                plan.merge(self._install(fallback))
-            return item, plan
+            return item, self._uninstall(name)
+
+    def _uninstall(self, name: str) -> Plan:
+        del self.installed[name]
+        self._texts.pop(name, None)
+        plan = self.engine.remove(name)
+        fallback = self._fallback.pop(name, None)
+        if fallback is not None:
+            plan.merge(self._install(fallback))
+        return plan
+
+    async def sync(self) -> Plan:
+        """Take up the API templates other processes stored, replaced or deleted (scaled
+        out, every inspector holds every template); returns the plan of what changed."""
+        plan = Plan()
+        async with self._lock:
+            # Read under the lock: a change of our own committing meanwhile must not be
+            # mistaken for a deletion elsewhere.
+            stored = await self.store.load()
+            for name, text in stored.items():
+                if self._texts.get(name) == text:
+                    continue
+                try:
+                    template = compile_template(text, f"stored template {name}", self._others(name))
+                except TemplateError as exc:
+                    log.error("stored template not taken up", extra={"error": str(exc)})
+                    continue
+                log.info("template taken up from the database", extra={"template": name})
+                self._texts[name] = text
+                plan.merge(self._replace(Installed(template, "api", "api")))
+            for name in [n for n in self._texts if n not in stored]:
+                log.info("template deleted elsewhere", extra={"template": name})
+                plan.merge(self._uninstall(name))
+        return plan
