@@ -132,7 +132,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     directory: DIR = None,
 ) -> None:
-    """Each member: alive or not, its health, the bus partitions it consumes."""
+    """Each member: alive or not, its health, the bus partitions it consumes (and stands by
+    for), whether it is the monitor that probes. Exits 1 if a member is not alive."""
     from opendoctor.cluster import health
 
     rows = asyncio.run(health(_dir(directory)))
@@ -141,6 +142,8 @@ def status(
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         print()
+        if not all(r["alive"] for r in rows):
+            raise typer.Exit(1)
         return
     table = Table()
     for column in ("member", "pid", "alive", "status", "url", "partitions (standby)", "probes"):

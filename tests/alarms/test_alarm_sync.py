@@ -31,6 +31,10 @@ async def test_changes_made_by_another_process_are_taken_up(store: AlarmStore) -
     await here.sync()
     alarm = here.index.get(created.alarm_id)
     assert alarm is not None and alarm.state == "alarm"
+    # Re-armed over there: taken up in place (a state change needs no reload).
+    await there.set_state(created.alarm_id, "ok", OWNER)
+    assert await here.sync() == 0
+    assert here.index.get(created.alarm_id) is alarm and alarm.state == "ok"
 
     await there.delete(created.alarm_id, OWNER)
     await here.sync()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from opendoctor.lab.spec import LabSpec
 from opendoctor.notifier import remote
 from tests import pg
 from tests.amqp.conftest import Names
+from tests.conftest import eventually
 
+TTL = 1.5  # the monitors' lease, seconds
 SPEC = LabSpec(hosts=2, vms=2, ip_prefix="127.75", vm_mode="inline", heartbeat=False)
 
 
@@ -43,6 +47,7 @@ async def test_cluster_up_status_and_down(tmp_path: Path, amqp_url: str, names: 
         async with LabRunner(SPEC, tmp_path / "lab") as lab:
             args = ["--replicas", "2", "--database-url", url, "--amqp-url", amqp_url]
             args += ["--prefix", prefix, "--lab-url", lab.url]
+            args += ["--set", f"OPENDOCTOR_MONITOR__LEASE_TTL={TTL}"]
             code, out, err = await opendoctor("cluster", "up", *args, env=env)
             assert code == 0, out + err
             assert f"created database {database}" in err
@@ -66,6 +71,22 @@ async def test_cluster_up_status_and_down(tmp_path: Path, amqp_url: str, names: 
             # One monitor probes; the other waits to take over.
             monitors = [r for r in rows if r["role"] == "monitor"]
             assert sorted(r["health"]["probing"] for r in monitors) == [False, True]
+
+            # The leader killed: the other takes over within about the lease's ttl.
+            (leader,) = [r for r in monitors if r["health"]["probing"]]
+            (other,) = [r for r in monitors if not r["health"]["probing"]]
+            os.killpg(leader["pid"], signal.SIGKILL)
+            killed = time.monotonic()
+
+            async def leads() -> bool:
+                code, out, _ = await opendoctor("cluster", "status", "--json", env=env)
+                now = {r["name"]: r for r in json.loads(out)}
+                return code == 1 and now[other["name"]]["health"].get("probing") is True
+
+            await eventually(leads, timeout=10, what="the other monitor leading")
+            took = time.monotonic() - killed
+            assert took < TTL + TTL / 3 + 2.0, f"takeover took {took:.2f} s"
+            print(f"monitor leader takeover in a cluster after kill -9: {took:.2f} s (ttl {TTL})")
 
             code, out, err = await opendoctor("cluster", "down", env=env)
             assert code == 0 and "stopped 8 members" in out, out + err

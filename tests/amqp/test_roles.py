@@ -150,10 +150,12 @@ async def test_a_notification_handed_over_twice_reaches_the_owner_with_one_id(
     (fault,) = inspector.inspector.active.values()
     # Written once the owner was told (send first, write after).
     (entry,) = await eventually(lambda: notifier.outbox.list(fault_id=fault.id), what="stored")
-    events, root_cause = remote.decode(
-        remote.encode([_event_of(entry.body, fault.id)], entry.body["reason_data"]["root_cause"])
+    batches = remote.decode(
+        remote.encode(
+            [([_event_of(entry.body, fault.id)], entry.body["reason_data"]["root_cause"])]
+        )
     )
-    await remote.BusNotifications(inspector.bus).notify(events, root_cause)
+    await remote.BusNotifications(inspector.bus).notify_many(batches)
     repeats = consumer.app[REPEATS]
     await eventually(lambda: len(repeats) == 1, what="told again")
     # The same request id: the owner's consumer knows it for a repeat and records it once.

@@ -4,7 +4,7 @@ The entity graph's routes (topology, alarms, RCA) are in `api.graph`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -94,16 +94,21 @@ async def list_servers(
     ]
 
 
-async def _notified(service: Service, faults: list[Fault]) -> None:
-    """Fill in T09 where the notifiers are other processes than the fault's inspector: the
-    newest first-attempt delivery of the fault's notifications, from the outbox."""
-    missing = [f for f in faults if "T09" not in f.trace]
-    if not missing:
-        return
-    delivered = await service.outbox.first_delivered([f.id for f in missing])
-    for fault in missing:
-        if fault.id in delivered:
+async def _with_t09(service: Service, faults: list[Fault]) -> list[dict[str, Any]]:
+    """The faults as the API shows them. Where the notifiers run in other processes than
+    the inspector, T09 comes from the outbox: the newest delivery of the fault's
+    notifications that succeeded at the first attempt."""
+    missing = [f.id for f in faults if "T09" not in f.trace]
+    if service.runs("notifier") or not missing:
+        return [f.to_dict() for f in faults]
+    delivered = await service.outbox.first_delivered(missing)
+    shown = []
+    for fault in faults:
+        if fault.id in delivered and "T09" not in fault.trace:
+            fault = replace(fault, trace=dict(fault.trace))  # not the inspector's own
             fault.mark("T09", delivered[fault.id])
+        shown.append(fault.to_dict())
+    return shown
 
 
 @router.get("/faults", summary="Faults, newest first (admin)")
@@ -118,10 +123,8 @@ async def list_faults(
     if status == "active" and service.runs("inspector"):
         # Active faults live in the inspector: no database round trip while they unfold.
         active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
-        return [f.to_dict() for f in active[:limit]]
-    faults = await service.faults.list(status=status, limit=limit)
-    await _notified(service, faults)
-    return [f.to_dict() for f in faults]
+        return await _with_t09(service, active[:limit])
+    return await _with_t09(service, await service.faults.list(status=status, limit=limit))
 
 
 @router.get("/faults/{fault_id}", summary="One fault: timeline, notifications, recovery (admin)")
@@ -138,11 +141,9 @@ async def get_fault(
         fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
     if fault is None:
         fault = await service.faults.get(fault_id)
-        if fault is not None:
-            await _notified(service, [fault])
     if fault is None:
         raise RequestError(404, f"no fault {fault_id}", "fault_id")
-    data = fault.to_dict()
+    (data,) = await _with_t09(service, [fault])
     if notifications:
         entries = await service.outbox.list(fault_id=fault_id, limit=100_000)
         data["notifications"] = [_notification(e) for e in entries]

@@ -199,10 +199,8 @@ class Effects:
         groups: dict[str | None, list[NotificationEvent]],
         causes: dict[str | None, dict[str, Any]],
     ) -> bool:
-        sent = await asyncio.gather(
-            *(self.notifier.notify(notes, root_cause=causes[c]) for c, notes in groups.items())
-        )
-        delivered = [e.delivered for entries in sent for e in entries if e.delivered is not None]
+        sent = await self.notifier.notify_many([(notes, causes[c]) for c, notes in groups.items()])
+        delivered = [e.delivered for e in sent if e.delivered is not None]
         if fault is not None and delivered:
             self.mark(fault, "T09", max(delivered))
         return True

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 Recover = Callable[[Fault, list[Server]], Awaitable[None]]
 
 
+async def _none() -> None:
+    return None
+
+
 class Inspector:
     def __init__(
         self,
@@ -87,13 +91,20 @@ class Inspector:
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
-        if self.dedupe and await self.events.is_processed(event.id):
-            metrics.EVENTS.labels(event.type, "redelivered").inc()
-            log.info("event already handled", extra={"event": event.id})
-            return
         fault = self.active.get(event.key)
-        if fault is None and self.dedupe:
-            fault = await self._adopt(event)
+        if self.dedupe:
+            # Both questions for the store at once: one round trip on the hot path.
+            adopting = fault is None
+            done, stored = await asyncio.gather(
+                self.events.is_processed(event.id),
+                self.faults.active_for(event.hostname, event.instance_id) if adopting else _none(),
+            )
+            if done:
+                metrics.EVENTS.labels(event.type, "redelivered").inc()
+                log.info("event already handled", extra={"event": event.id})
+                return
+            if stored is not None:
+                fault = self._adopt(event, stored)
         if event.active:
             if fault is not None:
                 await self._again(event, fault)
@@ -111,11 +122,8 @@ class Inspector:
         else:
             await self.events.mark_processed(event, None)
 
-    async def _adopt(self, event: Event) -> Fault | None:
+    def _adopt(self, event: Event, fault: Fault) -> Fault:
         """A fault another replica opened (this one has its events' partition now)."""
-        fault = await self.faults.active_for(event.hostname, event.instance_id)
-        if fault is None:
-            return None
         log.info("fault taken over from another replica", extra={"fault": fault.id})
         self.active[event.key] = fault
         self.fault_graph.raised(fault)

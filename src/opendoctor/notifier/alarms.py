@@ -30,6 +30,7 @@ from opendoctor.store.alarms import (
     RULE_CHANGE,
     STATE_TRANSITION,
     AlarmStore,
+    Change,
     HistoryEntry,
     Transition,
 )
@@ -87,11 +88,12 @@ class AlarmService:
         """
         rows = await self.store.changes_since(self._synced - SYNC_OVERLAP)
         changed: dict[str, None] = {}
-        for event_id, alarm_id, at in rows:
-            if event_id not in self._seen:
-                self._seen[event_id] = at
-                changed[alarm_id] = None
-            self._synced = max(self._synced, at)
+        for row in rows:
+            if row.event_id not in self._seen:
+                self._seen[row.event_id] = row.timestamp
+                if not self._took_state(row):
+                    changed[row.alarm_id] = None
+            self._synced = max(self._synced, row.timestamp)
         horizon = self._synced - 2 * SYNC_OVERLAP
         self._seen = {k: at for k, at in self._seen.items() if at > horizon}
         if changed:
@@ -106,6 +108,18 @@ class AlarmService:
                     else:
                         self.index.add(alarm)
         return len(changed)
+
+    def _took_state(self, change: Change) -> bool:
+        """Apply a state change of a known alarm in place (the most common change: alarms
+        fire and are re-armed), rather than read the alarm again."""
+        state = change.new_state()
+        alarm = self.index.get(change.alarm_id) if state is not None else None
+        if alarm is None or state is None:
+            return False
+        if change.timestamp > alarm.state_timestamp:
+            alarm.state, alarm.state_reason = state
+            alarm.state_timestamp = change.timestamp
+        return True
 
     async def sync_since(self, moment: float) -> None:
         """Make sure a `sync` that began at or after `moment` has finished: every alarm

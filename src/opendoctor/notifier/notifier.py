@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -50,13 +51,15 @@ def callback_body(
     }
 
 
+# Events that tell owners, with the root cause their callbacks carry.
+Batch = tuple[list[NotificationEvent], Any]
+
+
 class NotifyTarget(Protocol):
     """Where the inspector sends the events that tell owners: the notifier in its process,
     or the bus to the notifier replicas (`remote.BusNotifications`)."""
 
-    async def notify(
-        self, events: list[NotificationEvent], root_cause: Any = None
-    ) -> list[OutboxEntry]: ...
+    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]: ...
 
 
 class Notifier:
@@ -82,6 +85,11 @@ class Notifier:
         self, events: list[NotificationEvent], root_cause: Any = None
     ) -> list[OutboxEntry]:
         """Fire every alarm the events match; returns the entries after their first attempt."""
+        return await self.notify_many([(events, root_cause)])
+
+    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]:
+        """`notify` for several batches (one fault's owners, grouped by root cause) at
+        once: one take-up of alarm changes, every first attempt together, one write."""
         now = time.time()
         if self.shared:
             # An owner's alarm created (through another process) before the fault must
@@ -89,12 +97,16 @@ class Notifier:
             await self.alarms.sync_since(now)
         transitions: list[Transition] = []
         entries: list[OutboxEntry] = []
-        matches = [(event, self.index.match(event)) for event in events]
+        matches = [
+            (event, root_cause, self.index.match(event))
+            for events, root_cause in batches
+            for event in events
+        ]
         if self.shared:
-            fired = [a for _, alarms in matches for a in alarms if a.state == ALARM]
+            fired = [a for _, _, alarms in matches for a in alarms if a.state == ALARM]
             if fired:
                 await self.alarms.refresh_states(fired)
-        for event, alarms in matches:
+        for event, root_cause, alarms in matches:
             for alarm in alarms:
                 previous = alarm.state
                 if previous == ALARM and not alarm.repeat_actions:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from opendoctor.bus import Bus
 from opendoctor.bus.base import Handler
 from opendoctor.model import NotificationEvent, Trait
-from opendoctor.notifier.notifier import Notifier
+from opendoctor.notifier.notifier import Batch, Notifier
 from opendoctor.store.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -25,24 +26,21 @@ log = logging.getLogger(__name__)
 NOTIFICATIONS_TOPIC = "notifications"
 
 
-def encode(events: list[NotificationEvent], root_cause: Any) -> dict[str, Any]:
-    return {
-        "events": [
-            {
-                "event_type": e.event_type,
-                "traits": [t.as_list() for t in e.traits.values()],
-                "generated": e.generated,
-                "message_id": e.message_id,
-                "fault_id": e.fault_id,
-            }
-            for e in events
-        ],
-        "root_cause": root_cause,
-    }
+def _encode_events(events: list[NotificationEvent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_type": e.event_type,
+            "traits": [t.as_list() for t in e.traits.values()],
+            "generated": e.generated,
+            "message_id": e.message_id,
+            "fault_id": e.fault_id,
+        }
+        for e in events
+    ]
 
 
-def decode(message: dict[str, Any]) -> tuple[list[NotificationEvent], Any]:
-    events = [
+def _decode_events(raw: list[dict[str, Any]]) -> list[NotificationEvent]:
+    return [
         NotificationEvent(
             event_type=e["event_type"],
             traits={t[0]: Trait(t[0], t[1], t[2]) for t in e["traits"]},
@@ -50,9 +48,21 @@ def decode(message: dict[str, Any]) -> tuple[list[NotificationEvent], Any]:
             message_id=e["message_id"],
             fault_id=e.get("fault_id"),
         )
-        for e in message["events"]
+        for e in raw
     ]
-    return events, message.get("root_cause")
+
+
+def encode(batches: Sequence[Batch]) -> dict[str, Any]:
+    return {
+        "batches": [
+            {"events": _encode_events(events), "root_cause": root_cause}
+            for events, root_cause in batches
+        ]
+    }
+
+
+def decode(message: dict[str, Any]) -> list[Batch]:
+    return [(_decode_events(b["events"]), b.get("root_cause")) for b in message["batches"]]
 
 
 def _key(events: list[NotificationEvent]) -> str:
@@ -69,19 +79,19 @@ class BusNotifications:
         self.bus = bus
         self.retry_interval = retry_interval
 
-    async def notify(
-        self, events: list[NotificationEvent], root_cause: Any = None
-    ) -> list[OutboxEntry]:
-        """Hand the events to the notifiers; returns no entries (they are sent elsewhere).
+    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]:
+        """Hand the batches to the notifiers, in one message (one notifier sends them all
+        at once); returns no entries (they are sent elsewhere).
 
         Keeps trying while the broker is away: the event being handled is not acked
         meanwhile, so if this process dies the event goes to another replica, which
         notifies again with the same ids. Giving up would lose the owners' notifications.
         """
-        if not events:
+        batches = [(events, cause) for events, cause in batches if events]
+        if not batches:
             return []
-        message = encode(events, root_cause)
-        key = _key(events)
+        message = encode(batches)
+        key = _key(batches[0][0])
         while True:
             try:
                 await self.bus.publish(NOTIFICATIONS_TOPIC, message, key=key)
@@ -89,7 +99,7 @@ class BusNotifications:
             except Exception as exc:
                 log.error(
                     "notifications not handed to the notifiers yet; trying again",
-                    extra={"events": len(events), "error": str(exc)},
+                    extra={"batches": len(batches), "error": str(exc)},
                 )
                 await asyncio.sleep(self.retry_interval)
 
@@ -98,7 +108,6 @@ def handler(notifier: Notifier) -> Handler:
     """The notifier replicas' side: send what an inspector asked for."""
 
     async def handle(message: Any) -> None:
-        events, root_cause = decode(message)
-        await notifier.notify(events, root_cause)
+        await notifier.notify_many(decode(message))
 
     return handle

@@ -53,6 +53,24 @@ class Transition:
     on_behalf_of: str | None = None  # the alarm's project; None: the same as project_id
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A history row, as another process takes it up."""
+
+    event_id: str
+    alarm_id: str
+    timestamp: float
+    type: str
+    detail: str  # JSON
+
+    def new_state(self) -> tuple[str, str] | None:
+        """(state, reason) of a state transition; None for other changes."""
+        if self.type != STATE_TRANSITION:
+            return None
+        detail = orjson.loads(self.detail)
+        return str(detail["state"]), str(detail.get("transition_reason", ""))
+
+
 @dataclass(slots=True)
 class HistoryEntry:
     """One row of an alarm's history. `detail` is stored as a JSON string."""
@@ -200,20 +218,24 @@ class AlarmStore:
             await conn.execute(delete(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
             await _add_history(conn, history)
 
-    async def changes_since(
-        self, since: float, limit: int = 10_000
-    ) -> list[tuple[str, str, float]]:
-        """(history event id, alarm id, time) of every change recorded after `since`,
-        oldest first: what another process changed, for it to be picked up here."""
+    async def changes_since(self, since: float, limit: int = 10_000) -> list[Change]:
+        """Every change recorded after `since`, oldest first: what another process changed,
+        for it to be picked up here."""
         query = (
-            select(HISTORY.c.event_id, HISTORY.c.alarm_id, HISTORY.c.timestamp)
+            select(
+                HISTORY.c.event_id,
+                HISTORY.c.alarm_id,
+                HISTORY.c.timestamp,
+                HISTORY.c.type,
+                HISTORY.c.detail,
+            )
             .where(HISTORY.c.timestamp > since)
             .order_by(HISTORY.c.timestamp)
             .limit(limit)
         )
         async with self.db.engine.connect() as conn:
             result = await conn.execute(query)
-            return [(r[0], r[1], r[2]) for r in result.all()]
+            return [Change(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]
 
     async def history(self, alarm_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The alarm's history in Aodh's shape, newest first."""
