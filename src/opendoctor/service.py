@@ -439,6 +439,7 @@ class Service:
         await self.bus.close()
         if self._inspector is not None:
             await self._inspector.close()
+        await self.notifier.close()
         await self.dispatcher.stop()
         if self.amqp_sender is not None:
             await self.amqp_sender.close()

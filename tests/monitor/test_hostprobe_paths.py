@@ -237,3 +237,27 @@ async def test_a_stalled_event_loop_is_blamed_on_neither_path(net: Net, probing:
         time.sleep(0.3)  # noqa: ASYNC251 - the stall is the point of the test
         await probing.rounds(10)
     assert probing.events == [event]  # no escalation, no healthy host reported
+
+
+async def test_a_new_leader_takes_over_what_the_old_one_reported(net: Net) -> None:
+    """A prober that takes over (a new monitor leader) is told which hosts are already
+    reported down: a silent one is not reported again, one that answers is reported up."""
+    events: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        events.append(event)
+
+    net.down("127.44.1.3")  # h3 still dead; h1 came back while nobody probed
+    prober = HostProber(MonitorSettings(interval=0.02, misses=3), emit)
+    for i, alt in ((1, "127.44.2"), (3, None)):
+        prober.watch(host(i, alt=alt))
+        prober.assume_reported(f"h{i}", [HOST_DOWN])
+    await prober.start()
+    try:
+        await eventually(lambda: [(e.hostname, e.status) for e in events] == [("h1", "up")])
+        start = prober.seq
+        await eventually(lambda: prober.seq >= start + 10, what="ten more probe rounds")
+        assert [(e.hostname, e.status) for e in events] == [("h1", "up")]
+        assert prober.reported("h3") == [HOST_DOWN]
+    finally:
+        await prober.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -141,3 +142,39 @@ async def test_a_connection_dropped_mid_statement_means_the_database_is_down(
     # What the API answers 503 to (and the pool throws the connection away).
     assert caught.value.connection_invalidated
     assert unavailable(caught.value)
+
+
+async def test_owners_told_while_the_database_is_away_are_recorded_once_it_is_back(
+    proxied: tuple[Service, httpx.AsyncClient, TcpProxy],
+) -> None:
+    service, client, proxy = proxied
+    owner = as_project("project-a")
+    resp = await client.post("/v2/alarms", json=alarm_for(SERVER, "log://"), headers=owner)
+    assert resp.status_code == 201
+    alarm_id = resp.json()["alarm_id"]
+
+    await proxy.cut()
+    # Refused (not stored), but its handling had started: the owner is told meanwhile.
+    assert_database_down(await client.put("/events", json=[host_down("compute1")]))
+    await service.bus.drain()
+    alarm = service.index.get(alarm_id)
+    assert alarm is not None and alarm.state == "alarm"
+
+    await proxy.restore()
+
+    async def recorded() -> list[dict[str, Any]]:
+        resp = await client.get("/v1/notifications", headers=ADMIN)
+        return list(resp.json()) if resp.status_code == 200 else []
+
+    (entry,) = await eventually(recorded, timeout=15, what="the notification recorded")
+    assert entry["alarm_id"] == alarm_id and entry["status"] == "delivered"
+    history = (await client.get(f"/v2/alarms/{alarm_id}/history", headers=owner)).json()
+    assert [h["type"] for h in history] == ["state transition", "creation"]
+    # The fault's handling went on to the end (the server set to error), and the fault
+    # is stored too (its own retries back off: it may come a little later).
+
+    async def handled() -> bool:
+        faults = (await client.get("/v1/faults", headers=ADMIN)).json()
+        return any(f["hostname"] == "compute1" and "T03" in f["trace"] for f in faults)
+
+    await eventually(handled, timeout=15, what="the fault stored, its server in error")

@@ -27,6 +27,7 @@ from opendoctor.inspector.topology import Topology
 from opendoctor.model import Event, Server, new_id
 from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
+from opendoctor.tasks import Background, keep_trying
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Inspector:
         )
         self.active: dict[tuple[str, str], Fault] = {}
         self._unsaved: set[str] = set()  # faults whose store is being retried
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
 
@@ -202,7 +203,7 @@ class Inspector:
         """In the background: once the servers are set to error, recover those on the
         hosts this fault took down; then say the work is done."""
         servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
-        self._spawn(self._finish(fault, outcome, servers))
+        self._background.spawn(self._finish(fault, outcome, servers))
 
     async def _finish(self, fault: Fault, outcome: Outcome, servers: list[Server]) -> None:
         try:
@@ -266,30 +267,15 @@ class Inspector:
             log.warning("fault not stored yet", extra={"fault": fault.id, "error": str(exc)})
             if fault.id not in self._unsaved:
                 self._unsaved.add(fault.id)
-                self._spawn(self._save_later(fault))
+                self._background.spawn(self._save_later(fault))
 
     async def _save_later(self, fault: Fault) -> None:
-        delay = 0.5
         try:
-            while True:
-                await asyncio.sleep(delay)
-                try:
-                    # The latest state of the fault, whatever happened to it meanwhile.
-                    await self.faults.save(fault)
-                except Exception:
-                    delay = min(delay * 2, 10.0)
-                    continue
-                log.info("fault stored after all", extra={"fault": fault.id})
-                return
+            # The latest state of the fault, whatever happened to it meanwhile.
+            await keep_trying(lambda: self.faults.save(fault), first=0.5, most=10.0)
+            log.info("fault stored after all", extra={"fault": fault.id})
         finally:
             self._unsaved.discard(fault.id)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()

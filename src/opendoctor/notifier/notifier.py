@@ -22,6 +22,7 @@ from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import Alarm
 from opendoctor.store.alarms import Transition
 from opendoctor.store.outbox import PENDING, OutboxEntry, OutboxStore
+from opendoctor.tasks import Background, keep_trying
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Notifier:
         # up, and an alarm this process still thinks fired is checked in the store
         # before it is skipped, rather than miss a fault in the sync interval.
         self.shared = shared
+        self._background = Background()
 
     async def notify(
         self, events: list[NotificationEvent], root_cause: Any = None
@@ -154,10 +156,33 @@ class Notifier:
         # the write, the event is still unprocessed; its replay rebuilds the same entry
         # ids and sends again (at least once, with the same request id to deduplicate).
         await self.dispatcher.first_attempts(entries)
+        try:
+            await self._persist(entries, transitions)
+        except Exception as exc:
+            # The owners were told: what is left is the record. A busy or absent database
+            # must not undo the fault's handling; keep trying in the background.
+            log.warning(
+                "notifications not stored yet; trying again",
+                extra={"entries": len(entries), "error": str(exc)},
+            )
+            self._background.spawn(self._persist_later(entries, transitions))
+        return entries
+
+    async def _persist(self, entries: list[OutboxEntry], transitions: list[Transition]) -> None:
         # The outbox first: an alarm recorded as fired always has its entries stored, so
         # one whose first attempt failed is retried even if this process dies here.
         await self.outbox.add(entries)
         await self.alarms.record_transitions(transitions)
         if any(e.status == PENDING for e in entries):
             self.dispatcher.wake()
-        return entries
+
+    async def _persist_later(
+        self, entries: list[OutboxEntry], transitions: list[Transition]
+    ) -> None:
+        # Entries already stored are left alone (same ids); transitions are written once
+        # the outbox holds every entry.
+        await keep_trying(lambda: self._persist(entries, transitions), first=0.2, most=10.0)
+        log.info("notifications stored after all", extra={"entries": len(entries)})
+
+    async def close(self) -> None:
+        await self._background.close()

@@ -1,0 +1,38 @@
+"""Background work a component starts and owns: kept referenced, cancelled when it closes,
+and the one retry loop for writes that must not be given up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+
+class Background:
+    def __init__(self) -> None:
+        # Referenced here: the event loop keeps only weak references to tasks.
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def keep_trying(action: Callable[[], Awaitable[None]], first: float, most: float) -> None:
+    """Call `action` after `first` seconds, then again with doubling pauses (up to `most`)
+    until it returns without raising."""
+    delay = first
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await action()
+        except Exception:
+            delay = min(delay * 2, most)
+            continue
+        return
