@@ -37,7 +37,12 @@ async def test_a_consumer_down_for_30_s_gets_the_backlog(
     settings = settings_for(
         tmp_path,
         database_url=pg.url_for(database),
-        bus={"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)},
+        bus={
+            "kind": "amqp",
+            "url": amqp_url,
+            "prefix": names.bus_prefix(["events"], 2),
+            "partitions": 2,
+        },
         recovery={"enabled": False},
         notifier={"backoff_initial": 0.2, "backoff_max": 2.0, "max_attempts": 60},
     )

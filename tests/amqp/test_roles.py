@@ -195,7 +195,7 @@ async def test_a_template_added_through_one_inspector_reaches_the_others(
     tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
 ) -> None:
     database = await pg_databases.take()
-    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(TOPICS, 2)}
+    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(TOPICS, 2), "partitions": 2}
     pair = [
         Service(
             settings_for(

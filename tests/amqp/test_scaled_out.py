@@ -81,7 +81,12 @@ async def test_uc1_with_owners_subscribed_over_amqp(
 async def test_a_redelivered_event_changes_nothing(
     tmp_path: Path, amqp_url: str, names: Names
 ) -> None:
-    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+    bus = {
+        "kind": "amqp",
+        "url": amqp_url,
+        "prefix": names.bus_prefix(["events"], 2),
+        "partitions": 2,
+    }
     service = Service(settings_for(tmp_path, bus=bus, recovery={"enabled": False}), vim=lab_vim())
     await service.start()
     try:
@@ -109,7 +114,12 @@ async def test_a_replica_takes_up_a_fault_another_opened(
     """Two service processes' worth of state on one database and bus: the fault one
     opened is cleared by the other when the `up` reaches it."""
     database = await pg_databases.take()
-    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+    bus = {
+        "kind": "amqp",
+        "url": amqp_url,
+        "prefix": names.bus_prefix(["events"], 2),
+        "partitions": 2,
+    }
 
     def replica(name: str) -> Service:
         settings = settings_for(
