@@ -79,8 +79,10 @@ def serve(
     ] = None,
     ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run the service: API, monitor, inspector, notifier and recovery in one process,
-    or some of them (--role) as one process of a scaled-out deployment.
+    """Run the service: API, monitor, inspector, notifier and recovery, or some (--role).
+
+    With --role, the process is one of a scaled-out deployment, whose other processes
+    run the other roles.
 
     Settings come from defaults, then the --config file, then OPENDOCTOR_* environment
     variables (nested with a double underscore: OPENDOCTOR_MONITOR__INTERVAL=0.1),

@@ -109,6 +109,12 @@ def up(
             err.print(f"created database {database_url.rsplit('/', 1)[-1]}")
         cluster = Cluster(spec)
         await cluster.start()
+        # The lab's hosts report their VMs' exits and heartbeats to the first API member.
+        lab = LabClient(str(lab_url))
+        try:
+            await lab.set_events_sink(cluster.ready + "/events")
+        finally:
+            await lab.close()
         return cluster
 
     with err.status(f"starting {replicas} replica(s) of each of the 4 roles ..."):
@@ -124,7 +130,7 @@ def up(
     for member in cluster.members.values():
         table.add_row(member.name, str(member.pid), member.url)
     out.print(table)
-    out.print(f"send events and alarms to {cluster.ready}")
+    out.print(f"send events and alarms to {cluster.ready} (the lab's hosts report there)")
 
 
 @app.command()

@@ -53,6 +53,10 @@ async def test_cluster_up_status_and_down(tmp_path: Path, amqp_url: str, names: 
             assert f"created database {database}" in err
             for role in ("api", "inspector", "notifier", "monitor"):
                 assert f"{role}-0" in out and f"{role}-1" in out
+            # The lab's hosts report their VMs' faults to the first api member.
+            members = json.loads((directory / "cluster.json").read_text())["members"]
+            (api0,) = [m["url"] for m in members if m["name"] == "api-0"]
+            assert (await lab.client.events_sink())["url"] == api0 + "/events"
 
             code, out, err = await opendoctor("cluster", "up", *args, env=env)
             assert code == 1 and "already running" in err
