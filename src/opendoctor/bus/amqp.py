@@ -9,9 +9,10 @@ Layout, for a topic T and a prefix P (all durable, declared by whoever uses T fi
 * a dead-letter queue `P.T.dead` for messages that failed `max_attempts` times or
   could not be decoded.
 
-A subscriber consumes every partition (or the ones it is given), each with a prefetch
-of one, so a partition's messages are handled one at a time, in order; different
-partitions run concurrently. The partition queues are "single active consumer"
+A subscriber consumes every partition (or the ones it is given, and with
+`standby_after` the others too, as a standby), each with a prefetch of one, so a
+partition's messages are handled one at a time, in order; different partitions run
+concurrently. The partition queues are "single active consumer"
 queues: when several replicas subscribe to the same partition, the broker feeds one
 of them and fails over to the next when it goes away, so order holds across replicas.
 

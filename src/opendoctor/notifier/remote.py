@@ -1,9 +1,10 @@
 """The inspector → notifier hop when the two run in different processes: a bus topic.
 
 In one process the inspector calls the notifier directly. Split (`serve --role`), the
-inspector publishes each group of notifications to the `notifications` topic, keyed by
-host so that one host's notifications stay in order, and whichever notifier replica
-consumes that partition sends them. The message carries the events with their stable
+inspector publishes a fault's notifications (its batches, one per root cause) as one
+message to the `notifications` topic, keyed by host so that one host's notifications
+stay in order, and whichever notifier replica consumes that partition sends them all
+at once. The message carries the events with their stable
 message ids: one delivered twice (a replica killed before its ack) rebuilds the same
 outbox entries, so an owner told twice sees the same request id both times.
 """
