@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opendoctor.config import default_state_dir
+from opendoctor.lab.clibase import fail
 
 app = typer.Typer(
     help="A scaled-out deployment on this machine, to try it out: every role (api, "
@@ -39,11 +40,6 @@ DIR = Annotated[
 
 def _dir(directory: Path | None) -> Path:
     return directory if directory is not None else default_state_dir() / "cluster"
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -85,24 +81,24 @@ def up(
     where = _dir(directory)
     running = read_state(where)
     if running is not None and any(pid_alive(m["pid"]) for m in running["members"]):
-        _fail(f"a cluster is already running from {where} (stop it with `opendoctor cluster down`)")
+        fail(f"a cluster is already running from {where} (stop it with `opendoctor cluster down`)")
     if lab_url is None:
         try:
             lab_url = LabClient.from_state_dir(default_state_dir() / "lab").url
         except LabNotRunning as exc:
-            _fail(f"{exc}; start one with `opendoctor lab up` or give --lab-url")
+            fail(f"{exc}; start one with `opendoctor lab up` or give --lab-url")
     env: dict[str, str] = {}
     for item in setting or []:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("OPENDOCTOR_"):
-            _fail(f"--set {item!r}: expected OPENDOCTOR_NAME=value")
+            fail(f"--set {item!r}: expected OPENDOCTOR_NAME=value")
         env[key] = value
     try:
         spec = ClusterSpec(
             where, database_url, amqp_url, str(lab_url), replicas, prefix, partitions, env=env
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def start() -> Cluster:
         if await ensure_database(database_url):
@@ -121,9 +117,9 @@ def up(
         try:
             cluster = asyncio.run(start())
         except ChildFailed as exc:
-            _fail(f"a member did not start:\n{exc}")
+            fail(f"a member did not start:\n{exc}")
         except OSError as exc:
-            _fail(f"PostgreSQL not reachable at {database_url}: {exc}")
+            fail(f"PostgreSQL not reachable at {database_url}: {exc}")
     table = Table(title=f"cluster up ({where})")
     for column in ("member", "pid", "url"):
         table.add_column(column)
@@ -144,7 +140,7 @@ def status(
 
     rows = asyncio.run(health(_dir(directory)))
     if not rows:
-        _fail(f"no cluster is running from {_dir(directory)}")
+        fail(f"no cluster is running from {_dir(directory)}")
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -186,5 +182,5 @@ def down(directory: DIR = None) -> None:
 
     stopped = stop_detached(_dir(directory))
     if not stopped:
-        _fail(f"no cluster is running from {_dir(directory)}")
+        fail(f"no cluster is running from {_dir(directory)}")
     out.print(f"stopped {len(stopped)} members")

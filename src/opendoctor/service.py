@@ -7,8 +7,10 @@ the API, the demo, the benchmarks and the tests drive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from opendoctor import metrics
@@ -276,8 +278,9 @@ class Service:
         hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())
         self.topology.load(hosts, servers)
         stale = self.graph_feed.load(hosts, servers)
-        for host in hosts:
-            self.probing.watch(host)
+        if self.runs("monitor"):
+            for host in hosts:
+                self.probing.watch(host)
         self.react()
         if self.runs("inspector"):  # the one writer of the last known topology
             await self.resources.upsert(hosts, servers)
@@ -308,14 +311,20 @@ class Service:
         while True:
             await asyncio.sleep(self.settings.inspector.template_sync_interval)
             try:
-                before = self.engine.marked()
-                plan = await self.templates.sync()
+                if not await self.templates.stale():
+                    continue
+                async with self._releasing():
+                    self.carry_out(await self.templates.sync())
             except Exception as exc:  # the database: try again next time
                 log.warning("template changes not taken up", extra={"error": str(exc)})
-                continue
-            if plan:
-                self.carry_out(plan)
-            await self.inspector.release(before)
+
+    @contextlib.asynccontextmanager
+    async def _releasing(self) -> AsyncIterator[None]:
+        """Around a change of the templates in force: afterwards, bring back up what was
+        marked down only for reasons the change took away."""
+        before = self.engine.marked()
+        yield
+        await self.inspector.release(before)
 
     def react(self) -> None:
         """Bring the rules up to date after a change that is not a fault (the VIM's feed,
@@ -326,21 +335,18 @@ class Service:
     async def put_template(self, text: str) -> tuple[Installed, bool, Plan]:
         """Add or replace an API template, carry out what it decides, and bring back up
         what only the version it replaced wanted down."""
-        before = self.engine.marked()
-        item, created, plan = await self.templates.put(text)
-        self.carry_out(plan)
-        await self.inspector.release(before)
+        async with self._releasing():
+            item, created, plan = await self.templates.put(text)
+            self.carry_out(plan)
         return item, created, plan
 
     async def delete_template(self, name: str) -> Installed | None:
         """Delete an API template; what it alone marked down comes back up."""
-        before = self.engine.marked()
-        deleted = await self.templates.delete(name)
-        if deleted is None:
-            return None
-        self.carry_out(deleted[1])
-        await self.inspector.release(before)
-        return deleted[0]
+        async with self._releasing():
+            deleted = await self.templates.delete(name)
+            if deleted is not None:
+                self.carry_out(deleted[1])
+        return None if deleted is None else deleted[0]
 
     def carry_out(self, plan: Plan) -> None:
         """Carry out, in the background, a plan that no fault owns (a template added, a

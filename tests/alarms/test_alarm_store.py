@@ -79,8 +79,8 @@ async def test_insert_and_load_round_trip(store: AlarmStore) -> None:
     await store.insert(alarm, [entry(alarm, CREATION, 1.0, name=alarm.name)])
     loaded = await store.load_all()
     assert loaded == [alarm]
-    assert await store.get("a1") == alarm
-    assert await store.get("missing") is None
+    assert await store.get_many(["a1", "missing"]) == {"a1": alarm}
+    assert await store.get_many(["missing"]) == {}
 
 
 async def test_update_and_delete(store: AlarmStore) -> None:

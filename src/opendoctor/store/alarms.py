@@ -171,12 +171,6 @@ class AlarmStore:
             result = await conn.execute(select(ALARMS))
             return [_alarm(row) for row in result.mappings()]
 
-    async def get(self, alarm_id: str) -> Alarm | None:
-        async with self.db.engine.connect() as conn:
-            result = await conn.execute(select(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
-            row = result.mappings().first()
-            return None if row is None else _alarm(row)
-
     async def get_many(self, alarm_ids: Sequence[str]) -> dict[str, Alarm]:
         """The stored alarms among these ids, by id."""
         out: dict[str, Alarm] = {}

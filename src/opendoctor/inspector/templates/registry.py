@@ -129,6 +129,10 @@ class Registry:
             plan.merge(self._install(fallback))
         return plan
 
+    async def stale(self) -> bool:
+        """Whether the API templates stored differ from those in force here."""
+        return await self.store.load() != self._texts
+
     async def sync(self) -> Plan:
         """Take up the API templates other processes stored, replaced or deleted (scaled
         out, every inspector holds every template); returns the plan of what changed."""
