@@ -16,10 +16,8 @@ multi-machine deployment runs the same commands under systemd (docs/deployment.m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 from opendoctor.config import Role
 from opendoctor.httpclient import HttpClient, HttpError
-from opendoctor.procs import ChildProcess, pid_alive
+from opendoctor.procs import ChildProcess, pid_alive, terminate
 
 STATE_FILE = "cluster.json"
 # Started first: whoever consumes the bus is there before the API hands it events.
@@ -177,16 +175,8 @@ def stop_detached(directory: Path, timeout: float = 10.0) -> list[str]:
         return []
     members = [Member(**m) for m in data["members"]]
     order = {role: i for i, role in enumerate(reversed(START_ORDER))}
-    for member in sorted(members, key=lambda m: order.get(m.role, 0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(member.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(m.pid) for m in members) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for member in members:
-        if pid_alive(member.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(member.pid, signal.SIGKILL)
+    ordered = sorted(members, key=lambda m: order.get(m.role, 0))
+    terminate([m.pid for m in ordered], timeout, group=True)
     (directory / STATE_FILE).unlink(missing_ok=True)
     return [m.name for m in members]
 

@@ -7,6 +7,7 @@ programs as separate processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,6 +32,22 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def terminate(pids: list[int], timeout: float, group: bool = False) -> None:
+    """SIGTERM each process (its whole process group with `group`), in this order; wait up
+    to `timeout` seconds for all to go, then SIGKILL what is left."""
+    send = os.killpg if group else os.kill
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            send(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                send(pid, signal.SIGKILL)
 
 
 class ChildFailed(RuntimeError):

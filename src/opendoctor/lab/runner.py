@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +16,7 @@ from opendoctor.lab.client import LabClient
 from opendoctor.lab.proc import die_with_parent
 from opendoctor.lab.spec import LabSpec
 from opendoctor.lab.statefile import read_state, remove_state
-from opendoctor.procs import pid_alive
+from opendoctor.procs import pid_alive, terminate
 
 LOG_FILE = "lab.log"
 START_TIMEOUT = 60.0
@@ -199,15 +197,6 @@ def stop(state_dir: Path | str, timeout: float = STOP_TIMEOUT) -> bool:
     data = running_state(state_dir)
     if data is None:
         return False
-    pid = int(data["pid"])
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() >= deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
+    terminate([int(data["pid"])], timeout)
     remove_state(state_dir)
     return True
