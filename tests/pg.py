@@ -2,7 +2,8 @@
 
 The server is the one `.ci/run` starts (OPENDOCTOR_TEST_PG overrides where it is). A
 test that needs it and cannot reach it is skipped on a developer's machine, but fails
-in CI (`CI=true`): a missing server must not turn into a green run that tested nothing.
+in CI (the rule of `tests/servers.py`): a missing server must not turn into a green run
+that tested nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import uuid
 
 import asyncpg
 import httpx
-import pytest
 from sqlalchemy.engine import make_url
 
 from opendoctor.api.errors import DATABASE_DOWN
+from tests.servers import need
 
 ADMIN_URL = os.environ.get("OPENDOCTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -26,10 +27,7 @@ _unreachable: str | None = None
 
 def missing(reason: str) -> None:
     """Skip the test, or fail it in CI, because PostgreSQL is not there."""
-    message = f"PostgreSQL is needed and not reachable at {ADMIN_URL}: {reason}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: a missing server is a failure, not a skip)")
-    pytest.skip(message)
+    need(f"PostgreSQL is needed and not reachable at {ADMIN_URL}: {reason}")
 
 
 async def _admin() -> asyncpg.Connection:

@@ -3,7 +3,9 @@
 It receives Aodh alarm callbacks (on `/failure`, or any POST path), records when each
 arrived (T09), prints it, and answers 200. `GET /received` returns what it recorded;
 redeliveries (same `x-openstack-request-id`) are not recorded twice: `GET /repeats`
-lists their request ids, once per repeat.
+lists their request ids, once per repeat. `GET /arrivals` is the raw log: every callback
+as it came, repeats included, with its content type, request id and body untouched (what
+a consumer's own parser would see; the contract tests read it).
 
 With `--amqp URL` it also listens on a queue bound to an AMQP exchange, where
 opendoctor publishes the same callbacks for `amqp://` alarm actions; those messages
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
 SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
 REPEATS: web.AppKey[list[str]] = web.AppKey("repeats", list)
+ARRIVALS: web.AppKey[list[dict[str, Any]]] = web.AppKey("arrivals", list)
 QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
 SWITCHER: web.AppKey[Switcher | None] = web.AppKey("switcher")
 AMQP_HELP = (
@@ -63,6 +66,21 @@ def summarize(body: dict[str, Any], arrived: float, request_id: str, path: str) 
         "project_id": traits.get("project_id") or traits.get("tenant_id"),
         "root_cause": body.get("reason_data", {}).get("root_cause"),
     }
+
+
+def log_arrival(
+    app: web.Application, body: Any, arrived: float, request_id: str, path: str, content_type: str
+) -> None:
+    """Keep one arrival as it came, before any interpretation."""
+    app[ARRIVALS].append(
+        {
+            "arrived": arrived,
+            "path": path,
+            "request_id": request_id,
+            "content_type": content_type,
+            "body": body,
+        }
+    )
 
 
 def record(
@@ -98,11 +116,16 @@ def parse_body(data: bytes) -> dict[str, Any]:
 
 async def _callback(request: web.Request) -> web.Response:
     arrived = time.time()
-    try:
-        body = parse_body(await request.read())
-    except ValueError as exc:
-        return web.json_response({"error": f"bad callback body: {exc}"}, status=400)
+    data = await request.read()
     request_id = request.headers.get("x-openstack-request-id", "")
+    content_type = request.headers.get("content-type", "")
+    try:
+        body = parse_body(data)
+    except ValueError as exc:
+        text = data.decode(errors="replace")
+        log_arrival(request.app, text, arrived, request_id, request.path, content_type)
+        return web.json_response({"error": f"bad callback body: {exc}"}, status=400)
+    log_arrival(request.app, body, arrived, request_id, request.path, content_type)
     if record(request.app, body, arrived, request_id, request.path) is None:
         return web.json_response({"duplicate": True})
     return web.json_response({"ok": True})
@@ -110,6 +133,10 @@ async def _callback(request: web.Request) -> web.Response:
 
 async def _received(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(request.app[RECEIVED]), content_type="application/json")
+
+
+async def _arrivals(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(request.app[ARRIVALS]), content_type="application/json")
 
 
 async def _repeats(request: web.Request) -> web.Response:
@@ -120,6 +147,7 @@ async def _reset(request: web.Request) -> web.Response:
     request.app[RECEIVED].clear()
     request.app[SEEN].clear()
     request.app[REPEATS].clear()
+    request.app[ARRIVALS].clear()
     return web.json_response({"ok": True})
 
 
@@ -146,11 +174,13 @@ def make_app(quiet: bool = False, switcher: Switcher | None = None) -> web.Appli
     app[RECEIVED] = []
     app[SEEN] = set()
     app[REPEATS] = []
+    app[ARRIVALS] = []
     app[QUIET] = quiet
     app[SWITCHER] = switcher
     app.router.add_get("/received", _received)
     app.router.add_delete("/received", _reset)
     app.router.add_get("/repeats", _repeats)
+    app.router.add_get("/arrivals", _arrivals)
     app.router.add_get("/switchovers", _switchovers)
     app.router.add_put("/pairs", _set_pair)
     app.router.add_post("/{tail:.*}", _callback)
@@ -196,17 +226,19 @@ class AmqpListener:
         from opendoctor.amqp import AmqpError
 
         arrived = time.time()
+        request_id = delivery.header("x-openstack-request-id")
+        where = f"amqp:{delivery.exchange}/{delivery.routing_key}"
         try:
             body = parse_body(delivery.body)
         except ValueError as exc:
+            text = delivery.body.decode(errors="replace")
+            log_arrival(self.app, text, arrived, request_id, where, delivery.content_type)
             print(f"dropped an AMQP message that is not a callback body: {exc}", flush=True)
             with contextlib.suppress(AmqpError):
                 await delivery.reject()
             return
-        request_id = delivery.header("x-openstack-request-id")
-        record(
-            self.app, body, arrived, request_id, f"amqp:{delivery.exchange}/{delivery.routing_key}"
-        )
+        log_arrival(self.app, body, arrived, request_id, where, delivery.content_type)
+        record(self.app, body, arrived, request_id, where)
         # If the ack is lost the message comes again; its request id makes it a duplicate.
         with contextlib.suppress(AmqpError):
             await delivery.ack()

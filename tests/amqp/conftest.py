@@ -15,19 +15,9 @@ import pytest
 from opendoctor.amqp import Broker, parse_broker_url
 from opendoctor.bus.amqp import AmqpBus
 from tests.pipeline.conftest import consumer as consumer  # a fixture of these tests too
+from tests.servers import in_ci, need
 
 AMQP_URL = os.environ.get("OPENDOCTOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
-
-
-def need(problem: str) -> None:
-    """Skip locally, fail in CI: a test that cannot reach what it needs must not pass there."""
-    if in_ci():
-        pytest.fail(f"{problem} (CI=true: this must work in CI)", pytrace=False)
-    pytest.skip(problem)
 
 
 def answers(host: str, port: int, within: float) -> str | None:

@@ -14,9 +14,10 @@ from opendoctor.amqp import Broker
 from opendoctor.bus.amqp import AmqpBus
 from opendoctor.model import Event
 from opendoctor.notifier.amqp_sender import AmqpSender
-from tests.amqp.conftest import Names, need
+from tests.amqp.conftest import Names
 from tests.amqp.test_sender import action, bound_queue, entry
 from tests.conftest import eventually
+from tests.servers import need
 
 
 async def rabbitmqctl(*args: str) -> None:

@@ -19,7 +19,8 @@ from rich.console import Console
 
 from opendoctor import bench_storm
 from tests import pg
-from tests.amqp.conftest import AMQP_URL, need
+from tests.amqp.conftest import AMQP_URL
+from tests.servers import need
 
 HOSTS, VMS, RUNS = 4, 5, 2
 
