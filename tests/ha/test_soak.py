@@ -25,4 +25,7 @@ async def test_detection_measures_every_fault_kind() -> None:
     for kind in ("missed_hung", "missed_dead", "unhealthy", "restart"):
         figures = result[kind]
         assert 0 < figures["p50_ms"] <= figures["max_ms"], (kind, figures)
-    assert result["restart"]["false_alarms"] >= 0
+    # Whether a restart outlasts the default 150 ms grace depends on how fast Python starts
+    # on this machine (the grace itself is tested in test_supervisor and test_agent); what
+    # holds everywhere is that one restart makes at most one report and its clearing.
+    assert result["restart"]["false_alarms"] <= 2 * 2
