@@ -15,7 +15,7 @@ from aiohttp import web
 
 from opendoctor.api.app import create_app
 from opendoctor.config import Settings
-from opendoctor.consumer import RECEIVED, make_app
+from opendoctor.consumer import ARRIVALS, RECEIVED, make_app
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.model import Host, Server, iso
 from opendoctor.service import Service
@@ -52,6 +52,11 @@ class Consumer:
     @property
     def received(self) -> list[dict[str, Any]]:
         return self.app[RECEIVED]
+
+    @property
+    def arrivals(self) -> list[dict[str, Any]]:
+        """Every callback as it came, repeats included (see `opendoctor.consumer`)."""
+        return self.app[ARRIVALS]
 
     async def start(self, port: int) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from opendoctor.faults import Fault
 from tests.conftest import eventually
+from tests.contract.callback import check_callback, server_traits
 from tests.pipeline.conftest import (
     ADMIN,
     PROJECT_A,
@@ -17,7 +21,13 @@ from tests.pipeline.conftest import (
 
 async def register_all(r: Running, consumer: Consumer) -> dict[str, str]:
     """One alarm per server, created by the server's owner; returns server id -> alarm id."""
-    ids = {}
+    return {k: v["alarm_id"] for k, v in (await register_alarms(r, consumer)).items()}
+
+
+async def register_alarms(r: Running, consumer: Consumer) -> dict[str, dict[str, Any]]:
+    """One alarm per server, created by the server's owner; returns server id -> the
+    alarm as the API answered it."""
+    alarms = {}
     for server in r.vim.servers.values():
         resp = await r.client.post(
             "/v2/alarms",
@@ -25,8 +35,8 @@ async def register_all(r: Running, consumer: Consumer) -> dict[str, str]:
             headers=as_project(server.project_id),
         )
         assert resp.status_code == 201, resp.text
-        ids[server.id] = resp.json()["alarm_id"]
-    return ids
+        alarms[server.id] = resp.json()
+    return alarms
 
 
 async def settled_fault(r: Running, host: str) -> Fault:
@@ -38,12 +48,37 @@ async def settled_fault(r: Running, host: str) -> Fault:
 async def test_owners_of_every_vm_on_the_host_are_notified(
     running: Running, consumer: Consumer
 ) -> None:
-    alarms = await register_all(running, consumer)
+    created = await register_alarms(running, consumer)
+    alarms = {k: v["alarm_id"] for k, v in created.items()}
     on_host = {s.id for s in running.vim.servers.values() if s.host == "compute1"}
 
+    before = time.time()
     resp = await running.client.put("/events", json=[host_down("compute1")])
     assert resp.status_code == 202
     fault = await settled_fault(running, "compute1")
+
+    # Each owner got one callback, exactly as the contract has it.
+    assert sorted(a["body"]["alarm_id"] for a in consumer.arrivals) == sorted(
+        alarms[s] for s in on_host
+    )
+    for arrival in consumer.arrivals:
+        traits = {t[0]: t[2] for t in arrival["body"]["reason_data"]["event"]["traits"]}
+        server = running.vim.servers[traits["instance_id"]]
+        check_callback(
+            arrival,
+            alarm=created[server.id],
+            traits=server_traits(server.id, "compute1", server.project_id),
+            root_cause={
+                "fault_id": fault.id,
+                "event_type": "compute.host.down",
+                "hostname": "compute1",
+                "alarm_id": fault.id,
+                "alarm_type": "compute.host.down",
+                "alarm_resource": "host:compute1",
+                "cause_alarm_id": fault.id,
+            },
+            window=(before, arrival["arrived"]),
+        )
 
     got = {r["instance_id"]: r for r in consumer.received}
     assert set(got) == on_host

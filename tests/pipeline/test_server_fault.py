@@ -8,6 +8,7 @@ from typing import Any
 from opendoctor.faults import Fault
 from opendoctor.model import iso
 from tests.conftest import eventually
+from tests.contract.callback import check_callback, server_traits
 from tests.pipeline.conftest import ADMIN, Consumer, Running, alarm_for, as_project
 
 EXITED = "compute.instance.lifecycle.exited"
@@ -41,18 +42,39 @@ async def test_the_owner_of_a_failed_server_is_told_once(
 ) -> None:
     victim = running.vim.servers["00000000-0000-0000-0000-000000000001"]
     other = next(s for s in running.vim.servers.values() if s.host == victim.host and s != victim)
+    alarms = {}
     for server in (victim, other):
         resp = await running.client.post(
             "/v2/alarms",
-            json=alarm_for(server.id, consumer.url + "/failure"),
+            json=alarm_for(server.id, consumer.url + "/failure", severity="moderate"),
             headers=as_project(server.project_id),
         )
         assert resp.status_code == 201
+        alarms[server.id] = resp.json()
 
+    before = time.time()
     resp = await running.client.put("/events", json=[server_event(EXITED, victim.host, victim.id)])
     assert resp.status_code == 202
     fault = await server_fault(running, victim.id)
 
+    [arrival] = consumer.arrivals
+    check_callback(
+        arrival,
+        alarm=alarms[victim.id],
+        traits=server_traits(victim.id, victim.host, victim.project_id),
+        root_cause={
+            "fault_id": fault.id,
+            "event_type": EXITED,
+            "hostname": victim.host,
+            "instance_id": victim.id,
+            "reason": "process exited with signal 9",
+            "alarm_id": fault.id,
+            "alarm_type": EXITED,
+            "alarm_resource": f"server:{victim.id}",
+            "cause_alarm_id": fault.id,
+        },
+        window=(before, arrival["arrived"]),
+    )
     [notice] = consumer.received
     assert notice["instance_id"] == victim.id and notice["state"] == "error"
     assert notice["root_cause"]["event_type"] == EXITED
@@ -67,6 +89,7 @@ async def test_the_owner_of_a_failed_server_is_told_once(
     await running.service.bus.drain()
     assert fault.repeats == 1 and fault.signals == [EXITED, MISSED]
     assert len(consumer.received) == 1
+    assert len(consumer.arrivals) == 1
 
     # The process comes back but the guest is still silent: still a fault.
     await running.client.put("/events", json=[server_event(EXITED, victim.host, victim.id, "up")])
