@@ -11,6 +11,20 @@ from opendoctor.errors import RequestError
 from opendoctor.identity import Identity
 
 
+def _same_token(expected: str, given: str) -> bool:
+    """Constant-time comparison of a configured token with a header's value.
+
+    On bytes: `hmac.compare_digest` refuses str with non-ASCII characters (TypeError, a
+    500 for whoever sends one). The server hands header values over decoded as Latin-1,
+    so that encoding gives back the bytes that were sent; a configured token is UTF-8.
+    """
+    try:
+        raw = given.encode("latin-1")
+    except UnicodeEncodeError:  # not from the wire: an in-process caller's own str
+        raw = given.encode()
+    return hmac.compare_digest(expected.encode(), raw)
+
+
 def _roles(raw: str) -> frozenset[str]:
     return frozenset(r.strip() for r in raw.split(",") if r.strip())
 
@@ -22,7 +36,7 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
         if not token:
             raise RequestError(401, "an X-Auth-Token header is required", "X-Auth-Token")
         for known, ident in settings.tokens.items():
-            if hmac.compare_digest(known, token):
+            if _same_token(known, token):
                 # Identity headers sent from outside are ignored in this mode.
                 return Identity(
                     project_id=str(ident.get("project_id", "")),
@@ -53,5 +67,5 @@ def check_southbound(request: Request) -> None:
     if expected is None:
         return
     token = request.headers.get("x-auth-token", "")
-    if not hmac.compare_digest(expected, token):
+    if not _same_token(expected, token):
         raise RequestError(401, "southbound endpoints need the monitor token", "X-Auth-Token")
