@@ -286,6 +286,7 @@ def demo(
     """
     from opendoctor import demo as demo_uc1
     from opendoctor import demo_uc2
+    from opendoctor.httpclient import HttpError
     from opendoctor.stack import StackError
 
     console = Console()
@@ -297,7 +298,9 @@ def demo(
     for name in chosen:
         try:
             status, results[name] = asyncio.run(runs[name](where / name, console, as_json))
-        except StackError as exc:
+        except (StackError, HttpError) as exc:
+            # A part of the stack that stopped answering (a consumer killed, say) fails
+            # the story it was in, with the reason, not with a traceback.
             err.print(f"[red]demo {name} failed:[/red] {exc} (logs in {where / name})")
             results[name] = {"ok": False, "problems": [str(exc)]}
             status = 1

@@ -48,15 +48,20 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
 
     fault = await wait_for("recovery of the failed host's servers", settled, 60)
 
+    silent: set[str] = set()
+
     async def all_heard() -> dict[str, list[dict[str, Any]]] | None:
-        got = await s.received()
+        nonlocal silent
+        got, silent = await s.heard()
         ids = {r["instance_id"] for rs in got.values() for r in rs}
-        return got if {v["id"] for v in victims} <= ids else None
+        # An owner whose consumer does not answer cannot be asked: do not wait for it.
+        waited = {v["id"] for v in victims if v["project_id"] not in silent}
+        return got if waited <= ids else None
 
     try:
         received = await wait_for("every owner to be notified", all_heard, 10)
     except StackError:
-        received = await s.received()
+        received, silent = await s.heard()
     t01 = fault["trace"]["T01"]
     notices = [
         dict(r, project=p, since_t00=r["arrived"] - t00, since_t01=r["arrived"] - t01)
@@ -78,6 +83,7 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
         ],
         "notifications": notices,
         "not_notified": [v["name"] for v in victims if v["id"] not in notified],
+        "consumers_not_answering": sorted(silent),
         "recovery": fault["recovery"],
         "serving_after": serving,
         "totals": {
@@ -155,6 +161,9 @@ async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict
     problems = []
     if story["not_notified"]:
         problems.append("not notified: " + ", ".join(story["not_notified"]))
+    if story["consumers_not_answering"]:
+        silent = ", ".join(story["consumers_not_answering"])
+        problems.append(f"the consumer of {silent} did not answer")
     d2n = story["totals"]["detection_to_last_notification"]
     if d2n is None or d2n >= LIMIT_NOTIFY:
         problems.append(f"detection to notification took {ms(d2n).strip()} (limit 1 s)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from opendoctor.cluster import Cluster, ClusterSpec
-from opendoctor.httpclient import HttpClient
+from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 from opendoctor.procs import ChildProcess
@@ -101,6 +101,22 @@ class Stack:
         for project, consumer in self.consumers.items():
             out[project] = (await self.http.get(consumer.ready + "/received")).json()
         return out
+
+    async def heard(self) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+        """What each project's consumer received, and the projects whose consumer did not
+        answer (it died, say): their owners count as told nothing, instead of the
+        question failing for every project."""
+        received: dict[str, list[dict[str, Any]]] = {}
+        silent: set[str] = set()
+        for project, consumer in self.consumers.items():
+            try:
+                resp = await self.http.get(consumer.ready + "/received", timeout=5.0)
+            except HttpError:
+                resp = None
+            if resp is None or not resp.ok:
+                silent.add(project)
+            received[project] = resp.json() if resp is not None and resp.ok else []
+        return received, silent
 
     async def register_alarms(
         self,
