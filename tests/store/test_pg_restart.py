@@ -1,75 +1,40 @@
-"""Restart the machine's real PostgreSQL under a running service (`opendoctor serve`, a
-child process, on a real lab): while the server is down, requests that need it get a
-clean 503 and the process stays up; once it is back, the service serves again by
-itself, with nothing restarted, and nothing accepted before the restart is lost.
+"""Restart a real PostgreSQL under a running service (`opendoctor serve`, a child process,
+on a real lab): while the server is down, requests that need it get a clean 503 and the
+process stays up; once it is back, the service serves again by itself, with nothing
+restarted, and nothing accepted before the restart is lost.
 
 Unlike tests/pipeline/test_db_outage.py (a TCP proxy cut in between), this stops the
-server itself: its backends are terminated, its port closes, and it starts afresh.
+server itself: its backends are terminated, its port closes, and it starts afresh. The
+server is the test's own (`tests/faults/private_pg.py`), never the machine's shared one,
+which the other tests running at the same time use.
 """
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import ADMIN, Stack, alarm_body, owner, running_stack
-from tests import pg
 from tests.conftest import eventually
+from tests.faults.private_pg import PrivatePostgres, private_postgres
 from tests.pg import assert_database_down
 from tests.pipeline.conftest import host_down
 
 SPEC = LabSpec(hosts=2, vms=4, projects=["project-a", "project-b"], ip_prefix="127.72")
-CLUSTERS = Path("/etc/postgresql")
+DATABASE = "opendoctor"
 # Deadlines (seconds) of the polls below; each is met in well under a second when all is well.
 SETTLE = 20.0
 RECOVER = 10.0
 
 
-def cluster_version() -> str:
-    """The version of the local cluster `main` (what `ls /etc/postgresql` prints)."""
-    try:
-        versions = sorted(p.name for p in CLUSTERS.iterdir())
-    except OSError as exc:
-        pg.missing(f"no local cluster to restart: {exc}")
-        raise  # not reached: missing() skips or fails
-    if len(versions) != 1:
-        pg.missing(f"expected one PostgreSQL version in {CLUSTERS}, found {versions}")
-    return versions[0]
-
-
-async def pg_ctl(version: str, action: str) -> None:
-    """`pg_ctlcluster ... main stop|start`; returns once the server is stopped or started."""
-    fast = ["-m", "fast"] if action == "stop" else []
-    proc = await asyncio.create_subprocess_exec(
-        "pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *fast,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, f"pg_ctlcluster {action}: exit {proc.returncode}: {out.decode()}"
-
-
-async def pg_answers() -> bool:
-    try:
-        conn = await asyncpg.connect(pg.ADMIN_URL, timeout=2)
-    except (OSError, TimeoutError, asyncpg.PostgresError):
-        # Refused while down; "the database system is starting up" right after.
-        return False
-    await conn.close()
-    return True
-
-
-async def stored(database: str) -> dict[str, set[str]]:
+async def stored(server: PrivatePostgres) -> dict[str, set[str]]:
     """What the database itself holds (not the service's memory): alarm, fault, event ids."""
-    url = make_url(pg.ADMIN_URL).set(database=database).render_as_string(hide_password=False)
-    conn = await asyncpg.connect(url, timeout=5)
+    conn = await asyncpg.connect(server.url(DATABASE), timeout=5)
     try:
         return {
             table: {row[0] for row in await conn.fetch(f"SELECT {key} FROM {table}")}
@@ -95,10 +60,9 @@ async def notified(s: Stack, servers: list[dict[str, Any]]) -> bool:
 async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_itself(
     tmp_path: Path,
 ) -> None:
-    version = cluster_version()
-    database = await pg.create_database()  # fails in CI, skips elsewhere, if PG is missing
-    env = {"OPENDOCTOR_DATABASE_URL": pg.url_for(database)}
-    try:
+    async with private_postgres() as postgres:
+        await postgres.create_database(DATABASE)
+        env = {"OPENDOCTOR_DATABASE_URL": postgres.service_url(DATABASE)}
         async with (
             running_stack(SPEC, tmp_path, env) as s,
             httpx.AsyncClient(base_url=s.api, timeout=10) as client,
@@ -129,34 +93,32 @@ async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_
                 return bool(("T11" in f["trace"] or recovered) and f["notifications"] and sent)
 
             await eventually(settled, timeout=SETTLE, what="compute1's fault handled")
-            kept = await stored(database)
+            kept = await stored(postgres)
             assert alarm_ids <= kept["alarms"] and first["id"] in kept["faults"]
             assert accepted <= kept["events"]
 
-            try:
-                await pg_ctl(version, "stop")
-                assert not await pg_answers(), "the server the tests use is still up"
+            await postgres.stop("fast")
+            assert not await postgres.answers(), "the private PostgreSQL still answers"
 
-                # Down: what needs the database is a clean 503 (no 500, no 202 for an event
-                # that was not stored); what does not still answers; the process lives on.
-                assert_database_down(await client.put("/events", json=[host_down("compute1")]))
-                server = on["compute2"][0]
-                assert_database_down(
-                    await client.post(
-                        "/v2/alarms",
-                        json=alarm_body(server, "http://127.0.0.1:9/never"),
-                        headers=owner(server["project_id"]),
-                    )
+            # Down: what needs the database is a clean 503 (no 500, no 202 for an event
+            # that was not stored); what does not still answers; the process lives on.
+            assert_database_down(await client.put("/events", json=[host_down("compute1")]))
+            server = on["compute2"][0]
+            assert_database_down(
+                await client.post(
+                    "/v2/alarms",
+                    json=alarm_body(server, "http://127.0.0.1:9/never"),
+                    headers=owner(server["project_id"]),
                 )
-                assert_database_down(await client.get("/v1/faults", headers=ADMIN))
-                health = await client.get("/health")
-                assert health.status_code == 200, health.text
-                assert health.json()["status"] == "ok"
-                assert s.service.proc is not None and s.service.proc.poll() is None
-            finally:
-                # Always: the other tests need the server, whatever happened above.
-                await pg_ctl(version, "start")
-                await eventually(pg_answers, timeout=RECOVER, what="PostgreSQL to answer")
+            )
+            assert_database_down(await client.get("/v1/faults", headers=ADMIN))
+            health = await client.get("/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["status"] == "ok"
+            assert s.service.proc is not None and s.service.proc.poll() is None
+
+            await postgres.start()  # returns once it accepts connections
+            assert await postgres.answers()
             pg_back = time.monotonic()
 
             # Back: the same service process serves again by itself, nothing restarted.
@@ -204,9 +166,7 @@ async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_
             assert earlier.json()["hostname"] == "compute1"
             events = (await client.get("/v1/events", headers=ADMIN)).json()
             assert accepted <= {e["id"] for e in events}
-            kept = await stored(database)
+            kept = await stored(postgres)
             assert kept["alarms"] == alarm_ids
             assert {first["id"], second["id"]} <= kept["faults"]
             assert accepted <= kept["events"]
-    finally:
-        await pg.drop_database(database)

@@ -4,7 +4,10 @@ The order is the hot path's: every owner's notification starts at once (grouped 
 root cause, one notifier call per group); forcing hosts down is one call per host and
 starts with them; setting each server to error waits until every owner has had a
 first attempt, because on a shared CPU those calls would delay the owners (DESIGN §1:
-the owner is told first). Nothing here waits on the VIM before the owners are told.
+the owner is told first). Nothing here waits on the VIM before the owners are told, and
+`carry_out` returns once they are: the VIM calls go on in the background (a VIM that
+hangs must hold up neither this fault's record nor the next event), and
+`Outcome.settled()` waits for them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,9 +60,10 @@ class LoggingWorkflows:
 
 @dataclass(slots=True)
 class Outcome:
-    hosts_down: list[str] = field(default_factory=list)  # names the VIM now has down
+    hosts_down: list[str] = field(default_factory=list)  # names the VIM has down (once settled)
     servers: list[Server] = field(default_factory=list)  # servers whose owners were told
-    # Servers being set to error in the VIM, after the owners were told.
+    # Hosts being forced down and servers being set to error in the VIM, after (or
+    # beside) the owners' first attempts.
     in_flight: list[asyncio.Task[None]] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
@@ -126,6 +130,7 @@ class Effects:
         self.settings = settings
         self.workflows = workflows
         self.mark = mark
+        self._running: set[asyncio.Task[None]] = set()
 
     def _server(self, key: str) -> Server | None:
         type_, id_ = split_key(key)
@@ -168,6 +173,10 @@ class Effects:
             resource = split_key(effect.target)
             project = vertex.project if vertex is not None else None
             note = note_for(effect, server, resource, project, seed, fault)
+            if fault is not None:
+                # When the fault was detected, not when this note was made: replayed after
+                # a crash, the event sends the owners the very callbacks they had.
+                note.generated = fault.started
             groups.setdefault(effect.cause, []).append(note)
         if fault is not None:
             known = set(fault.affected)
@@ -176,16 +185,15 @@ class Effects:
         hosts = [split_key(k)[1] for k in plan.mark_down if k.startswith("host:")]
         to_error = [s for k in plan.mark_down if (s := self._server(k)) is not None]
         causes = {c: self.root_cause(fault, c, details or {}) for c in groups}
-        results = await asyncio.gather(
-            self._notify(fault, groups, causes),
-            *(self._force_down(fault, h) for h in hosts),
-        )
-        outcome.hosts_down = [h for h, ok in zip(hosts, results[1:], strict=True) if ok]
+        # Beside the owners' first attempts, and not awaited here: a VIM that hangs must
+        # not keep the fault from being recorded, nor, on a partitioned bus, the next
+        # event (another host's owners) from being handled.
+        outcome.in_flight += [self._spawn(self._force_down(fault, h, outcome)) for h in hosts]
+        await self._notify(fault, groups, causes)
         if to_error:
-            # Once every owner has had a first attempt (these calls would compete with
-            # theirs for the CPU), and in the background: on a partitioned bus the next
-            # event, another host's owners, must not wait for this host's VIM updates.
-            outcome.in_flight.append(asyncio.create_task(self._set_error(fault, to_error)))
+            # Once every owner has had a first attempt: these calls would compete with
+            # theirs for the CPU.
+            outcome.in_flight.append(self._spawn(self._set_error(fault, to_error)))
         for workflow in plan.workflows:
             try:
                 await self.workflows.run(workflow, fault)
@@ -198,26 +206,33 @@ class Effects:
         fault: Fault | None,
         groups: dict[str | None, list[NotificationEvent]],
         causes: dict[str | None, dict[str, Any]],
-    ) -> bool:
+    ) -> None:
         sent = await self.notifier.notify_many([(notes, causes[c]) for c, notes in groups.items()])
         delivered = [e.delivered for e in sent if e.delivered is not None]
         if fault is not None and delivered:
             self.mark(fault, "T09", max(delivered))
-        return True
 
-    async def _force_down(self, fault: Fault | None, hostname: str) -> bool:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # Held here too: the loop keeps only a weak reference to a task, and nobody
+        # awaits the outcome of a plan that no fault owns.
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def _force_down(self, fault: Fault | None, hostname: str, outcome: Outcome) -> None:
         try:
             await self.vim.force_down(hostname, True)
         except VimError as exc:
             metrics.VIM_ERRORS.labels("force_down").inc()
             log.error("could not mark host down", extra={"host": hostname, "error": str(exc)})
-            return False
+            return
         host = self.topology.hosts.get(hostname)
         if host is not None:
             host.forced_down, host.state = True, "down"
+        outcome.hosts_down.append(hostname)
         if fault is not None:
             self.mark(fault, "T04", None)
-        return True
 
     async def _set_error(self, fault: Fault | None, servers: list[Server]) -> None:
         if not servers:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from opendoctor import metrics
@@ -24,7 +25,7 @@ from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, Wor
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import Event, Server, new_id
+from opendoctor.model import Event, Server
 from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
 from opendoctor.tasks import Background, keep_trying
@@ -74,6 +75,8 @@ class Inspector:
         )
         self.active: dict[tuple[str, str], Fault] = {}
         self._unsaved: set[str] = set()  # faults whose store is being retried
+        # Each active fault's VIM calls (host down, servers in error), maybe still running.
+        self._vim_work: dict[str, list[asyncio.Task[None]]] = {}
         self._background = Background()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
@@ -137,7 +140,10 @@ class Inspector:
     def _open(self, event: Event) -> Fault:
         detected = event.trace.get("T01", event.time)
         fault = Fault(
-            id=new_id(),
+            # Derived from the event: if this process dies before the event is marked
+            # processed, its replay opens the same fault, and the owners, told again,
+            # hear of the fault id that is recorded.
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"opendoctor:fault/{event.id}")),
             type=event.type,
             hostname=event.hostname,
             started=detected,
@@ -200,16 +206,18 @@ class Inspector:
         return outcome
 
     def _after(self, fault: Fault, outcome: Outcome) -> None:
-        """In the background: once the servers are set to error, recover those on the
-        hosts this fault took down; then say the work is done."""
-        servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
-        self._background.spawn(self._finish(fault, outcome, servers))
+        """In the background: once the VIM has the host down and the servers in error,
+        recover the servers of the hosts this fault took down; then say the work is done."""
+        if outcome.in_flight:
+            self._vim_work.setdefault(fault.id, []).extend(outcome.in_flight)
+        self._background.spawn(self._finish(fault, outcome))
 
-    async def _finish(self, fault: Fault, outcome: Outcome, servers: list[Server]) -> None:
+    async def _finish(self, fault: Fault, outcome: Outcome) -> None:
         try:
             if outcome.in_flight:
                 await outcome.settled()
-                await self._save(fault)  # with T03
+                await self._save(fault)  # with T03 and T04
+            servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
             if self.recover is not None and servers:
                 await self._recover(fault, servers)
         finally:
@@ -242,6 +250,9 @@ class Inspector:
         if plan:
             # A rule that holds because something cleared (a NOT): carry it out as well.
             await self.effects.carry_out(plan, None, event.id, event.details)
+        # What the fault asked of the VIM (host down) must land before it is undone
+        # (host up): sent side by side, the VIM could apply them in either order.
+        await asyncio.gather(*self._vim_work.pop(fault.id, []), return_exceptions=True)
         await self.release(marked_before)
         await self._save(fault)
         await self.events.mark_processed(event, fault.id)
