@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -34,35 +35,35 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from opendoctor.amqpurl import (
-    MAX_NAME as MAX_NAME,
+    MAX_NAME,
+    SCHEMES,
+    AmqpError,
+    BrokerUrl,
+    Target,
+    check_exchange,
+    check_routing_key,
+    parse_action_url,
+    parse_broker_url,
+    parse_listen_url,
 )
-from opendoctor.amqpurl import (
-    SCHEMES as SCHEMES,
-)
-from opendoctor.amqpurl import (
-    AmqpError as AmqpError,
-)
-from opendoctor.amqpurl import (
-    BrokerUrl as BrokerUrl,
-)
-from opendoctor.amqpurl import (
-    Target as Target,
-)
-from opendoctor.amqpurl import (
-    check_exchange as check_exchange,
-)
-from opendoctor.amqpurl import (
-    check_routing_key as check_routing_key,
-)
-from opendoctor.amqpurl import (
-    parse_action_url as parse_action_url,
-)
-from opendoctor.amqpurl import (
-    parse_broker_url as parse_broker_url,
-)
-from opendoctor.amqpurl import (
-    parse_listen_url as parse_listen_url,
-)
+
+# The URL helpers live in `amqpurl` (no client needed there); found here too.
+__all__ = [
+    "MAX_NAME",
+    "SCHEMES",
+    "AmqpError",
+    "Broker",
+    "BrokerUrl",
+    "Delivery",
+    "DeliveryHandler",
+    "Subscription",
+    "Target",
+    "check_exchange",
+    "check_routing_key",
+    "parse_action_url",
+    "parse_broker_url",
+    "parse_listen_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class Broker:
         self._declarer: AbstractRobustChannel | None = None
         self._lock = asyncio.Lock()
         self._subscriptions: list[Subscription] = []
+        self._handling: set[asyncio.Future[None]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -221,7 +223,10 @@ class Broker:
             # is closed instead of reconnecting in the background for ever.
             connection = aio_pika.RobustConnection(
                 URL(self.broker.url),
-                client_properties={"connection_name": self.name},
+                # With the process id, the broker's view of channels and unacked
+                # messages (`rabbitmqctl list_connections client_properties`) names
+                # which process of a scaled-out deployment holds what.
+                client_properties={"connection_name": f"{self.name} pid {os.getpid()}"},
                 reconnect_interval=self.reconnect_interval,
             )
             try:
@@ -358,7 +363,13 @@ class Broker:
                 persistent=message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
                 _message=message,
             )
-            await handler(delivery)
+            # The client cancels its callbacks when the connection drops: cut off between
+            # two writes, a handler would leave its work half done. In a task of its own
+            # it finishes; its ack fails and the redelivery finds the work done.
+            task = asyncio.ensure_future(handler(delivery))
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
+            await asyncio.shield(task)
 
         with _errors(f"consuming from {queue!r}", str(self.broker)):
             async with asyncio.timeout(self.timeout):
@@ -375,6 +386,10 @@ class Broker:
     async def close(self) -> None:
         """Close everything; the broker requeues whatever was delivered and not acked."""
         self._closed = True
+        handling = list(self._handling)
+        for task in handling:
+            task.cancel()
+        await asyncio.gather(*handling, return_exceptions=True)
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()

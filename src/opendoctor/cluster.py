@@ -7,7 +7,8 @@ in its own session (it outlives the command that started it) and listed in
 notifier replicas split the bus partitions between them (replica i first takes the
 partitions p with p % N == i) and stand by for the others, so that when one dies the
 broker hands its partitions to a survivor. The monitor replicas elect one leader
-through a lease in the database.
+through a lease in the database. Each member's database connections are named after it
+(`application_name`, seen in `pg_stat_activity`), its broker connection after its pid.
 
 It is for trying the scaled-out mode and for the tests and the benchmark; a
 multi-machine deployment runs the same commands under systemd (docs/deployment.md).
@@ -22,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from opendoctor.config import Role
 from opendoctor.httpclient import HttpClient, HttpError
@@ -66,10 +69,21 @@ def share(partitions: int, replicas: int, replica: int) -> list[int]:
     return [p for p in range(partitions) if p % replicas == replica]
 
 
+def member_database_url(url: str, name: str) -> str:
+    """The database URL a member connects with: named after the member (unless the URL
+    names its connections already), so that `pg_stat_activity` says which member holds
+    or waits for what (`store.db` adds the process id)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or "application_name" in parsed.query:
+        return url
+    named = parsed.update_query_dict({"application_name": f"opendoctor-{name}"})
+    return named.render_as_string(hide_password=False)
+
+
 def member_env(spec: ClusterSpec, role: Role, replica: int) -> dict[str, str]:
     env = {
         "OPENDOCTOR_ROLES": json.dumps([role]),
-        "OPENDOCTOR_DATABASE_URL": spec.database_url,
+        "OPENDOCTOR_DATABASE_URL": member_database_url(spec.database_url, f"{role}-{replica}"),
         "OPENDOCTOR_BUS__KIND": "amqp",
         "OPENDOCTOR_BUS__URL": spec.amqp_url,
         "OPENDOCTOR_BUS__PREFIX": spec.prefix,

@@ -21,6 +21,8 @@ makes the message wait `retry_delay` seconds (its partition waits with it: order
 first) and go back to the queue, to be delivered again; after `max_attempts` failed
 attempts in this process it is dead-lettered. Messages carry a `message_id`; handlers
 must be idempotent, since a message whose ack was lost (a broker restart) comes again.
+A handler learns from `bus.base.redelivered()` whether the broker delivered the message
+before (or it failed here before), to check what was already done only then.
 
 `publish` returns once the broker confirmed the message (persistent, in a durable
 queue). While the broker is away it keeps trying, up to `publish_timeout` seconds.
@@ -29,15 +31,12 @@ queue). While the broker is away it keeps trying, up to `publish_timeout` second
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid
 import zlib
 from collections.abc import Iterable
-from typing import Any, Generic, Protocol, TypeVar
-
-import orjson
+from typing import Any
 
 from opendoctor.amqp import (
     AmqpError,
@@ -46,64 +45,15 @@ from opendoctor.amqp import (
     Delivery,
     DeliveryHandler,
 )
-from opendoctor.bus.base import Handler
-from opendoctor.model import Event
+from opendoctor.bus.base import Handler, handling
+from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
+from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class BusError(Exception):
     """A message could not be handed to the broker."""
-
-
-# --- codecs ----------------------------------------------------------------------------------
-
-
-class Codec(Protocol):
-    """How the messages of one topic travel: Python object ⇄ bytes."""
-
-    def encode(self, message: Any) -> bytes: ...
-
-    def decode(self, data: bytes) -> Any: ...
-
-
-class JsonCodec:
-    """Plain JSON values (dicts, lists, strings, numbers), as they are."""
-
-    def encode(self, message: Any) -> bytes:
-        return orjson.dumps(message)
-
-    def decode(self, data: bytes) -> Any:
-        return orjson.loads(data)
-
-
-class DataclassCodec(Generic[T]):
-    """A dataclass as a JSON object of its fields; unknown fields are ignored on decode,
-    so a newer publisher's extra field does not stop an older subscriber."""
-
-    def __init__(self, cls: type[T]) -> None:
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls!r} is not a dataclass")
-        self.cls = cls
-        self.fields = frozenset(f.name for f in dataclasses.fields(cls))
-
-    def encode(self, message: Any) -> bytes:
-        if not isinstance(message, self.cls):
-            raise TypeError(f"expected {self.cls.__name__}, got {type(message).__name__}")
-        return orjson.dumps(message)
-
-    def decode(self, data: bytes) -> T:
-        raw = orjson.loads(data)
-        if not isinstance(raw, dict):
-            raise ValueError(f"expected a JSON object for {self.cls.__name__}")
-        return self.cls(**{k: v for k, v in raw.items() if k in self.fields})
-
-
-EVENT_CODEC: DataclassCodec[Event] = DataclassCodec(Event)
-# The topics opendoctor uses, and what they carry. Other topics default to JSON.
-CODECS: dict[str, Codec] = {"events": EVENT_CODEC}
 
 
 def _message_id(delivery: Delivery) -> str:
@@ -336,9 +286,12 @@ class AmqpBus:
             log.exception("bus: undecodable message dead-lettered", extra={"topic": topic})
             await self._settle(delivery, ok=False, requeue=False)
             return
+        # Redelivered by the broker, or failed here before: handlers check what was done.
+        again = delivery.redelivered or message_id in self._attempts
         try:
-            for handler in self._handlers.get(topic, ()):
-                await handler(message)
+            with handling(again):
+                for handler in self._handlers.get(topic, ()):
+                    await handler(message)
         except Exception:
             attempts = self._attempts.get(message_id, 0) + 1
             if attempts >= self.max_attempts:

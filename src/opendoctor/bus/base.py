@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 Handler = Callable[[Any], Awaitable[None]]
+
+_REDELIVERED: ContextVar[bool] = ContextVar("opendoctor_bus_redelivered", default=False)
 
 
 class Bus(Protocol):
@@ -19,3 +23,23 @@ class Bus(Protocol):
         """Wait until every message published so far has been handled."""
 
     async def close(self) -> None: ...
+
+
+def redelivered() -> bool:
+    """Whether the message a handler is handling may have been handled before: the
+    broker delivered it once already (to a consumer that died, or whose ack was lost).
+
+    A handler whose work is not idempotent by itself (sending to the outside world)
+    checks what was done only then, which keeps its first delivery, the common case,
+    off the database."""
+    return _REDELIVERED.get()
+
+
+@contextlib.contextmanager
+def handling(again: bool) -> Iterator[None]:
+    """For a bus: run a handler with `redelivered()` answering `again`."""
+    token = _REDELIVERED.set(again)
+    try:
+        yield
+    finally:
+        _REDELIVERED.reset(token)

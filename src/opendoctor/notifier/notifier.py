@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from opendoctor.bus.base import redelivered
 from opendoctor.model import NotificationEvent
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher
@@ -151,6 +152,14 @@ class Notifier:
                     )
         if not entries and not transitions:
             return []
+        if entries and redelivered():
+            # Another process (or an earlier try here) may have sent these and stored
+            # them, then died before the alarms' states were written or the message
+            # acked: whatever the outbox holds was sent (or is retried from there).
+            stored = await self.outbox.existing([e.id for e in entries])
+            if stored:
+                log.info("redelivered notifications already sent", extra={"entries": len(stored)})
+                entries = [e for e in entries if e.id not in stored]
         # Send first, write after: the owners never wait on the disk, and the rows are
         # written once, with the outcome of the first attempt. If opendoctor dies before
         # the write, the event is still unprocessed; its replay rebuilds the same entry

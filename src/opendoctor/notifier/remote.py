@@ -6,7 +6,9 @@ message to the `notifications` topic, keyed by host so that one host's notificat
 stay in order, and whichever notifier replica consumes that partition sends them all
 at once. The message carries the events with their stable
 message ids: one delivered twice (a replica killed before its ack) rebuilds the same
-outbox entries, so an owner told twice sees the same request id both times.
+outbox entries. The notifier that gets it again skips what the outbox holds already
+(sent by the one that died); only a callback sent and not yet stored when its sender
+died goes out twice, with the same request id both times.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ _POSTGRES_ENGINE: dict[str, Any] = {
     "pool_timeout": 10.0,
     "connect_args": {"timeout": 5.0},
 }
+
+
+# PostgreSQL keeps NAMEDATALEN - 1 bytes of an application_name.
+_APPLICATION_NAME_MAX = 63
+
+
+def application_name(url: str) -> str:
+    """What this process's connections are called in `pg_stat_activity`: the URL's
+    `application_name` (libpq's parameter; `opendoctor` without one) and the process id,
+    so an operator sees which process of a scaled-out deployment waits or holds a lock."""
+    base = make_url(url).query.get("application_name") or "opendoctor"
+    name = f"{base if isinstance(base, str) else base[0]} pid {os.getpid()}"
+    return name.encode()[:_APPLICATION_NAME_MAX].decode(errors="ignore")
 
 
 class DatabaseUnavailable(Exception):
@@ -110,9 +124,17 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        options = _POSTGRES_ENGINE if make_url(url).get_backend_name() == "postgresql" else {}
+        parsed = make_url(url)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            # asyncpg takes the name as a server setting, not as a URL parameter.
+            settings = {"application_name": application_name(url)}
+            options = _POSTGRES_ENGINE | {
+                "connect_args": _POSTGRES_ENGINE["connect_args"] | {"server_settings": settings}
+            }
+            parsed = parsed.difference_update_query(["application_name"])
         self.engine: AsyncEngine = create_async_engine(
-            url, json_serializer=_json_dumps, json_deserializer=orjson.loads, **options
+            parsed, json_serializer=_json_dumps, json_deserializer=orjson.loads, **options
         )
         event.listen(self.engine.sync_engine, "do_connect", _connect)
         if url.startswith("sqlite"):
@@ -132,7 +154,8 @@ async def ensure_database(url: str) -> bool:
     parsed = make_url(url)
     if not parsed.drivername.startswith("postgresql") or not parsed.database:
         return False
-    admin = create_async_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin_url = parsed.set(database="postgres").difference_update_query(["application_name"])
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             query = text("SELECT 1 FROM pg_database WHERE datname = :name")

@@ -73,6 +73,14 @@ class OutboxStore:
         async with self.db.sessions.begin() as session:
             await session.execute(stmt, [e.row() for e in entries])
 
+    async def existing(self, ids: list[str]) -> set[str]:
+        """The ids among `ids` that the outbox holds already."""
+        if not ids:
+            return set()
+        query = select(OutboxRow.id).where(OutboxRow.id.in_(ids))
+        async with self.db.sessions() as session:
+            return set(await session.scalars(query))
+
     async def record_attempts(self, entries: list[OutboxEntry]) -> None:
         """Write back status, attempts, timing and error of entries after delivery attempts."""
         if not entries:
