@@ -18,6 +18,7 @@ import orjson
 from opendoctor import metrics
 from opendoctor.config import NotifierSettings
 from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import DELIVERED, FAILED, PENDING, OutboxEntry, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,12 @@ class Dispatcher:
                     await self.outbox.record_attempts(due)
                     continue
                 nxt = await self.outbox.next_due()
-            except Exception:
-                log.exception("outbox retry pass failed")
+            except Exception as exc:
+                if unavailable(exc):
+                    # Expected while the database restarts: one line a pass, no traceback.
+                    log.warning("outbox retry pass skipped", extra={"error": str(exc)})
+                else:
+                    log.exception("outbox retry pass failed")
                 nxt = now + 1.0
             wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
             with contextlib.suppress(TimeoutError):
