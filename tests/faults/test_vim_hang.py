@@ -20,11 +20,19 @@ import pytest
 from opendoctor.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import Stack, running_stack
+from tests import pg
+from tests.amqp.conftest import Names
+from tests.amqp.conftest import amqp_url as amqp_url  # a fixture of this test too
+from tests.amqp.conftest import names as names  # a fixture of this test too
 from tests.conftest import eventually
 from tests.faults.owners import arrivals, assert_told_once, instance_of
+from tests.pipeline.conftest import host_down
 
 SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.93")
 HOST = "compute1"
+SAME_PARTITION = LabSpec(
+    hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.95", heartbeat=False
+)
 DOCTOR_BOUND = 1.0  # seconds from detection to each owner's callback (Doctor's requirement)
 # Recovery would evacuate the servers once the VIM answers: they would not stay in error,
 # which is what this test checks the VIM was told.
@@ -122,3 +130,66 @@ async def test_owners_are_told_within_a_second_while_the_vim_hangs(tmp_path: Pat
 async def _told(s: Stack, how_many: int) -> dict[str, list[dict[str, Any]]] | None:
     got = await arrivals(s)
     return got if sum(len(items) for items in got.values()) >= how_many else None
+
+
+async def test_a_hung_vim_does_not_hold_up_the_next_host_on_the_same_partition(
+    tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
+) -> None:
+    """Scaled out, events of hosts that share a bus partition are handled one after the
+    other: while the VIM hangs on the first host's mark-down, the second host's owners
+    must still be told within Doctor's second."""
+    database = await pg_databases.take()
+    env = {
+        **ENV,
+        "OPENDOCTOR_MONITOR__ENABLED": "false",
+        "OPENDOCTOR_DATABASE_URL": pg.url_for(database),
+        "OPENDOCTOR_BUS__KIND": "amqp",
+        "OPENDOCTOR_BUS__URL": amqp_url,
+        "OPENDOCTOR_BUS__PREFIX": names.bus_prefix(["events"], 1),
+        "OPENDOCTOR_BUS__PARTITIONS": "1",  # every host's events in one ordered queue
+    }
+    try:
+        async with running_stack(SAME_PARTITION, tmp_path, env) as s:
+            await s.register_alarms()
+            servers = await s.get("/v1/servers")
+            hosts = ["compute1", "compute2"]
+            expected = [(v["project_id"], v["id"]) for v in servers if v["host"] in hosts]
+            assert len(expected) == 4
+            lab_pid = s.lab.pid
+
+            os.kill(lab_pid, signal.SIGSTOP)
+            try:
+                await eventually(lambda: stopped(lab_pid), what="the lab manager to stop")
+                # One after the other, as a monitor would report them: the first one's
+                # handling is under way (its VIM call hanging) when the second arrives.
+                for host in hosts:
+                    resp = await s.http.put(s.api + "/events", json=[host_down(host)])
+                    assert resp.status == 202, resp.body
+                    await eventually(lambda h=host: fault_of(s, h), what=f"{host}'s fault")
+                got = await eventually(
+                    lambda: _told(s, len(expected)), timeout=30, what="every owner told"
+                )
+                assert_told_once(got, expected)
+                faults = {f["hostname"]: f for f in await s.get("/v1/faults?status=active")}
+                late = {
+                    instance_of(a): a["arrived"] - faults[host]["trace"]["T01"]
+                    for items in got.values()
+                    for a in items
+                    for host in hosts
+                    if a["body"]["reason_data"]["root_cause"]["hostname"] == host
+                    and a["arrived"] - faults[host]["trace"]["T01"] >= DOCTOR_BOUND
+                }
+                assert not late, f"owners told more than {DOCTOR_BOUND} s after detection: {late}"
+                assert stopped(lab_pid), "the VIM must hang for the whole of this check"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(lab_pid, signal.SIGCONT)
+
+            async def marked_down() -> bool:
+                found = {h.name: h for h in await s.lab.client.hosts()}
+                return all(found[h].forced_down for h in hosts)
+
+            await eventually(marked_down, timeout=30, what="both hosts forced down")
+            assert_told_once(await arrivals(s), expected)
+    finally:
+        await pg_databases.give_back(database)
