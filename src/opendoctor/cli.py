@@ -30,7 +30,6 @@ app.command()(cli_inspect.rca)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")
-app.add_typer(cli_cluster.app, name="cluster")
 
 err = Console(stderr=True)
 
