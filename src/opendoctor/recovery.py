@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from opendoctor import metrics
 from opendoctor.config import RecoverySettings
-from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.faults import Fault, RecoveryItem
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.model import Server

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from opendoctor import metrics
 from opendoctor.bus import Bus, InProcessBus
 from opendoctor.config import Role, Settings
-from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.controller.factory import make_vim
+from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.inspector import topology_file
 from opendoctor.inspector.effects import Outcome
@@ -68,16 +69,6 @@ def make_bus(settings: Settings) -> Bus:
         reconnect_interval=bus.reconnect_interval,
         standby_after=bus.standby_after if bus.consume is not None else None,
     )
-
-
-def make_vim(settings: Settings) -> VimDriver:
-    from opendoctor.controller.lab import LabDriver
-    from opendoctor.lab.client import LabClient
-
-    url = settings.vim.lab_url
-    if url is None:
-        url = LabClient.from_state_dir(settings.lab_dir).url
-    return LabDriver(url)
 
 
 class Service:

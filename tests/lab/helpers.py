@@ -7,8 +7,8 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
-from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.lab.client import LabError
 from opendoctor.monitor.hostwire import decode_answer, encode_probe
 from tests.conftest import eventually
 
@@ -72,11 +72,11 @@ def pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-async def refused(call: Awaitable[object], status: int) -> VimError:
+async def refused(call: Awaitable[object], status: int) -> LabError:
     """Await a lab call that must fail with `status`; returns the error."""
     try:
         await call
-    except VimError as exc:
+    except LabError as exc:
         assert exc.status == status, f"expected HTTP {status}, got {exc.status}: {exc}"
         return exc
     raise AssertionError(f"expected HTTP {status}, but the call succeeded")

@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from opendoctor.controller.base import VimDriver
+import pytest
+
 from opendoctor.controller.lab import LabDriver
+from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
+from opendoctor.lab.client import LabError
 from opendoctor.lab.runner import LabRunner
 from opendoctor.model import Host, Server, VimChange
 
-from .helpers import refused, served_by
+from .helpers import served_by
 
 IP_PREFIX = "127.213"
 
@@ -54,7 +57,11 @@ async def test_driver_passes_every_call_through(lab: LabRunner, http: HttpClient
         await driver.force_down("compute2", False)
         assert (await lab.client.host("compute2")).state == "up"
 
-        await refused(driver.reset_state("no-such-server", "error"), 404)
+        # The driver speaks the protocol's error, whatever the lab client raised.
+        with pytest.raises(VimError) as refusal:
+            await driver.reset_state("no-such-server", "error")
+        assert refusal.value.status == 404
+        assert isinstance(refusal.value.__cause__, LabError)
     finally:
         await driver.close()
 

@@ -1,5 +1,2 @@
-"""The controller block: everything opendoctor asks of a VIM goes through a `VimDriver`."""
-
-from opendoctor.controller.base import VimDriver, VimError
-
-__all__ = ["VimDriver", "VimError"]
+"""The controller block: `VimDriver` implementations (`memory`, `lab`), and `make_vim`,
+which picks one from the settings. The protocol itself is in `opendoctor.core.ports`."""

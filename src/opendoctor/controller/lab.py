@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from opendoctor.controller.base import VimError
+from opendoctor.core.ports import VimError
 from opendoctor.httpclient import HttpClient
-from opendoctor.lab.client import LabClient, read_lab_state
+from opendoctor.lab.client import LabClient, LabError, read_lab_state
 from opendoctor.model import Host, Server, VimChange
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def vim_errors() -> Iterator[None]:
+    """The lab's refusals as the `VimError` every caller of a `VimDriver` handles."""
+    try:
+        yield
+    except LabError as exc:
+        raise VimError(str(exc), exc.status) from exc
 
 
 class LabDriver:
@@ -34,38 +44,48 @@ class LabDriver:
 
     @classmethod
     def from_state_dir(cls, state_dir: Path | str, http: HttpClient | None = None) -> LabDriver:
-        return cls(read_lab_state(state_dir)["url"], http)
+        with vim_errors():
+            return cls(read_lab_state(state_dir)["url"], http)
 
     @property
     def url(self) -> str:
         return self.client.url
 
     async def list_hosts(self) -> list[Host]:
-        return await self.client.hosts()
+        with vim_errors():
+            return await self.client.hosts()
 
     async def list_servers(self) -> list[Server]:
-        return await self.client.servers()
+        with vim_errors():
+            return await self.client.servers()
 
     async def force_down(self, host: str, down: bool) -> None:
-        await self.client.force_down(host, down)
+        with vim_errors():
+            await self.client.force_down(host, down)
 
     async def set_host_enabled(self, host: str, enabled: bool) -> None:
-        await self.client.set_enabled(host, enabled)
+        with vim_errors():
+            await self.client.set_enabled(host, enabled)
 
     async def reset_state(self, server_id: str, state: str) -> None:
-        await self.client.reset_state(server_id, state)
+        with vim_errors():
+            await self.client.reset_state(server_id, state)
 
     async def stop(self, server_id: str) -> None:
-        await self.client.stop(server_id)
+        with vim_errors():
+            await self.client.stop(server_id)
 
     async def start(self, server_id: str) -> None:
-        await self.client.start(server_id)
+        with vim_errors():
+            await self.client.start(server_id)
 
     async def migrate(self, server_id: str, target_host: str | None = None) -> Server:
-        return await self.client.migrate(server_id, target_host)
+        with vim_errors():
+            return await self.client.migrate(server_id, target_host)
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
-        return await self.client.evacuate(server_id, target_host)
+        with vim_errors():
+            return await self.client.evacuate(server_id, target_host)
 
     def changes(self) -> AsyncIterator[VimChange]:
         return self._follow()
@@ -79,7 +99,7 @@ class LabDriver:
                     # Only what happens from now on: the caller lists hosts and servers itself.
                     since = int((await self.client.health())["seq"])
                 seq, batch = await self.client.changes(since, self.poll_wait)
-            except VimError as exc:
+            except LabError as exc:
                 # A restarting lab or a network hiccup must not end the feed.
                 log.warning("lab change feed: %s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from opendoctor.controller.base import VimError
+from opendoctor.core.ports import VimError
 from opendoctor.model import Host, Server, VimChange
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from opendoctor import metrics
 from opendoctor.config import InspectorSettings
-from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.faults import Fault
 from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect

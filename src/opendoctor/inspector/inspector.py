@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from opendoctor import metrics
 from opendoctor.config import InspectorSettings
-from opendoctor.controller.base import VimDriver, VimError
+from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.faults import Fault
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of

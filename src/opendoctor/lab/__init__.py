@@ -10,14 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opendoctor.lab.client import LabClient, LabNotRunning
+    from opendoctor.lab.client import LabClient, LabError, LabNotRunning
     from opendoctor.lab.runner import LabRunner, LabStartError
     from opendoctor.lab.spec import LabSpec
 
-__all__ = ["LabClient", "LabNotRunning", "LabRunner", "LabSpec", "LabStartError"]
+__all__ = ["LabClient", "LabError", "LabNotRunning", "LabRunner", "LabSpec", "LabStartError"]
 
 _HOMES = {
     "LabClient": "opendoctor.lab.client",
+    "LabError": "opendoctor.lab.client",
     "LabNotRunning": "opendoctor.lab.client",
     "LabRunner": "opendoctor.lab.runner",
     "LabStartError": "opendoctor.lab.runner",

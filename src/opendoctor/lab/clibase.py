@@ -11,8 +11,7 @@ import typer
 from rich.console import Console
 
 from opendoctor.config import default_state_dir
-from opendoctor.controller.base import VimError
-from opendoctor.lab.client import LabClient
+from opendoctor.lab.client import LabClient, LabError
 from opendoctor.lab.runner import running_state
 
 out = Console()
@@ -56,7 +55,7 @@ def call(url: str, action: Callable[[LabClient], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except VimError as exc:
+    except LabError as exc:
         fail(str(exc))
 
 

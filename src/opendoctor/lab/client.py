@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opendoctor.controller.base import VimError
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.statefile import STATE_FILE, read_state
 from opendoctor.model import Host, Server, VimChange
@@ -18,7 +17,18 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class LabNotRunning(VimError):
+class LabError(Exception):
+    """The lab refused or failed a request. `status` is its HTTP status when it has one.
+
+    The lab's own error: the `lab` VIM driver (`opendoctor.controller.lab`) turns it into
+    a `VimError`, so the lab depends on nothing of the blocks that use it."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LabNotRunning(LabError):
     """No lab answers at the given place (no lab.json, or nothing listening)."""
 
 
@@ -61,7 +71,7 @@ def read_lab_state(state_dir: Path | str) -> dict[str, Any]:
 
 
 class LabClient:
-    """Async client of one lab. Every method raises `VimError` when the lab says no."""
+    """Async client of one lab. Every method raises `LabError` when the lab says no."""
 
     def __init__(self, url: str, http: HttpClient | None = None) -> None:
         self.url = url.rstrip("/")
@@ -98,7 +108,7 @@ class LabClient:
         message = f"{method} {path}: HTTP {resp.status}"
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             message = str(data["error"].get("message", message))
-        raise VimError(message, resp.status)
+        raise LabError(message, resp.status)
 
     # ----- reading ------------------------------------------------------------------------
 

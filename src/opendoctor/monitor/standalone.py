@@ -13,12 +13,12 @@ import logging
 from pathlib import Path
 
 from opendoctor.config import Settings
-from opendoctor.controller.base import VimError
+from opendoctor.controller.factory import make_vim
+from opendoctor.core.ports import VimError
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.model import Event, iso
 from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.procs import announce_ready, until_signalled
-from opendoctor.service import make_vim
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.pipeline import FaultStore

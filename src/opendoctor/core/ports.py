@@ -1,4 +1,8 @@
-"""The `VimDriver` protocol: the one plug-in point between opendoctor and a VIM."""
+"""The plug-in protocols, one per plug-in point, and the errors they may raise.
+
+`VimDriver`: the one plug-in point between opendoctor and a VIM (implementations in
+`opendoctor.controller`).
+"""
 
 from __future__ import annotations
 
