@@ -10,7 +10,7 @@ import random
 import time
 from typing import Any
 
-from opendoctor.faults import Fault
+from opendoctor.core.faults import Fault
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph, make_key
 from opendoctor.inspector.history import AlarmHistory

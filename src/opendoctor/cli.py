@@ -41,7 +41,7 @@ def version() -> None:
 
 
 def _roles(given: list[str]) -> list[str]:
-    from opendoctor.config import ROLES
+    from opendoctor.core.settings import ROLES
 
     roles: list[str] = []
     for item in given:
@@ -182,7 +182,7 @@ def _check_topology_file(settings: Any) -> None:
 
 
 def _settings(config: Path | None) -> Any:
-    from opendoctor.config import load_settings
+    from opendoctor.core.settings import load_settings
 
     try:
         return load_settings(config)

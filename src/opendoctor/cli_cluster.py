@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor.config import default_state_dir
+from opendoctor.core.settings import default_state_dir
 from opendoctor.lab.clibase import fail
 
 app = typer.Typer(

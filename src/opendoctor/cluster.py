@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from opendoctor.config import Role
+from opendoctor.core.settings import Role
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.procs import ChildProcess, pid_alive, terminate
 

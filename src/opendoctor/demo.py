@@ -17,9 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from opendoctor.core.model import CHECKPOINTS
 from opendoctor.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.model import CHECKPOINTS
 from opendoctor.stack import Stack, StackError, running_stack, wait_for
 
 LIMIT_NOTIFY = 1.0  # seconds from detection to the last owner notified (Doctor's requirement)

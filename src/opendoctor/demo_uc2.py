@@ -17,9 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from opendoctor.core.model import CHECKPOINTS
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.model import CHECKPOINTS
 from opendoctor.stack import Stack, StackError, alarm_body, owner, running_stack, wait_for
 
 UC2_SPEC = LabSpec(hosts=2, vms=0, projects=["project-a"], ip_prefix="127.63")

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 
 from opendoctor import metrics
-from opendoctor.config import RecoverySettings
+from opendoctor.core.faults import Fault, RecoveryItem
+from opendoctor.core.model import Server
 from opendoctor.core.ports import VimDriver, VimError
-from opendoctor.faults import Fault, RecoveryItem
+from opendoctor.core.settings import RecoverySettings
 from opendoctor.httpclient import HttpClient, HttpError
-from opendoctor.model import Server
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from opendoctor.api.app import create_app
-from opendoctor.config import Settings
+from opendoctor.core.settings import Settings
 from opendoctor.procs import announce_ready
 from opendoctor.service import Service
 

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor import metrics
 from opendoctor.bus import Bus, InProcessBus
-from opendoctor.config import Role, Settings
 from opendoctor.controller.factory import make_vim
+from opendoctor.core.model import Event, VimChange, new_id
 from opendoctor.core.ports import VimDriver, VimError
+from opendoctor.core.settings import Role, Settings
 from opendoctor.httpclient import HttpClient
 from opendoctor.inspector import topology_file
 from opendoctor.inspector.effects import Outcome
@@ -29,7 +30,6 @@ from opendoctor.inspector.inspector import Inspector
 from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import Event, VimChange, new_id
 from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.notifier import remote
 from opendoctor.notifier.alarms import AlarmService

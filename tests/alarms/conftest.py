@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from opendoctor.api.alarms import router
 from opendoctor.api.errors import install_error_handlers
-from opendoctor.config import Settings
+from opendoctor.core.settings import Settings
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.store.alarms import AlarmStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opendoctor.model import NotificationEvent, Trait
+from opendoctor.core.model import NotificationEvent, Trait
 from opendoctor.notifier.rules import Alarm, AlarmBody
 
 PROJECT_A = {"X-Project-Id": "project-a", "X-User-Id": "user-a"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from opendoctor.model import NotificationEvent
+from opendoctor.core.model import NotificationEvent
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.store.alarms import AlarmStore, Transition

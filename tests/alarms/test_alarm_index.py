@@ -7,7 +7,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opendoctor.model import TRAIT_DATETIME, TRAIT_FLOAT, TRAIT_INT, TRAIT_STRING, NotificationEvent
+from opendoctor.core.model import (
+    TRAIT_DATETIME,
+    TRAIT_FLOAT,
+    TRAIT_INT,
+    TRAIT_STRING,
+    NotificationEvent,
+)
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import Alarm, matches
 from opendoctor.notifier.terms import compile_term

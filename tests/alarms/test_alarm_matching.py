@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from opendoctor.model import TRAIT_DATETIME, TRAIT_FLOAT, TRAIT_INT, TRAIT_STRING, NotificationEvent
+from opendoctor.core.model import (
+    TRAIT_DATETIME,
+    TRAIT_FLOAT,
+    TRAIT_INT,
+    TRAIT_STRING,
+    NotificationEvent,
+)
 from opendoctor.notifier.rules import matches
 
 from .helpers import make_alarm, make_event

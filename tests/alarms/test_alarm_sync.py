@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opendoctor.identity import Identity
+from opendoctor.core.identity import Identity
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import AlarmBody

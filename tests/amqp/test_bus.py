@@ -11,7 +11,7 @@ import pytest
 from opendoctor.amqp import Broker, Delivery
 from opendoctor.bus import Bus
 from opendoctor.bus.amqp import EVENT_CODEC, AmqpBus, BusError, partition_of
-from opendoctor.model import Event
+from opendoctor.core.model import Event
 from tests.amqp.conftest import Names
 from tests.conftest import eventually
 

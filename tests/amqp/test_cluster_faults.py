@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 
 from opendoctor.bus.amqp import partition_of
 from opendoctor.cluster import Cluster
+from opendoctor.core.model import Event
 from opendoctor.lab.spec import LabSpec
-from opendoctor.model import Event
 from opendoctor.monitor.standalone import doctor_event
 from opendoctor.notifier import remote
 from opendoctor.procs import pid_alive

@@ -12,7 +12,7 @@ import pytest
 
 from opendoctor.amqp import Broker
 from opendoctor.bus.amqp import AmqpBus
-from opendoctor.model import Event
+from opendoctor.core.model import Event
 from opendoctor.notifier.amqp_sender import AmqpSender
 from tests.amqp.conftest import Names
 from tests.amqp.test_sender import action, bound_queue, entry

@@ -165,7 +165,7 @@ async def test_a_notification_handed_over_twice_reaches_the_owner_with_one_id(
 
 
 def _event_of(body: dict[str, Any], fault_id: str) -> Any:
-    from opendoctor.model import NotificationEvent, Trait
+    from opendoctor.core.model import NotificationEvent, Trait
 
     event = body["reason_data"]["event"]
     return NotificationEvent(

@@ -9,7 +9,7 @@ import httpx
 from opendoctor.api.app import create_app
 from opendoctor.bus.amqp import AmqpBus
 from opendoctor.consumer import RECEIVED, AmqpListener, make_app
-from opendoctor.model import Event
+from opendoctor.core.model import Event
 from opendoctor.service import Service
 from tests import pg
 from tests.amqp.conftest import Names

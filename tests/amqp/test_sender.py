@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from opendoctor.amqp import Broker, Delivery
-from opendoctor.config import NotifierSettings
+from opendoctor.core.settings import NotifierSettings
 from opendoctor.httpclient import HttpClient
 from opendoctor.notifier.amqp_sender import AmqpSender
 from opendoctor.notifier.delivery import DeliveryError, Dispatcher, HttpSender

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from opendoctor.core.model import Host, Server
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph_feed import GraphFeed
 from opendoctor.inspector.topology_file import TopologyFileError, load, parse
-from opendoctor.model import Host, Server
 
 GOOD = """
 entities:

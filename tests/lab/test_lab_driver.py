@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from opendoctor.controller.lab import LabDriver
+from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.lab.client import LabError
 from opendoctor.lab.runner import LabRunner
-from opendoctor.model import Host, Server, VimChange
 
 from .helpers import served_by
 

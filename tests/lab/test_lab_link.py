@@ -7,13 +7,13 @@ import time
 
 from typer.testing import CliRunner
 
-from opendoctor.config import MonitorSettings
 from opendoctor.controller.lab import LabDriver
+from opendoctor.core.model import HOST_UNREACHABLE, Event, Host
+from opendoctor.core.settings import MonitorSettings
 from opendoctor.httpclient import HttpClient
 from opendoctor.lab.cli import app
 from opendoctor.lab.client import host_from_json
 from opendoctor.lab.hostctl import HostProc
-from opendoctor.model import HOST_UNREACHABLE, Event, Host
 from opendoctor.monitor.hostprobe import HostProber
 
 from .conftest import LabFactory

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opendoctor.config import MonitorSettings
-from opendoctor.model import Event, Host
+from opendoctor.core.model import Event, Host
+from opendoctor.core.settings import MonitorSettings
 from opendoctor.monitor import hostwire
 from opendoctor.monitor.hostprobe import HostProber
 from tests.conftest import eventually

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.model import HOST_UNREACHABLE, Event
+from opendoctor.core.model import HOST_UNREACHABLE, Event
 from opendoctor.monitor.standalone import doctor_event
 from tests.pipeline.conftest import ADMIN, Running, host_down
 

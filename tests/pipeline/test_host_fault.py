@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opendoctor.faults import Fault
+from opendoctor.core.faults import Fault
 from tests.conftest import eventually
 from tests.contract.callback import check_callback, server_traits
 from tests.pipeline.conftest import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from opendoctor.model import Host, Server
+from opendoctor.core.model import Host, Server
 from opendoctor.store.db import Database
 from opendoctor.store.pipeline import ResourceStore
 from opendoctor.store.tables import ResourceRow

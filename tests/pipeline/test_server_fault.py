@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opendoctor.faults import Fault
-from opendoctor.model import iso
+from opendoctor.core.faults import Fault
+from opendoctor.core.model import iso
 from tests.conftest import eventually
 from tests.contract.callback import check_callback, server_traits
 from tests.pipeline.conftest import ADMIN, Consumer, Running, alarm_for, as_project

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
-from opendoctor.identity import Identity
+from opendoctor.core.identity import Identity
 from opendoctor.notifier.rules import AlarmBody
 from opendoctor.service import Service
 from tests.conftest import eventually

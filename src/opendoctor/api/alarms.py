@@ -8,8 +8,8 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from opendoctor.api.auth import current_identity
-from opendoctor.errors import RequestError
-from opendoctor.identity import Identity
+from opendoctor.core.errors import RequestError
+from opendoctor.core.identity import Identity
 from opendoctor.notifier.alarms import FILTER_FIELDS, AlarmService
 from opendoctor.notifier.rules import STATES, AlarmBody, to_api
 

@@ -6,9 +6,9 @@ import hmac
 
 from fastapi import Request
 
-from opendoctor.config import ApiSettings
-from opendoctor.errors import RequestError
-from opendoctor.identity import Identity
+from opendoctor.core.errors import RequestError
+from opendoctor.core.identity import Identity
+from opendoctor.core.settings import ApiSettings
 
 
 def _same_token(expected: str, given: str) -> bool:

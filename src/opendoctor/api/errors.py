@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opendoctor.errors import RequestError
+from opendoctor.core.errors import RequestError
 from opendoctor.store.db import DatabaseUnavailable, refused_text, unavailable
 
 log = logging.getLogger(__name__)

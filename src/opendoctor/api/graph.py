@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from opendoctor.api.auth import current_identity
 from opendoctor.api.native import inspecting, require_admin, service_of
-from opendoctor.errors import RequestError
-from opendoctor.identity import Identity
+from opendoctor.core.errors import RequestError
+from opendoctor.core.identity import Identity
 from opendoctor.inspector import topology_file
 from opendoctor.inspector.graph import Vertex
 from opendoctor.inspector.query import QueryError, parse_query

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from opendoctor.api.auth import current_identity
-from opendoctor.errors import RequestError
-from opendoctor.faults import Fault
-from opendoctor.identity import Identity
+from opendoctor.core.errors import RequestError
+from opendoctor.core.faults import Fault
+from opendoctor.core.identity import Identity
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
 

@@ -7,7 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from opendoctor.model import Event
+from opendoctor.core.model import Event
 
 T = TypeVar("T")
 

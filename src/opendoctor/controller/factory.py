@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from opendoctor.config import Settings
 from opendoctor.controller.lab import LabDriver
 from opendoctor.core.ports import VimDriver
+from opendoctor.core.settings import Settings
 
 
 def make_vim(settings: Settings) -> VimDriver:

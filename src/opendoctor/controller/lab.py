@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.httpclient import HttpClient
 from opendoctor.lab.client import LabClient, LabError, read_lab_state
-from opendoctor.model import Host, Server, VimChange
 
 log = logging.getLogger(__name__)
 

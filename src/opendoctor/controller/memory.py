@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimError
-from opendoctor.model import Host, Server, VimChange
 
 
 class MemoryVim:

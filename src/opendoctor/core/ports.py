@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from opendoctor.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, VimChange
 
 
 class VimError(Exception):

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opendoctor import metrics
-from opendoctor.config import InspectorSettings
+from opendoctor.core.faults import Fault
+from opendoctor.core.model import NotificationEvent, Server
 from opendoctor.core.ports import VimDriver, VimError
-from opendoctor.faults import Fault
+from opendoctor.core.settings import InspectorSettings
 from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import NotificationEvent, Server
 from opendoctor.notifier.notifier import NotifyTarget
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ it deduced from it.
 
 from __future__ import annotations
 
-from opendoctor.faults import Fault
+from opendoctor.core.faults import Fault
+from opendoctor.core.model import HOST_UNREACHABLE
 from opendoctor.inspector.graph import ON, TopologyGraph, make_key
 from opendoctor.inspector.history import AlarmHistory
 from opendoctor.inspector.states import Category, normalize, priority
-from opendoctor.model import HOST_UNREACHABLE
 
 ALARM = Category.ALARM.value
 

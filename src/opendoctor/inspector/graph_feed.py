@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.inspector.graph import CONTAINS, TopologyGraph, make_key
 from opendoctor.inspector.states import Category
-from opendoctor.model import Host, Server, VimChange
 
 RESOURCE = Category.RESOURCE.value
 

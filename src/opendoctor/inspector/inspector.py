@@ -18,14 +18,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from opendoctor import metrics
-from opendoctor.config import InspectorSettings
+from opendoctor.core.faults import Fault
+from opendoctor.core.model import Event, Server
 from opendoctor.core.ports import VimDriver, VimError
-from opendoctor.faults import Fault
+from opendoctor.core.settings import InspectorSettings
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
-from opendoctor.model import Event, Server
 from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
 from opendoctor.tasks import Background, keep_trying

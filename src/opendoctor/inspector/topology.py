@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from opendoctor.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, VimChange
 
 
 class Topology:

@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from opendoctor.config import default_state_dir
+from opendoctor.core.settings import default_state_dir
 from opendoctor.lab.client import LabClient, LabError
 from opendoctor.lab.runner import running_state
 

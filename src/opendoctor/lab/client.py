@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.statefile import STATE_FILE, read_state
-from opendoctor.model import Host, Server, VimChange
 
 CALL_TIMEOUT = 60.0  # evacuating onto a busy host waits for the VM to serve
 

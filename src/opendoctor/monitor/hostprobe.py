@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opendoctor import metrics
-from opendoctor.config import MonitorSettings
-from opendoctor.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
+from opendoctor.core.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
+from opendoctor.core.settings import MonitorSettings
 from opendoctor.monitor import hostwire
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
-from opendoctor.config import Settings
+from opendoctor.core.model import Event, Host
+from opendoctor.core.settings import Settings
 from opendoctor.leader import Leadership
-from opendoctor.model import Event, Host
 from opendoctor.monitor.hostprobe import HostProber
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.pipeline import FaultStore

@@ -12,11 +12,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from opendoctor.config import Settings
 from opendoctor.controller.factory import make_vim
+from opendoctor.core.model import Event, iso
 from opendoctor.core.ports import VimError
+from opendoctor.core.settings import Settings
 from opendoctor.httpclient import HttpClient, HttpError
-from opendoctor.model import Event, iso
 from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.store.db import Database

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from opendoctor.errors import RequestError
-from opendoctor.identity import Identity
-from opendoctor.model import new_id
+from opendoctor.core.errors import RequestError
+from opendoctor.core.identity import Identity
+from opendoctor.core.model import new_id
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import (
     REASON_MANUAL,

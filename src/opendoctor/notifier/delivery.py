@@ -16,7 +16,7 @@ from typing import Protocol
 import orjson
 
 from opendoctor import metrics
-from opendoctor.config import NotifierSettings
+from opendoctor.core.settings import NotifierSettings
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import DELIVERED, FAILED, PENDING, OutboxEntry, OutboxStore

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from opendoctor.model import NotificationEvent
+from opendoctor.core.model import NotificationEvent
 from opendoctor.notifier.rules import Alarm, query_holds
 from opendoctor.notifier.terms import event_key, is_pattern
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import orjson
 
 from opendoctor.bus.base import redelivered
-from opendoctor.model import NotificationEvent
+from opendoctor.core.model import NotificationEvent
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher
 from opendoctor.notifier.index import AlarmIndex

@@ -20,7 +20,7 @@ from typing import Any
 
 from opendoctor.bus import Bus
 from opendoctor.bus.base import Handler
-from opendoctor.model import NotificationEvent, Trait
+from opendoctor.core.model import NotificationEvent, Trait
 from opendoctor.notifier.notifier import Batch, Notifier
 from opendoctor.store.outbox import OutboxEntry
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from opendoctor.model import (
+from opendoctor.core.model import (
     NotificationEvent,
     iso,
 )

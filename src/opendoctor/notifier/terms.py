@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from opendoctor.model import (
+from opendoctor.core.model import (
     TRAIT_DATETIME,
     TRAIT_FLOAT,
     TRAIT_INT,

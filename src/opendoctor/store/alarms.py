@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from opendoctor.model import iso, new_id
+from opendoctor.core.model import iso, new_id
 from opendoctor.notifier.rules import Alarm
 from opendoctor.notifier.terms import compile_rule
 from opendoctor.store.db import Database

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from opendoctor.faults import Fault, RecoveryItem
-from opendoctor.model import Event, Host, Server
+from opendoctor.core.faults import Fault, RecoveryItem
+from opendoctor.core.model import Event, Host, Server
 from opendoctor.store.db import Database, dialect_insert
 from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 

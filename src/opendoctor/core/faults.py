@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from opendoctor.model import CHECKPOINTS, resource_key
+from opendoctor.core.model import CHECKPOINTS, resource_key
 
 
 @dataclass(slots=True)
