@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha import protocol as p
 from opendoctor.ha.hostside import HeartbeatSettings, HeartbeatSupervisor
+from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha import protocol as p
 from opendoctor.ha.agent import GuestAgent, command_health
 from opendoctor.ha.cli import main
+from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 
 from .conftest import Agents, Host, answering, intervals_pass

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opendoctor.ha import protocol as p
+from opendoctor.wire import heartbeat as p
 
 EXAMPLES: list[dict[str, Any]] = [
     {

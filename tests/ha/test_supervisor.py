@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha import protocol as p
 from opendoctor.ha.hostside import HeartbeatSupervisor
+from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 
 from .conftest import Host, RawGuest, answering, intervals_pass

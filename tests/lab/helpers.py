@@ -9,7 +9,7 @@ from pathlib import Path
 
 from opendoctor.httpclient import HttpClient, HttpError
 from opendoctor.lab.client import LabError
-from opendoctor.monitor.hostwire import decode_answer, encode_probe
+from opendoctor.wire.probe import decode_answer, encode_probe
 from tests.conftest import eventually
 
 __all__ = ["eventually"]

@@ -10,8 +10,8 @@ import pytest
 
 from opendoctor.core.model import Event, Host
 from opendoctor.core.settings import MonitorSettings
-from opendoctor.monitor import hostwire
 from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.wire import probe as wire
 from tests.conftest import eventually
 
 
@@ -26,9 +26,9 @@ class Responder(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        seq = hostwire.decode_probe(data)
+        seq = wire.decode_probe(data)
         if seq is not None and self.transport is not None:
-            self.transport.sendto(hostwire.encode_answer(seq, self.name), addr)
+            self.transport.sendto(wire.encode_answer(seq, self.name), addr)
 
 
 async def respond(name: str, address: str) -> asyncio.DatagramTransport:

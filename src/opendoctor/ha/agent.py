@@ -19,7 +19,7 @@ import tty
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opendoctor.ha import protocol as p
+from opendoctor.wire import heartbeat as p
 
 log = logging.getLogger("opendoctor.ha")
 

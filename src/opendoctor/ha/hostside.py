@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from opendoctor.ha import protocol as p
+from opendoctor.wire import heartbeat as p
 
 log = logging.getLogger("opendoctor.ha")
 

@@ -43,7 +43,7 @@ from opendoctor.lab.events import EventSender, lifecycle_event
 from opendoctor.lab.guest import GuestHeartbeats
 from opendoctor.lab.hostvm import VmError, VmHandle
 from opendoctor.lab.vm import ROLES
-from opendoctor.monitor.hostwire import decode_probe, encode_answer
+from opendoctor.wire.probe import decode_probe, encode_answer
 
 log = logging.getLogger("opendoctor.lab.host")
 

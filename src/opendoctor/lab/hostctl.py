@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.proc import die_with_parent, kill_group
-from opendoctor.monitor.hostwire import decode_answer, encode_probe
+from opendoctor.wire.probe import decode_answer, encode_probe
 
 log = logging.getLogger("opendoctor.lab.manager")
 

@@ -26,7 +26,7 @@ from typing import Any
 from opendoctor import metrics
 from opendoctor.core.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
 from opendoctor.core.settings import MonitorSettings
-from opendoctor.monitor import hostwire
+from opendoctor.wire import probe as wire
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.prober = prober
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        decoded = hostwire.decode_answer(data)
+        decoded = wire.decode_answer(data)
         if decoded is not None:
             self.prober.answered((str(addr[0]), int(addr[1])), decoded[0])
 
@@ -208,7 +208,7 @@ class HostProber:
             else:
                 self._judge()
             self.seq += 1
-            probe = hostwire.encode_probe(self.seq)
+            probe = wire.encode_probe(self.seq)
             for target in self._targets.values():
                 for path in (target.primary, target.alt):
                     if path is not None:
