@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from opendoctor.bench import summary
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import Stack, StackError, running_stack, wait_for
 from opendoctor.storm_cpu import CpuMeter
@@ -132,7 +132,7 @@ async def _pg_admin(url: str) -> AsyncIterator[Any]:
 
 async def _broker(url: str) -> Any:
     try:
-        from opendoctor.amqp import AmqpError, Broker
+        from opendoctor.infra.amqp import AmqpError, Broker
     except ImportError as exc:
         raise Unavailable("aio-pika is not installed (pip install 'opendoctor[amqp]')") from exc
     broker = Broker(url, name="opendoctor-bench-storm")

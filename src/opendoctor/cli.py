@@ -88,7 +88,8 @@ def serve(
     then these options. Split roles talk over RabbitMQ and share one database: they
     need bus.kind = amqp and a database_url (docs/deployment.md).
     """
-    from opendoctor import logs, server
+    from opendoctor import server
+    from opendoctor.infra import logs
 
     overrides: dict[str, Any] = {}
     settings = _settings(config)
@@ -139,7 +140,7 @@ def monitor(
     the southbound token from [api] southbound_token. With --lease, replicas elect one
     leader; if it dies another takes over within about monitor.lease_ttl seconds.
     """
-    from opendoctor import logs
+    from opendoctor.infra import logs
     from opendoctor.monitor import standalone
 
     settings = _settings(config)
@@ -285,7 +286,7 @@ def demo(
     """
     from opendoctor import demo as demo_uc1
     from opendoctor import demo_uc2
-    from opendoctor.httpclient import HttpError
+    from opendoctor.infra.httpclient import HttpError
     from opendoctor.stack import StackError
 
     console = Console()

@@ -74,8 +74,8 @@ def up(
     `opendoctor cluster down`; their logs are in the cluster directory.
     """
     from opendoctor.cluster import Cluster, ClusterSpec, read_state
+    from opendoctor.infra.procs import ChildFailed, pid_alive
     from opendoctor.lab.client import LabClient, LabNotRunning
-    from opendoctor.procs import ChildFailed, pid_alive
     from opendoctor.store.db import ensure_database
 
     where = _dir(directory)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from opendoctor.httpclient import Response
+    from opendoctor.infra.httpclient import Response
 
 err = Console(stderr=True)
 
@@ -90,7 +90,7 @@ def api_request(
 ) -> Response:
     """Call a route of a running service; exit with what went wrong if it cannot be
     reached. The caller judges the status."""
-    from opendoctor.httpclient import HttpClient, HttpError
+    from opendoctor.infra.httpclient import HttpClient, HttpError
 
     headers = {"X-Auth-Token": token} if token else {"X-Project-Id": "admin", "X-Roles": "admin"}
     if content_type is not None:

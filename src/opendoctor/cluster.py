@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from opendoctor.core.settings import Role
-from opendoctor.httpclient import HttpClient, HttpError
-from opendoctor.procs import ChildProcess, pid_alive, terminate
+from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.infra.procs import ChildProcess, pid_alive, terminate
 
 STATE_FILE = "cluster.json"
 # Started first: whoever consumes the bus is there before the API hands it events.

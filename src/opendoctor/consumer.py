@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from opendoctor.infra.procs import announce_ready, until_signalled
 from opendoctor.lab.client import LabClient
-from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.switchover import Switcher
 
 if TYPE_CHECKING:
     # Imported when --amqp is used: the consumer runs without the amqp extra otherwise.
-    from opendoctor.amqp import Broker, Delivery
+    from opendoctor.infra.amqp import Broker, Delivery
 
 RECEIVED: web.AppKey[list[dict[str, Any]]] = web.AppKey("received", list)
 SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
@@ -197,7 +197,7 @@ class AmqpListener:
     """
 
     def __init__(self, app: web.Application, url: str) -> None:
-        from opendoctor.amqpurl import parse_listen_url
+        from opendoctor.infra.amqpurl import parse_listen_url
 
         self.app = app
         self.target = parse_listen_url(url)
@@ -211,7 +211,7 @@ class AmqpListener:
         )
 
     async def start(self) -> None:
-        from opendoctor.amqp import Broker
+        from opendoctor.infra.amqp import Broker
 
         t = self.target
         broker = self._broker = Broker(t.broker, name="opendoctor-consumer")
@@ -223,7 +223,7 @@ class AmqpListener:
         await broker.consume(self.queue, self._on_message, prefetch=64)
 
     async def _on_message(self, delivery: Delivery) -> None:
-        from opendoctor.amqp import AmqpError
+        from opendoctor.infra.amqp import AmqpError
 
         arrived = time.time()
         request_id = delivery.header("x-openstack-request-id")

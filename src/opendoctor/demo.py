@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opendoctor.core.model import CHECKPOINTS
-from opendoctor.httpclient import HttpError
+from opendoctor.infra.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import Stack, StackError, running_stack, wait_for
 

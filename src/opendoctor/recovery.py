@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from opendoctor import metrics
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Server
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import RecoverySettings
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra import metrics
+from opendoctor.infra.httpclient import HttpClient, HttpError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import uvicorn
 
 from opendoctor.api.app import create_app
 from opendoctor.core.settings import Settings
-from opendoctor.procs import announce_ready
+from opendoctor.infra.procs import announce_ready
 from opendoctor.service import Service
 
 

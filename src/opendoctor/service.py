@@ -13,13 +13,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from opendoctor import metrics
 from opendoctor.bus import Bus, InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, VimChange, new_id
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import Role, Settings
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra import metrics
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.inspector import topology_file
 from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from opendoctor.cluster import Cluster, ClusterSpec
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 
 T = TypeVar("T")
 

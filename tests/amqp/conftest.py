@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from opendoctor.amqp import Broker, parse_broker_url
 from opendoctor.bus.amqp import AmqpBus
+from opendoctor.infra.amqp import Broker, parse_broker_url
 from tests.pipeline.conftest import consumer as consumer  # a fixture of these tests too
 from tests.servers import in_ci, need
 

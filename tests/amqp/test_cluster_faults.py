@@ -28,10 +28,10 @@ from sqlalchemy.engine import make_url
 from opendoctor.bus.amqp import partition_of
 from opendoctor.cluster import Cluster
 from opendoctor.core.model import Event
+from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.spec import LabSpec
 from opendoctor.monitor.standalone import doctor_event
 from opendoctor.notifier import remote
-from opendoctor.procs import pid_alive
 from opendoctor.stack import ADMIN, Stack, running_stack
 from tests import pg
 from tests.amqp.conftest import Names

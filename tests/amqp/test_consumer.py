@@ -12,9 +12,9 @@ import pytest
 
 from opendoctor import consumer
 from opendoctor.consumer import RECEIVED, AmqpListener, make_app
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.client import LabClient
 from opendoctor.notifier.amqp_sender import AmqpSender
-from opendoctor.procs import ChildProcess
 from opendoctor.switchover import Switcher
 from tests.amqp.conftest import Names
 from tests.amqp.test_sender import BODY, action, entry

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from opendoctor.amqp import Broker
 from opendoctor.bus.amqp import AmqpBus
 from opendoctor.core.model import Event
+from opendoctor.infra.amqp import Broker
 from opendoctor.notifier.amqp_sender import AmqpSender
 from tests.amqp.conftest import Names
 from tests.amqp.test_sender import action, bound_queue, entry

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from opendoctor.amqp import Broker, Delivery
 from opendoctor.core.settings import NotifierSettings
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.amqp import Broker, Delivery
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.notifier.amqp_sender import AmqpSender
 from opendoctor.notifier.delivery import DeliveryError, Dispatcher, HttpSender
 from opendoctor.store.outbox import DELIVERED, PENDING, OutboxEntry, OutboxStore

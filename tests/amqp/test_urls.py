@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from opendoctor.amqpurl import BrokerUrl, parse_action_url, parse_broker_url, parse_listen_url
+from opendoctor.infra.amqpurl import BrokerUrl, parse_action_url, parse_broker_url, parse_listen_url
 from opendoctor.notifier.rules import AlarmBody
 
 ACTION = "amqp://vnfm:s3cret@broker.example:5673/prod?exchange=opendoctor.alarms&routing_key=a.b"

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 
 from opendoctor.consumer import make_app
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 from tests.conftest import eventually
 from tests.pipeline.conftest import Consumer, alarm_for, free_port, host_down
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 from opendoctor.stack import running_stack, wait_for
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.demo import fail_and_recover, restore
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 from opendoctor.stack import running_stack
 
 SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.62")

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.amqp import AmqpError, Broker
+from opendoctor.infra.amqp import AmqpError, Broker
 from tests.servers import need
 
 # Boot takes a few seconds on an idle machine; on a loaded one, and after a crash (the
@@ -226,7 +226,7 @@ async def rabbitmqctl(*args: str, node: PrivateRabbit | None = None) -> Any:
 
 async def unacked_by_process(node: PrivateRabbit | None = None) -> dict[int, int]:
     """Process id -> messages delivered to it and not acknowledged yet, as the broker
-    sees them: opendoctor names each connection with its process id (`opendoctor.amqp`)."""
+    sees them: opendoctor names each connection with its process id (`opendoctor.infra.amqp`)."""
     connections, channels = await asyncio.gather(
         rabbitmqctl("list_connections", "pid", "client_properties", node=node),
         rabbitmqctl("list_channels", "connection", "messages_unacknowledged", node=node),

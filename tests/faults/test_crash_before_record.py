@@ -27,8 +27,8 @@ import asyncpg
 import httpx
 import pytest
 
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 from opendoctor.stack import ADMIN, Stack, running_stack
 from tests import pg
 from tests.conftest import eventually

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.procs import ChildProcess
 from opendoctor.stack import ADMIN, running_stack
 from tests.conftest import eventually
 from tests.faults.owners import arrivals, assert_told_once

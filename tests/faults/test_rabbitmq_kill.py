@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from opendoctor.procs import pid_alive
+from opendoctor.infra.procs import pid_alive
 from opendoctor.stack import Stack, running_stack
 from tests import pg
 from tests.amqp.test_cluster_faults import (

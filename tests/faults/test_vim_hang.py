@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.httpclient import HttpError
+from opendoctor.infra.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.stack import Stack, running_stack
 from tests import pg

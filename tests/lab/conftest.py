@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 

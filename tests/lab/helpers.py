@@ -7,7 +7,7 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.client import LabError
 from opendoctor.wire.probe import decode_answer, encode_probe
 from tests.conftest import eventually

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner, LabStartError
 from opendoctor.lab.spec import LabSpec
 

@@ -11,7 +11,7 @@ import pytest
 from opendoctor.controller.lab import LabDriver
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimDriver, VimError
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.client import LabError
 from opendoctor.lab.runner import LabRunner
 

@@ -7,7 +7,7 @@ import signal
 import time
 from datetime import datetime
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.hostctl import HostProc
 
 from .conftest import LabFactory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner
 
 from .helpers import eventually, heartbeat, processes_matching, refused, served_by

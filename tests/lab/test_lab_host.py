@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.hostctl import HostCallError, HostProc
 from opendoctor.lab.vm import serve_vm
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 
 from .conftest import LabFactory
 from .helpers import served_by

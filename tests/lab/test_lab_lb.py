@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner
 
 from .conftest import LabFactory

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from opendoctor.controller.lab import LabDriver
 from opendoctor.core.model import HOST_UNREACHABLE, Event, Host
 from opendoctor.core.settings import MonitorSettings
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.cli import app
 from opendoctor.lab.client import host_from_json
 from opendoctor.lab.hostctl import HostProc

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.hostctl import HostProc
 from opendoctor.lab.runner import LabRunner
 

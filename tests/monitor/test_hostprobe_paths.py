@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opendoctor import metrics
 from opendoctor.core.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
 from opendoctor.core.settings import MonitorSettings
+from opendoctor.infra import metrics
 from opendoctor.monitor.hostprobe import HostProber
 from opendoctor.wire import probe as wire
 from tests.conftest import eventually

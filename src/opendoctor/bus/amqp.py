@@ -38,16 +38,16 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from opendoctor.amqp import (
+from opendoctor.bus.base import Handler, handling
+from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
+from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
+from opendoctor.infra.amqp import (
     AmqpError,
     Broker,
     BrokerUrl,
     Delivery,
     DeliveryHandler,
 )
-from opendoctor.bus.base import Handler, handling
-from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
-from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimError
-from opendoctor.httpclient import HttpClient
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.client import LabClient, LabError, read_lab_state
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 from opendoctor.ha.agent import GuestAgent, command_health
-from opendoctor.procs import announce_ready
+from opendoctor.infra.procs import announce_ready
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

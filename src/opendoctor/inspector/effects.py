@@ -20,11 +20,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opendoctor import metrics
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import NotificationEvent, Server
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
+from opendoctor.infra import metrics
 from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology

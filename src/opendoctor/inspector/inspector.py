@@ -17,18 +17,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from opendoctor import metrics
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Server
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
+from opendoctor.infra import metrics
+from opendoctor.infra.tasks import Background, keep_trying
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
 from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
-from opendoctor.tasks import Background, keep_trying
 
 log = logging.getLogger(__name__)
 

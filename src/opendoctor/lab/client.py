@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from opendoctor.core.model import Host, Server, VimChange
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.statefile import STATE_FILE, read_state
 
 CALL_TIMEOUT = 60.0  # evacuating onto a busy host waits for the VM to serve

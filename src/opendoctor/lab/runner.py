@@ -12,11 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from opendoctor.infra.procs import pid_alive, terminate
 from opendoctor.lab.client import LabClient
 from opendoctor.lab.proc import die_with_parent
 from opendoctor.lab.spec import LabSpec
 from opendoctor.lab.statefile import read_state, remove_state
-from opendoctor.procs import pid_alive, terminate
 
 LOG_FILE = "lab.log"
 START_TIMEOUT = 60.0

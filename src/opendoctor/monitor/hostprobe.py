@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opendoctor import metrics
 from opendoctor.core.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
 from opendoctor.core.settings import MonitorSettings
+from opendoctor.infra import metrics
 from opendoctor.wire import probe as wire
 
 log = logging.getLogger(__name__)

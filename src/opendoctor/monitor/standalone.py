@@ -16,9 +16,9 @@ from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, iso
 from opendoctor.core.ports import VimError
 from opendoctor.core.settings import Settings
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.infra.procs import announce_ready, until_signalled
 from opendoctor.monitor.probing import Probing, open_reports
-from opendoctor.procs import announce_ready, until_signalled
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.pipeline import FaultStore

@@ -1,7 +1,7 @@
 """`amqp://` and `amqps://` actions: the alarm callback, published to a topic exchange.
 
 The action URL is `amqp[s]://user:password@host[:port]/[vhost]?exchange=NAME&routing_key=KEY`
-(`opendoctor.amqp.parse_action_url`). The message carries exactly the body the HTTP
+(`opendoctor.infra.amqp.parse_action_url`). The message carries exactly the body the HTTP
 sender POSTs, with the same `x-openstack-request-id` header (stable per outbox entry, so a
 retried delivery can be deduplicated) and `content-type: application/json`. It is
 persistent and published to a durable topic exchange, declared if missing; `send`
@@ -16,7 +16,7 @@ import logging
 
 import orjson
 
-from opendoctor.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
+from opendoctor.infra.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
 from opendoctor.notifier.delivery import DeliveryError
 from opendoctor.store.outbox import OutboxEntry
 

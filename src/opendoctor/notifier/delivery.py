@@ -15,9 +15,9 @@ from typing import Protocol
 
 import orjson
 
-from opendoctor import metrics
 from opendoctor.core.settings import NotifierSettings
-from opendoctor.httpclient import HttpClient, HttpError
+from opendoctor.infra import metrics
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import DELIVERED, FAILED, PENDING, OutboxEntry, OutboxStore
 

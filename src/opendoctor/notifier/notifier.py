@@ -17,13 +17,13 @@ import orjson
 
 from opendoctor.bus.base import redelivered
 from opendoctor.core.model import NotificationEvent
+from opendoctor.infra.tasks import Background, keep_trying
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import Alarm
 from opendoctor.store.alarms import Transition
 from opendoctor.store.outbox import PENDING, OutboxEntry, OutboxStore
-from opendoctor.tasks import Background, keep_trying
 
 log = logging.getLogger(__name__)
 

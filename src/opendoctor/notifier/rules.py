@@ -154,7 +154,7 @@ def _check_action(url: str) -> str:
 def _check_amqp_action(url: str) -> str:
     """`amqp[s]://user:pass@host[:port]/[vhost]?exchange=NAME&routing_key=KEY`."""
     try:
-        from opendoctor.amqp import parse_action_url
+        from opendoctor.infra.amqp import parse_action_url
     except ImportError:
         raise ValueError(
             f"{url!r}: AMQP actions are not available on this server "

@@ -34,7 +34,7 @@ from aiormq import exceptions as pika_errors
 from pamqp.commands import Basic
 from yarl import URL
 
-from opendoctor.amqpurl import (
+from opendoctor.infra.amqpurl import (
     MAX_NAME,
     SCHEMES,
     AmqpError,

@@ -1,7 +1,7 @@
 """AMQP URLs: a broker, an alarm action (where to publish), what a consumer binds.
 
 Plain parsing and checking, with error messages that name the problem; no AMQP client
-here (that is `opendoctor.amqp`), so the API can validate alarm actions without one.
+here (that is `opendoctor.infra.amqp`), so the API can validate alarm actions without one.
 """
 
 from __future__ import annotations
