@@ -215,14 +215,14 @@ def guest_agent(
     It registers with the host over the channel, answers every challenge, and reports
     the result of the health command. The protocol is in docs/guest-heartbeat.md.
     """
-    from opendoctor.ha import cli as ha_cli
+    from opendoctor.heartbeat import cli as heartbeat_cli
 
     argv = ["--channel", channel, "--instance-id", instance_id]
     argv += ["--health-timeout", str(health_timeout)]
     argv += ["--interval-ms", str(interval_ms), "--timeout-ms", str(timeout_ms)]
     if health_cmd:
         argv += ["--health-cmd", health_cmd]
-    ha_cli.main(argv)
+    heartbeat_cli.main(argv)
 
 
 @app.command()

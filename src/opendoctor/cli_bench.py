@@ -76,7 +76,7 @@ def bench_heartbeat(
     The soak counts false alarms among healthy guests (the target is none; run it for
     600 s to reproduce the 10-minute figure).
     """
-    from opendoctor.ha import soak
+    from opendoctor.heartbeat import soak
 
     async def measure() -> dict[str, Any]:
         found = await soak.detection(runs)

@@ -5,7 +5,7 @@ host's `HeartbeatSupervisor` listens; the VM's `GuestAgent` connects to it and a
 the host's challenges with the VM's health flag. In process mode the agent runs in
 the VM's process (so a hung process misses its challenges); in inline mode the host
 runs it for the VM. The supervisor's reports go to the host's events sink.
-Standard library only (plus `opendoctor.ha`, which is too): hosts import it.
+Standard library only (plus `opendoctor.heartbeat`, which is too): hosts import it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from opendoctor.ha.agent import GuestAgent
-from opendoctor.ha.hostside import HeartbeatSupervisor
+from opendoctor.heartbeat.agent import GuestAgent
+from opendoctor.heartbeat.hostside import HeartbeatSupervisor
 from opendoctor.lab.vm import cancel_until_done
 
 # AF_UNIX paths hold 107 bytes (108 with the terminating NUL).

@@ -10,7 +10,7 @@ Run as `python -m opendoctor.lab.vm --name N --address A --port P [--role R]
 `serve_vm` to serve it from inside a host process ("inline" mode). A VM process takes
 settings from its host on stdin, one JSON object per line (`{"role": "standby"}`,
 `{"healthy": false}`), and answers each on stdout with its settings after the change.
-With `--hb-socket` it also runs a guest heartbeat agent (`opendoctor.ha.agent`) on
+With `--hb-socket` it also runs a guest heartbeat agent (`opendoctor.heartbeat.agent`) on
 that socket, reporting the health flag.
 Standard library only: a host may start hundreds of these and each must be up fast.
 """
@@ -244,7 +244,7 @@ async def _main(args: argparse.Namespace) -> int:
     agent = None
     if args.hb_socket:
         # The guest heartbeat agent, answering its host with the application's health.
-        from opendoctor.ha.agent import GuestAgent
+        from opendoctor.heartbeat.agent import GuestAgent
 
         agent = GuestAgent(args.hb_socket, args.instance_id or args.name, server.health)
         tasks.append(asyncio.create_task(agent.run()))

@@ -1,4 +1,4 @@
-"""Command line of the guest agent: `python -m opendoctor.ha.cli` (`opendoctor guest-agent`).
+"""Command line of the guest agent: `python -m opendoctor.heartbeat.cli` (`opendoctor guest-agent`).
 
 Plain argparse, standard library only: it runs inside small VMs and must start fast.
 SIGTERM and SIGINT send `exit` first, so a stopped agent is not mistaken for a fault.
@@ -13,7 +13,7 @@ import logging
 import signal
 from pathlib import Path
 
-from opendoctor.ha.agent import GuestAgent, command_health
+from opendoctor.heartbeat.agent import GuestAgent, command_health
 from opendoctor.infra.procs import announce_ready
 
 

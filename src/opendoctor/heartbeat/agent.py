@@ -21,7 +21,7 @@ from typing import Any
 
 from opendoctor.wire import heartbeat as p
 
-log = logging.getLogger("opendoctor.ha")
+log = logging.getLogger("opendoctor.heartbeat")
 
 Health = Callable[[], Awaitable[tuple[bool, str | None]]]
 

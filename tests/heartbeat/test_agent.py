@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha.agent import GuestAgent, command_health
-from opendoctor.ha.cli import main
+from opendoctor.heartbeat.agent import GuestAgent, command_health
+from opendoctor.heartbeat.cli import main
 from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from opendoctor.wire import heartbeat as p
 
-log = logging.getLogger("opendoctor.ha")
+log = logging.getLogger("opendoctor.heartbeat")
 
 MONITOR = "opendoctor-guest-heartbeat"
 MISSED = "compute.instance.heartbeat.missed"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha.hostside import HeartbeatSupervisor
+from opendoctor.heartbeat.hostside import HeartbeatSupervisor
 from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 

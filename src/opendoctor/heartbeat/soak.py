@@ -2,7 +2,7 @@
 
 `soak` runs healthy agents for a while and counts false alarms; `detection` injects
 faults (hang, death, failing health command, restart) and times the reports. Both
-start the agents as `python -m opendoctor.ha.cli` over Unix sockets in a temporary
+start the agents as `python -m opendoctor.heartbeat.cli` over Unix sockets in a temporary
 directory, as the lab's VMs do.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from opendoctor.ha.hostside import MISSED, UNHEALTHY, HeartbeatSettings, HeartbeatSupervisor
+from opendoctor.heartbeat.hostside import MISSED, UNHEALTHY, HeartbeatSettings, HeartbeatSupervisor
 
 START_TIMEOUT = 30.0
 REPORT_TIMEOUT = 10.0
@@ -86,7 +86,7 @@ class _Lab:
 
     async def spawn(self, vm: str, health_cmd: str | None = None) -> asyncio.subprocess.Process:
         args = [
-            *("-m", "opendoctor.ha.cli", "--channel", self.sock(vm), "--instance-id", vm),
+            *("-m", "opendoctor.heartbeat.cli", "--channel", self.sock(vm), "--instance-id", vm),
             *("--interval-ms", str(round(self.settings.interval * 1000))),
             *("--timeout-ms", str(round(self.settings.response_timeout * 1000))),
             *("--ready-file", str(self.dir / f"{vm}.ready"), "--log-level", "WARNING"),

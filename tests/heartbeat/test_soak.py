@@ -3,7 +3,7 @@ come from the benchmark command, not from here)."""
 
 from __future__ import annotations
 
-from opendoctor.ha.soak import detection, percentiles, soak
+from opendoctor.heartbeat.soak import detection, percentiles, soak
 
 
 def test_percentiles_use_nearest_rank_in_milliseconds() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.ha.hostside import HeartbeatSettings, HeartbeatSupervisor
+from opendoctor.heartbeat.hostside import HeartbeatSettings, HeartbeatSupervisor
 from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 
@@ -66,7 +66,7 @@ async def make_host(tmp_path: Path) -> AsyncIterator[Callable[..., Host]]:
 
 
 class Agents:
-    """Guest-agent processes (`python -m opendoctor.ha.cli`), all killed at the end."""
+    """Guest-agent processes (`python -m opendoctor.heartbeat.cli`), all killed at the end."""
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
@@ -77,7 +77,15 @@ class Agents:
         with log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                *("-m", "opendoctor.ha.cli", "--channel", channel, "--instance-id", vm, *extra),
+                *(
+                    "-m",
+                    "opendoctor.heartbeat.cli",
+                    "--channel",
+                    channel,
+                    "--instance-id",
+                    vm,
+                    *extra,
+                ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
