@@ -254,7 +254,7 @@ def consumer(
     switches the lab load balancer over; GET /switchovers says when (T10). With --amqp
     it also consumes callbacks that opendoctor publishes for amqp:// alarm actions.
     """
-    from opendoctor import consumer as consumer_mod
+    from opendoctor.tools import consumer as consumer_mod
 
     pairs = consumer_mod.parse_pairs(pair or [])
     asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs, amqp))
@@ -284,10 +284,10 @@ def demo(
     the load balancer to server2 while clients keep sending requests. Exits non-zero if
     an owner was not notified, notification took 1 s or more, or the switch-over failed.
     """
-    from opendoctor import demo as demo_uc1
-    from opendoctor import demo_uc2
     from opendoctor.infra.httpclient import HttpError
-    from opendoctor.stack import StackError
+    from opendoctor.tools import demo as demo_uc1
+    from opendoctor.tools import demo_uc2
+    from opendoctor.tools.stack import StackError
 
     console = Console()
     where = workdir or demo_uc1.default_workdir()

@@ -40,7 +40,7 @@ def bench_notify(
     Prints detection-to-notification (T01→T09) percentiles per size and the time until
     the last owner is notified.
     """
-    from opendoctor import bench
+    from opendoctor.tools import bench
 
     sizes = vms or [1, 50, 1000]
     results = asyncio.run(bench.notify(sizes, runs, Console(stderr=True, quiet=as_json)))
@@ -57,7 +57,7 @@ def bench_switchover(
     Prints detection time, notification and switch-over times (T00→T01, T00→T09,
     T00→T10) and the client requests that failed, as percentiles.
     """
-    from opendoctor import bench_uc2
+    from opendoctor.tools import bench_uc2
 
     result = asyncio.run(bench_uc2.switchover(runs, Console(stderr=True, quiet=as_json)))
     _emit(result, as_json, bench_uc2.print_switchover)
@@ -118,7 +118,7 @@ def bench_graph_command(
     The default builds 10,000 hosts with 500,000 servers and as many ports (about a
     million entities).
     """
-    from opendoctor import bench_graph
+    from opendoctor.tools import bench_graph
 
     result = bench_graph.run(
         hosts=hosts,
@@ -179,7 +179,7 @@ def bench_storm_command(
     runs and the exit code is 2, unless --skip-unavailable: then that mode is skipped
     with a warning. Exits 1 if any notification never arrived.
     """
-    from opendoctor import bench_storm
+    from opendoctor.tools import bench_storm
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in bench_storm.MODES]

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
-from opendoctor.consumer import make_app
 from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
+from opendoctor.tools.consumer import make_app
 from tests import pg
 from tests.amqp.conftest import Names
 from tests.conftest import eventually

@@ -32,7 +32,7 @@ from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.spec import LabSpec
 from opendoctor.monitor.standalone import doctor_event
 from opendoctor.notifier import remote
-from opendoctor.stack import ADMIN, Stack, running_stack
+from opendoctor.tools.stack import ADMIN, Stack, running_stack
 from tests import pg
 from tests.amqp.conftest import Names
 from tests.conftest import eventually

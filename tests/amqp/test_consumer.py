@@ -10,12 +10,12 @@ import httpx
 import orjson
 import pytest
 
-from opendoctor import consumer
-from opendoctor.consumer import RECEIVED, AmqpListener, make_app
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.client import LabClient
 from opendoctor.notifier.amqp_sender import AmqpSender
-from opendoctor.switchover import Switcher
+from opendoctor.tools import consumer
+from opendoctor.tools.consumer import RECEIVED, AmqpListener, make_app
+from opendoctor.tools.switchover import Switcher
 from tests.amqp.conftest import Names
 from tests.amqp.test_sender import BODY, action, entry
 from tests.conftest import eventually

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from opendoctor.demo import fail_and_recover
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import running_stack
+from opendoctor.tools.demo import fail_and_recover
+from opendoctor.tools.stack import running_stack
 from tests import pg
 from tests.amqp.conftest import Names
 

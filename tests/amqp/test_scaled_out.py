@@ -8,9 +8,9 @@ import httpx
 
 from opendoctor.api.app import create_app
 from opendoctor.bus.amqp import AmqpBus
-from opendoctor.consumer import RECEIVED, AmqpListener, make_app
 from opendoctor.core.model import Event
 from opendoctor.service import Service
+from opendoctor.tools.consumer import RECEIVED, AmqpListener, make_app
 from tests import pg
 from tests.amqp.conftest import Names
 from tests.conftest import eventually

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from opendoctor.api.app import create_app
-from opendoctor.consumer import make_app
 from opendoctor.service import Service
+from opendoctor.tools.consumer import make_app
 from tests.pipeline.conftest import Consumer, free_port, lab_vim, settings_for
 
 TOKENS: dict[str, dict[str, Any]] = {

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from opendoctor.consumer import make_app
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
+from opendoctor.tools.consumer import make_app
 from tests.conftest import eventually
 from tests.pipeline.conftest import Consumer, alarm_for, free_port, host_down
 

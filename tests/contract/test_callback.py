@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, owner, running_stack
+from opendoctor.tools.stack import Stack, owner, running_stack
 from tests.amqp.conftest import Names
 from tests.amqp.conftest import amqp_url as amqp_url  # a fixture of this test too
 from tests.amqp.conftest import names as names  # a fixture of this test too

@@ -17,7 +17,7 @@ import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 from rich.console import Console
 
-from opendoctor import bench_storm
+from opendoctor.tools import bench_storm
 from tests import pg
 from tests.amqp.conftest import AMQP_URL
 from tests.servers import need

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import running_stack, wait_for
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
+from opendoctor.tools.stack import running_stack, wait_for
 from tests import pg
 
 SPEC = LabSpec(hosts=3, vms=3, projects=["project-a"], ip_prefix="127.68")

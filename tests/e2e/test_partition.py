@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, running_stack, wait_for
+from opendoctor.tools.stack import Stack, running_stack, wait_for
 
 SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.65")
 

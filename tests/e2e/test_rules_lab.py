@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
 from tests.e2e.test_uc1 import cli_json
 
 SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.66")

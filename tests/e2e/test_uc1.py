@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from opendoctor.demo import fail_and_recover, restore
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import running_stack
+from opendoctor.tools.demo import fail_and_recover, restore
+from opendoctor.tools.stack import running_stack
 
 SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.62")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from opendoctor.demo_uc2 import PROJECT, Traffic, kill_and_switch, setup_pair
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import running_stack
+from opendoctor.tools.demo_uc2 import PROJECT, Traffic, kill_and_switch, setup_pair
+from opendoctor.tools.stack import running_stack
 from tests.conftest import eventually
 
 SPEC = LabSpec(hosts=2, vms=0, projects=[PROJECT], ip_prefix="127.64")

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from opendoctor.stack import Stack
+from opendoctor.tools.stack import Stack
 
 
 def instance_of(arrival: dict[str, Any]) -> str:

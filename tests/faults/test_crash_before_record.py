@@ -29,7 +29,7 @@ import pytest
 
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import ADMIN, Stack, running_stack
+from opendoctor.tools.stack import ADMIN, Stack, running_stack
 from tests import pg
 from tests.conftest import eventually
 from tests.faults.holding import HoldingConsumer

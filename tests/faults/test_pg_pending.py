@@ -20,7 +20,7 @@ import pytest
 
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import ADMIN, running_stack
+from opendoctor.tools.stack import ADMIN, running_stack
 from tests.conftest import eventually
 from tests.faults.owners import arrivals, assert_told_once
 from tests.faults.private_pg import StopMode, private_postgres

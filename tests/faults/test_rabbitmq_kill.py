@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from opendoctor.infra.procs import pid_alive
-from opendoctor.stack import Stack, running_stack
+from opendoctor.tools.stack import Stack, running_stack
 from tests import pg
 from tests.amqp.test_cluster_faults import (
     FAILED,

@@ -19,7 +19,7 @@ import pytest
 
 from opendoctor.infra.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, running_stack
+from opendoctor.tools.stack import Stack, running_stack
 from tests import pg
 from tests.amqp.conftest import Names
 from tests.amqp.conftest import amqp_url as amqp_url  # a fixture of this test too

@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from opendoctor import bench_graph
+from opendoctor.tools import bench_graph
 
 
 def test_small_run_reports_right_counts() -> None:

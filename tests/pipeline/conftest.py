@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 
 from opendoctor.api.app import create_app
-from opendoctor.consumer import ARRIVALS, RECEIVED, make_app
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server, iso
 from opendoctor.core.settings import Settings
 from opendoctor.service import Service
+from opendoctor.tools.consumer import ARRIVALS, RECEIVED, make_app
 
 PROJECT_A, PROJECT_B = "project-a", "project-b"
 
@@ -55,7 +55,7 @@ class Consumer:
 
     @property
     def arrivals(self) -> list[dict[str, Any]]:
-        """Every callback as it came, repeats included (see `opendoctor.consumer`)."""
+        """Every callback as it came, repeats included (see `opendoctor.tools.consumer`)."""
         return self.app[ARRIVALS]
 
     async def start(self, port: int) -> None:

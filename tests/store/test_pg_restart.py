@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import ADMIN, Stack, alarm_body, owner, running_stack
+from opendoctor.tools.stack import ADMIN, Stack, alarm_body, owner, running_stack
 from tests.conftest import eventually
 from tests.faults.private_pg import PrivatePostgres, private_postgres
 from tests.pg import assert_database_down

@@ -20,7 +20,7 @@ from rich.table import Table
 from opendoctor.core.model import CHECKPOINTS
 from opendoctor.infra.httpclient import HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
 
 LIMIT_NOTIFY = 1.0  # seconds from detection to the last owner notified (Doctor's requirement)
 DEMO_SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.60")

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor.storm_modes import BASELINE, MODES, TARGET_P99
+from opendoctor.tools.storm_modes import BASELINE, MODES, TARGET_P99
 
 ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("storm: events accepted /s", ("storm", "accepted_per_s"), "rate"),

@@ -12,7 +12,7 @@ opendoctor publishes the same callbacks for `amqp://` alarm actions; those messa
 are recorded the same way (the request id comes from the message's header).
 
 In active/standby mode (`--lab-url`, pairs from `--pair` or `PUT /pairs`) a failure of
-a pair's active server switches the pair over (`opendoctor.switchover`); `GET
+a pair's active server switches the pair over (`opendoctor.tools.switchover`); `GET
 /switchovers` tells when each finished (T10).
 """
 
@@ -30,7 +30,7 @@ from aiohttp import web
 
 from opendoctor.infra.procs import announce_ready, until_signalled
 from opendoctor.lab.client import LabClient
-from opendoctor.switchover import Switcher
+from opendoctor.tools.switchover import Switcher
 
 if TYPE_CHECKING:
     # Imported when --amqp is used: the consumer runs without the amqp extra otherwise.

@@ -19,10 +19,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor import bench_rules
-from opendoctor.bench import percentile
 from opendoctor.inspector.graph import ATTACHED, CAUSES, CONTAINS, ON, RxGraph, make_key
 from opendoctor.inspector.states import Category
+from opendoctor.tools import bench_rules
+from opendoctor.tools.bench import percentile
 
 CONNECTS = "connects"
 PROJECTS = tuple(f"project-{i}" for i in range(20))

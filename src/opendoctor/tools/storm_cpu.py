@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opendoctor.stack import Stack
+    from opendoctor.tools.stack import Stack
 
 
 def _processes() -> dict[int, tuple[int, str, float]]:

@@ -41,21 +41,21 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from opendoctor.bench import summary
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, StackError, running_stack, wait_for
-from opendoctor.storm_cpu import CpuMeter
-from opendoctor.storm_modes import (
+from opendoctor.tools.bench import summary
+from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.tools.storm_cpu import CpuMeter
+from opendoctor.tools.storm_modes import (
     DEFAULT_AMQP as DEFAULT_AMQP,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     DEFAULT_PG as DEFAULT_PG,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     MODES as MODES,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     PROJECTS,
     RESEND_AFTER,
     RESEND_FOR,
@@ -63,18 +63,18 @@ from opendoctor.storm_modes import (
     Mode,
     Unavailable,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     SINGLE_VMS as SINGLE_VMS,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     Options as Options,
 )
-from opendoctor.storm_modes import (
+from opendoctor.tools.storm_modes import (
     check_size as check_size,
 )
-from opendoctor.storm_report import missing_total as missing_total
-from opendoctor.storm_report import print_storm as print_storm
-from opendoctor.storm_report import ratios
+from opendoctor.tools.storm_report import missing_total as missing_total
+from opendoctor.tools.storm_report import print_storm as print_storm
+from opendoctor.tools.storm_report import ratios
 
 # --- the backing servers of scaled modes ------------------------------------------------
 

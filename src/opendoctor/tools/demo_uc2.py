@@ -20,7 +20,7 @@ from rich.table import Table
 from opendoctor.core.model import CHECKPOINTS
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, StackError, alarm_body, owner, running_stack, wait_for
+from opendoctor.tools.stack import Stack, StackError, alarm_body, owner, running_stack, wait_for
 
 UC2_SPEC = LabSpec(hosts=2, vms=0, projects=["project-a"], ip_prefix="127.63")
 PROJECT = "project-a"

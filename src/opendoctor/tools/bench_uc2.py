@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from opendoctor.bench import summary
-from opendoctor.demo_uc2 import PROJECT, UC2_SPEC, Traffic, kill_and_switch, setup_pair
-from opendoctor.stack import Stack, owner, running_stack, wait_for
+from opendoctor.tools.bench import summary
+from opendoctor.tools.demo_uc2 import PROJECT, UC2_SPEC, Traffic, kill_and_switch, setup_pair
+from opendoctor.tools.stack import Stack, owner, running_stack, wait_for
 
 
 async def _rearm(s: Stack, server_id: str) -> None:

@@ -184,7 +184,7 @@ async def running_stack(
         consumers = {
             p: ChildProcess.python(
                 f"consumer-{p}",
-                "opendoctor.consumer",
+                "opendoctor.tools.consumer",
                 ["--quiet", "--lab-url", lab.url, *(consumer_args(p) if consumer_args else [])],
                 workdir,
             )

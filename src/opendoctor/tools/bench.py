@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from opendoctor.demo import fail_and_recover, restore
 from opendoctor.lab.spec import LabSpec
-from opendoctor.stack import Stack, running_stack, wait_for
+from opendoctor.tools.demo import fail_and_recover, restore
+from opendoctor.tools.stack import Stack, running_stack, wait_for
 
 PROJECTS = ["project-a", "project-b"]
 
