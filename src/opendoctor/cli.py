@@ -88,7 +88,7 @@ def serve(
     then these options. Split roles talk over RabbitMQ and share one database: they
     need bus.kind = amqp and a database_url (docs/deployment.md).
     """
-    from opendoctor import server
+    from opendoctor.app import server
     from opendoctor.infra import logs
 
     overrides: dict[str, Any] = {}

@@ -73,7 +73,7 @@ def up(
     Prints each member's URL: send events and alarms to an api member. They run until
     `opendoctor cluster down`; their logs are in the cluster directory.
     """
-    from opendoctor.cluster import Cluster, ClusterSpec, read_state
+    from opendoctor.app.cluster import Cluster, ClusterSpec, read_state
     from opendoctor.infra.procs import ChildFailed, pid_alive
     from opendoctor.lab.client import LabClient, LabNotRunning
     from opendoctor.store.db import ensure_database
@@ -136,7 +136,7 @@ def status(
 ) -> None:
     """Each member: alive or not, its health, the bus partitions it consumes (and stands by
     for), whether it is the monitor that probes. Exits 1 if a member is not alive."""
-    from opendoctor.cluster import health
+    from opendoctor.app.cluster import health
 
     rows = asyncio.run(health(_dir(directory)))
     if not rows:
@@ -178,7 +178,7 @@ def _consuming(consuming: dict[str, Any]) -> str:
 @app.command()
 def down(directory: DIR = None) -> None:
     """Stop every member (SIGTERM; SIGKILL after 10 s)."""
-    from opendoctor.cluster import stop_detached
+    from opendoctor.app.cluster import stop_detached
 
     stopped = stop_detached(_dir(directory))
     if not stopped:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 from opendoctor.store.outbox import OutboxEntry
 from opendoctor.tools.consumer import make_app
 from tests import pg

@@ -25,8 +25,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from opendoctor.app.cluster import Cluster
 from opendoctor.bus.amqp import partition_of
-from opendoctor.cluster import Cluster
 from opendoctor.core.model import Event
 from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.spec import LabSpec

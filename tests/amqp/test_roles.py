@@ -12,8 +12,8 @@ import pytest
 
 from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
+from opendoctor.app.service import Service
 from opendoctor.notifier import remote
-from opendoctor.service import Service
 from opendoctor.tools.consumer import REPEATS
 from tests import pg
 from tests.amqp.conftest import Names

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
 from opendoctor.bus.amqp import AmqpBus
 from opendoctor.core.model import Event
-from opendoctor.service import Service
 from opendoctor.tools.consumer import RECEIVED, AmqpListener, make_app
 from tests import pg
 from tests.amqp.conftest import Names

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from opendoctor.api.app import create_app
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 from opendoctor.tools.consumer import make_app
 from tests.pipeline.conftest import Consumer, free_port, lab_vim, settings_for
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
+from opendoctor.app.service import Service
 from opendoctor.cli import app
 from opendoctor.core.settings import load_settings
-from opendoctor.service import Service
 from tests.pipeline.conftest import ADMIN, free_port, host_down, lab_vim, settings_for
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from opendoctor.leader import Leadership
+from opendoctor.monitor.leader import Leadership
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from tests.conftest import eventually

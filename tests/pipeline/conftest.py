@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server, iso
 from opendoctor.core.settings import Settings
-from opendoctor.service import Service
 from opendoctor.tools.consumer import ARRIVALS, RECEIVED, make_app
 
 PROJECT_A, PROJECT_B = "project-a", "project-b"

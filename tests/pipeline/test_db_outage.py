@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from opendoctor.api.app import create_app
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 from opendoctor.store.db import unavailable
 from tests import pg
 from tests.conftest import eventually

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 from opendoctor.store.outbox import DELIVERED, FAILED, PENDING
 from opendoctor.tools.consumer import make_app
 from tests.conftest import eventually

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import iso
-from opendoctor.service import Service
 from tests.conftest import eventually
 from tests.pipeline.conftest import ADMIN, Consumer, Running, host_down, lab_vim, settings_for
 from tests.pipeline.test_host_fault import register_all

@@ -11,8 +11,8 @@ import httpx
 
 from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
+from opendoctor.app.service import Service
 from opendoctor.inspector.effects import LoggingWorkflows
-from opendoctor.service import Service
 from tests.conftest import eventually
 from tests.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 from tests.conftest import eventually
 from tests.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 
 from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
 from opendoctor.core.identity import Identity
 from opendoctor.notifier.rules import AlarmBody
-from opendoctor.service import Service
 from tests.conftest import eventually
 from tests.pipeline.conftest import Consumer, alarm_for, host_down, lab_vim, settings_for
 

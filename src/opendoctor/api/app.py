@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from opendoctor import __version__
 from opendoctor.api import alarms, events, graph, native, templates
 from opendoctor.api.errors import BodyLimit, install_error_handlers
-from opendoctor.service import Service
+from opendoctor.app.service import Service
 
 
 def create_app(service: Service, manage: bool = True) -> FastAPI:

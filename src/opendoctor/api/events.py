@@ -26,9 +26,9 @@ from pydantic_core import PydanticCustomError
 
 from opendoctor.api.auth import check_southbound
 from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
+from opendoctor.app.service import Service
 from opendoctor.core.errors import RequestError
 from opendoctor.core.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
-from opendoctor.service import Service
 
 router = APIRouter(tags=["events (Doctor)"], dependencies=[Depends(check_southbound)])
 

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from opendoctor.api.auth import current_identity
+from opendoctor.app.service import Service
 from opendoctor.core.errors import RequestError
 from opendoctor.core.faults import Fault
 from opendoctor.core.identity import Identity
-from opendoctor.service import Service
 from opendoctor.store.outbox import OutboxEntry
 
 router = APIRouter(prefix="/v1", tags=["native"])

@@ -18,11 +18,11 @@ from fastapi.responses import JSONResponse, Response
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import error_body
 from opendoctor.api.native import inspecting, require_admin, service_of
+from opendoctor.app.service import Service
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.inspector.templates import Plan, TemplateError
 from opendoctor.inspector.templates.registry import Installed
-from opendoctor.service import Service
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 

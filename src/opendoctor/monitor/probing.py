@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from opendoctor.core.model import Event, Host
 from opendoctor.core.settings import Settings
-from opendoctor.leader import Leadership
 from opendoctor.monitor.hostprobe import HostProber
+from opendoctor.monitor.leader import Leadership
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.pipeline import FaultStore
 

@@ -20,7 +20,7 @@ Modes (`MODES`): `embedded` is the default service (SQLite, in-process bus);
 `scaled` is the same single process on PostgreSQL (a database the bench creates and
 drops) with its events on RabbitMQ (a bus prefix of its own, whose exchanges and queues
 the bench deletes); `split` and `split-2` run every role as its own processes, one or
-two replicas each (`opendoctor.cluster`), on the same servers. Owners are told over
+two replicas each (`opendoctor.app.cluster`), on the same servers. Owners are told over
 HTTP callbacks, or over AMQP with `amqp_actions`.
 """
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opendoctor.cluster import Cluster, ClusterSpec
+from opendoctor.app.cluster import Cluster, ClusterSpec
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.runner import LabRunner

@@ -36,7 +36,7 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender, Sender
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.notifier import Notifier, NotifyTarget
-from opendoctor.recovery import Recovery
+from opendoctor.recovery.evacuation import Recovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore

@@ -9,9 +9,9 @@ from pathlib import Path
 import uvicorn
 
 from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
 from opendoctor.core.settings import Settings
 from opendoctor.infra.procs import announce_ready
-from opendoctor.service import Service
 
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
