@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from opendoctor.cli_inspect import API, JSON_OUT, TOKEN, api_failed, api_get, api_request
+from opendoctor.cli.graph import API, JSON_OUT, TOKEN, api_failed, api_get, api_request
 
 app = typer.Typer(
     help="Rule templates: the correlation rules that decide what a fault means (who is "

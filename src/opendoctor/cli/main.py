@@ -13,7 +13,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from opendoctor import __version__, cli_bench, cli_cluster, cli_inspect, cli_templates
+from opendoctor import __version__
+from opendoctor.cli import bench as cli_bench
+from opendoctor.cli import cluster as cli_cluster
+from opendoctor.cli import graph as cli_graph
+from opendoctor.cli import templates as cli_templates
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -24,9 +28,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(lab_app, name="lab", help="Drive the lab: a small real cloud on this machine.")
-app.command()(cli_inspect.topology)
-app.command()(cli_inspect.alarms)
-app.command()(cli_inspect.rca)
+app.command()(cli_graph.topology)
+app.command()(cli_graph.alarms)
+app.command()(cli_graph.rca)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")
