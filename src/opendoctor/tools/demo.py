@@ -43,8 +43,11 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
 
     async def settled() -> dict[str, Any] | None:
         f: dict[str, Any] = await s.get(f"/v1/faults/{fault['id']}?notifications=false")
-        recovery_done = f["recovery"] and all(i["result"] != "pending" for i in f["recovery"])
-        return f if ("T11" in f["trace"] or recovery_done) else None
+        results = {i["result"] for i in f["recovery"]}
+        # Every server back is T11, marked a moment after the last result: wait for it.
+        # Without T11 only a recovery that ended with a failure is over.
+        failed = bool(results) and "pending" not in results and results != {"ok"}
+        return f if ("T11" in f["trace"] or failed) else None
 
     fault = await wait_for("recovery of the failed host's servers", settled, 60)
 
