@@ -15,6 +15,35 @@ from tests import pg
 T = TypeVar("T")
 
 ENGINES = ["sqlite", "postgresql"]
+# Folders whose tests all run the whole service, and what a test module uses when it
+# starts real processes (see the `slow` marker).
+SLOW_FOLDERS = {"e2e", "faults", "contract"}
+PROCESS_STARTERS = {
+    "running_stack",
+    "LabRunner",
+    "ChildProcess",
+    "Cluster",
+    "private_postgres",
+    "private_rabbit",
+    "subprocess",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what each test uses, so they cannot drift from the tests: the servers
+    it needs (`postgresql`, `rabbitmq`) and whether it starts real processes (`slow`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if "pg_databases" in fixtures or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgresql)
+        if "amqp_url" in fixtures:
+            item.add_marker(pytest.mark.rabbitmq)
+        module = getattr(item, "module", None)
+        starts = module is not None and PROCESS_STARTERS & set(vars(module))
+        if starts or SLOW_FOLDERS & set(item.path.parts):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
@@ -26,6 +27,9 @@ from tests.pipeline.conftest import (
 )
 
 OUTAGE = 30.0
+
+# The consumer is down for 30 s of real time.
+pytestmark = pytest.mark.slow
 
 
 async def test_a_consumer_down_for_30_s_gets_the_backlog(
