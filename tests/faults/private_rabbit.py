@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ import pytest
 
 from opendoctor.infra.amqp import AmqpError, Broker
 from tests.servers import need
+from tests.tcpproxy import free_port
 
 # Boot takes a few seconds on an idle machine; on a loaded one, and after a crash (the
 # node recovers its queues), much longer.
@@ -39,13 +39,6 @@ BOOT_TIMEOUT = 120.0
 
 class RabbitError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def server_script() -> str | None:

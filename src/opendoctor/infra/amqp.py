@@ -46,6 +46,7 @@ from opendoctor.infra.amqpurl import (
     parse_broker_url,
     parse_listen_url,
 )
+from opendoctor.infra.tasks import Background
 
 # The URL helpers live in `amqpurl` (no client needed there); found here too.
 __all__ = [
@@ -200,7 +201,7 @@ class Broker:
         self._declarer: AbstractRobustChannel | None = None
         self._lock = asyncio.Lock()
         self._subscriptions: list[Subscription] = []
-        self._handling: set[asyncio.Future[None]] = set()
+        self._handling = Background()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -366,10 +367,7 @@ class Broker:
             # The client cancels its callbacks when the connection drops: cut off between
             # two writes, a handler would leave its work half done. In a task of its own
             # it finishes; its ack fails and the redelivery finds the work done.
-            task = asyncio.ensure_future(handler(delivery))
-            self._handling.add(task)
-            task.add_done_callback(self._handling.discard)
-            await asyncio.shield(task)
+            await asyncio.shield(self._handling.spawn(handler(delivery)))
 
         with _errors(f"consuming from {queue!r}", str(self.broker)):
             async with asyncio.timeout(self.timeout):
@@ -386,10 +384,7 @@ class Broker:
     async def close(self) -> None:
         """Close everything; the broker requeues whatever was delivered and not acked."""
         self._closed = True
-        handling = list(self._handling)
-        for task in handling:
-            task.cancel()
-        await asyncio.gather(*handling, return_exceptions=True)
+        await self._handling.close()
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()

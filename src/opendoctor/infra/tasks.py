@@ -12,10 +12,12 @@ class Background:
         # Referenced here: the event loop keeps only weak references to tasks.
         self._tasks: set[asyncio.Future[None]] = set()
 
-    def spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        """Run `work` in the background; returns its task, for whoever wants to await it."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         tasks = list(self._tasks)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from opendoctor.core.model import NotificationEvent, Server
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
+from opendoctor.infra.tasks import Background
 from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology
@@ -64,7 +65,7 @@ class Outcome:
     servers: list[Server] = field(default_factory=list)  # servers whose owners were told
     # Hosts being forced down and servers being set to error in the VIM, after (or
     # beside) the owners' first attempts.
-    in_flight: list[asyncio.Task[None]] = field(default_factory=list)
+    in_flight: list[asyncio.Future[None]] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
         self.hosts_down += other.hosts_down
@@ -130,7 +131,8 @@ class Effects:
         self.settings = settings
         self.workflows = workflows
         self.mark = mark
-        self._running: set[asyncio.Task[None]] = set()
+        # Held here: nobody awaits the VIM calls of a plan that no fault owns.
+        self._running = Background()
 
     def _server(self, key: str) -> Server | None:
         type_, id_ = split_key(key)
@@ -188,12 +190,14 @@ class Effects:
         # Beside the owners' first attempts, and not awaited here: a VIM that hangs must
         # not keep the fault from being recorded, nor, on a partitioned bus, the next
         # event (another host's owners) from being handled.
-        outcome.in_flight += [self._spawn(self._force_down(fault, h, outcome)) for h in hosts]
+        outcome.in_flight += [
+            self._running.spawn(self._force_down(fault, h, outcome)) for h in hosts
+        ]
         await self._notify(fault, groups, causes)
         if to_error:
             # Once every owner has had a first attempt: these calls would compete with
             # theirs for the CPU.
-            outcome.in_flight.append(self._spawn(self._set_error(fault, to_error)))
+            outcome.in_flight.append(self._running.spawn(self._set_error(fault, to_error)))
         for workflow in plan.workflows:
             try:
                 await self.workflows.run(workflow, fault)
@@ -211,14 +215,6 @@ class Effects:
         delivered = [e.delivered for e in sent if e.delivered is not None]
         if fault is not None and delivered:
             self.mark(fault, "T09", max(delivered))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        # Held here too: the loop keeps only a weak reference to a task, and nobody
-        # awaits the outcome of a plan that no fault owns.
-        task = asyncio.create_task(work)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        return task
 
     async def _force_down(self, fault: Fault | None, hostname: str, outcome: Outcome) -> None:
         try:

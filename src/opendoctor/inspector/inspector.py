@@ -76,7 +76,7 @@ class Inspector:
         self.active: dict[tuple[str, str], Fault] = {}
         self._unsaved: set[str] = set()  # faults whose store is being retried
         # Each active fault's VIM calls (host down, servers in error), maybe still running.
-        self._vim_work: dict[str, list[asyncio.Task[None]]] = {}
+        self._vim_work: dict[str, list[asyncio.Future[None]]] = {}
         self._background = Background()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
