@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,14 +18,9 @@ from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server, iso
 from opendoctor.core.settings import Settings
 from opendoctor.tools.consumer import ARRIVALS, RECEIVED, make_app
+from tests.tcpproxy import free_port
 
 PROJECT_A, PROJECT_B = "project-a", "project-b"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def lab_vim() -> MemoryVim:
