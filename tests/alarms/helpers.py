@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from opendoctor.core.alarms import Alarm
 from opendoctor.core.model import NotificationEvent, Trait
-from opendoctor.notifier.rules import Alarm, AlarmBody
+from opendoctor.notifier.rules import AlarmBody
 
 PROJECT_A = {"X-Project-Id": "project-a", "X-User-Id": "user-a"}
 PROJECT_B = {"X-Project-Id": "project-b", "X-User-Id": "user-b"}

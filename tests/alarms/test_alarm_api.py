@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 
+from opendoctor.core.alarms import Transition
 from opendoctor.core.model import NotificationEvent
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.store.alarms import AlarmStore, Transition
+from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
 
 from .conftest import build_app

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from opendoctor.core.alarms import Alarm
 from opendoctor.core.model import (
     TRAIT_DATETIME,
     TRAIT_FLOAT,
@@ -14,9 +15,9 @@ from opendoctor.core.model import (
     TRAIT_STRING,
     NotificationEvent,
 )
+from opendoctor.core.terms import compile_term
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.rules import Alarm, matches
-from opendoctor.notifier.terms import compile_term
+from opendoctor.notifier.rules import matches
 
 from .helpers import make_alarm, make_event
 

@@ -8,19 +8,17 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from opendoctor.notifier.rules import Alarm, AlarmBody
-from opendoctor.store.alarms import (
-    ALARMS,
+from opendoctor.core.alarms import (
     CREATION,
     DELETION,
-    HISTORY,
     RULE_CHANGE,
     STATE_TRANSITION,
-    AlarmStore,
+    Alarm,
     HistoryEntry,
     Transition,
-    _row,
 )
+from opendoctor.notifier.rules import AlarmBody
+from opendoctor.store.alarms import ALARMS, HISTORY, AlarmStore, _row
 from opendoctor.store.db import Database
 
 from .helpers import alarm_body

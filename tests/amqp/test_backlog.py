@@ -11,7 +11,7 @@ import pytest
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
-from opendoctor.store.outbox import OutboxEntry
+from opendoctor.core.notifications import OutboxEntry
 from opendoctor.tools.consumer import make_app
 from tests import pg
 from tests.amqp.conftest import Names

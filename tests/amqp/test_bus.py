@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from opendoctor.bus import Bus
 from opendoctor.bus.amqp import EVENT_CODEC, AmqpBus, BusError, partition_of
 from opendoctor.core.model import Event
+from opendoctor.core.ports import Bus
 from opendoctor.infra.amqp import Broker, Delivery
 from tests.amqp.conftest import Names
 from tests.conftest import eventually

@@ -11,12 +11,14 @@ import orjson
 import pytest
 from aiohttp import web
 
+from opendoctor.core.notifications import DELIVERED, PENDING, OutboxEntry
+from opendoctor.core.ports import DeliveryError
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra.amqp import Broker, Delivery
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.notifier.amqp_sender import AmqpSender
-from opendoctor.notifier.delivery import DeliveryError, Dispatcher, HttpSender
-from opendoctor.store.outbox import DELIVERED, PENDING, OutboxEntry, OutboxStore
+from opendoctor.notifier.delivery import Dispatcher, HttpSender
+from opendoctor.store.outbox import OutboxStore
 from tests.amqp.conftest import Names
 from tests.pipeline.conftest import free_port
 

@@ -8,7 +8,7 @@ import httpx
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
-from opendoctor.store.outbox import DELIVERED, FAILED, PENDING
+from opendoctor.core.notifications import DELIVERED, FAILED, PENDING
 from opendoctor.tools.consumer import make_app
 from tests.conftest import eventually
 from tests.pipeline.conftest import (

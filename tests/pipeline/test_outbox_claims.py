@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from opendoctor.core.notifications import OutboxEntry
 from opendoctor.store.db import Database
-from opendoctor.store.outbox import OutboxEntry, OutboxStore
+from opendoctor.store.outbox import OutboxStore
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from opendoctor.app.service import Service
 from opendoctor.core.errors import RequestError
 from opendoctor.core.faults import Fault
 from opendoctor.core.identity import Identity
-from opendoctor.store.outbox import OutboxEntry
+from opendoctor.core.notifications import OutboxEntry
 
 router = APIRouter(prefix="/v1", tags=["native"])
 

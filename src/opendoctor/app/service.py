@@ -13,10 +13,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from opendoctor.bus import Bus, InProcessBus
+from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, VimChange, new_id
-from opendoctor.core.ports import VimDriver, VimError
+from opendoctor.core.ports import Bus, NotifyTarget, Sender, VimDriver, VimError
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
@@ -33,9 +33,9 @@ from opendoctor.inspector.topology import Topology
 from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.notifier import remote
 from opendoctor.notifier.alarms import AlarmService
-from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender, Sender
+from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.notifier import Notifier, NotifyTarget
+from opendoctor.notifier.notifier import Notifier
 from opendoctor.recovery.evacuation import Recovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database

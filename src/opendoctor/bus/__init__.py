@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opendoctor.bus.base import Bus, Handler
 from opendoctor.bus.memory import InProcessBus
 
 if TYPE_CHECKING:
     from opendoctor.bus.amqp import AmqpBus
 
-__all__ = ["AmqpBus", "Bus", "Handler", "InProcessBus"]
+__all__ = ["AmqpBus", "InProcessBus"]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,9 +38,10 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from opendoctor.bus.base import Handler, handling
+from opendoctor.bus.base import handling
 from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
 from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
+from opendoctor.core.ports import Handler
 from opendoctor.infra.amqp import (
     AmqpError,
     Broker,

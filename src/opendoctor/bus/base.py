@@ -1,28 +1,14 @@
-"""The `Bus` protocol: how blocks hand work to each other."""
+"""What every bus shares: whether the message being handled may have been handled before.
+
+The `Bus` protocol itself is a port (`opendoctor.core.ports`)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Protocol
-
-Handler = Callable[[Any], Awaitable[None]]
 
 _REDELIVERED: ContextVar[bool] = ContextVar("opendoctor_bus_redelivered", default=False)
-
-
-class Bus(Protocol):
-    """Messages on a topic are handled in order per `key`; different keys run concurrently."""
-
-    def subscribe(self, topic: str, handler: Handler) -> None: ...
-
-    async def publish(self, topic: str, message: Any, key: str = "") -> None: ...
-
-    async def drain(self) -> None:
-        """Wait until every message published so far has been handled."""
-
-    async def close(self) -> None: ...
 
 
 def redelivered() -> bool:

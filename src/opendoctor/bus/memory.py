@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from opendoctor.bus.base import Handler
+from opendoctor.core.ports import Handler
 
 log = logging.getLogger(__name__)
 

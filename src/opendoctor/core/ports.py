@@ -1,15 +1,19 @@
 """The plug-in protocols, one per plug-in point, and the errors they may raise.
 
-`VimDriver`: the one plug-in point between opendoctor and a VIM (implementations in
-`opendoctor.controller`).
+- `VimDriver`: between opendoctor and a VIM (implementations in `opendoctor.controller`).
+- `Bus`: how blocks hand work to each other (in-process or RabbitMQ, `opendoctor.bus`).
+- `NotifyTarget`: where the inspector sends what tells owners (the notifier beside it,
+  or the bus to the notifier replicas).
+- `Sender`: one way of delivering a notification (per URL scheme, `opendoctor.notifier`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.notifications import Batch, OutboxEntry
 
 
 class VimError(Exception):
@@ -50,3 +54,39 @@ class VimDriver(Protocol):
         """Changes to hosts and servers from now on, for as long as the caller iterates."""
 
     async def close(self) -> None: ...
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """Messages on a topic are handled in order per `key`; different keys run concurrently."""
+
+    def subscribe(self, topic: str, handler: Handler) -> None: ...
+
+    async def publish(self, topic: str, message: Any, key: str = "") -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until every message published so far has been handled."""
+
+    async def close(self) -> None: ...
+
+
+class NotifyTarget(Protocol):
+    """Where the inspector sends the events that tell owners: the notifier in its process,
+    or the bus to the notifier replicas (`notifier.remote.BusNotifications`)."""
+
+    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]: ...
+
+
+class DeliveryError(Exception):
+    """A notification was not delivered; `retry` says whether trying again may help."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Sender(Protocol):
+    async def send(self, entry: OutboxEntry) -> None:
+        """Deliver one entry or raise `DeliveryError`."""

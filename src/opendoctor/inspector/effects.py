@@ -22,14 +22,13 @@ from typing import Any, Protocol
 
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import NotificationEvent, Server
-from opendoctor.core.ports import VimDriver, VimError
+from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.tasks import Background
 from opendoctor.inspector.graph import TopologyGraph, split_key
 from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, WorkflowEffect
 from opendoctor.inspector.topology import Topology
-from opendoctor.notifier.notifier import NotifyTarget
 
 log = logging.getLogger(__name__)
 

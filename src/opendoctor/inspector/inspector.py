@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Server
-from opendoctor.core.ports import VimDriver, VimError
+from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.tasks import Background, keep_trying
@@ -27,7 +27,6 @@ from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, Wor
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.topology import Topology
-from opendoctor.notifier.notifier import NotifyTarget
 from opendoctor.store.pipeline import EventStore, FaultStore
 
 log = logging.getLogger(__name__)

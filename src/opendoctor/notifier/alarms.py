@@ -12,28 +12,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from opendoctor.core.errors import RequestError
-from opendoctor.core.identity import Identity
-from opendoctor.core.model import new_id
-from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.rules import (
-    REASON_MANUAL,
-    STATES,
-    Alarm,
-    AlarmBody,
-    to_api,
-)
-from opendoctor.notifier.terms import as_bool
-from opendoctor.store.alarms import (
+from opendoctor.core.alarms import (
     CREATION,
     DELETION,
     RULE_CHANGE,
     STATE_TRANSITION,
-    AlarmStore,
+    Alarm,
     Change,
     HistoryEntry,
     Transition,
 )
+from opendoctor.core.errors import RequestError
+from opendoctor.core.identity import Identity
+from opendoctor.core.model import new_id
+from opendoctor.core.terms import as_bool
+from opendoctor.notifier.index import AlarmIndex
+from opendoctor.notifier.rules import REASON_MANUAL, STATES, AlarmBody, to_api
+from opendoctor.store.alarms import AlarmStore
 
 # Fields GET /v2/alarms filters on (with op eq), as Aodh's simple query does.
 FILTER_FIELDS = (

@@ -16,9 +16,9 @@ import logging
 
 import orjson
 
+from opendoctor.core.notifications import OutboxEntry
+from opendoctor.core.ports import DeliveryError
 from opendoctor.infra.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
-from opendoctor.notifier.delivery import DeliveryError
-from opendoctor.store.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 

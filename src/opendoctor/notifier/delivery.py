@@ -1,8 +1,9 @@
 """Delivering outbox entries to consumers: first attempts at once, retries with backoff.
 
-`Sender` is the plug-in point (one per URL scheme). `Dispatcher` owns the attempts:
-it sends with bounded concurrency, writes each attempt's outcome back to the outbox
-and keeps a retry loop that wakes when the next pending entry is due.
+`Sender` (a port, in `core.ports`) is the plug-in point, one per URL scheme.
+`Dispatcher` owns the attempts: it sends with bounded concurrency, writes each
+attempt's outcome back to the outbox and keeps a retry loop that wakes when the next
+pending entry is due.
 """
 
 from __future__ import annotations
@@ -11,31 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
 
 import orjson
 
+from opendoctor.core.notifications import DELIVERED, FAILED, PENDING, OutboxEntry
+from opendoctor.core.ports import DeliveryError, Sender
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.store.db import unavailable
-from opendoctor.store.outbox import DELIVERED, FAILED, PENDING, OutboxEntry, OutboxStore
+from opendoctor.store.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
 # Answers worth trying again: the consumer may be back soon. Other 4xx are final.
 RETRYABLE = {408, 425, 429}
-
-
-class DeliveryError(Exception):
-    def __init__(self, message: str, retry: bool = True) -> None:
-        super().__init__(message)
-        self.retry = retry
-
-
-class Sender(Protocol):
-    async def send(self, entry: OutboxEntry) -> None:
-        """Deliver one entry or raise `DeliveryError`."""
 
 
 class HttpSender:

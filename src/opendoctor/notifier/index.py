@@ -17,9 +17,10 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from opendoctor.core.alarms import Alarm
 from opendoctor.core.model import NotificationEvent
-from opendoctor.notifier.rules import Alarm, query_holds
-from opendoctor.notifier.terms import event_key, is_pattern
+from opendoctor.core.terms import event_key, is_pattern
+from opendoctor.notifier.rules import query_holds
 
 # (trait name, comparison mode): terms in one slot turn an event's trait into the same key.
 _SlotId = tuple[str, str]

@@ -11,19 +11,19 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from opendoctor.bus.base import redelivered
+from opendoctor.core.alarms import Alarm, Transition
 from opendoctor.core.model import NotificationEvent
+from opendoctor.core.notifications import PENDING, Batch, OutboxEntry
 from opendoctor.infra.tasks import Background, keep_trying
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher
 from opendoctor.notifier.index import AlarmIndex
-from opendoctor.notifier.rules import Alarm
-from opendoctor.store.alarms import Transition
-from opendoctor.store.outbox import PENDING, OutboxEntry, OutboxStore
+from opendoctor.store.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,6 @@ def callback_body(
         "reason": reason,
         "reason_data": reason_data,
     }
-
-
-# Events that tell owners, with the root cause their callbacks carry.
-Batch = tuple[list[NotificationEvent], Any]
-
-
-class NotifyTarget(Protocol):
-    """Where the inspector sends the events that tell owners: the notifier in its process,
-    or the bus to the notifier replicas (`remote.BusNotifications`)."""
-
-    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]: ...
 
 
 class Notifier:

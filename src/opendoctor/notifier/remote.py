@@ -18,11 +18,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from opendoctor.bus import Bus
-from opendoctor.bus.base import Handler
 from opendoctor.core.model import NotificationEvent, Trait
-from opendoctor.notifier.notifier import Batch, Notifier
-from opendoctor.store.outbox import OutboxEntry
+from opendoctor.core.notifications import Batch, OutboxEntry
+from opendoctor.core.ports import Bus, Handler
+from opendoctor.notifier.notifier import Notifier
 
 log = logging.getLogger(__name__)
 

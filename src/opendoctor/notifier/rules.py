@@ -10,21 +10,20 @@ event lacks, or whose values do not convert, does not hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from opendoctor.core.alarms import Alarm
 from opendoctor.core.model import (
     NotificationEvent,
     iso,
 )
-from opendoctor.notifier.terms import (
+from opendoctor.core.terms import (
     MODE_OF_TYPE,
     OPS,
-    Term,
     compile_term,
     declared_value,
     is_pattern,
@@ -41,33 +40,6 @@ ACTION_SCHEMES = ("http", "https", "log", "amqp", "amqps")
 AMQP_SCHEMES = ("amqp", "amqps")
 REASON_NEW = "Not evaluated yet"
 REASON_MANUAL = "Manually set via API"
-
-
-@dataclass(slots=True)
-class Alarm:
-    """An event alarm as the notification path sees it."""
-
-    alarm_id: str
-    name: str
-    description: str
-    type: str
-    project_id: str
-    user_id: str
-    enabled: bool
-    state: str
-    state_reason: str
-    state_timestamp: float
-    timestamp: float
-    severity: str
-    repeat_actions: bool
-    alarm_actions: list[str]
-    ok_actions: list[str]
-    insufficient_data_actions: list[str]
-    event_type: str
-    query: list[Term]
-
-    def rule(self) -> dict[str, Any]:
-        return {"event_type": self.event_type, "query": [t.to_dict() for t in self.query]}
 
 
 def query_holds(alarm: Alarm, event: NotificationEvent) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -11,19 +10,14 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry, Transition
 from opendoctor.core.model import iso, new_id
-from opendoctor.notifier.rules import Alarm
-from opendoctor.notifier.terms import compile_rule
+from opendoctor.core.terms import compile_rule
 from opendoctor.store.db import Database
 from opendoctor.store.tables import AlarmHistoryRow, AlarmRow
 
 ALARMS = cast(Table, AlarmRow.__table__)
 HISTORY = cast(Table, AlarmHistoryRow.__table__)
-
-CREATION = "creation"
-RULE_CHANGE = "rule change"
-STATE_TRANSITION = "state transition"
-DELETION = "deletion"
 
 # Bind names must differ from column names: SQLAlchemy reserves those for SET values.
 _SET_STATE = (
@@ -37,66 +31,18 @@ _SET_STATE = (
 )
 
 
-@dataclass(slots=True)
-class Transition:
-    """One alarm changing state, as the notification path (or the API) decided it."""
-
-    alarm_id: str
-    previous: str
-    current: str
-    reason: str
-    reason_data: dict[str, Any]
-    timestamp: float
-    project_id: str  # who made the change (the alarm's own project for evaluations)
-    user_id: str
-    severity: str
-    on_behalf_of: str | None = None  # the alarm's project; None: the same as project_id
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A history row, as another process takes it up."""
-
-    event_id: str
-    alarm_id: str
-    timestamp: float
-    type: str
-    detail: str  # JSON
-
-    def new_state(self) -> tuple[str, str] | None:
-        """(state, reason) of a state transition; None for other changes."""
-        if self.type != STATE_TRANSITION:
-            return None
-        detail = orjson.loads(self.detail)
-        return str(detail["state"]), str(detail.get("transition_reason", ""))
-
-
-@dataclass(slots=True)
-class HistoryEntry:
-    """One row of an alarm's history. `detail` is stored as a JSON string."""
-
-    alarm_id: str
-    type: str
-    detail: dict[str, Any]
-    timestamp: float
-    project_id: str  # who made the change
-    user_id: str
-    on_behalf_of: str  # the alarm's project
-    severity: str
-    event_id: str = field(default_factory=new_id)
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "alarm_id": self.alarm_id,
-            "type": self.type,
-            "detail": orjson.dumps(self.detail).decode(),
-            "timestamp": self.timestamp,
-            "project_id": self.project_id,
-            "user_id": self.user_id,
-            "on_behalf_of": self.on_behalf_of,
-            "severity": self.severity,
-        }
+def _history_row(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "event_id": entry.event_id,
+        "alarm_id": entry.alarm_id,
+        "type": entry.type,
+        "detail": orjson.dumps(entry.detail).decode(),
+        "timestamp": entry.timestamp,
+        "project_id": entry.project_id,
+        "user_id": entry.user_id,
+        "on_behalf_of": entry.on_behalf_of,
+        "severity": entry.severity,
+    }
 
 
 def _row(alarm: Alarm) -> dict[str, Any]:
@@ -284,4 +230,4 @@ class AlarmStore:
 
 async def _add_history(conn: AsyncConnection, history: Sequence[HistoryEntry]) -> None:
     if history:
-        await conn.execute(insert(HISTORY), [entry.row() for entry in history])
+        await conn.execute(insert(HISTORY), [_history_row(entry) for entry in history])
