@@ -52,7 +52,7 @@ async def test_a_consumer_down_for_30_s_gets_the_backlog(
     )
     service = Service(settings, vim=lab_vim())
     await service.start()
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             victims = [s for s in service.topology.servers.values() if s.host == "compute1"]

@@ -36,7 +36,7 @@ class Split:
         self.services = services
         self.clients = {
             role: httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=create_app(s, manage=False)),
+                transport=httpx.ASGITransport(app=create_app(s.facade, manage=False)),
                 base_url=f"http://{role}",
             )
             for role, s in services.items()
@@ -215,7 +215,7 @@ async def test_a_template_added_through_one_inspector_reaches_the_others(
             await service.start()
             started.append(service)
         a, b = pair
-        transport = httpx.ASGITransport(app=create_app(a, manage=False))
+        transport = httpx.ASGITransport(app=create_app(a.facade, manage=False))
         async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
             headers = {**ADMIN, "content-type": "application/yaml"}
             resp = await client.post("/v1/templates", content=EXAMPLE_TEMPLATE, headers=headers)

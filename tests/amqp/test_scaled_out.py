@@ -47,7 +47,7 @@ async def test_uc1_with_owners_subscribed_over_amqp(
         for p, app in owners.items()
     ]
     await service.start()
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     client = httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
     try:
         for listener in listeners:

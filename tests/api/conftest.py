@@ -60,7 +60,7 @@ async def serving(tmp_path: Path, mode: str, southbound_token: str | None) -> As
     port = free_port()
     consumer = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
     await consumer.start(port)
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             yield Api(mode, service, client, consumer)

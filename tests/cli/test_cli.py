@@ -161,7 +161,7 @@ def live(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     service = Service(settings_for(tmp_path), vim=lab_vim())
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service.facade),
         host="127.0.0.1",
         port=port,
         log_config=None,

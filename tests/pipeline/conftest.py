@@ -96,7 +96,7 @@ async def running(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
     vim = lab_vim()
     service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await service.start()
-    app = create_app(service, manage=False)
+    app = create_app(service.facade, manage=False)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://opendoctor") as client:
         yield Running(service, vim, client)

@@ -50,7 +50,7 @@ async def test_nothing_answering_at_the_database_url_is_a_503(tmp_path: Path) ->
     service = Service(settings_for(tmp_path, database_url=url), vim=lab_vim())
     # Not started (that migrates, which needs the database): the API needs the topology.
     service.topology.load(await service.vim.list_hosts(), await service.vim.list_servers())
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             for resp in await needs_the_database(client):
@@ -72,7 +72,7 @@ async def proxied(tmp_path: Path) -> AsyncIterator[tuple[Service, httpx.AsyncCli
     service = Service(settings_for(tmp_path, database_url=url), vim=lab_vim())
     try:
         await service.start()
-        transport = httpx.ASGITransport(app=create_app(service, manage=False))
+        transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             yield service, client, proxy
     finally:

@@ -28,7 +28,7 @@ async def start(
     settings = settings_for(tmp_path, database_url=db_url, **kw)
     service = Service(settings, vim=vim or lab_vim())  # type: ignore[arg-type]
     await service.start()
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     return service, httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
 
 

@@ -47,7 +47,7 @@ async def _running(tmp_path: Path, db_url: str, recovery: bool) -> AsyncIterator
     vim = lab_vim()
     service = Service(settings, vim=vim)
     await service.start()
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://opendoctor") as client:
         yield Running(service, vim, client)
     await service.stop()

@@ -351,7 +351,7 @@ async def serving(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Service, h
     service = Service(settings_for(tmp_path, database_url=db_url), vim=lab_vim())
     await service.start()
     try:
-        transport = httpx.ASGITransport(app=create_app(service, manage=False))
+        transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             yield service, client
     finally:

@@ -77,7 +77,7 @@ async def test_the_topology_file_adds_what_the_vim_does_not_know(
     service = Service(settings, vim=lab_vim())
     await service.start()
     try:
-        app = create_app(service, manage=False)
+        app = create_app(service.facade, manage=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
             body = (

@@ -32,7 +32,7 @@ async def test_a_service_started_during_a_vim_outage_still_notifies(
     vim.fail = {"list_hosts", "list_servers"}
     service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await service.start()
-    transport = httpx.ASGITransport(app=create_app(service, manage=False))
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
         try:
             assert set(service.topology.hosts) == {"compute1", "compute2", "compute3"}

@@ -13,11 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from opendoctor import __version__
 from opendoctor.api import alarms, events, graph, native, templates
 from opendoctor.api.errors import BodyLimit, install_error_handlers
-from opendoctor.app.service import Service
+from opendoctor.api.facade import Facade
 
 
-def create_app(service: Service, manage: bool = True) -> FastAPI:
-    """The API over `service`. With `manage`, the app starts and stops the service."""
+def create_app(service: Facade, manage: bool = True) -> FastAPI:
+    """The API over `service` (`app.Service.facade`). With `manage`, the app starts and
+    stops the service."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,16 +53,11 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")
     async def health(request: Request) -> dict[str, Any]:
-        svc: Service = request.app.state.service
+        svc: Facade = request.app.state.service
         return {
             "status": "ok" if svc.started else "starting",
             "version": __version__,
-            "roles": sorted(svc.roles),
-            "consuming": svc.consuming(),
-            "probing": svc.probing.prober is not None,
-            "hosts": len(svc.topology.hosts),
-            "servers": len(svc.topology.servers),
-            "alarms": len(svc.index),
+            **svc.health(),
         }
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

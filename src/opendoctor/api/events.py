@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from opendoctor.api.auth import check_southbound
 from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
-from opendoctor.app.service import Service
+from opendoctor.api.facade import Facade
 from opendoctor.core.errors import RequestError
 from opendoctor.core.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
 
@@ -204,14 +204,14 @@ class _Invalid(Exception):
 
 
 async def _accept(request: Request) -> JSONResponse:
-    service: Service = request.app.state.service
+    service: Facade = request.app.state.service
     raw = await request.body()
     try:
         parsed = parse(raw)
     except _Invalid as exc:
         return JSONResponse(error_body(400, exc.errors), status_code=400)
     hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
-    unknown = sorted(hostnames - service.topology.hosts.keys())
+    unknown = sorted(hostnames - service.hosts().keys())
     if unknown:
         field = "details.hostname"
         raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
@@ -223,7 +223,7 @@ async def _accept(request: Request) -> JSONResponse:
     if missing:
         problem = f"unknown resource(s) in the entity graph: {', '.join(missing)}"
         raise RequestError(422, problem, "details.resource_id")
-    servers = service.topology.servers
+    servers = service.servers()
     strangers = sorted(
         {
             e.details.instance_id

@@ -111,7 +111,7 @@ async def graph_alarms(
     graph = service.graph
     alarms = []
     counts: dict[str, int] = {}
-    for key in sorted(service.fault_graph.alarms | service.engine.alarms.keys()):
+    for key in sorted(service.alarm_keys()):
         vertex = graph.get(key)
         if vertex is None:
             continue
@@ -131,7 +131,7 @@ async def graph_alarms(
         counts[vertex.state] = counts.get(vertex.state, 0) + 1
     body: dict[str, Any] = {"alarms": alarms, "counts": counts}
     if history:
-        body["history"] = service.alarm_history.recent(history)
+        body["history"] = service.alarm_history(history)
     return body
 
 
@@ -179,8 +179,7 @@ async def add_topology(
     in the topology file, or send it again at start."""
     require_admin(identity)
     service = inspecting(request, "the entity graph")
-    loaded = topology_file.load(service.graph, body)
-    service.react()
+    loaded = service.add_topology(body)
     return {"entities": loaded.entities, "relations": loaded.relations, "warnings": loaded.warnings}
 
 
@@ -201,10 +200,9 @@ async def remove_vertex(
     vertex = service.graph.get(key)
     if vertex is None:
         raise RequestError(404, f"no vertex {key!r}", "key")
-    if service.graph_feed.owns(key):
+    if service.owned_by_vim(key):
         raise RequestError(409, f"{key} is the VIM's: it goes when the VIM deletes it", "key")
     if vertex.category == "ALARM":
         raise RequestError(409, f"{key} is an alarm: it goes when its fault clears", "key")
-    service.graph.remove(key)
-    service.react()
+    service.remove_vertex(key)
     return Response(status_code=204)

@@ -4,27 +4,26 @@ The entity graph's routes (topology, alarms, RCA) are in `api.graph`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from opendoctor.api.auth import current_identity
-from opendoctor.app.service import Service
+from opendoctor.api.facade import Facade
 from opendoctor.core.errors import RequestError
-from opendoctor.core.faults import Fault
 from opendoctor.core.identity import Identity
 from opendoctor.core.notifications import OutboxEntry
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
 
-def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
+def service_of(request: Request) -> Facade:
+    service: Facade = request.app.state.service
     return service
 
 
-def inspecting(request: Request, what: str) -> Service:
+def inspecting(request: Request, what: str) -> Facade:
     """The service, if this process runs the inspector, which holds the faults' graph and
     the rule templates; a process of a split deployment without it answers 503."""
     service = service_of(request)
@@ -66,8 +65,7 @@ async def list_hosts(
     require_admin(identity)
     service = service_of(request)
     return [
-        dict(asdict(h), servers=len(service.topology.servers_on(h.name)))
-        for h in service.topology.hosts.values()
+        dict(asdict(h), servers=len(service.servers_on(h.name))) for h in service.hosts().values()
     ]
 
 
@@ -77,8 +75,8 @@ async def list_servers(
     identity: Identity = Depends(current_identity),
     host: str | None = Query(None, description="only servers on this host"),
 ) -> list[dict[str, Any]]:
-    topology = service_of(request).topology
-    servers = topology.servers_on(host) if host else topology.servers.values()
+    service = service_of(request)
+    servers = service.servers_on(host) if host else service.servers().values()
     # Built by hand: dataclasses.asdict deep-copies and is ten times slower.
     return [
         {
@@ -94,23 +92,6 @@ async def list_servers(
     ]
 
 
-async def _with_t09(service: Service, faults: list[Fault]) -> list[dict[str, Any]]:
-    """The faults as the API shows them. Where the notifiers run in other processes than
-    the inspector, T09 comes from the outbox: the newest delivery of the fault's
-    notifications that succeeded at the first attempt."""
-    missing = [f.id for f in faults if "T09" not in f.trace]
-    if service.runs("notifier") or not missing:
-        return [f.to_dict() for f in faults]
-    delivered = await service.outbox.first_delivered(missing)
-    shown = []
-    for fault in faults:
-        if fault.id in delivered and "T09" not in fault.trace:
-            fault = replace(fault, trace=dict(fault.trace))  # not the inspector's own
-            fault.mark("T09", delivered[fault.id])
-        shown.append(fault.to_dict())
-    return shown
-
-
 @router.get("/faults", summary="Faults, newest first (admin)")
 async def list_faults(
     request: Request,
@@ -119,12 +100,7 @@ async def list_faults(
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
     require_admin(identity)
-    service = service_of(request)
-    if status == "active" and service.runs("inspector"):
-        # Active faults live in the inspector: no database round trip while they unfold.
-        active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
-        return await _with_t09(service, active[:limit])
-    return await _with_t09(service, await service.faults.list(status=status, limit=limit))
+    return [f.to_dict() for f in await service_of(request).faults(status, limit)]
 
 
 @router.get("/faults/{fault_id}", summary="One fault: timeline, notifications, recovery (admin)")
@@ -136,16 +112,12 @@ async def get_fault(
 ) -> dict[str, Any]:
     require_admin(identity)
     service = service_of(request)
-    fault = None
-    if service.runs("inspector"):
-        fault = next((f for f in service.inspector.active.values() if f.id == fault_id), None)
-    if fault is None:
-        fault = await service.faults.get(fault_id)
+    fault = await service.fault(fault_id)
     if fault is None:
         raise RequestError(404, f"no fault {fault_id}", "fault_id")
-    (data,) = await _with_t09(service, [fault])
+    data = fault.to_dict()
     if notifications:
-        entries = await service.outbox.list(fault_id=fault_id, limit=100_000)
+        entries = await service.notifications(fault_id=fault_id, limit=100_000)
         data["notifications"] = [_notification(e) for e in entries]
     return data
 
@@ -159,7 +131,7 @@ async def list_notifications(
     limit: int = Query(1000, ge=1, le=100_000),
 ) -> list[dict[str, Any]]:
     require_admin(identity)
-    entries = await service_of(request).outbox.list(fault_id=fault_id, status=status, limit=limit)
+    entries = await service_of(request).notifications(fault_id, status, limit)
     return [_notification(e) for e in entries]
 
 
@@ -170,4 +142,4 @@ async def list_events(
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
     require_admin(identity)
-    return await service_of(request).events.recent(limit)
+    return await service_of(request).recent_events(limit)

@@ -8,7 +8,6 @@ the templates in force are left exactly as they were.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -18,7 +17,6 @@ from fastapi.responses import JSONResponse, Response
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import error_body
 from opendoctor.api.native import inspecting, require_admin, service_of
-from opendoctor.app.service import Service
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.inspector.templates import Plan, TemplateError
@@ -65,10 +63,6 @@ def _invalid(exc: TemplateError) -> JSONResponse:
     errors = [{"field": "template", "problem": p} for p in problems]
     message = "invalid template: " + "; ".join(problems)
     return JSONResponse(error_body(422, errors, message), status_code=422)
-
-
-def _matches(service: Service) -> Counter[str]:
-    return Counter(key[0] for key in service.engine.matches)
 
 
 def _entry(item: Installed, matches: int) -> dict[str, Any]:
@@ -132,8 +126,8 @@ async def list_templates(
     of scenarios and how many matches it holds in the graph now."""
     require_admin(identity)
     service = inspecting(request, "the rule templates")
-    counts = _matches(service)
-    installed = service.templates.installed
+    counts = service.template_matches()
+    installed = service.templates()
     return [_entry(installed[name], counts.get(name, 0)) for name in sorted(installed)]
 
 
@@ -143,10 +137,10 @@ async def get_template(
 ) -> dict[str, Any]:
     require_admin(identity)
     service = inspecting(request, "the rule templates")
-    item = service.templates.installed.get(name)
+    item = service.templates().get(name)
     if item is None:
         raise RequestError(404, f"no template {name!r}", "name")
-    return dict(_entry(item, _matches(service).get(name, 0)), text=item.template.text)
+    return dict(_entry(item, service.template_matches().get(name, 0)), text=item.template.text)
 
 
 @router.post(
@@ -164,7 +158,7 @@ async def validate_template(
     require_admin(identity)
     text = await _template_text(request)
     try:
-        template = service_of(request).templates.validate(text)
+        template = service_of(request).validate_template(text)
     except TemplateError as exc:
         return _invalid(exc)
     return JSONResponse({"valid": True, "name": template.name})
@@ -195,7 +189,7 @@ async def put_template(
         return _invalid(exc)
     name = item.template.name
     body = dict(
-        _entry(item, _matches(service).get(name, 0)),
+        _entry(item, service.template_matches().get(name, 0)),
         created=created,
         effects=_effects(plan),
     )

@@ -16,7 +16,7 @@ from opendoctor.infra.procs import announce_ready
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     service = Service(settings)
-    app = create_app(service)
+    app = create_app(service.facade)
     config = uvicorn.Config(
         app,
         host=settings.api.host,

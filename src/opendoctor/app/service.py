@@ -1,7 +1,8 @@
 """The embedded service: every block wired together in one process.
 
-`Service` owns the lifecycle (start in dependency order, stop in reverse) and is what
-the API, the demo, the benchmarks and the tests drive.
+`Service` is the wiring: it builds the blocks a process runs (its roles), starts them in
+dependency order and stops them in reverse. The demo, the benchmarks and the tests
+drive it; the API sees it only through `facade` (`api.facade.Facade`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from opendoctor.app.facade import ServiceFacade
 from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, VimChange, new_id
@@ -125,6 +127,7 @@ class Service:
         self._reactions: set[asyncio.Task[Outcome]] = set()
         self._inspector: Inspector | None = None
         self.started = False
+        self.facade = ServiceFacade(self)
 
     @property
     def vim(self) -> VimDriver:

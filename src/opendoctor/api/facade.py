@@ -1,0 +1,109 @@
+"""What the API asks of the service it serves, and nothing more.
+
+The routers see the running service only through `Facade`: questions (which hosts,
+which faults, which templates) and commands (accept these events, add this template).
+How a process is wired, and which block answers, is `opendoctor.app`'s business
+(`app.facade.ServiceFacade` implements this over `app.service.Service`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
+
+from opendoctor.core.faults import Fault
+from opendoctor.core.model import Event, Host, Server
+from opendoctor.core.notifications import OutboxEntry
+from opendoctor.core.settings import Role, Settings
+from opendoctor.inspector.graph import RxGraph
+from opendoctor.inspector.templates import Plan, Template
+from opendoctor.inspector.templates.registry import Installed
+from opendoctor.inspector.topology_file import Loaded, TopologyIn
+from opendoctor.notifier.alarms import AlarmService
+
+
+class Facade(Protocol):
+    # --- the process ---------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def roles(self) -> frozenset[Role]: ...
+
+    @property
+    def started(self) -> bool: ...
+
+    def runs(self, *roles: Role) -> bool:
+        """Whether this process runs any of these roles."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any]:
+        """What `/health` shows beside the status: partitions, probing, counts."""
+
+    # --- resources and events ------------------------------------------------------------
+
+    def hosts(self) -> Mapping[str, Host]:
+        """Compute hosts by name, as last known."""
+
+    def servers(self) -> Mapping[str, Server]:
+        """Servers by id, as last known."""
+
+    def servers_on(self, host: str) -> Collection[Server]: ...
+
+    async def submit(self, events: list[Event]) -> None:
+        """Accept events: durable when this returns, and already being handled."""
+
+    async def recent_events(self, limit: int) -> list[dict[str, Any]]: ...
+
+    # --- faults and their notifications --------------------------------------------------
+
+    async def faults(self, status: str | None, limit: int) -> list[Fault]:
+        """Faults, newest first, each with its whole timeline."""
+
+    async def fault(self, fault_id: str) -> Fault | None: ...
+
+    async def notifications(
+        self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
+    ) -> list[OutboxEntry]: ...
+
+    @property
+    def alarms(self) -> AlarmService:
+        """The Aodh-compatible alarms."""
+
+    # --- the entity graph (kept by the inspector role) -----------------------------------
+
+    @property
+    def graph(self) -> RxGraph:
+        """The entity graph, to read; change it only through the commands below."""
+
+    def alarm_keys(self) -> set[str]:
+        """Keys of the alarms in the graph: faults' and those the templates deduce."""
+
+    def alarm_history(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def owned_by_vim(self, key: str) -> bool:
+        """Whether the vertex comes and goes with the VIM (hosts, servers)."""
+
+    def add_topology(self, body: TopologyIn) -> Loaded:
+        """Add entities and relations; the rules act on the change at once."""
+
+    def remove_vertex(self, key: str) -> None: ...
+
+    # --- rule templates (kept by the inspector role) -------------------------------------
+
+    def templates(self) -> Mapping[str, Installed]:
+        """The templates in force, by name."""
+
+    def template_matches(self) -> Counter[str]:
+        """How many matches each template holds in the graph now."""
+
+    def validate_template(self, text: str) -> Template: ...
+
+    async def put_template(self, text: str) -> tuple[Installed, bool, Plan]: ...
+
+    async def delete_template(self, name: str) -> Installed | None: ...
