@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
+from opendoctor.app.topology_sync import TopologySync
 from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
-from opendoctor.core.model import Event, VimChange, new_id
-from opendoctor.core.ports import Bus, NotifyTarget, Sender, VimDriver, VimError
+from opendoctor.core.model import Event, new_id
+from opendoctor.core.ports import Bus, NotifyTarget, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
-from opendoctor.inspector import topology_file
 from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
@@ -123,6 +123,17 @@ class Service:
             self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
         )
         self.probing = Probing(settings, self.submit_one, lambda: open_reports(self.faults))
+        self.topology_sync = TopologySync(
+            settings.inspector,
+            lambda: self.vim,
+            self.topology,
+            self.graph,
+            self.graph_feed,
+            self.resources,
+            self.react,
+            writer="inspector" in self.roles,
+            probing=self.probing if "monitor" in self.roles else None,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._reactions: set[asyncio.Task[Outcome]] = set()
         self._inspector: Inspector | None = None
@@ -168,8 +179,7 @@ class Service:
             await self._start_inspector()
         elif self.runs("api", "monitor"):
             # What the API checks events against and shows, what the monitor probes.
-            await self.sync_topology()
-            self.load_topology_file()
+            await self.topology_sync.load()
         if self.settings.bus.kind != "memory" and self.runs("api", "notifier"):
             # Other processes on the same database create and fire alarms too.
             self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
@@ -178,7 +188,7 @@ class Service:
                 self.bus.subscribe(remote.NOTIFICATIONS_TOPIC, remote.handler(self.notifier))
             self.dispatcher.start()
         if self.runs("api", "inspector", "monitor"):
-            self._tasks.append(asyncio.create_task(self._watch_vim(), name="vim-changes"))
+            self.topology_sync.follow()
         if self.runs("monitor") and self.settings.monitor.enabled:
             for host in self.topology.hosts.values():
                 self.probing.watch(host)
@@ -212,8 +222,7 @@ class Service:
             dedupe=self.settings.bus.kind != "memory",
         )
         await self._inspector.restore()
-        await self.sync_topology()
-        self.load_topology_file()
+        await self.topology_sync.load()
         inspector = self.settings.inspector
         await self.templates.load(inspector.default_templates, inspector.templates_dir)
         # Faults that outlived a restart go back into the graph as alarms. What the rules
@@ -229,69 +238,9 @@ class Service:
                 "not_redone": len(plan.notify) + len(plan.mark_down),
             },
         )
-        if inspector.consistency_interval > 0:
-            self._tasks.append(asyncio.create_task(self._check_consistency(), name="consistency"))
         if self.settings.bus.kind != "memory":
             self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
-
-    async def sync_topology(self) -> None:
-        """Load hosts and servers: from the store at once, then from the VIM.
-
-        With the last known topology the service handles faults even while the VIM
-        does not answer (a VIM outage is when faults are likeliest); a background task
-        keeps trying the VIM and replaces the topology when it answers.
-        """
-        hosts, servers = await self.resources.load()
-        self.topology.load(hosts, servers)
-        self.graph_feed.load(hosts, servers)
-        try:
-            await self._sync_from_vim()
-        except VimError as exc:
-            log.warning(
-                "VIM not answering; starting from the stored topology",
-                extra={"error": str(exc), "hosts": len(hosts), "servers": len(servers)},
-            )
-            self._tasks.append(asyncio.create_task(self._sync_until_done(), name="vim-sync"))
-
-    def load_topology_file(self) -> None:
-        """Add what the VIM does not know (switches, racks, feeds) from the static file."""
-        path = self.settings.inspector.topology_file
-        if path is None:
-            return
-        loaded = topology_file.load(self.graph, topology_file.parse(path))
-        for warning in loaded.warnings:
-            log.warning("topology file: %s", warning)
-        log.info(
-            "topology file loaded",
-            extra={"file": str(path), "entities": loaded.entities, "relations": loaded.relations},
-        )
-
-    async def _sync_from_vim(self) -> int:
-        """Re-read the VIM whole; returns how many stale entities left the graph."""
-        hosts, servers = await asyncio.gather(self.vim.list_hosts(), self.vim.list_servers())
-        self.topology.load(hosts, servers)
-        stale = self.graph_feed.load(hosts, servers)
-        if self.runs("monitor"):
-            for host in hosts:
-                self.probing.watch(host)
-        self.react()
-        if self.runs("inspector"):  # the one writer of the last known topology
-            await self.resources.upsert(hosts, servers)
-        return stale
-
-    async def _check_consistency(self) -> None:
-        """Now and then, re-read the VIM whole: a change the feed missed (a lost message,
-        a deletion while we were down) must not live on in the graph."""
-        while True:
-            await asyncio.sleep(self.settings.inspector.consistency_interval)
-            try:
-                stale = await self._sync_from_vim()
-            except Exception as exc:  # the VIM or the database: try again next time
-                log.warning("consistency check skipped", extra={"error": str(exc)})
-                continue
-            if stale:
-                log.info("consistency check removed stale entities", extra={"stale": stale})
 
     async def _sync_alarms(self) -> None:
         while True:
@@ -351,64 +300,6 @@ class Service:
         self._reactions.add(task)
         task.add_done_callback(self._reactions.discard)
 
-    async def _sync_until_done(self) -> None:
-        delay = 0.2
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._sync_from_vim()
-                log.info("topology loaded from the VIM")
-                return
-            except VimError as exc:
-                log.warning("VIM still not answering", extra={"error": str(exc)})
-                delay = min(delay * 2, 5.0)
-
-    async def _watch_vim(self) -> None:
-        """Apply the VIM's changes to the topology now, and to the store in batches."""
-        pending: dict[str, VimChange] = {}
-        flushing: asyncio.Task[None] | None = None
-
-        async def flush() -> None:
-            # Many changes arrive together (a fault touches every server of a host):
-            # one write for the lot, a moment later, off the path that handles them.
-            await asyncio.sleep(0.2)
-            batch = list(pending.values())
-            pending.clear()
-            upserts = [c for c in batch if c.op != "delete"]
-            gone = [c for c in batch if c.op == "delete"]
-            try:
-                await self.resources.upsert(
-                    [c.host for c in upserts if c.host is not None],
-                    [c.server for c in upserts if c.server is not None],
-                )
-                await self.resources.delete(
-                    [f"host:{c.host.name}" for c in gone if c.host is not None]
-                    + [f"server:{c.server.id}" for c in gone if c.server is not None]
-                )
-            except Exception:
-                log.exception("could not store resource changes")
-
-        async for change in self.vim.changes():
-            self._apply(change)
-            if not self.runs("inspector"):
-                continue
-            if change.host is not None:
-                pending[f"host:{change.host.name}"] = change
-            elif change.server is not None:
-                pending[f"server:{change.server.id}"] = change
-            if flushing is None or flushing.done():
-                flushing = asyncio.create_task(flush())
-
-    def _apply(self, change: VimChange) -> None:
-        self.topology.apply(change)
-        self.graph_feed.apply(change)
-        self.react()
-        if change.kind == "host" and change.host is not None and self.runs("monitor"):
-            if change.op == "delete":
-                self.probing.unwatch(change.host.name)
-            else:
-                self.probing.watch(change.host)
-
     async def submit(self, events: list[Event]) -> None:
         """Accept events: they are durable when this returns, and already being handled.
 
@@ -432,6 +323,7 @@ class Service:
 
     async def stop(self) -> None:
         await self.probing.stop()
+        await self.topology_sync.stop()
         tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._reactions]
         for task in tasks:
             task.cancel()
