@@ -15,8 +15,8 @@ from opendoctor.inspector.graph import (
     make_key,
     split_key,
 )
-from opendoctor.inspector.graph_memory import MemoryGraph
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.memory import MemoryGraph
+from opendoctor.inspector.graph.states import Category
 
 R = Category.RESOURCE
 A = Category.ALARM

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opendoctor.inspector.graph import Direction, RxGraph, TopologyGraph, Vertex
-from opendoctor.inspector.graph_memory import MemoryGraph
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.memory import MemoryGraph
+from opendoctor.inspector.graph.states import Category
 
 # A small pool so that operations collide: relinks, removals of linked vertices, and
 # upserts over placeholders happen often.

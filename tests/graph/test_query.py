@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from opendoctor.inspector.graph import RxGraph
-from opendoctor.inspector.query import (
+from opendoctor.inspector.graph.query import (
     MAX_DEPTH,
     MAX_NODES,
     QueryError,
     compile_query,
     parse_query,
 )
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.states import Category
 
 R = Category.RESOURCE
 A = Category.ALARM

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from opendoctor.inspector import states
-from opendoctor.inspector.states import AlarmSeverity, Category, ResourceState
+from opendoctor.inspector.graph import states
+from opendoctor.inspector.graph.states import AlarmSeverity, Category, ResourceState
 
 R = Category.RESOURCE
 A = Category.ALARM

@@ -8,8 +8,8 @@ import pytest
 
 from opendoctor.core.model import Host, Server
 from opendoctor.inspector.graph import RxGraph
-from opendoctor.inspector.graph_feed import GraphFeed
-from opendoctor.inspector.topology_file import TopologyFileError, load, parse
+from opendoctor.inspector.graph.feed import GraphFeed
+from opendoctor.inspector.graph.topology_file import TopologyFileError, load, parse
 
 GOOD = """
 entities:
@@ -76,6 +76,6 @@ def test_the_vim_snapshot_removes_what_the_vim_no_longer_has() -> None:
 def parse_text(text: str) -> object:
     import yaml
 
-    from opendoctor.inspector.topology_file import TopologyIn
+    from opendoctor.inspector.graph.topology_file import TopologyIn
 
     return TopologyIn.model_validate(yaml.safe_load(text))

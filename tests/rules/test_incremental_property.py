@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opendoctor.inspector.graph import RxGraph, TopologyGraph
-from opendoctor.inspector.graph_memory import MemoryGraph
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.memory import MemoryGraph
+from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates import Engine, Template, compile_template
 from opendoctor.inspector.templates.defaults import load_defaults
 

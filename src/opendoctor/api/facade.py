@@ -17,9 +17,9 @@ from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.settings import Role, Settings
 from opendoctor.inspector.graph import RxGraph
+from opendoctor.inspector.graph.topology_file import Loaded, TopologyIn
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
-from opendoctor.inspector.topology_file import Loaded, TopologyIn
 from opendoctor.notifier.alarms import AlarmService
 
 

@@ -11,9 +11,8 @@ from opendoctor.api.auth import current_identity
 from opendoctor.api.native import inspecting, require_admin, service_of
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
-from opendoctor.inspector import topology_file
-from opendoctor.inspector.graph import Vertex
-from opendoctor.inspector.query import QueryError, parse_query
+from opendoctor.inspector.graph import Vertex, topology_file
+from opendoctor.inspector.graph.query import QueryError, parse_query
 
 router = APIRouter(prefix="/v1", tags=["entity graph"])
 

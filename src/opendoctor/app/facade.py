@@ -11,8 +11,7 @@ from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.settings import Role, Settings
-from opendoctor.inspector import topology_file
-from opendoctor.inspector.graph import RxGraph
+from opendoctor.inspector.graph import RxGraph, topology_file
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
 from opendoctor.notifier.alarms import AlarmService

@@ -26,8 +26,8 @@ from opendoctor.infra.httpclient import HttpClient
 from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
-from opendoctor.inspector.graph_feed import GraphFeed
-from opendoctor.inspector.history import AlarmHistory
+from opendoctor.inspector.graph.feed import GraphFeed
+from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.inspector import Inspector
 from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry

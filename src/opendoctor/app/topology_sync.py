@@ -15,9 +15,8 @@ from typing import Any
 from opendoctor.core.model import VimChange
 from opendoctor.core.ports import VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
-from opendoctor.inspector import topology_file
-from opendoctor.inspector.graph import RxGraph
-from opendoctor.inspector.graph_feed import GraphFeed
+from opendoctor.inspector.graph import RxGraph, topology_file
+from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.topology import Topology
 from opendoctor.monitor.probing import Probing
 from opendoctor.store.pipeline import ResourceStore

@@ -174,7 +174,7 @@ def _check_vim(settings: Any) -> None:
 
 
 def _check_topology_file(settings: Any) -> None:
-    from opendoctor.inspector.topology_file import TopologyFileError, parse
+    from opendoctor.inspector.graph.topology_file import TopologyFileError, parse
 
     path = settings.inspector.topology_file
     if path is None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import HOST_UNREACHABLE
 from opendoctor.inspector.graph import ON, TopologyGraph, make_key
-from opendoctor.inspector.history import AlarmHistory
-from opendoctor.inspector.states import Category, normalize, priority
+from opendoctor.inspector.graph.history import AlarmHistory
+from opendoctor.inspector.graph.states import Category, normalize, priority
 
 ALARM = Category.ALARM.value
 

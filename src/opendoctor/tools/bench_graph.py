@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opendoctor.inspector.graph import ATTACHED, CAUSES, CONTAINS, ON, RxGraph, make_key
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.states import Category
 from opendoctor.tools import bench_rules
 from opendoctor.tools.bench import percentile
 

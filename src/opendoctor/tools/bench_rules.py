@@ -13,7 +13,7 @@ from typing import Any
 from opendoctor.core.faults import Fault
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph, make_key
-from opendoctor.inspector.history import AlarmHistory
+from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.templates import Engine
 from opendoctor.inspector.templates.defaults import load_defaults
 

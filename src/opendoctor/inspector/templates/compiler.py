@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from opendoctor.inspector.graph import Vertex
-from opendoctor.inspector.states import Category, normalize
+from opendoctor.inspector.graph.states import Category, normalize
 from opendoctor.inspector.templates import condition as cond
 from opendoctor.inspector.templates.matchers import Matcher, compile_entity
 from opendoctor.inspector.templates.schema import (

@@ -17,8 +17,8 @@ from functools import partial
 from typing import Any
 
 from opendoctor.inspector.graph import ON, Direction, TopologyGraph, Vertex
-from opendoctor.inspector.history import AlarmHistory
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.history import AlarmHistory
+from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates.compiler import Clause, Scenario, Template
 from opendoctor.inspector.templates.deductions import Binding, Deductions, Match, MatchKey, Plan
 

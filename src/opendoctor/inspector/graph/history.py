@@ -6,7 +6,7 @@ import time
 from collections import deque
 from typing import Any
 
-from opendoctor.inspector.graph import Vertex
+from opendoctor.inspector.graph.model import Vertex
 
 
 class AlarmHistory:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from operator import attrgetter, ge, gt, le, lt
 from typing import Any
 
-from opendoctor.inspector.graph import Vertex
+from opendoctor.inspector.graph.model import Vertex
 
 Predicate = Callable[[Vertex], bool]
 Getter = Callable[[Vertex], Any]

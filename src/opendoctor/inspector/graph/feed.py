@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from opendoctor.core.model import Host, Server, VimChange
-from opendoctor.inspector.graph import CONTAINS, TopologyGraph, make_key
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.model import CONTAINS, TopologyGraph, make_key
+from opendoctor.inspector.graph.states import Category
 
 RESOURCE = Category.RESOURCE.value
 

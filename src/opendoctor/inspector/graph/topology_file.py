@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from opendoctor.inspector.graph import ALARM_TYPES, TopologyGraph, split_key
-from opendoctor.inspector.states import Category
+from opendoctor.inspector.graph.model import ALARM_TYPES, TopologyGraph, split_key
+from opendoctor.inspector.graph.states import Category
 
 
 class TopologyFileError(ValueError):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from opendoctor.inspector.graph import (
+from opendoctor.inspector.graph.model import (
     CAUSES,
     Direction,
     Edge,
