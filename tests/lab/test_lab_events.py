@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 
 from opendoctor.infra.httpclient import HttpClient
-from opendoctor.lab.hostctl import HostProc
+from opendoctor.lab.manager.hostctl import HostProc
 
 from .conftest import LabFactory
 from .helpers import eventually, served_by

@@ -7,8 +7,8 @@ import signal
 import stat
 from pathlib import Path
 
-from opendoctor.lab.guest import MAX_SOCKET_PATH, socket_path
-from opendoctor.lab.hostctl import HostProc, socket_root
+from opendoctor.lab.manager.hostctl import HostProc, socket_root
+from opendoctor.lab.procs.guest import MAX_SOCKET_PATH, socket_path
 
 from .conftest import LabFactory
 from .helpers import eventually

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from opendoctor.infra.httpclient import HttpClient
-from opendoctor.lab.hostctl import HostCallError, HostProc
-from opendoctor.lab.vm import serve_vm
+from opendoctor.lab.manager.hostctl import HostCallError, HostProc
+from opendoctor.lab.procs.vm import serve_vm
 
 from .conftest import assert_no_lab_processes
 from .helpers import eventually, heartbeat, pid_running, served_by

@@ -13,7 +13,7 @@ from opendoctor.core.settings import MonitorSettings
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.cli import app
 from opendoctor.lab.client import host_from_json
-from opendoctor.lab.hostctl import HostProc
+from opendoctor.lab.manager.hostctl import HostProc
 from opendoctor.monitor.hostprobe import HostProber
 
 from .conftest import LabFactory

@@ -7,7 +7,7 @@ import signal
 import time
 
 from opendoctor.infra.httpclient import HttpClient, HttpError
-from opendoctor.lab.hostctl import HostProc
+from opendoctor.lab.manager.hostctl import HostProc
 from opendoctor.lab.runner import LabRunner
 
 from .conftest import LabFactory

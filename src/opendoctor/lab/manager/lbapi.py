@@ -17,10 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
-from opendoctor.lab.lb import Member, Pool
-from opendoctor.lab.records import LabError
-from opendoctor.lab.state import Lab
-from opendoctor.lab.webutil import body_of, field_bool, field_port, field_str, json_response, lab_of
+from opendoctor.lab.manager.lb import Member, Pool
+from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.state import Lab
+from opendoctor.lab.manager.webutil import (
+    body_of,
+    field_bool,
+    field_port,
+    field_str,
+    json_response,
+    lab_of,
+)
 
 DEFAULT_VIP_PORT = 8080
 

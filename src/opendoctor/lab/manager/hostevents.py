@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from opendoctor.lab.records import HostRecord
+from opendoctor.lab.manager.records import HostRecord
 
 
 class HostEvents:

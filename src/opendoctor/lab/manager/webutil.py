@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from opendoctor.lab.records import LabError
-from opendoctor.lab.state import Lab
+from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.state import Lab
 
 log = logging.getLogger("opendoctor.lab.manager")
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from opendoctor.lab.httpmsg import HttpParseError, read_body, read_head
 
-log = logging.getLogger("opendoctor.lab.host")
+log = logging.getLogger("opendoctor.lab.procs.host")
 
 LIFECYCLE_EXITED = "compute.instance.lifecycle.exited"
 MONITOR = "opendoctor-lab-host"

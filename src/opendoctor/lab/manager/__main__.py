@@ -20,11 +20,11 @@ from pathlib import Path
 from aiohttp import web
 
 from opendoctor.infra.procs import pid_alive
-from opendoctor.lab.api import build_app
-from opendoctor.lab.hostctl import HostCallError
-from opendoctor.lab.records import LabError
+from opendoctor.lab.manager.api import build_app
+from opendoctor.lab.manager.hostctl import HostCallError
+from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.state import Lab
 from opendoctor.lab.spec import LabSpec, add_spec_arguments, spec_from_args
-from opendoctor.lab.state import Lab
 from opendoctor.lab.statefile import read_state, remove_state, write_state
 
 log = logging.getLogger("opendoctor.lab.manager")

@@ -28,7 +28,7 @@ from opendoctor.lab.httpmsg import (
     render_head,
 )
 
-log = logging.getLogger("opendoctor.lab.lb")
+log = logging.getLogger("opendoctor.lab.manager.lb")
 
 UPSTREAM_TIMEOUT = 10.0
 _REASONS = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large"}

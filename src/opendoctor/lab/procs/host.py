@@ -1,6 +1,6 @@
 """A lab compute host: answers heartbeats, runs VMs on request, reports their faults.
 
-`python -m opendoctor.lab.host --name N --address A [--alt-address B] --heartbeat-port H
+`python -m opendoctor.lab.procs.host --name N --address A [--alt-address B] --heartbeat-port H
 --control-port C --vm-mode process|inline`
 
 * UDP (A, H), and (B, H) if given: heartbeat probes answered with
@@ -18,7 +18,7 @@
     A answers again. Both answer `link` ("up" | "cut") and `t00` (just before).
 * Events: a VM that exits without being asked to stop is reported to the events
   sink (`compute.instance.lifecycle.exited`, status `down`) at once, and its next
-  start on this host as status `up` (see `opendoctor.lab.events`).
+  start on this host as status `up` (see `opendoctor.lab.procs.events`).
 
 In "process" mode each VM is a child process in the host's process group that is
 killed when the host dies, so killing the host's group is a power loss. In
@@ -39,13 +39,13 @@ import sys
 import time
 from typing import Any, cast
 
-from opendoctor.lab.events import EventSender, lifecycle_event
-from opendoctor.lab.guest import GuestHeartbeats
-from opendoctor.lab.hostvm import VmError, VmHandle
-from opendoctor.lab.vm import ROLES
+from opendoctor.lab.procs.events import EventSender, lifecycle_event
+from opendoctor.lab.procs.guest import GuestHeartbeats
+from opendoctor.lab.procs.hostvm import VmError, VmHandle
+from opendoctor.lab.procs.vm import ROLES
 from opendoctor.wire.probe import decode_probe, encode_answer
 
-log = logging.getLogger("opendoctor.lab.host")
+log = logging.getLogger("opendoctor.lab.procs.host")
 
 _MAX_LINE = 64 * 1024
 

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from opendoctor.lab.hostctl import HostProc
+from opendoctor.lab.manager.hostctl import HostProc
 
 
 class LabError(Exception):

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opendoctor.lab.events import exit_reason
 from opendoctor.lab.proc import die_with_parent
-from opendoctor.lab.vm import VmServer, check_role, serve_vm
+from opendoctor.lab.procs.events import exit_reason
+from opendoctor.lab.procs.vm import VmServer, check_role, serve_vm
 
 VM_START_TIMEOUT = 10.0
 SETTINGS_TIMEOUT = 5.0
@@ -111,7 +111,7 @@ class VmHandle:
         args = ["--name", self.name, "--address", self.address, "--port", str(self.port)]
         args += ["--role", self.role, *([] if self.healthy else ["--unhealthy"]), *extra]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "opendoctor.lab.vm", *args,
+            sys.executable, "-m", "opendoctor.lab.procs.vm", *args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             preexec_fn=die_with_parent(),

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from opendoctor.lab.lbapi import lb_routes
-from opendoctor.lab.records import LabError
-from opendoctor.lab.state import Lab
-from opendoctor.lab.webutil import LAB_KEY, errors_middleware
-from opendoctor.lab.webutil import body_of as _body
-from opendoctor.lab.webutil import field_bool as _field_bool
-from opendoctor.lab.webutil import field_opt_str as _field_opt_str
-from opendoctor.lab.webutil import field_str as _field_str
-from opendoctor.lab.webutil import json_response as _json
-from opendoctor.lab.webutil import lab_of as _lab
+from opendoctor.lab.manager.lbapi import lb_routes
+from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.state import Lab
+from opendoctor.lab.manager.webutil import LAB_KEY, errors_middleware
+from opendoctor.lab.manager.webutil import body_of as _body
+from opendoctor.lab.manager.webutil import field_bool as _field_bool
+from opendoctor.lab.manager.webutil import field_opt_str as _field_opt_str
+from opendoctor.lab.manager.webutil import field_str as _field_str
+from opendoctor.lab.manager.webutil import json_response as _json
+from opendoctor.lab.manager.webutil import lab_of as _lab
 
 MAX_WAIT = 60.0
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from opendoctor.heartbeat.agent import GuestAgent
 from opendoctor.heartbeat.hostside import HeartbeatSupervisor
-from opendoctor.lab.vm import cancel_until_done
+from opendoctor.lab.procs.vm import cancel_until_done
 
 # AF_UNIX paths hold 107 bytes (108 with the terminating NUL).
 MAX_SOCKET_PATH = 107

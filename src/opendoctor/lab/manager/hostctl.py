@@ -116,7 +116,7 @@ class HostProc:
         if self.alive:
             raise HostCallError(f"host {self.name} is already running")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "opendoctor.lab.host",
+            sys.executable, "-m", "opendoctor.lab.procs.host",
             "--name", self.name, "--address", self.address,
             *(["--alt-address", self.alt_address] if self.alt_address else []),
             "--heartbeat-port", str(self.heartbeat_port),

@@ -5,7 +5,7 @@
 * the health flag (healthy by default) is what the guest reports through its
   heartbeat agent; it does not change the HTTP answers.
 
-Run as `python -m opendoctor.lab.vm --name N --address A --port P [--role R]
+Run as `python -m opendoctor.lab.procs.vm --name N --address A --port P [--role R]
 [--unhealthy] [--hb-socket PATH --instance-id ID]` (one process per VM), or call
 `serve_vm` to serve it from inside a host process ("inline" mode). A VM process takes
 settings from its host on stdin, one JSON object per line (`{"role": "standby"}`,

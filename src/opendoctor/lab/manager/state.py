@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from opendoctor.lab.hostctl import HostCallError, HostProc, socket_root
-from opendoctor.lab.hostevents import HostEvents
-from opendoctor.lab.lb import LoadBalancer
-from opendoctor.lab.records import ChangeLog, HostRecord, LabError, ServerRecord
+from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
+from opendoctor.lab.manager.hostevents import HostEvents
+from opendoctor.lab.manager.lb import LoadBalancer
+from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord
+from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec
-from opendoctor.lab.vm import ROLES
 
 log = logging.getLogger("opendoctor.lab.manager")
 
