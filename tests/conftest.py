@@ -15,9 +15,11 @@ from tests import pg
 T = TypeVar("T")
 
 ENGINES = ["sqlite", "postgresql"]
-# Folders whose tests all run the whole service, and what a test module uses when it
-# starts real processes (see the `slow` marker).
-SLOW_FOLDERS = {"e2e", "faults", "contract"}
+# The layout: tests/unit/<package>/ (one block, in process; the store's tests on both
+# engines), tests/integration/ (blocks together, real servers and processes),
+# tests/e2e/ (the whole service and the lab). Every e2e test is slow, and so is any
+# module that starts real processes (see the `slow` marker).
+SLOW_FOLDERS = {"e2e"}
 PROCESS_STARTERS = {
     "running_stack",
     "LabRunner",

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from opendoctor.tools import bench_storm
 from tests import pg
-from tests.amqp.conftest import AMQP_URL
+from tests.integration.amqp.conftest import AMQP_URL
 from tests.servers import need
 
 HOSTS, VMS, RUNS = 4, 5, 2

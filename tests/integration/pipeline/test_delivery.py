@@ -1,0 +1,168 @@
+"""Notifications survive consumers that are down and restarts of opendoctor itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from opendoctor.api.app import create_app
+from opendoctor.app.service import Service
+from opendoctor.core.notifications import DELIVERED, FAILED, PENDING
+from opendoctor.tools.consumer import make_app
+from tests.conftest import eventually
+from tests.integration.pipeline.conftest import (
+    Consumer,
+    alarm_for,
+    as_project,
+    free_port,
+    host_down,
+    lab_vim,
+    settings_for,
+)
+
+
+async def start(
+    tmp_path: Path, db_url: str, vim: object = None, **kw: object
+) -> tuple[Service, httpx.AsyncClient]:
+    settings = settings_for(tmp_path, database_url=db_url, **kw)
+    service = Service(settings, vim=vim or lab_vim())  # type: ignore[arg-type]
+    await service.start()
+    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
+    return service, httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
+
+
+async def subscribe_host(service: Service, client: httpx.AsyncClient, host: str, url: str) -> int:
+    servers = [s for s in service.topology.servers.values() if s.host == host]
+    for server in servers:
+        resp = await client.post(
+            "/v2/alarms", json=alarm_for(server.id, url), headers=as_project(server.project_id)
+        )
+        assert resp.status_code == 201
+    return len(servers)
+
+
+async def test_a_consumer_that_is_down_gets_its_backlog_when_it_returns(
+    tmp_path: Path, db_url: str
+) -> None:
+    port = free_port()
+    consumer = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
+    service, client = await start(tmp_path, db_url)
+    try:
+        n = await subscribe_host(service, client, "compute1", consumer.url + "/failure")
+        await client.put("/events", json=[host_down("compute1")])
+        await service.bus.drain()
+        pending = await eventually(
+            lambda: service.outbox.list(status=PENDING), what="entries waiting for a retry"
+        )
+        assert len(pending) == n and all(e.attempts >= 1 for e in pending)
+        assert all("ClientConnectorError" in (e.last_error or "") for e in pending)
+
+        await consumer.start(port)
+        await eventually(lambda: len(consumer.received) == n, what="the backlog")
+        delivered = await eventually(lambda: service.outbox.list(status=DELIVERED))
+        assert len(delivered) == n
+    finally:
+        await consumer.stop()
+        await client.aclose()
+        await service.stop()
+
+
+async def test_a_restart_loses_no_notification(tmp_path: Path, db_url: str) -> None:
+    port = free_port()
+    consumer = Consumer(f"http://127.0.0.1:{port}", make_app(quiet=True))
+    vim = lab_vim()
+    service, client = await start(tmp_path, db_url, vim)
+    n = await subscribe_host(service, client, "compute2", consumer.url + "/failure")
+    await client.put("/events", json=[host_down("compute2")])
+    await eventually(lambda: service.outbox.list(status=PENDING), what="pending entries")
+    # The fault is stored just after the first attempts: on a server database that can be
+    # a few milliseconds later (stopping before would replay the event at the restart).
+    await eventually(lambda: service.faults.list(status="active"), what="the fault stored")
+    await client.aclose()
+    await service.stop()
+
+    # A new process over the same database: alarms, the active fault and the
+    # undelivered notifications are all still there.
+    await consumer.start(port)
+    service, client = await start(tmp_path, db_url, vim)
+    try:
+        assert len(service.index) == n
+        assert ("host", "compute2") in service.inspector.active
+        await eventually(lambda: len(consumer.received) == n, what="delivery after restart")
+        # The fault is still active: a repeated report after the restart is deduplicated.
+        await client.put("/events", json=[host_down("compute2")])
+        await service.bus.drain()
+        assert len(consumer.received) == n
+    finally:
+        await consumer.stop()
+        await client.aclose()
+        await service.stop()
+
+
+async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(
+    tmp_path: Path, db_url: str
+) -> None:
+    from aiohttp import web
+
+    async def gone(_: web.Request) -> web.Response:
+        return web.json_response({"error": "no such subscription"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/failure", gone)
+    port = free_port()
+    refusing = Consumer(f"http://127.0.0.1:{port}", app)
+    await refusing.start(port)
+    service, client = await start(tmp_path, db_url)
+    try:
+        await subscribe_host(service, client, "compute3", refusing.url + "/failure")
+        await client.put("/events", json=[host_down("compute3")])
+        failed = await eventually(lambda: service.outbox.list(status=FAILED), what="failed")
+        assert len(failed) == 2
+        assert all(e.attempts == 1 and "HTTP 404" in (e.last_error or "") for e in failed)
+    finally:
+        await client.aclose()
+        await service.stop()
+        await refusing.stop()
+
+
+async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_url: str) -> None:
+    """Deliveries run concurrently: one consumer that never answers costs the others nothing."""
+    import asyncio
+
+    from aiohttp import web
+
+    hang = asyncio.Event()
+
+    async def stuck(_: web.Request) -> web.Response:
+        await hang.wait()
+        return web.Response()
+
+    slow_app = web.Application()
+    slow_app.router.add_post("/failure", stuck)
+    slow_port, fast_port = free_port(), free_port()
+    slow = Consumer(f"http://127.0.0.1:{slow_port}", slow_app)
+    fast = Consumer(f"http://127.0.0.1:{fast_port}", make_app(quiet=True))
+    await slow.start(slow_port)
+    await fast.start(fast_port)
+    service, client = await start(
+        tmp_path, db_url, notifier={"timeout": 5.0, "backoff_initial": 0.05}
+    )
+    try:
+        servers = [s for s in service.topology.servers.values() if s.host == "compute1"]
+        first, second = servers
+        for server, url in ((first, slow.url), (second, fast.url)):
+            resp = await client.post(
+                "/v2/alarms",
+                json=alarm_for(server.id, url + "/failure"),
+                headers=as_project(server.project_id),
+            )
+            assert resp.status_code == 201
+        await client.put("/events", json=[host_down("compute1")])
+        await eventually(lambda: len(fast.received) == 1, timeout=2.0, what="the fast consumer")
+    finally:
+        hang.set()
+        await client.aclose()
+        await service.stop()
+        await slow.stop()
+        await fast.stop()
