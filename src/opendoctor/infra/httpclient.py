@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+KEEPALIVE = 4.0  # seconds an idle pooled connection is kept
+
 
 class HttpError(Exception):
     """The request did not get an HTTP answer (refused, reset, timed out)."""
@@ -41,8 +43,15 @@ class HttpClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # An idle connection is dropped before the server would close it (uvicorn,
+            # our API's server, closes after 5 s): reusing one the server is closing at
+            # that moment fails the request, and a POST (an event, a callback) is not
+            # retried by aiohttp.
             connector = aiohttp.TCPConnector(
-                limit=self._connections, limit_per_host=0, ttl_dns_cache=300
+                limit=self._connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                keepalive_timeout=KEEPALIVE,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, json_serialize=_dumps
