@@ -13,6 +13,12 @@ from opendoctor.app.service import Service
 from opendoctor.core.settings import Settings
 from opendoctor.infra.procs import announce_ready
 
+# Seconds the API keeps an idle connection open: longer than clients keep theirs
+# (`infra.httpclient.KEEPALIVE`, 15 s; most HTTP clients are alike), so that a client
+# never reuses a connection the server is closing, which fails a POST (an event) that
+# the client then does not retry.
+KEEP_ALIVE = 75
+
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     service = Service(settings)
@@ -25,6 +31,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         access_log=False,
         lifespan="on",
         loop="none",
+        timeout_keep_alive=KEEP_ALIVE,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
