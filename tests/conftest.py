@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,18 @@ import pytest
 from tests import pg
 
 T = TypeVar("T")
+
+# The events API takes reports only from monitors with a token. Every service a test
+# starts, in process or as a child, knows this one (from the environment, as an
+# operator would set it); the tests' HTTP clients send it (`MONITOR`).
+MONITOR_TOKEN = "test-monitor-token"
+MONITOR = {"X-Auth-Token": MONITOR_TOKEN}
+MONITOR_TOKENS_ENV = "OPENDOCTOR_API__MONITOR_TOKENS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[MONITOR_TOKENS_ENV] = json.dumps({"tests": MONITOR_TOKEN})
+
 
 ENGINES = ["sqlite", "postgresql"]
 # The layout: tests/unit/<package>/ (one block, in process; the store's tests on both

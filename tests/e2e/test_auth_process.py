@@ -3,6 +3,7 @@ tokens in the TOML file, a setting overridden by an `OPENDOCTOR_*` variable."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,9 @@ SPEC = LabSpec(hosts=2, vms=2, projects=["project-a", "project-b"], ip_prefix="1
 CONFIG = """
 [api]
 auth_mode = "token"
-southbound_token = "from-the-file"
+
+[api.monitor_tokens]
+doctor = "from-the-file"
 
 [api.tokens.tok-vnfm-a]
 project_id = "project-a"
@@ -54,7 +57,7 @@ async def _token_mode_from_the_file(tmp_path: Path, config: Path, consumer: Cons
             "OPENDOCTOR_STATE_DIR": str(tmp_path / "service"),
             "OPENDOCTOR_VIM__LAB_URL": lab.url,
             "OPENDOCTOR_API__PORT": "0",
-            "OPENDOCTOR_API__SOUTHBOUND_TOKEN": ENV_MONITOR_TOKEN,
+            "OPENDOCTOR_API__MONITOR_TOKENS": json.dumps({"doctor": ENV_MONITOR_TOKEN}),
             # The report below is made up: the host is alive and must stay where it is.
             "OPENDOCTOR_MONITOR__ENABLED": "false",
             "OPENDOCTOR_RECOVERY__ENABLED": "false",
@@ -93,4 +96,5 @@ async def _token_mode_from_the_file(tmp_path: Path, config: Path, consumer: Cons
             assert resp.status_code == 202, resp.text
             await eventually(lambda: len(consumer.received) == 1, what="vm1's owner told")
             assert consumer.received[0]["instance_id"] == vm1.id
-            assert len((await api.get("/v1/events", headers=operator)).json()) == 1
+            (event,) = (await api.get("/v1/events", headers=operator)).json()
+            assert event["reporter"] == "doctor"

@@ -35,6 +35,7 @@ async def test_a_killed_monitor_leader_is_replaced(
                     tmp_path,
                     {
                         "OPENDOCTOR_VIM__LAB_URL": s.lab.url,
+                        **s.monitor_env(),
                         "OPENDOCTOR_STATE_DIR": str(tmp_path / f"m{i}"),
                         "OPENDOCTOR_DATABASE_URL": url,
                         "OPENDOCTOR_MONITOR__LEASE_TTL": str(TTL),

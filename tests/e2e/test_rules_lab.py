@@ -30,7 +30,7 @@ async def resource_event(s: Stack, type_: str, id_: str, status: str) -> None:
         "type": "resource.down",
         "details": {"resource_type": type_, "resource_id": id_, "status": status},
     }
-    resp = await s.http.post(s.api + "/events", json=body)
+    resp = await s.http.post(s.api + "/events", json=body, headers=s.monitor)
     if resp.status != 202:
         raise StackError(f"event refused: HTTP {resp.status} {resp.body[:300]!r}")
 

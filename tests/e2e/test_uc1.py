@@ -25,7 +25,11 @@ async def test_host_failure_with_a_separate_monitor_process(tmp_path: Path) -> N
             "opendoctor",
             ["monitor", "--api", s.api],
             tmp_path,
-            {"OPENDOCTOR_VIM__LAB_URL": s.lab.url, "OPENDOCTOR_STATE_DIR": str(tmp_path / "m")},
+            {
+                "OPENDOCTOR_VIM__LAB_URL": s.lab.url,
+                "OPENDOCTOR_STATE_DIR": str(tmp_path / "m"),
+                **s.monitor_env(),
+            },
         )
         async with monitor:
             alarms = await s.register_alarms()

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
 from opendoctor.api import alarms, events, graph, native, templates
+from opendoctor.api.auth import Monitors
 from opendoctor.api.errors import BodyLimit, install_error_handlers
 from opendoctor.api.facade import Facade
 
@@ -38,6 +39,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     )
     app.state.service = service
     app.state.settings = service.settings
+    app.state.monitors = Monitors.load(service.settings.api)
     app.state.alarms = service.alarms
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=service.settings.api.max_body_bytes)

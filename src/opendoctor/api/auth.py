@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import stat
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Request
 
@@ -11,18 +15,21 @@ from opendoctor.core.identity import Identity
 from opendoctor.core.settings import ApiSettings
 
 
-def _same_token(expected: str, given: str) -> bool:
-    """Constant-time comparison of a configured token with a header's value.
+def _wire_bytes(given: str) -> bytes:
+    """A header's value as the bytes that were sent, for constant-time comparison.
 
     On bytes: `hmac.compare_digest` refuses str with non-ASCII characters (TypeError, a
     500 for whoever sends one). The server hands header values over decoded as Latin-1,
     so that encoding gives back the bytes that were sent; a configured token is UTF-8.
     """
     try:
-        raw = given.encode("latin-1")
+        return given.encode("latin-1")
     except UnicodeEncodeError:  # not from the wire: an in-process caller's own str
-        raw = given.encode()
-    return hmac.compare_digest(expected.encode(), raw)
+        return given.encode()
+
+
+def _same_token(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), _wire_bytes(given))
 
 
 def _roles(raw: str) -> frozenset[str]:
@@ -44,6 +51,12 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
                     roles=frozenset(ident.get("roles", [])),
                 )
         raise RequestError(401, "the token is not known", "X-Auth-Token")
+    if not _from_trusted_proxy(settings, request):
+        raise RequestError(
+            401,
+            "identity headers are believed only from loopback and api.trusted_proxies",
+            "X-Project-Id",
+        )
     project = headers.get("x-project-id") or headers.get("x-tenant-id")
     if not project:
         raise RequestError(401, "an X-Project-Id header is required", "X-Project-Id")
@@ -54,18 +67,101 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
     )
 
 
+def _from_trusted_proxy(settings: ApiSettings, request: Request) -> bool:
+    peer = request.client.host if request.client is not None else ""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return address.is_loopback or any(address in net for net in settings.trusted_proxies)
+
+
 def current_identity(request: Request) -> Identity:
     """FastAPI dependency: the caller's identity, or 401."""
     settings: ApiSettings = request.app.state.settings.api
     return identify(settings, request)
 
 
-def check_southbound(request: Request) -> None:
-    """FastAPI dependency for monitor endpoints: their own credential when one is set."""
-    settings: ApiSettings = request.app.state.settings.api
-    expected = settings.southbound_token
-    if expected is None:
-        return
-    token = request.headers.get("x-auth-token", "")
-    if not _same_token(expected, token):
-        raise RequestError(401, "southbound endpoints need the monitor token", "X-Auth-Token")
+ANONYMOUS = "anonymous"  # what an event from an unauthenticated monitor records
+
+
+class MonitorTokenError(ValueError):
+    """The monitor tokens file cannot be used (unreadable, open to others, malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Monitors:
+    """Who may report faults: each monitor's name and token. Without any, and without
+    `anonymous_monitors`, the events API takes nothing (a fault posted by anyone would
+    fence a host)."""
+
+    tokens: tuple[tuple[str, bytes], ...]
+    anonymous: bool
+
+    @classmethod
+    def load(cls, settings: ApiSettings) -> Monitors:
+        """From the settings and the tokens file; raises `MonitorTokenError`."""
+        named = {
+            name: secret.get_secret_value() for name, secret in settings.monitor_tokens.items()
+        }
+        if settings.southbound_token is not None:
+            named.setdefault("southbound", settings.southbound_token.get_secret_value())
+        if settings.monitor_tokens_file is not None:
+            named.update(read_tokens_file(settings.monitor_tokens_file))
+        for name, token in named.items():
+            if not token:
+                raise MonitorTokenError(f"monitor {name!r} has an empty token")
+        tokens = tuple((name, token.encode()) for name, token in sorted(named.items()))
+        return cls(tokens, settings.anonymous_monitors)
+
+    def identify(self, request: Request) -> str:
+        """The name of the monitor that sent this request, or a 401."""
+        token = request.headers.get("x-auth-token")
+        if token is None:
+            if self.anonymous:
+                return ANONYMOUS
+            if not self.tokens:
+                raise RequestError(
+                    401,
+                    "this service takes events only from monitors with a token, and none "
+                    "is configured (api.monitor_tokens)",
+                    "X-Auth-Token",
+                )
+            raise RequestError(401, "monitors must send their X-Auth-Token", "X-Auth-Token")
+        raw = _wire_bytes(token)
+        found = None
+        for name, known in self.tokens:  # every one compared: the time tells nothing
+            if hmac.compare_digest(known, raw):
+                found = name
+        if found is None:
+            raise RequestError(401, "the monitor token is not known", "X-Auth-Token")
+        return found
+
+
+def read_tokens_file(path: Path) -> dict[str, str]:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise MonitorTokenError(f"monitor tokens file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise MonitorTokenError(
+            f"monitor tokens file {path} is open to group or others "
+            f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
+        )
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise MonitorTokenError(f"{path} line {number}: expected `name token`")
+        tokens[parts[0]] = parts[1]
+    return tokens
+
+
+def monitor_of(request: Request) -> str:
+    """FastAPI dependency for the events API: the monitor's name, or a 401."""
+    monitors: Monitors = request.app.state.monitors
+    return monitors.identify(request)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -24,13 +24,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from opendoctor.api.auth import check_southbound
+from opendoctor.api.auth import monitor_of
 from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
 from opendoctor.api.facade import Facade
 from opendoctor.core.errors import RequestError
 from opendoctor.core.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
 
-router = APIRouter(tags=["events (Doctor)"], dependencies=[Depends(check_southbound)])
+router = APIRouter(tags=["events (Doctor)"])
+
+# Who reports: the monitor whose token came with the request (DESIGN.md §6).
+Monitor = Annotated[str, Depends(monitor_of)]
 
 KNOWN_TYPES = HOST_EVENTS | INSTANCE_EVENTS | {RESOURCE_DOWN}
 
@@ -132,7 +135,7 @@ class DoctorEvent(BaseModel):
         assert d.hostname is not None
         return d.hostname
 
-    def to_event(self) -> Event:
+    def to_event(self, reporter: str) -> Event:
         now = time.time()
         if isinstance(self.time, datetime):
             # Doctor monitors send naive ISO times in UTC.
@@ -153,6 +156,7 @@ class DoctorEvent(BaseModel):
             time=at,
             monitor=self.details.monitor,
             monitor_event_id=self.details.monitor_event_id,
+            reporter=reporter,
             details=extra,
             instance_id=self.details.instance_id if self.type in INSTANCE_EVENTS else None,
             received=now,
@@ -203,7 +207,7 @@ class _Invalid(Exception):
         self.errors = errors
 
 
-async def _accept(request: Request) -> JSONResponse:
+async def _accept(request: Request, reporter: str) -> JSONResponse:
     service: Facade = request.app.state.service
     raw = await request.body()
     try:
@@ -234,7 +238,7 @@ async def _accept(request: Request) -> JSONResponse:
     )
     if strangers:
         raise RequestError(422, f"unknown server(s): {', '.join(strangers)}", "details.instance_id")
-    events = [p.to_event() for p in parsed]
+    events = [p.to_event(reporter) for p in parsed]
     await service.submit(events)
     return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)
 
@@ -285,15 +289,15 @@ _ROUTE: dict[str, Any] = {"description": _DOC, "status_code": 202, "openapi_extr
 
 
 @router.put("/events", summary="Report fault events (Doctor inspector API)", **_ROUTE)
-async def put_events(request: Request) -> JSONResponse:
-    return await _accept(request)
+async def put_events(request: Request, reporter: Monitor) -> JSONResponse:
+    return await _accept(request, reporter)
 
 
 @router.post("/events", summary="Report fault events (POST form)", **_ROUTE)
-async def post_events(request: Request) -> JSONResponse:
-    return await _accept(request)
+async def post_events(request: Request, reporter: Monitor) -> JSONResponse:
+    return await _accept(request, reporter)
 
 
 @router.post("/v1/event", summary="Report fault events (Vitrage form)", **_ROUTE)
-async def post_vitrage_event(request: Request) -> JSONResponse:
-    return await _accept(request)
+async def post_vitrage_event(request: Request, reporter: Monitor) -> JSONResponse:
+    return await _accept(request, reporter)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +38,22 @@ DIR = Annotated[
         show_default=False,
     ),
 ]
+
+
+LAB_HOSTS, OPERATOR = "lab-hosts", "operator"
+
+
+def _monitor_tokens(where: Path) -> Path:
+    """The members' monitor tokens file (made once, only its owner reads it): one token
+    for the lab's hosts, one for the operator's own monitors and scripts."""
+    path = where / "monitor-tokens"
+    if not path.exists():
+        where.mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"{name} {secrets.token_urlsafe(24)}\n" for name in (LAB_HOSTS, OPERATOR))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# name token: monitors send the token as X-Auth-Token\n" + lines)
+    return path
 
 
 def _dir(directory: Path | None) -> Path:
@@ -73,6 +91,7 @@ def up(
     Prints each member's URL: send events and alarms to an api member. They run until
     `opendoctor cluster down`; their logs are in the cluster directory.
     """
+    from opendoctor.api.auth import read_tokens_file
     from opendoctor.app.cluster import Cluster, ClusterSpec, read_state
     from opendoctor.infra.procs import ChildFailed, pid_alive
     from opendoctor.lab.client import LabClient, LabNotRunning
@@ -93,6 +112,8 @@ def up(
         if not sep or not key.startswith("OPENDOCTOR_"):
             fail(f"--set {item!r}: expected OPENDOCTOR_NAME=value")
         env[key] = value
+    tokens_file = _monitor_tokens(where)
+    env.setdefault("OPENDOCTOR_API__MONITOR_TOKENS_FILE", str(tokens_file))
     try:
         spec = ClusterSpec(
             where, database_url, amqp_url, str(lab_url), replicas, prefix, partitions, env=env
@@ -108,7 +129,9 @@ def up(
         # The lab's hosts report their VMs' exits and heartbeats to the first API member.
         lab = LabClient(str(lab_url))
         try:
-            await lab.set_events_sink(cluster.ready + "/events")
+            await lab.set_events_sink(
+                cluster.ready + "/events", read_tokens_file(tokens_file)[LAB_HOSTS]
+            )
         finally:
             await lab.close()
         return cluster
@@ -127,6 +150,9 @@ def up(
         table.add_row(member.name, str(member.pid), member.url)
     out.print(table)
     out.print(f"send events and alarms to {cluster.ready} (the lab's hosts report there)")
+    out.print(
+        f"monitor tokens: {tokens_file} (send `{OPERATOR}`'s as X-Auth-Token with your events)"
+    )
 
 
 @app.command()

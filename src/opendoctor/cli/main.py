@@ -107,9 +107,9 @@ def serve(
         if overrides:
             # Validated again as a whole: split roles need the amqp bus.
             settings = type(settings).model_validate(settings.model_dump() | overrides)
-        settings.api = settings.api.model_copy(
-            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-        )
+        listen = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        # Validated again: the rules for listening beyond loopback apply to --host too.
+        settings.api = type(settings.api).model_validate(settings.api.model_dump() | listen)
         if lab_url:
             settings.vim = settings.vim.model_copy(update={"lab_url": lab_url})
     except (ValidationError, OSError, ValueError) as exc:
@@ -117,6 +117,7 @@ def serve(
         raise typer.Exit(2) from exc
     _check_topology_file(settings)
     _check_vim(settings)
+    _check_monitor_tokens(settings)
     logs.setup(settings.log_level, settings.log_format)
     server.run(settings, ready_file)
 
@@ -184,6 +185,21 @@ def _check_topology_file(settings: Any) -> None:
     except TopologyFileError as exc:
         err.print(f"[red]invalid topology file:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def _check_monitor_tokens(settings: Any) -> None:
+    from opendoctor.api.auth import Monitors, MonitorTokenError
+
+    try:
+        monitors = Monitors.load(settings.api)
+    except MonitorTokenError as exc:
+        err.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not monitors.tokens and not monitors.anonymous and "api" in settings.roles:
+        err.print(
+            "[yellow]no monitor tokens:[/yellow] the events API refuses every report until "
+            "api.monitor_tokens (or api.monitor_tokens_file) names the monitors"
+        )
 
 
 def _settings(config: Path | None) -> Any:

@@ -75,6 +75,8 @@ class Event:
     monitor_event_id: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     instance_id: str | None = None  # set for the faults of one server
+    # Who sent it, as authenticated: the monitor token's name ("" from inside the service).
+    reporter: str = ""
     id: str = field(default_factory=new_id)
     received: float = field(default_factory=_now)
     # Checkpoints known before the service saw the event (T00 from a lab, T01 from a monitor).

@@ -6,18 +6,29 @@ Nested groups use a double underscore in the environment, for example
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "opendoctor"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is on loopback only (a name: only `localhost`)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ApiSettings(BaseModel):
@@ -27,12 +38,48 @@ class ApiSettings(BaseModel):
     auth_mode: Literal["trusted-headers", "token"] = "trusted-headers"
     # token mode: token -> {"project_id": ..., "user_id": ..., "roles": [...]}
     tokens: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # When set, southbound event endpoints require `X-Auth-Token: <this>`.
-    southbound_token: str | None = None
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="trusted-headers mode: the proxies (addresses or networks) whose "
+        "identity headers are believed, besides loopback; needed to listen beyond loopback",
+    )
+    monitor_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="monitor name -> the X-Auth-Token it sends to the events API; each "
+        "event records the name of the monitor that sent it",
+    )
+    monitor_tokens_file: Path | None = Field(
+        None,
+        description="a file of `name token` lines, more monitor tokens; it must not be "
+        "readable by group or others",
+    )
+    anonymous_monitors: bool = Field(
+        False,
+        description="take events from callers without a monitor token (only where the "
+        "network lets nobody else reach the events API)",
+    )
+    # Before monitor_tokens: one token for every monitor (the monitor "southbound").
+    southbound_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _headers_only_from_a_named_proxy(self) -> ApiSettings:
+        open_headers = self.auth_mode == "trusted-headers" and not self.trusted_proxies
+        if open_headers and not is_loopback(self.host):
+            raise ValueError(
+                f"api.host {self.host} listens beyond loopback, where anyone could "
+                "send X-Roles: admin: name the proxy in api.trusted_proxies, or use "
+                'auth_mode = "token"'
+            )
+        return self
 
 
 class MonitorSettings(BaseModel):
     enabled: bool = True
+    token: SecretStr | None = Field(
+        None,
+        description="what a standalone monitor (`opendoctor monitor --api`) sends as "
+        "X-Auth-Token; set it from the environment (OPENDOCTOR_MONITOR__TOKEN)",
+    )
     interval: float = Field(0.05, gt=0, description="seconds between heartbeat probes")
     misses: int = Field(3, ge=1, description="consecutive missed probes that make a fault")
     lease: str | None = Field(

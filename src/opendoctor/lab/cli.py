@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from opendoctor.lab import lbcli, servercli
 from opendoctor.lab.clibase import StateDirOption, call, err, fail, lab_url, out, state_dir_of, yes
 from opendoctor.lab.client import LabClient
 from opendoctor.lab.runner import LabStartError, running_state, start_detached, stop
-from opendoctor.lab.spec import LabSpec, split_projects
+from opendoctor.lab.spec import EVENTS_TOKEN_ENV, LabSpec, split_projects
 
 app = typer.Typer(
     name="lab",
@@ -99,9 +100,6 @@ def up(
         str | None,
         typer.Option(help="Where hosts PUT events about their VMs (e.g. the inspector)."),
     ] = None,
-    events_token: Annotated[
-        str | None, typer.Option(help="X-Auth-Token sent with every event request.")
-    ] = None,
     heartbeat: Annotated[
         bool, typer.Option(help="Guest heartbeats between hosts and their VMs.")
     ] = True,
@@ -111,13 +109,14 @@ def up(
 
     Hosts answer UDP heartbeats, each VM answers HTTP GET with 'Served by <name>'.
     The lab runs until 'opendoctor lab down'; its log is in the state dir (lab.log).
+    With --events-url, the hosts send OPENDOCTOR_LAB_EVENTS_TOKEN as X-Auth-Token.
     """
     directory = state_dir_of(state_dir)
     try:
         spec = LabSpec(
             hosts=hosts, vms=vms, projects=split_projects(projects),
             vm_mode=vm_mode.value, ip_prefix=ip_prefix, events_url=events_url,
-            events_token=events_token, heartbeat=heartbeat,
+            events_token=os.environ.get(EVENTS_TOKEN_ENV) or None, heartbeat=heartbeat,
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ class LabRunner:
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 *_manager_command(self.spec, self.state_dir),
+                env=os.environ | self.spec.environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -169,6 +171,7 @@ def start_detached(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             _manager_command(spec, state_dir),
+            env=os.environ | spec.environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

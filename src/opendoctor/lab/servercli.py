@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ import typer
 
 from opendoctor.lab.clibase import StateDirOption, call, fail, lab_url, out, state_dir_of
 from opendoctor.lab.client import LabClient
+from opendoctor.lab.spec import EVENTS_TOKEN_ENV
 
 ServerArg = Annotated[str, typer.Argument(help="Server name (e.g. vm1) or id.")]
 
@@ -93,12 +95,15 @@ def events_sink(
     url: Annotated[
         str | None, typer.Argument(help="New URL that hosts PUT events to; omit to show.")
     ] = None,
-    token: Annotated[str | None, typer.Option(help="X-Auth-Token for the new URL.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Send events nowhere.")] = False,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Show or set where the hosts send events about their VMs."""
+    """Show or set where the hosts send events about their VMs.
+
+    The X-Auth-Token they send with them comes from OPENDOCTOR_LAB_EVENTS_TOKEN (a
+    secret stays off the command line, where any user of the machine can read it)."""
     lab = _url(state_dir)
+    token = os.environ.get(EVENTS_TOKEN_ENV) or None
     if clear or url is not None:
         status = call(lab, lambda c: c.set_events_sink(None if clear else url, token))
     else:

@@ -7,9 +7,12 @@ an address of its own and all of them can use the same ports without configurati
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# The X-Auth-Token hosts send to the events URL (kept off command lines).
+EVENTS_TOKEN_ENV = "OPENDOCTOR_LAB_EVENTS_TOKEN"
 VmMode = Literal["process", "inline"]
 VM_MODES: tuple[str, ...] = ("process", "inline")
 
@@ -34,7 +37,8 @@ class LabSpec:
     api_port: int = 0  # 0: the manager picks a free port
     # Where hosts send events about their VMs (Doctor format, `PUT`); None: nowhere yet.
     events_url: str | None = None
-    events_token: str | None = None
+    # Never on a command line nor in lab.json: the manager takes it from the environment.
+    events_token: str | None = field(default=None, repr=False)
     # Guest heartbeats between each host and its VMs (off for 1,000-VM benchmarks).
     heartbeat: bool = True
 
@@ -91,7 +95,15 @@ class LabSpec:
         return f"{self.ip_prefix}.{VIP_OCTET}.{n}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as `lab.json` shows it: whether there is an events token, not which."""
+        data = asdict(self)
+        data["events_token"] = None
+        data["events_token_set"] = self.events_token is not None
+        return data
+
+    def environment(self) -> dict[str, str]:
+        """What the manager's environment must add to its command line for this spec."""
+        return {EVENTS_TOKEN_ENV: self.events_token} if self.events_token else {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabSpec:
@@ -114,7 +126,6 @@ class LabSpec:
             "--api-host", self.api_host,
             "--api-port", str(self.api_port),
             *(["--events-url", self.events_url] if self.events_url else []),
-            *(["--events-token", self.events_token] if self.events_token else []),
             "--heartbeat" if self.heartbeat else "--no-heartbeat",
         ]  # fmt: skip
 
@@ -132,7 +143,6 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-host", default=d.api_host)
     parser.add_argument("--api-port", type=int, default=d.api_port)
     parser.add_argument("--events-url", default=None, help="where hosts PUT VM events")
-    parser.add_argument("--events-token", default=None, help="X-Auth-Token for the events URL")
     parser.add_argument(
         "--heartbeat", action=argparse.BooleanOptionalAction, default=d.heartbeat,
         help="guest heartbeats between hosts and their VMs",
@@ -152,7 +162,7 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         api_host=ns.api_host,
         api_port=ns.api_port,
         events_url=ns.events_url,
-        events_token=ns.events_token,
+        events_token=os.environ.get(EVENTS_TOKEN_ENV) or None,
         heartbeat=ns.heartbeat,
     )
 

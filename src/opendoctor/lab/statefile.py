@@ -25,7 +25,10 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
     # Readers poll for this file; they must never see it half-written.
     tmp = state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    # Only its owner reads it: it says where the lab's API is, which takes any command.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
     tmp.replace(state_dir / STATE_FILE)
 
 

@@ -41,13 +41,19 @@ def doctor_event(event: Event) -> dict[str, object]:
     }
 
 
+AUTH_RETRY = 5.0  # seconds between tries while the API refuses our credentials
+
+
 class EventPoster:
     """Sends events to `PUT {api}/events`, retrying until the API has accepted them."""
 
-    def __init__(self, api: str, http: HttpClient, token: str | None) -> None:
+    def __init__(
+        self, api: str, http: HttpClient, token: str | None, auth_retry: float = AUTH_RETRY
+    ) -> None:
         self.url = api.rstrip("/") + "/events"
         self.http = http
         self.headers = {"X-Auth-Token": token} if token else {}
+        self.auth_retry = auth_retry
 
     async def __call__(self, event: Event) -> None:
         delay = 0.05
@@ -58,7 +64,15 @@ class EventPoster:
                 )
                 if resp.ok:
                     return
-                if 400 <= resp.status < 500:
+                if resp.status in (401, 403):
+                    # A credential an operator can fix: the fault stays worth reporting.
+                    log.error(
+                        "API refused this monitor's credentials; retrying (set "
+                        "OPENDOCTOR_MONITOR__TOKEN to a token of api.monitor_tokens)",
+                        extra={"status": resp.status, "event": event.id},
+                    )
+                    delay = max(delay, self.auth_retry)
+                elif 400 <= resp.status < 500:
                     log.error(
                         "API refused an event",
                         extra={"status": resp.status, "body": resp.body[:500]},
@@ -67,7 +81,7 @@ class EventPoster:
             except HttpError as exc:
                 log.warning("API not reachable, retrying", extra={"error": str(exc)})
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, max(delay, 2.0))  # auth_retry stays as it is
 
 
 async def run(settings: Settings, api: str, ready_file: Path | None = None) -> None:
@@ -81,7 +95,14 @@ async def run(settings: Settings, api: str, ready_file: Path | None = None) -> N
         leases = LeaseStore(db)
     faults = FaultStore(db) if db is not None else None
     reported = (lambda: open_reports(faults)) if faults is not None else None
-    probing = Probing(settings, EventPoster(api, http, settings.api.southbound_token), reported)
+    secret = settings.monitor.token or settings.api.southbound_token
+    token = secret.get_secret_value() if secret is not None else None
+    if token is None:
+        log.warning(
+            "no monitor token (OPENDOCTOR_MONITOR__TOKEN): the API takes these events "
+            "only if it allows anonymous monitors"
+        )
+    probing = Probing(settings, EventPoster(api, http, token), reported)
     while True:
         try:
             hosts = await vim.list_hosts()

@@ -24,6 +24,7 @@ def _event_from_row(row: EventRow) -> Event:
         time=row.time,
         monitor=body.get("monitor", ""),
         monitor_event_id=body.get("monitor_event_id", ""),
+        reporter=body.get("reporter", ""),
         details=body.get("details", {}),
         id=row.id,
         received=row.received,

@@ -342,7 +342,7 @@ class ModeRun:
         deadline = time.monotonic() + RESEND_FOR
         while True:
             try:
-                resp = await self.http.put(s.api + "/events", json=body)
+                resp = await self.http.put(s.api + "/events", json=body, headers=s.monitor)
             except HttpError as exc:
                 problem = str(exc)
             else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,11 +81,16 @@ class Stack:
     lab: LabRunner
     service: ChildProcess | Cluster  # one process, or every role's replicas
     consumers: dict[str, ChildProcess]
+    monitor: dict[str, str] = field(default_factory=dict)  # headers of a monitor's reports
     http: HttpClient = field(default_factory=HttpClient)
 
     @property
     def api(self) -> str:
         return self.service.ready
+
+    def monitor_env(self) -> dict[str, str]:
+        """The environment of a standalone monitor that reports to this stack."""
+        return {"OPENDOCTOR_MONITOR__TOKEN": self.monitor["X-Auth-Token"]}
 
     def service_pids(self) -> set[int]:
         if isinstance(self.service, Cluster):
@@ -190,10 +197,15 @@ async def running_stack(
             )
             for p in spec.projects
         }
+        # Fresh monitor credentials: the lab's hosts report with one, whatever drives the
+        # stack (the demo, a benchmark, a test) with the other. Handed over in the
+        # environment, never on a command line.
+        tokens = {"lab-hosts": secrets.token_urlsafe(24), "stack": secrets.token_urlsafe(24)}
         env = {
             "OPENDOCTOR_STATE_DIR": str(workdir / "service"),
             "OPENDOCTOR_VIM__LAB_URL": lab.url,
             "OPENDOCTOR_API__PORT": "0",
+            "OPENDOCTOR_API__MONITOR_TOKENS": json.dumps(tokens),
             **(service_env or {}),
         }
         service: ChildProcess | Cluster = (
@@ -205,8 +217,8 @@ async def running_stack(
             await asyncio.gather(*(c.start() for c in consumers.values()))
             await service.start()
             # Host-side monitors (process exits, guest heartbeats) report to the service.
-            await lab.client.set_events_sink(service.ready + "/events")
-            s = Stack(workdir, lab, service, consumers)
+            await lab.client.set_events_sink(service.ready + "/events", tokens["lab-hosts"])
+            s = Stack(workdir, lab, service, consumers, {"X-Auth-Token": tokens["stack"]})
             try:
                 yield s
             finally:

@@ -69,7 +69,7 @@ async def test_the_callback_body_and_headers_are_exactly_the_documented_ones(
         assert victims and len(victims) < len(servers)
 
         before = time.time()
-        resp = await s.http.put(s.api + "/events", json=[host_down(HOST)])
+        resp = await s.http.put(s.api + "/events", json=[host_down(HOST)], headers=s.monitor)
         assert resp.status == 202, resp.body
 
         # Two actions per alarm: every victim's owner gets one callback on each channel.

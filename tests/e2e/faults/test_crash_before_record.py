@@ -216,7 +216,7 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 async def admin_get(s: Stack, path: str) -> Any:
-    async with httpx.AsyncClient(base_url=s.api, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=30) as client:
         resp = await client.get(path, headers=ADMIN)
         assert resp.status_code == 200, resp.text
         return resp.json()
@@ -236,7 +236,7 @@ async def test_a_crash_between_the_first_attempt_and_the_outbox_write_repeats_th
         alarms = await s.register_alarms(lambda v: f"{owners.url}/{v['project_id']}")
         alarm_of = {a["event_rule"]["query"][0]["value"]: a["alarm_id"] for a in alarms}
 
-        async with httpx.AsyncClient(base_url=s.api, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=30) as client:
             accepted = await client.put("/events", json=[host_down(FAILED)])
         assert accepted.status_code == 202, accepted.text
         (event_id,) = accepted.json()["accepted"]
@@ -303,7 +303,7 @@ async def test_a_crash_between_the_first_attempt_and_the_outbox_write_repeats_th
         await service.stop()
         assert await store.unprocessed_events() == 0
         await service.start()
-        async with httpx.AsyncClient(base_url=s.api, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=30) as client:
             again = await client.put("/events", json=[host_down(FAILED)])
         assert again.status_code == 202, again.text
         (sentinel,) = again.json()["accepted"]

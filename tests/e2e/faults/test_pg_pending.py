@@ -82,7 +82,7 @@ async def test_notifications_pending_while_postgresql_is_down_reach_their_owner_
                 service_env(server.service_url("opendoctor")),
                 consumer_args=lambda project: ["--port", str(ports[project])],
             ) as s,
-            httpx.AsyncClient(base_url=s.api, timeout=30) as client,
+            httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=30) as client,
         ):
             service = s.service
             assert isinstance(service, ChildProcess) and service.proc is not None

@@ -66,7 +66,9 @@ async def test_a_broker_killed_mid_storm_tells_each_owner_once(
             # first host of each partition over and wait to record its fault (a lock of
             # the test's holds them there); the rest of the storm waits in the queues.
             async with TableLock(database, "faults", "SHARE") as lock:
-                resp = await s.http.put(s.api + "/events", json=storm("down", FAILED))
+                resp = await s.http.put(
+                    s.api + "/events", json=storm("down", FAILED), headers=s.monitor
+                )
                 assert resp.status == 202, resp.body
 
                 async def held() -> bool:

@@ -163,7 +163,9 @@ async def test_a_hung_vim_does_not_hold_up_the_next_host_on_the_same_partition(
                 # One after the other, as a monitor would report them: the first one's
                 # handling is under way (its VIM call hanging) when the second arrives.
                 for host in hosts:
-                    resp = await s.http.put(s.api + "/events", json=[host_down(host)])
+                    resp = await s.http.put(
+                        s.api + "/events", json=[host_down(host)], headers=s.monitor
+                    )
                     assert resp.status == 202, resp.body
                     await eventually(lambda h=host: fault_of(s, h), what=f"{host}'s fault")
                 got = await eventually(

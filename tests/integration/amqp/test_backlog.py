@@ -14,7 +14,7 @@ from opendoctor.app.service import Service
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.tools.consumer import make_app
 from tests import pg
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.amqp.conftest import Names
 from tests.integration.pipeline.conftest import (
     Consumer,
@@ -54,7 +54,9 @@ async def test_a_consumer_down_for_30_s_gets_the_backlog(
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://od"
+        ) as client:
             victims = [s for s in service.topology.servers.values() if s.host == "compute1"]
             for server in victims:
                 resp = await client.post(

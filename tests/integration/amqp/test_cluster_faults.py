@@ -253,7 +253,7 @@ async def test_a_replica_killed_holding_unacked_work_tells_each_owner_once(
             want_told = owners_of(servers, kill.told_at_kill(first))
 
             async with TableLock(database, kill.table, kill.mode) as lock:
-                resp = await s.http.put(s.api + "/events", json=storm("down"))
+                resp = await s.http.put(s.api + "/events", json=storm("down"), headers=s.monitor)
                 assert resp.status == 202, resp.body
 
                 # Both replicas of the role are held on the first message of each
@@ -309,7 +309,7 @@ async def test_a_replica_killed_holding_unacked_work_tells_each_owner_once(
             assert alive == {n: n != victim.name for n in alive}
 
             # Every fault clears; nobody is told anything more.
-            resp = await s.http.put(s.api + "/events", json=storm("up"))
+            resp = await s.http.put(s.api + "/events", json=storm("up"), headers=s.monitor)
             assert resp.status == 202, resp.body
 
             async def cleared() -> bool:

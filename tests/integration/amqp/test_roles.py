@@ -16,7 +16,7 @@ from opendoctor.app.service import Service
 from opendoctor.notifier import remote
 from opendoctor.tools.consumer import REPEATS
 from tests import pg
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.amqp.conftest import Names
 from tests.integration.pipeline.conftest import (
     ADMIN,
@@ -37,6 +37,7 @@ class Split:
         self.clients = {
             role: httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=create_app(s.facade, manage=False)),
+                headers=MONITOR,
                 base_url=f"http://{role}",
             )
             for role, s in services.items()
@@ -216,7 +217,9 @@ async def test_a_template_added_through_one_inspector_reaches_the_others(
             started.append(service)
         a, b = pair
         transport = httpx.ASGITransport(app=create_app(a.facade, manage=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://a") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://a"
+        ) as client:
             headers = {**ADMIN, "content-type": "application/yaml"}
             resp = await client.post("/v1/templates", content=EXAMPLE_TEMPLATE, headers=headers)
             assert resp.status_code == 201, resp.text

@@ -12,7 +12,7 @@ from opendoctor.bus.amqp import AmqpBus
 from opendoctor.core.model import Event
 from opendoctor.tools.consumer import RECEIVED, AmqpListener, make_app
 from tests import pg
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.amqp.conftest import Names
 from tests.integration.pipeline.conftest import (
     PROJECT_A,
@@ -48,7 +48,7 @@ async def test_uc1_with_owners_subscribed_over_amqp(
     ]
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-    client = httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
+    client = httpx.AsyncClient(transport=transport, headers=MONITOR, base_url="http://opendoctor")
     try:
         for listener in listeners:
             await listener.start()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import stat
 import time
 from datetime import datetime
+from pathlib import Path
 
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.manager.hostctl import HostProc
+from opendoctor.lab.statefile import STATE_FILE
 
 from .conftest import LabFactory
 from .helpers import eventually, served_by
@@ -16,6 +20,16 @@ from .sink import EventSink
 
 IP_PREFIX = "127.218"
 DEADLINE = 2.0  # seconds from a VM's death to its event at the sink (really a few ms)
+
+
+def assert_secret_kept(state_dir: Path, secret: bytes) -> None:
+    """The token is on no command line, nor in lab.json, which only its owner reads."""
+    state = state_dir / STATE_FILE
+    assert secret not in state.read_bytes()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            assert secret not in cmdline.read_bytes(), cmdline
 
 
 def control(i: int) -> HostProc:
@@ -29,6 +43,7 @@ async def test_lifecycle_events(lab_factory: LabFactory, sink: EventSink, http: 
     status = await client.events_sink()
     assert (status["url"], status["token_set"]) == (sink.url, True)
     assert status["hosts"]["compute1"]["url"] == sink.url
+    assert_secret_kept(lab.state_dir, b"s3cret")
 
     # Asked to stop: no event. Killed: an event, at once.
     await client.stop(vm3.id)

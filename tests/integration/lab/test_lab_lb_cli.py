@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from opendoctor.lab import runner as lab_runner
 from opendoctor.lab.cli import app
+from opendoctor.lab.spec import EVENTS_TOKEN_ENV
 
 IP_PREFIX = "127.220"
 
@@ -32,10 +33,11 @@ def run(cli: CliRunner, *args: str, code: int = 0) -> str:
     return result.output
 
 
-def test_lb_and_vm_commands(cli: CliRunner) -> None:
+def test_lb_and_vm_commands(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     events = "http://127.0.0.1:9/events"  # nothing listens: events wait in the hosts
+    monkeypatch.setenv(EVENTS_TOKEN_ENV, "t0k")
     run(cli, "up", "--hosts", "1", "--vms", "2", "--ip-prefix", IP_PREFIX, "--events-url", events,
-        "--events-token", "t0k", "--no-heartbeat")  # fmt: skip
+        "--no-heartbeat")  # fmt: skip
     output = run(cli, "events-sink")
     assert events in output and "(token set)" in output and "compute1" in output
 

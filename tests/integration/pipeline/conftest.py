@@ -18,6 +18,7 @@ from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server, iso
 from opendoctor.core.settings import Settings
 from opendoctor.tools.consumer import ARRIVALS, RECEIVED, make_app
+from tests.conftest import MONITOR
 from tests.tcpproxy import free_port
 
 PROJECT_A, PROJECT_B = "project-a", "project-b"
@@ -98,7 +99,9 @@ async def running(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
     await service.start()
     app = create_app(service.facade, manage=False)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://opendoctor") as client:
+    async with httpx.AsyncClient(
+        transport=transport, headers=MONITOR, base_url="http://opendoctor"
+    ) as client:
         yield Running(service, vim, client)
     await service.stop()
 

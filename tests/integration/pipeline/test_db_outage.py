@@ -19,7 +19,7 @@ from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.store.db import unavailable
 from tests import pg
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
     ADMIN,
     alarm_for,
@@ -59,7 +59,9 @@ async def test_nothing_answering_at_the_database_url_is_a_503(tmp_path: Path) ->
     service.topology.load(await service.vim.list_hosts(), await service.vim.list_servers())
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://od"
+        ) as client:
             for resp in await needs_the_database(client):
                 assert_database_down(resp)
             # What needs no database still answers.
@@ -80,7 +82,9 @@ async def proxied(tmp_path: Path) -> AsyncIterator[tuple[Service, httpx.AsyncCli
     try:
         await service.start()
         transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://od"
+        ) as client:
             yield service, client, proxy
     finally:
         await service.stop()  # needs no database

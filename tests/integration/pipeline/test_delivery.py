@@ -10,7 +10,7 @@ from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.core.notifications import DELIVERED, FAILED, PENDING
 from opendoctor.tools.consumer import make_app
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
     Consumer,
     alarm_for,
@@ -29,7 +29,9 @@ async def start(
     service = Service(settings, vim=vim or lab_vim())  # type: ignore[arg-type]
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-    return service, httpx.AsyncClient(transport=transport, base_url="http://opendoctor")
+    return service, httpx.AsyncClient(
+        transport=transport, headers=MONITOR, base_url="http://opendoctor"
+    )
 
 
 async def subscribe_host(service: Service, client: httpx.AsyncClient, host: str, url: str) -> int:

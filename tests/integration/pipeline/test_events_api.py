@@ -106,14 +106,15 @@ async def test_one_bad_event_rejects_the_request_and_keeps_what_was_accepted(
     assert (await running.client.get("/health")).json()["status"] == "ok"
 
 
-async def test_southbound_token_when_configured(running: Running) -> None:
-    running.service.settings.api.southbound_token = "s3cret"
-    resp = await running.client.put("/events", json=[host_down("compute1")])
-    assert resp.status_code == 401
+async def test_each_event_records_the_monitor_that_sent_it(running: Running) -> None:
+    """The suite's services know one monitor, `tests` (tests/conftest.py)."""
     resp = await running.client.put(
-        "/events", json=[host_down("compute1")], headers={"X-Auth-Token": "s3cret"}
+        "/events", json=[host_down("compute1")], headers={"X-Auth-Token": "not-a-monitor"}
     )
-    assert resp.status_code == 202
+    assert resp.status_code == 401
+    assert (await running.client.put("/events", json=[host_down("compute1")])).status_code == 202
+    events = (await running.client.get("/v1/events", headers=ADMIN)).json()
+    assert [e["reporter"] for e in events] == ["tests"]
 
 
 async def test_admin_routes_need_the_admin_role(running: Running) -> None:

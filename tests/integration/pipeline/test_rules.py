@@ -15,7 +15,7 @@ from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import iso
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
     ADMIN,
     Consumer,
@@ -55,7 +55,9 @@ async def _running(tmp_path: Path, db_url: str, recovery: bool) -> AsyncIterator
     service = Service(settings, vim=vim)
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://opendoctor") as client:
+    async with httpx.AsyncClient(
+        transport=transport, headers=MONITOR, base_url="http://opendoctor"
+    ) as client:
         yield Running(service, vim, client)
     await service.stop()
 

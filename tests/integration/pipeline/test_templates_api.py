@@ -13,7 +13,7 @@ from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
 from opendoctor.app.service import Service
 from opendoctor.inspector.effects import LoggingWorkflows
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
 
 YAML = {**ADMIN, "content-type": "application/yaml"}
@@ -352,7 +352,9 @@ async def serving(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Service, h
     await service.start()
     try:
         transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://od"
+        ) as client:
             yield service, client
     finally:
         await service.stop()

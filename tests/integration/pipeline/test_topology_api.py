@@ -8,7 +8,7 @@ import httpx
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
 
 
@@ -79,7 +79,9 @@ async def test_the_topology_file_adds_what_the_vim_does_not_know(
     try:
         app = create_app(service.facade, manage=False)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://od"
+        ) as client:
             body = (
                 await client.get("/v1/topology?root=switch:tor-1&depth=2", headers=ADMIN)
             ).json()

@@ -10,7 +10,7 @@ from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.core.identity import Identity
 from opendoctor.notifier.rules import AlarmBody
-from tests.conftest import eventually
+from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
     Consumer,
     alarm_for,
@@ -39,7 +39,9 @@ async def test_a_service_started_during_a_vim_outage_still_notifies(
     service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
     await service.start()
     transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+    async with httpx.AsyncClient(
+        transport=transport, headers=MONITOR, base_url="http://od"
+    ) as client:
         try:
             assert set(service.topology.hosts) == {"compute1", "compute2", "compute3"}
             resp = await client.put("/events", json=[host_down("compute1")])

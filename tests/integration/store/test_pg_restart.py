@@ -65,7 +65,7 @@ async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_
         env = {"OPENDOCTOR_DATABASE_URL": postgres.service_url(DATABASE)}
         async with (
             running_stack(SPEC, tmp_path, env) as s,
-            httpx.AsyncClient(base_url=s.api, timeout=10) as client,
+            httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=10) as client,
         ):
             servers = (await client.get("/v1/servers", headers=ADMIN)).json()
             on = {h: [v for v in servers if v["host"] == h] for h in ("compute1", "compute2")}

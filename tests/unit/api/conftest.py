@@ -14,6 +14,7 @@ import pytest
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.tools.consumer import make_app
+from tests.conftest import MONITOR_TOKENS_ENV
 from tests.integration.pipeline.conftest import Consumer, free_port, lab_vim, settings_for
 
 TOKENS: dict[str, dict[str, Any]] = {
@@ -31,7 +32,7 @@ BY_TOKEN = {
     "b": {"X-Auth-Token": "tok-vnfm-b"},
     "admin": {"X-Auth-Token": "tok-operator"},
 }
-MONITOR_TOKEN = "monitor-s3cret"
+MONITOR_NAME, MONITOR_TOKEN = "doctor-monitor", "monitor-s3cret"
 
 
 @dataclass
@@ -50,8 +51,8 @@ class Api:
         return "X-Auth-Token" if self.mode == "token" else "X-Project-Id"
 
 
-async def serving(tmp_path: Path, mode: str, southbound_token: str | None) -> AsyncIterator[Api]:
-    api = {"auth_mode": mode, "tokens": TOKENS, "southbound_token": southbound_token}
+async def serving(tmp_path: Path, mode: str, **api_settings: Any) -> AsyncIterator[Api]:
+    api = {"auth_mode": mode, "tokens": TOKENS, **api_settings}
     settings = settings_for(
         tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/opendoctor.db", api=api
     )
@@ -69,15 +70,29 @@ async def serving(tmp_path: Path, mode: str, southbound_token: str | None) -> As
         await service.stop()
 
 
+@pytest.fixture(autouse=True)
+def only_these_monitors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests say which monitors the service knows: not the test suite's own."""
+    monkeypatch.delenv(MONITOR_TOKENS_ENV)
+
+
 @pytest.fixture(params=["trusted-headers", "token"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
-    """The API in each auth mode, monitors with a token of their own."""
-    async for running in serving(tmp_path, request.param, MONITOR_TOKEN):
+    """The API in each auth mode, one monitor with a token of its own."""
+    monitors = {MONITOR_NAME: MONITOR_TOKEN}
+    async for running in serving(tmp_path, request.param, monitor_tokens=monitors):
         yield running
 
 
 @pytest.fixture
-async def open_southbound(tmp_path: Path) -> AsyncIterator[Api]:
-    """The API with no southbound token configured."""
-    async for running in serving(tmp_path, "trusted-headers", None):
+async def no_monitors(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API as it starts with nothing said about monitors."""
+    async for running in serving(tmp_path, "trusted-headers"):
+        yield running
+
+
+@pytest.fixture
+async def anonymous_monitors(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API told to take reports from monitors without a token."""
+    async for running in serving(tmp_path, "trusted-headers", anonymous_monitors=True):
         yield running

@@ -1,7 +1,7 @@
 """Who may call what, in each auth mode (docs/configuration.md, "Identity").
 
 Northbound callers prove who they are by identity headers (`trusted-headers`) or by a
-configured token (`token`); monitors by the southbound token, when one is set.
+configured token (`token`); monitors by a token of their own, which each event records.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.integration.pipeline.conftest import alarm_for, host_down
-from tests.unit.api.conftest import MONITOR_TOKEN, Api
+from tests.unit.api.conftest import MONITOR_NAME, MONITOR_TOKEN, Api
 
 VM1 = "00000000-0000-0000-0000-000000000001"  # project-a's, on compute1
 VM2 = "00000000-0000-0000-0000-000000000002"  # project-b's, on compute2
@@ -122,10 +122,11 @@ EVENT_ROUTES = [
 ]
 
 
-async def test_monitors_need_the_southbound_token(api: Api) -> None:
-    """With a southbound token set, a fault report without it, or with any other token
-    (a northbound one included), is refused with 401 and changes nothing: no event kept,
-    no fault, no owner told. The same report with the token is acted on."""
+async def test_monitors_need_their_token(api: Api) -> None:
+    """A fault report without a monitor's token, or with any other token (a northbound
+    one included), is refused with 401 and changes nothing: no event kept, no fault, no
+    owner told. The same report with the token is acted on, and each event records
+    which monitor sent it."""
     alarm = await create_alarm(api, "a", VM1)
     wrong: list[dict[str, str | bytes]] = [
         {},
@@ -158,15 +159,32 @@ async def test_monitors_need_the_southbound_token(api: Api) -> None:
     await eventually(lambda: len(api.consumer.received) == 1, what="project-a's owner told")
     assert api.consumer.received[0]["instance_id"] == VM1
     events = (await api.client.get("/v1/events", headers=admin)).json()
-    assert len(events) == len(EVENT_ROUTES)
+    assert [e["reporter"] for e in events] == [MONITOR_NAME] * len(EVENT_ROUTES)
 
 
-async def test_without_a_southbound_token_monitors_send_none(open_southbound: Api) -> None:
-    """A service configured without a southbound token takes monitors' reports as they
-    come, a token header included."""
-    client = open_southbound.client
+async def test_without_monitor_tokens_the_events_api_takes_nothing(no_monitors: Api) -> None:
+    """Out of the box nobody may report a fault (it would fence a host): every report is
+    a 401 saying what to configure, and nothing is kept."""
+    client = no_monitors.client
+    for method, path, shape in EVENT_ROUTES:
+        resp = await client.request(method, path, json=shape(host_down("compute1")))
+        refused(resp, "X-Auth-Token")
+        assert "api.monitor_tokens" in resp.json()["error"]["message"]
+        resp = await client.request(
+            method, path, json=shape(host_down("compute1")), headers={"X-Auth-Token": "x"}
+        )
+        refused(resp, "X-Auth-Token")
+    assert (await client.get("/v1/events", headers=no_monitors.who("admin"))).json() == []
+
+
+async def test_anonymous_monitors_only_where_turned_on(anonymous_monitors: Api) -> None:
+    """With `anonymous_monitors`, a report without a token is taken and recorded as
+    anonymous; a token that is not known is still refused."""
+    client = anonymous_monitors.client
     assert (await client.put("/events", json=[host_down("compute1")])).status_code == 202
     resp = await client.post(
         "/v1/event", json={"event": host_down("compute2")}, headers={"X-Auth-Token": NON_ASCII}
     )
-    assert resp.status_code == 202
+    refused(resp, "X-Auth-Token")
+    events = (await client.get("/v1/events", headers=anonymous_monitors.who("admin"))).json()
+    assert [(e["hostname"], e["reporter"]) for e in events] == [("compute1", "anonymous")]

@@ -18,7 +18,8 @@ from opendoctor.api.templates import EXAMPLE_TEMPLATE
 from opendoctor.app.service import Service
 from opendoctor.cli import app
 from opendoctor.core.settings import load_settings
-from tests.integration.pipeline.conftest import ADMIN, free_port, host_down, lab_vim, settings_for
+from tests.conftest import MONITOR
+from tests.integration.pipeline.conftest import free_port, host_down, lab_vim, settings_for
 
 runner = CliRunner()
 
@@ -222,7 +223,7 @@ def test_alarms_history_and_topology_query(live: str, tmp_path: Path) -> None:
     path = tmp_path / "host_watch.yaml"
     path.write_text(HOST_WATCH)
     assert runner.invoke(app, ["template", "add", str(path), *api]).exit_code == 0
-    resp = httpx.put(live + "/events", json=[host_down("compute1")], headers=ADMIN)
+    resp = httpx.put(live + "/events", json=[host_down("compute1")], headers=MONITOR)
     assert resp.status_code == 202
 
     deadline = time.monotonic() + 10

@@ -17,6 +17,7 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
+from tests.conftest import MONITOR
 
 
 @pytest.fixture
@@ -51,5 +52,5 @@ def build_app(service: AlarmService, state_dir: Path) -> FastAPI:
 @pytest.fixture
 async def client(service: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(service, tmp_path))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, headers=MONITOR, base_url="http://test") as c:
         yield c

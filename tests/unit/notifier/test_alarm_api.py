@@ -15,6 +15,7 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
+from tests.conftest import MONITOR
 
 from .conftest import build_app
 from .helpers import ADMIN, INSTANCE, PROJECT_A, PROJECT_B, alarm_body
@@ -287,7 +288,9 @@ async def test_everything_is_back_after_a_restart(
         restarted = AlarmService(AlarmStore(db), AlarmIndex())
         assert await restarted.load() == 4
         transport = httpx.ASGITransport(app=build_app(restarted, tmp_path))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as again:
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://test"
+        ) as again:
             after = (await again.get("/v2/alarms", headers=PROJECT_A)).json()
             assert after == before
             states = {a["name"]: a["state"] for a in after}
