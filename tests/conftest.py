@@ -22,10 +22,13 @@ T = TypeVar("T")
 MONITOR_TOKEN = "test-monitor-token"
 MONITOR = {"X-Auth-Token": MONITOR_TOKEN}
 MONITOR_TOKENS_ENV = "OPENDOCTOR_API__MONITOR_TOKENS"
+# The tests' consumers listen on loopback, which alarm actions may not reach by default.
+EGRESS_ENV = "OPENDOCTOR_NOTIFIER__EGRESS_ALLOW"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ[MONITOR_TOKENS_ENV] = json.dumps({"tests": MONITOR_TOKEN})
+    os.environ[EGRESS_ENV] = json.dumps(["127.0.0.0/8", "::1"])
 
 
 ENGINES = ["sqlite", "postgresql"]

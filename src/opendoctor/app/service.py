@@ -101,10 +101,19 @@ class Service:
         self.resources = ResourceStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.index = AlarmIndex()
-        self.alarms = AlarmService(AlarmStore(self.db), self.index)
+        egress = settings.notifier.egress()
+        self.alarms = AlarmService(AlarmStore(self.db), self.index, egress)
+        # Callbacks go to URLs tenants gave: a client of their own, held to the egress
+        # policy, apart from the one recovery and the VIM use.
+        self.callbacks = HttpClient(
+            timeout=settings.notifier.timeout,
+            connections=settings.notifier.connections,
+            egress=egress,
+            max_response_bytes=settings.notifier.max_response_bytes,
+        )
         senders: dict[str, Sender] = {
-            "http": HttpSender(self.http, settings.notifier.timeout),
-            "https": HttpSender(self.http, settings.notifier.timeout),
+            "http": HttpSender(self.callbacks, settings.notifier.timeout),
+            "https": HttpSender(self.callbacks, settings.notifier.timeout),
             "log": LogSender(),
         }
         self.amqp_sender: AmqpSender | None = None
@@ -113,7 +122,7 @@ class Service:
         except ImportError:  # installed without the amqp extra: the API refuses amqp:// actions
             pass
         else:
-            self.amqp_sender = AmqpSender(settings.notifier.timeout)
+            self.amqp_sender = AmqpSender(settings.notifier.timeout, egress=egress)
             senders["amqp"] = senders["amqps"] = self.amqp_sender
         self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
         shared = settings.bus.kind != "memory"
@@ -336,6 +345,7 @@ class Service:
         if self.amqp_sender is not None:
             await self.amqp_sender.close()
         await self.http.close()
+        await self.callbacks.close()
         if self._vim is not None:
             await self._vim.close()
         await self.db.close()

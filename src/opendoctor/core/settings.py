@@ -12,8 +12,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from opendoctor.core.egress import EgressPolicy, parse_allowed
 
 
 def default_state_dir() -> Path:
@@ -123,6 +132,25 @@ class NotifierSettings(BaseModel):
     sync_interval: float = Field(
         0.5, gt=0, description="seconds between take-ups of other processes' alarm changes"
     )
+    egress_allow: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks, each with an optional port (127.0.0.1:5001, "
+        "10.20.0.0/16, [::1]:5001), that alarm actions may reach although they are not "
+        "globally routable (loopback, private, link-local: refused by default)",
+    )
+    max_response_bytes: int = Field(
+        65_536, gt=0, description="most of a consumer's answer read; the rest is dropped"
+    )
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _allowed(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_allowed(entry)  # raises ValueError naming the entry
+        return entries
+
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy.of(self.egress_allow)
 
 
 class RecoverySettings(BaseModel):

@@ -7,11 +7,16 @@ encoding are decided once.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from opendoctor.core.egress import EgressDenied, EgressPolicy
 
 # Seconds an idle pooled connection is kept: connections kept between faults spare a
 # storm's callbacks their handshakes. A server that closes idle connections sooner
@@ -37,12 +42,50 @@ class Response:
         return 200 <= self.status < 300
 
 
-class HttpClient:
-    """A pooled async HTTP client. Create it inside a running event loop."""
+class EgressRefused(HttpError):
+    """The egress policy does not allow the address the URL leads to."""
 
-    def __init__(self, timeout: float = 5.0, connections: int = 256) -> None:
+
+class _PolicyResolver(AbstractResolver):
+    """Resolves as usual, then keeps only the addresses the policy allows: the connection
+    goes to an address that was checked, whatever the name answers next time."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        allowed = [r for r in found if self._policy.problem(r["host"], port) is None]
+        if not allowed:
+            problem = self._policy.problem(found[0]["host"], port) if found else "no address"
+            raise EgressDenied(f"{host}: {problem}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+class HttpClient:
+    """A pooled async HTTP client. Create it inside a running event loop.
+
+    With `egress`, it calls on a user's behalf (alarm callbacks): only addresses the
+    policy allows, no redirects (each hop would need the same check, and a POST must not
+    turn into a GET elsewhere), and at most `max_response_bytes` of each answer."""
+
+    def __init__(
+        self,
+        timeout: float = 5.0,
+        connections: int = 256,
+        egress: EgressPolicy | None = None,
+        max_response_bytes: int | None = None,
+    ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
+        self._egress = egress
+        self._max_response = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -52,6 +95,7 @@ class HttpClient:
                 limit_per_host=0,
                 ttl_dns_cache=300,
                 keepalive_timeout=KEEPALIVE,
+                resolver=_PolicyResolver(self._egress) if self._egress is not None else None,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, json_serialize=_dumps
@@ -77,9 +121,19 @@ class HttpClient:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        if self._egress is not None:
+            # Literal addresses never reach the resolver.
+            problem = self._egress.url_problem(url)
+            if problem is not None:
+                raise EgressRefused(f"{method} {url}: {problem}")
+            kwargs["allow_redirects"] = False
         try:
             async with session.request(method, url, data=data, headers=hdrs, **kwargs) as resp:
-                return Response(resp.status, await resp.read())
+                if self._max_response is None:
+                    return Response(resp.status, await resp.read())
+                return Response(resp.status, await _read_at_most(resp, self._max_response))
+        except EgressDenied as exc:
+            raise EgressRefused(f"{method} {url}: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise HttpError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
 
@@ -99,6 +153,17 @@ class HttpClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first `limit` bytes of the body; the rest is not read (the connection closes)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(limit):
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            resp.close()
+            break
+    return bytes(body)
 
 
 def _dumps(obj: Any) -> str:

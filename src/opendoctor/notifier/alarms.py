@@ -22,6 +22,7 @@ from opendoctor.core.alarms import (
     HistoryEntry,
     Transition,
 )
+from opendoctor.core.egress import EgressPolicy
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.core.model import new_id
@@ -49,9 +50,12 @@ SYNC_OVERLAP = 5.0
 
 
 class AlarmService:
-    def __init__(self, store: AlarmStore, index: AlarmIndex) -> None:
+    def __init__(
+        self, store: AlarmStore, index: AlarmIndex, egress: EgressPolicy | None = None
+    ) -> None:
         self.store = store
         self.index = index
+        self.egress = egress if egress is not None else EgressPolicy()
         # Definition changes are serialised so that the store and the index see them in
         # the same order; the notification path (record_transitions) does not take it.
         self._lock = asyncio.Lock()
@@ -161,7 +165,18 @@ class AlarmService:
             severity=alarm.severity,
         )
 
+    def _check_egress(self, body: AlarmBody) -> None:
+        """Refused before anything is kept: an action at an address the egress policy
+        does not let opendoctor call (names are checked again when called)."""
+        for field in ("alarm_actions", "ok_actions", "insufficient_data_actions"):
+            for i, url in enumerate(getattr(body, field)):
+                problem = self.egress.url_problem(url)
+                if problem is not None:
+                    where = f"{field}[{i}]"
+                    raise RequestError(400, f"{where}: {url}: {problem}", where)
+
     async def create(self, body: AlarmBody, identity: Identity) -> Alarm:
+        self._check_egress(body)
         project, user = self._owner(body, identity, None)
         now = self._now()
         alarm = body.to_alarm(new_id(), project, user, body.state or "insufficient data", now)
@@ -180,6 +195,7 @@ class AlarmService:
 
     async def update(self, alarm_id: str, body: AlarmBody, identity: Identity) -> Alarm:
         """Replace an alarm's definition (PUT), keeping its id and, unless given, its state."""
+        self._check_egress(body)
         async with self._lock:
             old = self.get(alarm_id, identity)
             project, user = self._owner(body, identity, old)

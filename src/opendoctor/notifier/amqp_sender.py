@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import orjson
 
+from opendoctor.core.egress import EgressPolicy
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.ports import DeliveryError
 from opendoctor.infra.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
@@ -26,16 +28,36 @@ log = logging.getLogger(__name__)
 class AmqpSender:
     """One connection per broker (kept for the life of the sender), shared by all sends."""
 
-    def __init__(self, timeout: float, name: str = "opendoctor-notifier") -> None:
+    def __init__(
+        self, timeout: float, name: str = "opendoctor-notifier", egress: EgressPolicy | None = None
+    ) -> None:
         self.timeout = timeout
         self.name = name
+        self.egress = egress
         self._brokers: dict[BrokerUrl, Broker] = {}
         self._declared: set[tuple[BrokerUrl, str]] = set()
         self._lock = asyncio.Lock()
 
+    async def _allowed(self, url: BrokerUrl) -> None:
+        """Every address the broker's name leads to must be one the policy allows: the
+        client library resolves it again and may take any of them."""
+        if self.egress is None:
+            return
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                url.host, url.port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise DeliveryError(f"{url.safe}: {exc}") from exc
+        for *_, sockaddr in found:
+            problem = self.egress.problem(str(sockaddr[0]), url.port)
+            if problem is not None:
+                raise DeliveryError(f"{url.safe}: {problem}", retry=False)
+
     async def _broker(self, url: BrokerUrl) -> Broker:
         broker = self._brokers.get(url)
         if broker is None:
+            await self._allowed(url)
             async with self._lock:
                 broker = self._brokers.get(url)
                 if broker is None:

@@ -19,7 +19,7 @@ from opendoctor.core.notifications import DELIVERED, FAILED, PENDING, OutboxEntr
 from opendoctor.core.ports import DeliveryError, Sender
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra import metrics
-from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.infra.httpclient import EgressRefused, HttpClient, HttpError
 from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import OutboxStore
 
@@ -47,8 +47,13 @@ class HttpSender:
             resp = await self.http.request(
                 "POST", entry.url, content=payload, headers=headers, timeout=self.timeout
             )
+        except EgressRefused as exc:
+            raise DeliveryError(str(exc), retry=False) from exc
         except HttpError as exc:
             raise DeliveryError(str(exc)) from exc
+        if 300 <= resp.status < 400:
+            problem = f"HTTP {resp.status} from {entry.url}: redirects are not followed"
+            raise DeliveryError(problem, retry=False)
         if not resp.ok:
             retry = resp.status >= 500 or resp.status in RETRYABLE
             raise DeliveryError(f"HTTP {resp.status} from {entry.url}", retry=retry)

@@ -133,6 +133,11 @@ def _check_amqp_action(url: str) -> str:
             "(it was installed without the 'amqp' extra)"
         ) from None
     parse_action_url(url)  # raises ValueError naming what is wrong
+    if urlsplit(url).password is None:
+        raise ValueError(
+            f"{url!r}: give the broker's user and password (amqp://user:password@host/...); "
+            "there is no default"
+        )
     return url
 
 

@@ -44,7 +44,7 @@ from rich.progress import Progress, TaskID
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.bench import summary
-from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.tools.stack import Stack, StackError, address_of, running_stack, wait_for
 from opendoctor.tools.storm_cpu import CpuMeter
 from opendoctor.tools.storm_modes import (
     DEFAULT_AMQP as DEFAULT_AMQP,
@@ -89,6 +89,7 @@ class Deployment:
     where: str = "SQLite file, in-process bus"
     database: str | None = None  # PostgreSQL database made for the run (then dropped)
     bus_prefix: str | None = None  # RabbitMQ exchanges and queues made for it (then deleted)
+    egress_allow: list[str] | None = None  # where the actions go besides the consumers
 
 
 def _pg_dsn(url: str, database: str | None = None) -> str:
@@ -185,6 +186,7 @@ async def deploy(mode: Mode, opts: Options) -> AsyncIterator[Deployment]:
                 where=where + ", owners on AMQP",
                 database=database,
                 bus_prefix=prefix,
+                egress_allow=[address_of(opts.amqp_url)],
             )
         else:
             yield Deployment(env, where=where, database=database, bus_prefix=prefix)
@@ -280,7 +282,12 @@ class ModeRun:
                 task = self._task(f"starting a lab of {spec.hosts} hosts, the service", None)
                 started = time.monotonic()
                 async with running_stack(
-                    spec, workdir, env, where.consumer_args, self.mode.replicas
+                    spec,
+                    workdir,
+                    env,
+                    where.consumer_args,
+                    self.mode.replicas,
+                    egress_allow=where.egress_allow,
                 ) as s:
                     self.setup["stack_start"] = time.monotonic() - started
                     self.progress.update(task, total=1, completed=1)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from opendoctor.app.cluster import Cluster, ClusterSpec
 from opendoctor.infra.httpclient import HttpClient, HttpError
@@ -180,9 +181,13 @@ async def running_stack(
     service_env: dict[str, str] | None = None,
     consumer_args: Callable[[str], list[str]] | None = None,
     replicas: int | None = None,
+    egress_allow: list[str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Lab, service and one consumer per project; `consumer_args(project)` adds to a
     consumer's command line (e.g. `--amqp URL`).
+
+    Alarm actions may reach the consumers and `egress_allow` (e.g. the broker of AMQP
+    actions: `address_of(url)`), and nothing else on this machine: not the lab's API.
 
     With `replicas`, the service is a cluster of that many processes per role, on the
     database and bus `service_env` names (OPENDOCTOR_DATABASE_URL, OPENDOCTOR_BUS__*)."""
@@ -208,13 +213,16 @@ async def running_stack(
             "OPENDOCTOR_API__MONITOR_TOKENS": json.dumps(tokens),
             **(service_env or {}),
         }
-        service: ChildProcess | Cluster = (
-            ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
-            if replicas is None
-            else Cluster(cluster_spec(workdir / "cluster", lab.url, replicas, env))
-        )
+        service: ChildProcess | Cluster | None = None
         try:
             await asyncio.gather(*(c.start() for c in consumers.values()))
+            allowed = [address_of(c.ready) for c in consumers.values()] + (egress_allow or [])
+            env.setdefault("OPENDOCTOR_NOTIFIER__EGRESS_ALLOW", json.dumps(allowed))
+            service = (
+                ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
+                if replicas is None
+                else Cluster(cluster_spec(workdir / "cluster", lab.url, replicas, env))
+            )
             await service.start()
             # Host-side monitors (process exits, guest heartbeats) report to the service.
             await lab.client.set_events_sink(service.ready + "/events", tokens["lab-hosts"])
@@ -224,8 +232,17 @@ async def running_stack(
             finally:
                 await s.http.close()
         finally:
-            await service.stop()
+            if service is not None:
+                await service.stop()
             await asyncio.gather(*(c.stop() for c in consumers.values()))
+
+
+def address_of(url: str) -> str:
+    """`host:port` of a URL, as `notifier.egress_allow` takes it."""
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "amqp": 5672, "amqps": 5671}.get(parts.scheme, 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def cluster_spec(directory: Path, lab_url: str, replicas: int, env: dict[str, str]) -> ClusterSpec:

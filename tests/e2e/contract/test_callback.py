@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.lab.spec import LabSpec
-from opendoctor.tools.stack import Stack, owner, running_stack
+from opendoctor.tools.stack import Stack, address_of, owner, running_stack
 from tests.conftest import eventually
 from tests.e2e.contract.callback import check_callback, server_traits
 from tests.e2e.faults.owners import arrivals
@@ -61,7 +61,11 @@ async def test_the_callback_body_and_headers_are_exactly_the_documented_ones(
 
     env = {"OPENDOCTOR_MONITOR__ENABLED": "false", "OPENDOCTOR_RECOVERY__ENABLED": "false"}
     async with running_stack(
-        SPEC, tmp_path, env, consumer_args=lambda p: ["--amqp", topic(p)]
+        SPEC,
+        tmp_path,
+        env,
+        consumer_args=lambda p: ["--amqp", topic(p)],
+        egress_allow=[address_of(amqp_url)],
     ) as s:
         servers = await s.get("/v1/servers")
         registered = await register(s, servers, topic)

@@ -9,7 +9,7 @@ from typing import Any
 
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.demo import fail_and_recover
-from opendoctor.tools.stack import running_stack
+from opendoctor.tools.stack import address_of, running_stack
 from tests import pg
 from tests.integration.amqp.conftest import Names
 
@@ -38,7 +38,11 @@ async def test_uc1_on_postgresql_and_rabbitmq_with_owners_on_amqp(
 
     try:
         async with running_stack(
-            SPEC, tmp_path, env, consumer_args=lambda p: ["--amqp", topic(p)]
+            SPEC,
+            tmp_path,
+            env,
+            consumer_args=lambda p: ["--amqp", topic(p)],
+            egress_allow=[address_of(amqp_url)],
         ) as s:
             alarms = await s.register_alarms(action)
             assert all(a["alarm_actions"][0].startswith("amqp://") for a in alarms)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
 from opendoctor.app.server import KEEP_ALIVE
-from opendoctor.infra.httpclient import HttpClient
+from opendoctor.core.egress import EgressDenied, EgressPolicy
+from opendoctor.infra.httpclient import EgressRefused, HttpClient, _PolicyResolver
+from tests.tcpproxy import free_port
 
 
 async def test_the_api_server_keeps_idle_connections_longer_than_the_client() -> None:
@@ -14,5 +21,68 @@ async def test_the_api_server_keeps_idle_connections_longer_than_the_client() ->
         session = client._get_session()
         kept = session.connector._keepalive_timeout  # type: ignore[union-attr]
         assert kept is not None and kept < KEEP_ALIVE
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[str]:
+    """A server on loopback: a callback target, one that redirects, one that talks on."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def elsewhere(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/ok")
+
+    async def chatty(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 1_000_000)
+
+    app = web.Application()
+    app.router.add_post("/ok", ok)
+    app.router.add_get("/ok", ok)
+    app.router.add_post("/elsewhere", elsewhere)
+    app.router.add_post("/chatty", chatty)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_client_held_to_the_policy_calls_only_allowed_addresses(site: str) -> None:
+    refusing = HttpClient(egress=EgressPolicy())
+    allowing = HttpClient(egress=EgressPolicy.of([site]))
+    try:
+        for url in (f"http://{site}/ok", f"http://localhost:{site.split(':')[1]}/ok"):
+            with pytest.raises(EgressRefused, match="loopback"):
+                await refusing.post(url)
+        assert (await allowing.post(f"http://{site}/ok")).body == b"ok"
+    finally:
+        await refusing.close()
+        await allowing.close()
+
+
+async def test_names_are_judged_on_the_addresses_they_resolve_to() -> None:
+    """The check the connection is made with: a name that leads to loopback is refused
+    whatever it is called, and nothing is left to connect to."""
+    resolver = _PolicyResolver(EgressPolicy())
+    try:
+        with pytest.raises(EgressDenied, match="loopback"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+
+
+async def test_no_redirects_and_no_more_of_an_answer_than_asked(site: str) -> None:
+    client = HttpClient(egress=EgressPolicy.of([site]), max_response_bytes=1000)
+    try:
+        moved = await client.post(f"http://{site}/elsewhere")
+        assert moved.status == 302  # not followed: each hop would need its own check
+        assert len((await client.post(f"http://{site}/chatty")).body) == 1000
+        assert (await client.post(f"http://{site}/ok")).body == b"ok"  # still serving
     finally:
         await client.close()

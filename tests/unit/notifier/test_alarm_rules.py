@@ -69,6 +69,28 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("http without host", alarm_body(alarm_actions=["http:///failure"]), "alarm_actions[0]"),
     ("bad port", alarm_body(alarm_actions=["http://h:99999/"]), "alarm_actions[0]"),
     ("actions not a list", alarm_body(alarm_actions="http://h/"), "alarm_actions"),
+    # The egress policy: what only opendoctor could reach is no tenant's to call.
+    (
+        "cloud metadata",
+        alarm_body(alarm_actions=["http://169.254.169.254/latest/meta-data/"]),
+        "alarm_actions[0]",
+    ),
+    (
+        "the lab's API on loopback",
+        alarm_body(ok_actions=["http://a/", "http://127.0.0.1:8700/hosts/compute2/fail"]),
+        "ok_actions[1]",
+    ),
+    (
+        "localhost",
+        alarm_body(insufficient_data_actions=["http://localhost:8700/"]),
+        "insufficient_data_actions[0]",
+    ),
+    ("private network", alarm_body(alarm_actions=["https://10.0.0.7/hook"]), "alarm_actions[0]"),
+    (
+        "broker without credentials",
+        alarm_body(alarm_actions=["amqp://mq.example/?exchange=x&routing_key=k"]),
+        "alarm_actions[0]",
+    ),
     ("severity", alarm_body(severity="urgent"), "severity"),
     ("state", alarm_body(state="broken"), "state"),
     ("enabled", alarm_body(enabled="sometimes"), "enabled"),
@@ -88,6 +110,15 @@ async def test_bad_body_is_400_naming_the_field(
     assert error["status"] == 400
     assert [e["field"] for e in error["errors"]] == [field]
     assert field in error["message"]
+
+
+async def test_an_action_the_policy_refuses_changes_nothing(client: httpx.AsyncClient) -> None:
+    alarm = (await client.post("/v2/alarms", json=alarm_body(), headers=PROJECT_A)).json()
+    metadata = alarm_body(alarm_actions=["http://169.254.169.254/"])
+    resp = await client.put(f"/v2/alarms/{alarm['alarm_id']}", json=metadata, headers=PROJECT_A)
+    assert resp.status_code == 400
+    listed = (await client.get("/v2/alarms", headers=PROJECT_A)).json()
+    assert [a["alarm_actions"] for a in listed] == [alarm["alarm_actions"]]
 
 
 async def test_bad_body_on_put_is_400_too(client: httpx.AsyncClient) -> None:
