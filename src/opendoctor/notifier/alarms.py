@@ -172,8 +172,7 @@ class AlarmService:
             for i, url in enumerate(getattr(body, field)):
                 problem = self.egress.url_problem(url)
                 if problem is not None:
-                    where = f"{field}[{i}]"
-                    raise RequestError(400, f"{where}: {url}: {problem}", where)
+                    raise RequestError(400, f"{url}: {problem}", f"{field}[{i}]")
 
     async def create(self, body: AlarmBody, identity: Identity) -> Alarm:
         self._check_egress(body)

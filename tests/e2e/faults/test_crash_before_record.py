@@ -29,7 +29,7 @@ import pytest
 
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.tools.stack import ADMIN, Stack, running_stack
+from opendoctor.tools.stack import ADMIN, Stack, address_of, running_stack
 from tests import pg
 from tests.conftest import eventually
 from tests.e2e.faults.holding import HoldingConsumer
@@ -228,7 +228,8 @@ async def test_a_crash_between_the_first_attempt_and_the_outbox_write_repeats_th
     """Kill opendoctor after its owners got their callbacks and before it recorded them:
     after the restart each of them gets the same callback once more, same request id,
     same body; then everything is recorded and a further restart sends nothing."""
-    async with running_stack(SPEC, tmp_path, service_env(store.url)) as s:
+    allow = [address_of(owners.url)]  # the owners' endpoint is this test's own
+    async with running_stack(SPEC, tmp_path, service_env(store.url), egress_allow=allow) as s:
         servers = await s.get("/v1/servers")
         hurt = [v for v in servers if v["host"] == FAILED]
         told = sorted((v["project_id"], v["id"]) for v in hurt)

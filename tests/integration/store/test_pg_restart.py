@@ -57,6 +57,9 @@ async def notified(s: Stack, servers: list[dict[str, Any]]) -> bool:
     return {v["id"] for v in servers} <= got
 
 
+NOWHERE = "127.0.0.1:9"  # an action nobody answers (allowed: it is on loopback)
+
+
 async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_itself(
     tmp_path: Path,
 ) -> None:
@@ -64,7 +67,7 @@ async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_
         await postgres.create_database(DATABASE)
         env = {"OPENDOCTOR_DATABASE_URL": postgres.service_url(DATABASE)}
         async with (
-            running_stack(SPEC, tmp_path, env) as s,
+            running_stack(SPEC, tmp_path, env, egress_allow=[NOWHERE]) as s,
             httpx.AsyncClient(base_url=s.api, headers=s.monitor, timeout=10) as client,
         ):
             servers = (await client.get("/v1/servers", headers=ADMIN)).json()
@@ -107,7 +110,7 @@ async def test_postgresql_restart_is_503_while_down_and_the_service_recovers_by_
             assert_database_down(
                 await client.post(
                     "/v2/alarms",
-                    json=alarm_body(server, "http://127.0.0.1:9/never"),
+                    json=alarm_body(server, f"http://{NOWHERE}/never"),
                     headers=owner(server["project_id"]),
                 )
             )
