@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from opendoctor import __version__
 from opendoctor.api import alarms, events, graph, native, templates
 from opendoctor.api.auth import Monitors
-from opendoctor.api.errors import BodyLimit, install_error_handlers
+from opendoctor.api.bounds import BodyLimit
+from opendoctor.api.errors import install_error_handlers
 from opendoctor.api.facade import Facade
 
 

@@ -60,11 +60,24 @@ def identify(settings: ApiSettings, request: Request) -> Identity:
     project = headers.get("x-project-id") or headers.get("x-tenant-id")
     if not project:
         raise RequestError(401, "an X-Project-Id header is required", "X-Project-Id")
-    return Identity(
-        project_id=project,
-        user_id=headers.get("x-user-id", ""),
-        roles=_roles(headers.get("x-roles", "")),
-    )
+    user = headers.get("x-user-id", "")
+    roles = headers.get("x-roles", "")
+    _bounded("X-Project-Id", project, MAX_ID)
+    _bounded("X-User-Id", user, MAX_ID)
+    _bounded("X-Roles", roles, MAX_ROLES)
+    return Identity(project_id=project, user_id=user, roles=_roles(roles))
+
+
+MAX_ID = 255  # what the store keeps of a project or user id (Keystone's are 64)
+MAX_ROLES = 1024
+
+
+def _bounded(header: str, value: str, limit: int) -> None:
+    """A 400 naming the header for a value no store column or log line should take."""
+    if len(value) > limit:
+        raise RequestError(400, f"{len(value)} characters, over {limit}", header)
+    if not value.isprintable():
+        raise RequestError(400, "control characters are not allowed", header)
 
 
 def _from_trusted_proxy(settings: ApiSettings, request: Request) -> bool:

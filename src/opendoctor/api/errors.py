@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opendoctor.core.errors import RequestError
 from opendoctor.store.db import DatabaseUnavailable, refused_text, unavailable
@@ -102,48 +101,3 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in (DatabaseUnavailable, PoolTimeout, DBAPIError):
         app.add_exception_handler(kind, _database)
-
-
-class BodyLimit:
-    """ASGI middleware: answer 413 to bodies over `limit` bytes before they are read whole."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._reject(send)
-                return
-        seen = 0
-        rejected = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, rejected
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    rejected = True
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            if rejected:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        problem = f"request body is larger than {self.limit} bytes"
-        resp = JSONResponse(error_body(413, [{"field": "body", "problem": problem}]), 413)
-        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
-        await send({"type": "http.response.body", "body": resp.body})
-
-
-class _TooLarge(Exception):
-    pass

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from opendoctor.api.auth import monitor_of
+from opendoctor.api.bounds import MAX_DEPTH, too_deep
 from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
 from opendoctor.api.facade import Facade
 from opendoctor.core.errors import RequestError
@@ -178,6 +179,8 @@ def unwrap(body: Any) -> tuple[list[Any], str]:
 
 
 def parse(raw: bytes) -> list[DoctorEvent]:
+    if too_deep(raw):
+        raise RequestError(400, f"the JSON nests deeper than {MAX_DEPTH} levels", "body")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

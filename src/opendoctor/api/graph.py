@@ -53,8 +53,9 @@ async def topology(
 
     `query` keeps only the vertices it matches (and the edges whose two ends are both
     kept). It is a tree of one-key JSON objects: `and` / `or` (a list of queries), `not`
-    (a query), `==`, `!=`, `<`, `<=`, `>`, `>=`, `in` (a list), `regex` (`re.search`),
-    each with one `{field: value}`, and `exists` (a field name). Fields: key, category,
+    (a query), `==`, `!=`, `<`, `<=`, `>`, `>=`, `in` (a list), `regex` (a search in
+    linear time, by RE2: no backreferences or lookaround), each with one
+    `{field: value}`, and `exists` (a field name). Fields: key, category,
     type, id, name, project, raw_state, state (aggregated), deduced_state, placeholder,
     created, updated and `props.<name>`; `==`, `!=` and `in` on state and category
     ignore case. A query that cannot be compiled answers 400 naming the culprit's JSON

@@ -158,7 +158,7 @@ async def validate_template(
     require_admin(identity)
     text = await _template_text(request)
     try:
-        template = service_of(request).validate_template(text)
+        template = await service_of(request).validate_template(text)
     except TemplateError as exc:
         return _invalid(exc)
     return JSONResponse({"valid": True, "name": template.name})

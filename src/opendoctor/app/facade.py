@@ -151,8 +151,8 @@ class ServiceFacade:
     def template_matches(self) -> Counter[str]:
         return Counter(key[0] for key in self._service.engine.matches)
 
-    def validate_template(self, text: str) -> Template:
-        return self._service.templates.validate(text)
+    async def validate_template(self, text: str) -> Template:
+        return await self._service.templates.validate(text)
 
     async def put_template(self, text: str) -> tuple[Installed, bool, Plan]:
         return await self._service.put_template(text)

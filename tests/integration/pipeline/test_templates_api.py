@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -211,6 +212,35 @@ async def test_bodies_that_are_not_a_template(running: Running) -> None:
         content=HOST_WATCH,
     )
     assert not_admin.status_code == 403
+
+
+# A few hundred bytes that a YAML loader expands into a billion strings; a node that
+# holds itself; nesting no template needs.
+ALIAS_BOMB = "name: bomb\n" + "".join(
+    f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"lol"'] * 9) + "]\n" for i in range(9)
+)
+SELF_HOLDING = "name: loop\nentities: &e [*e]\n"
+DEEP = "name: deep\nentities: " + "[" * 10_000 + "]" * 10_000 + "\n"
+
+
+async def test_yaml_that_expands_or_nests_without_end_is_refused_at_once(
+    running: Running,
+) -> None:
+    for text, problem in (
+        (ALIAS_BOMB, "anchors and aliases"),
+        (SELF_HOLDING, "anchors and aliases"),
+        (DEEP, "nested deeper than 64 levels"),
+    ):
+        for path in ("/v1/templates/validate", "/v1/templates"):
+            started = time.monotonic()
+            resp = await running.client.post(path, headers=YAML, content=text)
+            assert resp.status_code == 422, resp.text
+            (found,) = problems(resp)
+            assert found.startswith("line ") and problem in found
+            assert time.monotonic() - started < 2.0
+    # Nothing of it is in force, and the service still serves.
+    assert set(running.service.templates.installed) == set(BUILT_INS)
+    assert (await running.client.get("/health")).json()["status"] == "ok"
 
 
 async def test_an_added_template_acts_on_new_faults(running: Running) -> None:

@@ -10,7 +10,7 @@ A query is a tree of JSON objects, each with exactly one key, the operator::
 
 ``and`` and ``or`` take a non-empty list of queries, ``not`` one query. ``==``, ``!=``,
 ``<``, ``<=``, ``>``, ``>=``, ``in`` and ``regex`` take an object with exactly one field:
-its value (``in``: a list of values; ``regex``: a pattern, matched with ``re.search``).
+its value (``in``: a list of values; ``regex``: a pattern, searched with RE2).
 ``exists`` takes a field name and is true when the field is there and not null.
 
 Fields: key, category, type, id, name, project, raw_state, state (the aggregated state),
@@ -28,11 +28,11 @@ The query is checked and compiled into closures once, so a bad one fails as a wh
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from operator import attrgetter, ge, gt, le, lt
 from typing import Any
 
+from opendoctor.infra.regex import RegexError, searcher
 from opendoctor.inspector.graph.model import Vertex
 
 Predicate = Callable[[Vertex], bool]
@@ -135,10 +135,10 @@ def _compare(op: str, name: str, value: object, path: str) -> Predicate:
         if not isinstance(value, str):
             raise QueryError(f"regex needs a pattern string, got {_describe(value)}", path)
         try:
-            search = re.compile(value).search
-        except re.error as exc:
+            search = searcher(value)
+        except RegexError as exc:
             raise QueryError(f"invalid regular expression {value!r}: {exc}", path) from None
-        return lambda v: isinstance(s := get(v), str) and search(s) is not None
+        return lambda v: isinstance(s := get(v), str) and search(s)
     if op in _ORDER:
         if kind not in (NUM, PROP):
             raise QueryError(

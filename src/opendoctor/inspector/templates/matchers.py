@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opendoctor.infra.regex import RegexError, searcher
 from opendoctor.inspector.graph import Vertex
 from opendoctor.inspector.templates.schema import EntityIn, MatchValue, Regex
 
@@ -18,8 +18,8 @@ _FOLDED = {"state", "category"}
 
 def _test(value: MatchValue, fold: bool) -> Test:
     if isinstance(value, Regex):
-        pattern = re.compile(value.regex, re.IGNORECASE if fold else 0)
-        return lambda v: v is not None and pattern.search(str(v)) is not None
+        search = searcher(value.regex, ignore_case=fold)
+        return lambda v: v is not None and search(str(v))
     wanted = {value} if isinstance(value, str) else set(value)
     if fold:
         wanted = {w.upper() for w in wanted}
@@ -69,7 +69,7 @@ def compile_entity(name: str, spec: EntityIn) -> Matcher:
     for field, value in fields.items():
         try:
             tests.append((_getter(field), _test(value, field in _FOLDED)))
-        except re.error as exc:
+        except RegexError as exc:
             raise ValueError(f"{field}: bad regex: {exc}") from exc
     assert fixed_type is None or isinstance(fixed_type, str)
     return Matcher(name, spec.category, fixed_type, tuple(tests), frozenset(fields))

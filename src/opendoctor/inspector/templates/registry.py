@@ -21,6 +21,13 @@ from opendoctor.store.templates import TemplateStore
 log = logging.getLogger(__name__)
 
 
+def _check(text: str, in_force: dict[str, Template]) -> Template:
+    template = compile_template(text, "template")
+    # Cause cycles are checked against everything in force except what it would replace.
+    others = [t for name, t in in_force.items() if name != template.name]
+    return compile_template(text, "template", others)
+
+
 def _read_dir(folder: Path) -> list[tuple[Path, str]]:
     # Read once at start, before the service takes events.
     if not folder.is_dir():
@@ -84,15 +91,16 @@ class Registry:
             self._fallback[item.template.name] = old
         return self._install(item)
 
-    def validate(self, text: str) -> Template:
-        template = compile_template(text, "template")
-        # Check cause cycles against everything in force except what it would replace.
-        return compile_template(text, "template", self._others(template.name))
+    async def validate(self, text: str) -> Template:
+        """Compiled off the event loop: the text is a user's, and checking it (YAML,
+        conditions, regexes, cause cycles) must not hold up the handling of faults."""
+        in_force = {name: item.template for name, item in self.installed.items()}
+        return await asyncio.to_thread(_check, text, in_force)
 
     async def put(self, text: str) -> tuple[Installed, bool, Plan]:
         """Add or replace an API template; returns it, whether it is new, and its plan."""
         async with self._lock:
-            template = self.validate(text)
+            template = await self.validate(text)
             await self.store.put(template.name, text)
             created = template.name not in self.installed
             item = Installed(template, "api", "api")

@@ -16,13 +16,39 @@ class SourceError(ValueError):
         self.message = message
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases, nested at most `MAX_DEPTH` deep. Templates need
+    neither, and an alias is how a few hundred bytes expand into billions of nodes (or
+    into a node that holds itself)."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SourceError(
+                line, "anchors and aliases (& and *) are not allowed in templates: write it out"
+            )
+        if self.depth >= MAX_DEPTH:
+            raise SourceError(line, f"nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+MAX_DEPTH = 64  # nesting of mappings and sequences; templates need a handful
+
+
 class Located:
     """Plain data from a YAML text plus the line (1-based) of every value by its path."""
 
     def __init__(self, text: str) -> None:
         self.lines: dict[Path, int] = {}
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_PlainLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             raise SourceError(mark.line + 1 if mark else None, str(exc.problem)) from exc

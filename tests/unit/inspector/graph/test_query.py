@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -372,3 +373,22 @@ def test_predicate_is_reusable(graph: RxGraph) -> None:
     keep = compile_query({"regex": {"name": "^vm"}})
     vertices = graph.vertices() * 3
     assert sum(keep(v) for v in vertices) == 6
+
+
+def test_a_pattern_that_backtracks_without_end_elsewhere_takes_linear_time() -> None:
+    """`(a+)+$` on a long run of a's would take a backtracking engine longer than the
+    age of the universe; RE2 answers at once."""
+    graph = RxGraph()
+    graph.upsert(R, "switch", "tor-a", name="a" * 50_000 + "!")
+    started = time.monotonic()
+    assert select(graph, {"regex": {"name": "(a+)+$"}}) == set()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [(r"(a)\1", "backreferences"), ("(?=vm)", "lookaround"), ("x" * 1001, "over 1000")],
+)
+def test_what_cannot_run_in_linear_time_is_refused(pattern: str, problem: str) -> None:
+    err = fails({"regex": {"name": pattern}})
+    assert problem in str(err) and err.field == "query.regex.name"
