@@ -37,6 +37,10 @@ roles = ["admin"]
 ENV_MONITOR_TOKEN = "from-the-environment"
 
 
+def private(path: Path) -> bool:
+    return path.exists() and path.stat().st_mode & 0o077 == 0
+
+
 async def test_a_service_in_token_mode_started_from_its_config_file(tmp_path: Path) -> None:
     """An operator who writes the documented [api] table and overrides the monitors'
     token in the environment gets a service that knows callers only by their tokens."""
@@ -98,3 +102,5 @@ async def _token_mode_from_the_file(tmp_path: Path, config: Path, consumer: Cons
             assert consumer.received[0]["instance_id"] == vm1.id
             (event,) = (await api.get("/v1/events", headers=operator)).json()
             assert event["reporter"] == "doctor"
+            # What the service wrote is its user's alone.
+            assert private(tmp_path / "service" / "opendoctor.db")

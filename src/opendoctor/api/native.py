@@ -14,6 +14,7 @@ from opendoctor.api.facade import Facade
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.core.notifications import OutboxEntry
+from opendoctor.core.redact import redact
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -48,7 +49,7 @@ def _notification(entry: OutboxEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "alarm_id": entry.alarm_id,
-        "url": entry.url,
+        "url": redact(entry.url),  # the consumer's credentials are its tenant's
         "instance_id": traits.get("instance_id"),
         "status": entry.status,
         "attempts": entry.attempts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -332,4 +333,7 @@ def demo(
 
 
 def main() -> None:
+    # What opendoctor writes (its database, state files, logs, the lab's and the
+    # cluster's files) is its user's alone; its children inherit this.
+    os.umask(0o077)
     app()

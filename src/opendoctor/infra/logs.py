@@ -1,4 +1,7 @@
-"""Structured logging: JSON lines (one object per record, `extra` fields included) or text."""
+"""Structured logging: JSON lines (one object per record, `extra` fields included) or text.
+
+Either way each line goes out with the passwords of URLs and secret query parameters
+hidden (`core.redact`): an alarm action's credentials are its tenant's."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import time
 from typing import Any
 
 import orjson
+
+from opendoctor.core.redact import redact
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -30,7 +35,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        return redact(orjson.dumps(data, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -42,7 +47,7 @@ class TextFormatter(logging.Formatter):
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if extra:
             base += " " + " ".join(f"{k}={v}" for k, v in extra.items())
-        return base
+        return redact(base)
 
 
 def setup(level: str = "INFO", fmt: str = "text") -> None:

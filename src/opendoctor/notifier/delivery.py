@@ -17,6 +17,7 @@ import orjson
 
 from opendoctor.core.notifications import DELIVERED, FAILED, PENDING, OutboxEntry
 from opendoctor.core.ports import DeliveryError, Sender
+from opendoctor.core.redact import redact
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import EgressRefused, HttpClient, HttpError
@@ -90,7 +91,7 @@ class Dispatcher:
             async with self._limit:
                 await sender.send(entry)
         except DeliveryError as exc:
-            entry.last_error = str(exc)
+            entry.last_error = redact(str(exc))  # shown by the API, to admins
             if exc.retry and entry.attempts < self.settings.max_attempts:
                 delay = min(
                     self.settings.backoff_max,

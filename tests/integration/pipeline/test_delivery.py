@@ -12,6 +12,7 @@ from opendoctor.core.notifications import DELIVERED, FAILED, PENDING
 from opendoctor.tools.consumer import make_app
 from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
+    ADMIN,
     Consumer,
     alarm_for,
     as_project,
@@ -168,3 +169,36 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_
         await service.stop()
         await slow.stop()
         await fast.stop()
+
+
+async def test_an_actions_credentials_are_not_shown(tmp_path: Path, db_url: str) -> None:
+    """A consumer's password and token in its action URL reach the consumer, and not
+    the notifications list nor the error an operator reads."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"error": "no"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/failure", refuse)
+    port = free_port()
+    consumer = Consumer(f"http://127.0.0.1:{port}", app)
+    await consumer.start(port)
+    service, client = await start(tmp_path, db_url)
+    url = f"http://vnfm:s3cr3t@127.0.0.1:{port}/failure?token=s3cr3t"
+    try:
+        await subscribe_host(service, client, "compute3", url)
+        await client.put("/events", json=[host_down("compute3")])
+        await eventually(lambda: service.outbox.list(status=FAILED), what="refused")
+        assert len(seen) == 2 and all(a is not None and a.startswith("Basic ") for a in seen)
+        listed = await client.get("/v1/notifications", headers=ADMIN)
+        text = listed.text
+        assert listed.status_code == 200 and "s3cr3t" not in text
+        assert "vnfm:***@127.0.0.1" in text and "HTTP 404" in text
+    finally:
+        await client.aclose()
+        await service.stop()
+        await consumer.stop()
