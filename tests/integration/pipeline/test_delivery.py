@@ -35,6 +35,23 @@ async def start(
     )
 
 
+async def refusing_consumer(seen: list[str | None]) -> Consumer:
+    """A consumer whose `/failure` answers 404 for good; `seen` gets each call's
+    Authorization header."""
+    from aiohttp import web
+
+    async def gone(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"error": "no such subscription"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/failure", gone)
+    port = free_port()
+    consumer = Consumer(f"http://127.0.0.1:{port}", app)
+    await consumer.start(port)
+    return consumer
+
+
 async def subscribe_host(service: Service, client: httpx.AsyncClient, host: str, url: str) -> int:
     servers = [s for s in service.topology.servers.values() if s.host == host]
     for server in servers:
@@ -106,16 +123,7 @@ async def test_a_restart_loses_no_notification(tmp_path: Path, db_url: str) -> N
 async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(
     tmp_path: Path, db_url: str
 ) -> None:
-    from aiohttp import web
-
-    async def gone(_: web.Request) -> web.Response:
-        return web.json_response({"error": "no such subscription"}, status=404)
-
-    app = web.Application()
-    app.router.add_post("/failure", gone)
-    port = free_port()
-    refusing = Consumer(f"http://127.0.0.1:{port}", app)
-    await refusing.start(port)
+    refusing = await refusing_consumer([])
     service, client = await start(tmp_path, db_url)
     try:
         await subscribe_host(service, client, "compute3", refusing.url + "/failure")
@@ -174,21 +182,10 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_
 async def test_an_actions_credentials_are_not_shown(tmp_path: Path, db_url: str) -> None:
     """A consumer's password and token in its action URL reach the consumer, and not
     the notifications list nor the error an operator reads."""
-    from aiohttp import web
-
     seen: list[str | None] = []
-
-    async def refuse(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Authorization"))
-        return web.json_response({"error": "no"}, status=404)
-
-    app = web.Application()
-    app.router.add_post("/failure", refuse)
-    port = free_port()
-    consumer = Consumer(f"http://127.0.0.1:{port}", app)
-    await consumer.start(port)
+    consumer = await refusing_consumer(seen)
     service, client = await start(tmp_path, db_url)
-    url = f"http://vnfm:s3cr3t@127.0.0.1:{port}/failure?token=s3cr3t"
+    url = consumer.url.replace("http://", "http://vnfm:s3cr3t@") + "/failure?token=s3cr3t"
     try:
         await subscribe_host(service, client, "compute3", url)
         await client.put("/events", json=[host_down("compute3")])
