@@ -34,8 +34,9 @@ async def create_alarm(body: AlarmBody, service: Service, identity: Caller) -> d
     "/v2/alarms",
     summary="List alarms",
     description=(
-        "The caller's project's alarms (an admin's: every project's), newest first. "
-        "Filter with repeated q.field/q.op/q.value on " + ", ".join(FILTER_FIELDS) + " (op eq)."
+        "The caller's project's alarms (an admin's: every project's), newest first, at most "
+        "`limit` (the next page: `marker` = the last alarm id of this one). Filter with "
+        "repeated q.field/q.op/q.value on " + ", ".join(FILTER_FIELDS) + " (op eq)."
     ),
 )
 async def list_alarms(
@@ -44,6 +45,10 @@ async def list_alarms(
     q_field: Annotated[list[str] | None, Query(alias="q.field")] = None,
     q_op: Annotated[list[str] | None, Query(alias="q.op")] = None,
     q_value: Annotated[list[str] | None, Query(alias="q.value")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="most alarms answered")] = 1000,
+    marker: Annotated[
+        str | None, Query(max_length=36, description="the last alarm id of the page before")
+    ] = None,
 ) -> list[dict[str, Any]]:
     fields, values = q_field or [], q_value or []
     ops = q_op or ["eq"] * len(fields)
@@ -51,7 +56,8 @@ async def list_alarms(
         raise RequestError(
             400, "q.field, q.op and q.value must be repeated the same number of times", "q"
         )
-    return [to_api(a) for a in service.list(identity, list(zip(fields, ops, values, strict=True)))]
+    filters = list(zip(fields, ops, values, strict=True))
+    return [to_api(a) for a in service.list(identity, filters, limit, marker)]
 
 
 @router.get("/v2/alarms/{alarm_id}", summary="Show an alarm")

@@ -102,7 +102,9 @@ class Service:
         self.outbox = OutboxStore(self.db)
         self.index = AlarmIndex()
         egress = settings.notifier.egress()
-        self.alarms = AlarmService(AlarmStore(self.db), self.index, egress)
+        self.alarms = AlarmService(
+            AlarmStore(self.db), self.index, egress, settings.notifier.max_alarms_per_project
+        )
         # Callbacks go to URLs tenants gave: a client of their own, held to the egress
         # policy, apart from the one recovery and the VIM use.
         self.callbacks = HttpClient(

@@ -129,6 +129,15 @@ class NotifierSettings(BaseModel):
     backoff_initial: float = Field(0.2, gt=0)
     backoff_max: float = Field(30.0, gt=0)
     connections: int = Field(256, ge=1)
+    max_alarms_per_project: int = Field(
+        1000, ge=1, description="alarms one project may have; creating more is a 403"
+    )
+    per_destination: int = Field(
+        32,
+        ge=1,
+        description="most concurrent deliveries to one consumer (scheme, host and port), "
+        "so that one tenant's slow consumer cannot take every connection",
+    )
     sync_interval: float = Field(
         0.5, gt=0, description="seconds between take-ups of other processes' alarm changes"
     )

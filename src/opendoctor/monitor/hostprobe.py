@@ -17,6 +17,7 @@ logged and counted. T01 (detection) is stamped here.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,11 @@ class HostProber:
     def __init__(self, settings: MonitorSettings, emit: Emit) -> None:
         self.settings = settings
         self.emit = emit
-        self.seq = 0
+        # A random start: an answer can count only if it names a probe that was sent,
+        # and nobody off the path can guess which were (a spoofed answer with a huge
+        # number used to stand for every probe to come, hiding a host's death for good).
+        self.first = secrets.randbits(62)
+        self.seq = self.first
         self._targets: dict[str, _Target] = {}
         self._by_addr: dict[Addr, _Target] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -117,12 +122,17 @@ class HostProber:
     def is_down(self, name: str) -> bool:
         return HOST_DOWN in self.reported(name)
 
+    @property
+    def rounds(self) -> int:
+        """Probe rounds sent so far."""
+        return self.seq - self.first
+
     def answered(self, addr: Addr, seq: int) -> None:
         target = self._by_addr.get(addr)
         if target is None:
             return
         path = target.primary if addr == target.primary.addr else target.alt
-        if path is None or seq <= path.last_answered:
+        if path is None or seq <= path.last_answered or seq > self.seq:
             return
         path.last_answered = seq
         if path is target.primary:

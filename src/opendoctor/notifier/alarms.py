@@ -51,11 +51,16 @@ SYNC_OVERLAP = 5.0
 
 class AlarmService:
     def __init__(
-        self, store: AlarmStore, index: AlarmIndex, egress: EgressPolicy | None = None
+        self,
+        store: AlarmStore,
+        index: AlarmIndex,
+        egress: EgressPolicy | None = None,
+        max_per_project: int = 1000,
     ) -> None:
         self.store = store
         self.index = index
         self.egress = egress if egress is not None else EgressPolicy()
+        self.max_per_project = max_per_project
         # Definition changes are serialised so that the store and the index see them in
         # the same order; the notification path (record_transitions) does not take it.
         self._lock = asyncio.Lock()
@@ -181,6 +186,16 @@ class AlarmService:
         alarm = body.to_alarm(new_id(), project, user, body.state or "insufficient data", now)
         entry = self._entry(alarm, CREATION, to_api(alarm), identity, now)
         async with self._lock:
+            held = sum(1 for a in self.index if a.project_id == project)
+            if held >= self.max_per_project:
+                # Aodh answers a quota the same way. Every alarm is matched on the hot
+                # path and may fan out: one project must not crowd the others out.
+                raise RequestError(
+                    403,
+                    f"project {project} has {held} alarms, the most it may have "
+                    "(notifier.max_alarms_per_project): delete some first",
+                    "project_id",
+                )
             await self.store.insert(alarm, [entry])
             self.index.add(alarm)
         return alarm
@@ -263,9 +278,14 @@ class AlarmService:
         await self.store.record_transitions(transitions)
 
     def list(
-        self, identity: Identity, filters: Sequence[tuple[str, str, str]] = ()
+        self,
+        identity: Identity,
+        filters: Sequence[tuple[str, str, str]] = (),
+        limit: int | None = None,
+        marker: str | None = None,
     ) -> builtins.list[Alarm]:
-        """The caller's alarms (an admin's: all), newest first, filtered by (field, op, value)."""
+        """The caller's alarms (an admin's: all), newest first, filtered by (field, op,
+        value); at most `limit` of them, from the one after `marker` (an alarm id)."""
         wanted: builtins.list[tuple[str, Any]] = []
         for i, (name, op, value) in enumerate(filters):
             if name not in FILTER_FIELDS:
@@ -292,5 +312,12 @@ class AlarmService:
             if identity.can_see(alarm.project_id)
             and all(getattr(alarm, name) == value for name, value in wanted)
         ]
-        out.sort(key=lambda a: a.timestamp, reverse=True)
-        return out
+        # Newest first; among alarms of the same moment, by id: a page ends the same way
+        # each time it is asked for.
+        out.sort(key=lambda a: (-a.timestamp, a.alarm_id))
+        if marker is not None:
+            at = next((i for i, a in enumerate(out) if a.alarm_id == marker), None)
+            if at is None:
+                raise RequestError(400, f"no alarm {marker} in this listing", "marker")
+            out = out[at + 1 :]
+        return out if limit is None else out[:limit]

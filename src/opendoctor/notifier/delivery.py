@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -75,6 +76,9 @@ class Dispatcher:
         self.senders = senders
         self.settings = settings
         self._limit = asyncio.Semaphore(settings.connections)
+        # A share of the connections per consumer: the number of consumers is bounded by
+        # the alarms there may be, and each costs one small semaphore.
+        self._shares: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -82,13 +86,21 @@ class Dispatcher:
         scheme = url.split(":", 1)[0].lower()
         return self.senders.get(scheme)
 
+    def _share(self, url: str) -> asyncio.Semaphore:
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc.rpartition('@')[2].lower()}"
+        share = self._shares.get(key)
+        if share is None:
+            share = self._shares[key] = asyncio.Semaphore(self.settings.per_destination)
+        return share
+
     async def _attempt(self, entry: OutboxEntry) -> None:
         sender = self._sender(entry.url)
         entry.attempts += 1
         try:
             if sender is None:
                 raise DeliveryError(f"no sender for {entry.url}", retry=False)
-            async with self._limit:
+            async with self._share(entry.url), self._limit:
                 await sender.send(entry)
         except DeliveryError as exc:
             entry.last_error = redact(str(exc))  # shown by the API, to admins

@@ -38,6 +38,8 @@ ValueType = Literal["", "string", "integer", "float", "boolean", "datetime"]
 
 ACTION_SCHEMES = ("http", "https", "log", "amqp", "amqps")
 AMQP_SCHEMES = ("amqp", "amqps")
+MAX_ACTIONS = 10  # per list of an alarm
+MAX_URL = 2048
 REASON_NEW = "Not evaluated yet"
 REASON_MANUAL = "Manually set via API"
 
@@ -141,7 +143,7 @@ def _check_amqp_action(url: str) -> str:
     return url
 
 
-ActionUrl = Annotated[str, AfterValidator(_check_action)]
+ActionUrl = Annotated[str, Field(max_length=MAX_URL), AfterValidator(_check_action)]
 
 
 class QueryIn(BaseModel):
@@ -206,6 +208,11 @@ def _unique(urls: list[str]) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+# Each action is a call per firing: a handful is what an owner needs, and the cap keeps
+# one alarm from fanning a fault out into thousands of calls.
+Actions = Annotated[list[ActionUrl], Field(max_length=MAX_ACTIONS), AfterValidator(_unique)]
+
+
 class AlarmBody(BaseModel):
     """The body of POST /v2/alarms and PUT /v2/alarms/{id}.
 
@@ -223,11 +230,9 @@ class AlarmBody(BaseModel):
     state: State | None = Field(None, description="initial state; on PUT, omitted keeps it")
     severity: Severity = "low"
     repeat_actions: bool = False
-    alarm_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(default_factory=list)
-    ok_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(default_factory=list)
-    insufficient_data_actions: Annotated[list[ActionUrl], AfterValidator(_unique)] = Field(
-        default_factory=list
-    )
+    alarm_actions: Actions = Field(default_factory=list)
+    ok_actions: Actions = Field(default_factory=list)
+    insufficient_data_actions: Actions = Field(default_factory=list)
     project_id: str | None = Field(None, min_length=1, max_length=255)
     user_id: str | None = Field(None, max_length=255)
     time_constraints: list[Any] = Field(default_factory=list)

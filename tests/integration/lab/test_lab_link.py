@@ -100,7 +100,7 @@ async def test_the_host_prober_tells_a_cut_link_from_a_dead_host(
         prober.watch(host)
     await prober.start()
     try:
-        await eventually(lambda: prober.seq > 5, what="a few probe rounds")
+        await eventually(lambda: prober.rounds > 5, what="a few probe rounds")
         await lab.client.cut_link("compute1")
         (event,) = await eventually(lambda: [e for e in events if e.status == "down"])
         assert (event.type, event.hostname) == (HOST_UNREACHABLE, "compute1")

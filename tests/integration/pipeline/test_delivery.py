@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
@@ -137,15 +138,23 @@ async def test_a_consumer_that_refuses_for_good_is_not_retried_forever(
         await refusing.stop()
 
 
-async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_url: str) -> None:
-    """Deliveries run concurrently: one consumer that never answers costs the others nothing."""
+@pytest.mark.parametrize("slow_alarms", [1, 3])
+async def test_a_slow_consumer_does_not_hold_back_the_others(
+    tmp_path: Path, db_url: str, slow_alarms: int
+) -> None:
+    """Deliveries run concurrently: one consumer that never answers costs the others
+    nothing, even when it holds more callbacks than there are connections (each
+    consumer gets a share of them)."""
     import asyncio
 
     from aiohttp import web
 
     hang = asyncio.Event()
+    held = 0
 
     async def stuck(_: web.Request) -> web.Response:
+        nonlocal held
+        held += 1
         await hang.wait()
         return web.Response()
 
@@ -156,21 +165,27 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(tmp_path: Path, db_
     fast = Consumer(f"http://127.0.0.1:{fast_port}", make_app(quiet=True))
     await slow.start(slow_port)
     await fast.start(fast_port)
-    service, client = await start(
-        tmp_path, db_url, notifier={"timeout": 5.0, "backoff_initial": 0.05}
-    )
+    notifier = {"timeout": 5.0, "backoff_initial": 0.05, "connections": 2, "per_destination": 1}
+    service, client = await start(tmp_path, db_url, notifier=notifier)
     try:
-        servers = [s for s in service.topology.servers.values() if s.host == "compute1"]
-        first, second = servers
-        for server, url in ((first, slow.url), (second, fast.url)):
+        servers = service.topology.servers.values()
+        on_1 = next(s for s in servers if s.host == "compute1")
+        on_2 = next(s for s in servers if s.host == "compute2")
+        subscriptions = [(on_1, slow.url)] * slow_alarms + [(on_2, fast.url)]
+        for server, url in subscriptions:
             resp = await client.post(
                 "/v2/alarms",
                 json=alarm_for(server.id, url + "/failure"),
                 headers=as_project(server.project_id),
             )
             assert resp.status_code == 201
+        # The slow consumer holds every connection its share allows...
         await client.put("/events", json=[host_down("compute1")])
+        await eventually(lambda: held == 1, what="the slow consumer holding a callback")
+        # ... and the next fault's owner is told all the same.
+        await client.put("/events", json=[host_down("compute2")])
         await eventually(lambda: len(fast.received) == 1, timeout=2.0, what="the fast consumer")
+        assert held == 1  # the rest of its callbacks wait for its share, not for others
     finally:
         hang.set()
         await client.aclose()

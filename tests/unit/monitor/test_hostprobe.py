@@ -64,7 +64,7 @@ async def test_a_silent_host_is_reported_down_then_up(
     events: list[Event] = []
     prober = await start_prober(events, interval=0.02, misses=3)
     try:
-        await eventually(lambda: prober.seq > 5, what="a few probe rounds")
+        await eventually(lambda: prober.rounds > 5, what="a few probe rounds")
         assert events == []
         hosts["h2"].close()
         killed = time.time()
@@ -88,7 +88,7 @@ async def test_healthy_hosts_raise_no_alarm(hosts: dict[str, asyncio.DatagramTra
     events: list[Event] = []
     prober = await start_prober(events, interval=0.01, misses=2)
     try:
-        await eventually(lambda: prober.seq >= 200, what="200 probe rounds")
+        await eventually(lambda: prober.rounds >= 200, what="200 probe rounds")
         assert events == []
     finally:
         await prober.stop()
@@ -100,11 +100,11 @@ async def test_a_stalled_event_loop_is_not_blamed_on_the_hosts(
     events: list[Event] = []
     prober = await start_prober(events, interval=0.01, misses=2)
     try:
-        await eventually(lambda: prober.seq > 5, what="a few probe rounds")
+        await eventually(lambda: prober.rounds > 5, what="a few probe rounds")
         # Block the loop for thirty intervals, as a long synchronous call would.
         time.sleep(0.3)  # noqa: ASYNC251 - the stall is the point of the test
-        start = prober.seq
-        await eventually(lambda: prober.seq > start + 10, what="probing to resume")
+        start = prober.rounds
+        await eventually(lambda: prober.rounds > start + 10, what="probing to resume")
         assert events == []
     finally:
         await prober.stop()
@@ -116,8 +116,31 @@ async def test_unwatched_hosts_are_not_probed(hosts: dict[str, asyncio.DatagramT
     try:
         prober.unwatch("h3")
         hosts["h3"].close()
-        start = prober.seq
-        await eventually(lambda: prober.seq > start + 10, what="ten probe rounds")
+        start = prober.rounds
+        await eventually(lambda: prober.rounds > start + 10, what="ten probe rounds")
         assert events == []
+    finally:
+        await prober.stop()
+
+
+async def test_a_spoofed_answer_does_not_hide_a_death(
+    hosts: dict[str, asyncio.DatagramTransport],
+) -> None:
+    """Someone on the network sends answers in a dying host's name, numbered far ahead
+    of the probes (and a guess at the next ones): the host is reported down all the
+    same, because only answers to probes that were sent count."""
+    events: list[Event] = []
+    prober = await start_prober(events, interval=0.02, misses=3)
+    try:
+        await eventually(lambda: prober.rounds > 5, what="a few probe rounds")
+        hosts["h2"].close()
+        # As the prober's socket hands them over: answers from h2's address.
+        for seq in (10**15, 2**62, 1, prober.seq + 1000):
+            prober.answered(("127.43.1.2", 4100), seq)
+        down = await eventually(
+            lambda: [e for e in events if e.hostname == "h2" and e.status == "down"],
+            what="h2 reported down",
+        )
+        assert len(down) == 1
     finally:
         await prober.stop()

@@ -89,8 +89,8 @@ class Probing:
 
     async def rounds(self, n: int) -> None:
         """Wait until `n` more probe rounds went out (and so were judged)."""
-        start = self.prober.seq
-        await eventually(lambda: self.prober.seq >= start + n, what=f"{n} probe rounds")
+        start = self.prober.rounds
+        await eventually(lambda: self.prober.rounds >= start + n, what=f"{n} probe rounds")
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def probing(net: Net) -> AsyncIterator[Probing]:
     prober.watch(host(3, alt=None))
     await prober.start()
     try:
-        await eventually(lambda: prober.seq > 5, what="a few probe rounds")
+        await eventually(lambda: prober.rounds > 5, what="a few probe rounds")
         yield Probing(prober, events)
     finally:
         await prober.stop()
@@ -255,8 +255,8 @@ async def test_a_new_leader_takes_over_what_the_old_one_reported(net: Net) -> No
     await prober.start()
     try:
         await eventually(lambda: [(e.hostname, e.status) for e in events] == [("h1", "up")])
-        start = prober.seq
-        await eventually(lambda: prober.seq >= start + 10, what="ten more probe rounds")
+        start = prober.rounds
+        await eventually(lambda: prober.rounds >= start + 10, what="ten more probe rounds")
         assert [(e.hostname, e.status) for e in events] == [("h1", "up")]
         assert prober.reported("h3") == [HOST_DOWN]
     finally:
