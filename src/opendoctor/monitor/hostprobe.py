@@ -17,8 +17,8 @@ logged and counted. T01 (detection) is stamped here.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
