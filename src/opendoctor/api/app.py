@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
@@ -16,6 +16,7 @@ from opendoctor.api.auth import Monitors
 from opendoctor.api.bounds import BodyLimit
 from opendoctor.api.errors import install_error_handlers
 from opendoctor.api.facade import Facade
+from opendoctor.api.schema import declare_errors
 
 
 def create_app(service: Facade, manage: bool = True) -> FastAPI:
@@ -63,7 +64,13 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
             **svc.health(),
         }
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -71,7 +78,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
 
 
 def _declare_schemas(app: FastAPI) -> None:
-    """Add the models of hand-parsed bodies to the OpenAPI components."""
+    """Add the models of hand-parsed bodies, and every error status, to the document."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -83,7 +90,7 @@ def _declare_schemas(app: FastAPI) -> None:
             )
             components.update(event_schema.pop("$defs", {}))
             components["DoctorEvent"] = event_schema
-            app.openapi_schema = schema
+            app.openapi_schema = declare_errors(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
-from opendoctor.app.service import Service
 from opendoctor.cli import app
 from opendoctor.core.settings import load_settings
 from tests.conftest import MONITOR
-from tests.integration.pipeline.conftest import free_port, host_down, lab_vim, settings_for
+from tests.integration.pipeline.conftest import host_down
+from tests.live import live_api
 
 runner = CliRunner()
 
@@ -158,28 +155,9 @@ def test_template_validate_needs_a_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[str]:
-    """A service with its API on a real port (the commands talk HTTP), in a thread."""
-    port = free_port()
-    service = Service(settings_for(tmp_path), vim=lab_vim())
-    config = uvicorn.Config(
-        create_app(service.facade),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        loop="asyncio",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    """A service with its API on a real port (the commands talk HTTP)."""
+    with live_api(tmp_path) as url:
+        yield url
 
 
 def test_template_commands_against_a_service(live: str, tmp_path: Path) -> None:
