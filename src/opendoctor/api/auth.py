@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fastapi import Request
 
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
+from opendoctor.core.secretfile import SecretFileError, read_secret_file
 from opendoctor.core.settings import ApiSettings
 
 
@@ -153,25 +153,9 @@ class Monitors:
 
 def read_tokens_file(path: Path) -> dict[str, str]:
     try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise MonitorTokenError(f"monitor tokens file {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise MonitorTokenError(
-            f"monitor tokens file {path} is open to group or others "
-            f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
-        )
-    tokens: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise MonitorTokenError(f"{path} line {number}: expected `name token`")
-        tokens[parts[0]] = parts[1]
-    return tokens
+        return read_secret_file(path, "monitor tokens file")
+    except SecretFileError as exc:
+        raise MonitorTokenError(str(exc)) from None
 
 
 def monitor_of(request: Request) -> str:

@@ -38,6 +38,7 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher, HttpSender, LogSender
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.notifier import Notifier
+from opendoctor.notifier.signer import ProjectSigner
 from opendoctor.recovery.evacuation import Recovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
@@ -113,9 +114,10 @@ class Service:
             egress=egress,
             max_response_bytes=settings.notifier.max_response_bytes,
         )
+        signer = ProjectSigner(self.index, settings.notifier.signing())
         senders: dict[str, Sender] = {
-            "http": HttpSender(self.callbacks, settings.notifier.timeout),
-            "https": HttpSender(self.callbacks, settings.notifier.timeout),
+            "http": HttpSender(self.callbacks, settings.notifier.timeout, signer),
+            "https": HttpSender(self.callbacks, settings.notifier.timeout, signer),
             "log": LogSender(),
         }
         self.amqp_sender: AmqpSender | None = None
@@ -124,7 +126,7 @@ class Service:
         except ImportError:  # installed without the amqp extra: the API refuses amqp:// actions
             pass
         else:
-            self.amqp_sender = AmqpSender(settings.notifier.timeout, egress=egress)
+            self.amqp_sender = AmqpSender(settings.notifier.timeout, egress=egress, signer=signer)
             senders["amqp"] = senders["amqps"] = self.amqp_sender
         self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
         shared = settings.bus.kind != "memory"

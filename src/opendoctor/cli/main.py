@@ -190,10 +190,16 @@ def _check_topology_file(settings: Any) -> None:
 
 def _check_monitor_tokens(settings: Any) -> None:
     from opendoctor.api.auth import Monitors, MonitorTokenError
+    from opendoctor.core.secretfile import SecretFileError
 
     try:
         monitors = Monitors.load(settings.api)
     except MonitorTokenError as exc:
+        err.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        settings.notifier.signing()
+    except SecretFileError as exc:
         err.print(f"[red]invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from exc
     if not monitors.tokens and not monitors.anonymous and "api" in settings.roles:
@@ -274,6 +280,8 @@ def consumer(
     {"active": ID, "standby": ID}): when the active fails it activates the standby and
     switches the lab load balancer over; GET /switchovers says when (T10). With --amqp
     it also consumes callbacks that opendoctor publishes for amqp:// alarm actions.
+    With OPENDOCTOR_CONSUMER_SIGNING_KEY set (the project's notifier.signing_keys
+    entry), an HTTP callback whose X-OpenDoctor-Signature does not hold is refused.
     """
     from opendoctor.tools import consumer as consumer_mod
 

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opendoctor.core.egress import EgressPolicy, parse_allowed
+from opendoctor.core.secretfile import read_secret_file
 
 
 def default_state_dir() -> Path:
@@ -129,6 +130,13 @@ class NotifierSettings(BaseModel):
     backoff_initial: float = Field(0.2, gt=0)
     backoff_max: float = Field(30.0, gt=0)
     connections: int = Field(256, ge=1)
+    signing_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="project -> the key its callbacks are signed with (X-OpenDoctor-Signature)",
+    )
+    signing_keys_file: Path | None = Field(
+        None, description="a file of `project key` lines, more signing keys; mode 600"
+    )
     max_alarms_per_project: int = Field(
         1000, ge=1, description="alarms one project may have; creating more is a 403"
     )
@@ -160,6 +168,14 @@ class NotifierSettings(BaseModel):
 
     def egress(self) -> EgressPolicy:
         return EgressPolicy.of(self.egress_allow)
+
+    def signing(self) -> dict[str, bytes]:
+        """Every project's signing key; raises `SecretFileError` for a bad keys file."""
+        keys = {p: k.get_secret_value().encode() for p, k in self.signing_keys.items()}
+        if self.signing_keys_file is not None:
+            found = read_secret_file(self.signing_keys_file, "signing keys file")
+            keys.update({p: k.encode() for p, k in found.items()})
+        return keys
 
 
 class RecoverySettings(BaseModel):

@@ -21,6 +21,7 @@ from opendoctor.core.egress import EgressPolicy
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.ports import DeliveryError
 from opendoctor.infra.amqp import AmqpError, Broker, BrokerUrl, parse_action_url
+from opendoctor.notifier.delivery import Signer, unsigned
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,16 @@ class AmqpSender:
     """One connection per broker (kept for the life of the sender), shared by all sends."""
 
     def __init__(
-        self, timeout: float, name: str = "opendoctor-notifier", egress: EgressPolicy | None = None
+        self,
+        timeout: float,
+        name: str = "opendoctor-notifier",
+        egress: EgressPolicy | None = None,
+        signer: Signer = unsigned,
     ) -> None:
         self.timeout = timeout
         self.name = name
         self.egress = egress
+        self.signer = signer
         self._brokers: dict[BrokerUrl, Broker] = {}
         self._declared: set[tuple[BrokerUrl, str]] = set()
         self._lock = asyncio.Lock()
@@ -78,8 +84,8 @@ class AmqpSender:
             target = parse_action_url(entry.url)
         except ValueError as exc:
             raise DeliveryError(str(exc), retry=False) from None
-        headers = {"x-openstack-request-id": f"req-{entry.id}"}
         payload = entry.payload or orjson.dumps(entry.body)
+        headers = {"x-openstack-request-id": f"req-{entry.id}", **self.signer(entry, payload)}
         declared = (target.broker, target.exchange)
         try:
             broker = await self._broker(target.broker)

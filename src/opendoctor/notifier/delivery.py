@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,12 +32,21 @@ log = logging.getLogger(__name__)
 RETRYABLE = {408, 425, 429}
 
 
+# The headers that sign an entry's payload (none where its project has no key).
+Signer = Callable[[OutboxEntry, bytes], dict[str, str]]
+
+
+def unsigned(_: OutboxEntry, __: bytes) -> dict[str, str]:
+    return {}
+
+
 class HttpSender:
     """POSTs the Aodh callback body, as Aodh's REST notifier does."""
 
-    def __init__(self, http: HttpClient, timeout: float) -> None:
+    def __init__(self, http: HttpClient, timeout: float, signer: Signer = unsigned) -> None:
         self.http = http
         self.timeout = timeout
+        self.signer = signer
 
     async def send(self, entry: OutboxEntry) -> None:
         headers = {
@@ -44,8 +54,9 @@ class HttpSender:
             # Stable per entry: a retried delivery carries the same id, so consumers can dedupe.
             "x-openstack-request-id": f"req-{entry.id}",
         }
+        payload = entry.payload or orjson.dumps(entry.body)
+        headers.update(self.signer(entry, payload))
         try:
-            payload = entry.payload or orjson.dumps(entry.body)
             resp = await self.http.request(
                 "POST", entry.url, content=payload, headers=headers, timeout=self.timeout
             )

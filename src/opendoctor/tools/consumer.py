@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from opendoctor.core.signing import SIGNATURE_HEADER, verify
 from opendoctor.infra.procs import announce_ready, until_signalled
 from opendoctor.lab.client import LabClient
 from opendoctor.tools.switchover import Switcher
@@ -41,6 +43,9 @@ SEEN: web.AppKey[set[str]] = web.AppKey("seen", set)
 REPEATS: web.AppKey[list[str]] = web.AppKey("repeats", list)
 ARRIVALS: web.AppKey[list[dict[str, Any]]] = web.AppKey("arrivals", list)
 QUIET: web.AppKey[bool] = web.AppKey("quiet", bool)
+SIGNING_KEY: web.AppKey[bytes | None] = web.AppKey("signing_key")
+# The project's key, to check each callback's X-OpenDoctor-Signature (off the command line).
+SIGNING_KEY_ENV = "OPENDOCTOR_CONSUMER_SIGNING_KEY"
 SWITCHER: web.AppKey[Switcher | None] = web.AppKey("switcher")
 AMQP_HELP = (
     "also receive callbacks published to AMQP: "
@@ -119,6 +124,12 @@ async def _callback(request: web.Request) -> web.Response:
     data = await request.read()
     request_id = request.headers.get("x-openstack-request-id", "")
     content_type = request.headers.get("content-type", "")
+    key = request.app[SIGNING_KEY]
+    if key is not None:
+        problem = verify(key, data, request.headers.get(SIGNATURE_HEADER), arrived)
+        if problem is not None:
+            print(f"refused a callback: {problem}", flush=True)
+            return web.json_response({"error": problem}, status=401)
     try:
         body = parse_body(data)
     except ValueError as exc:
@@ -169,8 +180,13 @@ async def _set_pair(request: web.Request) -> web.Response:
     return web.json_response({"pairs": switcher.pairs})
 
 
-def make_app(quiet: bool = False, switcher: Switcher | None = None) -> web.Application:
+def make_app(
+    quiet: bool = False, switcher: Switcher | None = None, signing_key: bytes | None = None
+) -> web.Application:
+    """With `signing_key`, a callback whose X-OpenDoctor-Signature does not hold is
+    refused (401) and not recorded."""
     app = web.Application(client_max_size=1 << 20)
+    app[SIGNING_KEY] = signing_key
     app[RECEIVED] = []
     app[SEEN] = set()
     app[REPEATS] = []
@@ -258,7 +274,8 @@ async def serve(
     amqp: str | None = None,
 ) -> None:
     switcher = Switcher(LabClient(lab_url), pairs) if lab_url else None
-    app = make_app(quiet, switcher)
+    key = os.environ.get(SIGNING_KEY_ENV)
+    app = make_app(quiet, switcher, key.encode() if key else None)
     listener = None
     if amqp is not None:
         try:

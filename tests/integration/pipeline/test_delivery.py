@@ -9,6 +9,7 @@ import pytest
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
+from opendoctor.core.model import Server
 from opendoctor.core.notifications import DELIVERED, FAILED, PENDING
 from opendoctor.tools.consumer import make_app
 from tests.conftest import MONITOR, eventually
@@ -53,13 +54,18 @@ async def refusing_consumer(seen: list[str | None]) -> Consumer:
     return consumer
 
 
+async def subscribe(client: httpx.AsyncClient, server: Server, url: str) -> None:
+    """The server's owner registers an alarm for it with this action."""
+    resp = await client.post(
+        "/v2/alarms", json=alarm_for(server.id, url), headers=as_project(server.project_id)
+    )
+    assert resp.status_code == 201, resp.text
+
+
 async def subscribe_host(service: Service, client: httpx.AsyncClient, host: str, url: str) -> int:
     servers = [s for s in service.topology.servers.values() if s.host == host]
     for server in servers:
-        resp = await client.post(
-            "/v2/alarms", json=alarm_for(server.id, url), headers=as_project(server.project_id)
-        )
-        assert resp.status_code == 201
+        await subscribe(client, server, url)
     return len(servers)
 
 
@@ -173,12 +179,7 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(
         on_2 = next(s for s in servers if s.host == "compute2")
         subscriptions = [(on_1, slow.url)] * slow_alarms + [(on_2, fast.url)]
         for server, url in subscriptions:
-            resp = await client.post(
-                "/v2/alarms",
-                json=alarm_for(server.id, url + "/failure"),
-                headers=as_project(server.project_id),
-            )
-            assert resp.status_code == 201
+            await subscribe(client, server, url + "/failure")
         # The slow consumer holds every connection its share allows...
         await client.put("/events", json=[host_down("compute1")])
         await eventually(lambda: held == 1, what="the slow consumer holding a callback")
@@ -214,3 +215,31 @@ async def test_an_actions_credentials_are_not_shown(tmp_path: Path, db_url: str)
         await client.aclose()
         await service.stop()
         await consumer.stop()
+
+
+async def test_callbacks_are_signed_with_their_projects_key(tmp_path: Path, db_url: str) -> None:
+    """project-a has a signing key: a consumer that checks with it takes project-a's
+    callbacks (it records only those whose signature holds); one with another key
+    refuses them, and the notification fails for good."""
+    keys = {"project-a": "a-key"}
+    checking, wrong = free_port(), free_port()
+    signed = Consumer(f"http://127.0.0.1:{checking}", make_app(True, None, b"a-key"))
+    refusing = Consumer(f"http://127.0.0.1:{wrong}", make_app(True, None, b"not-a-key"))
+    await signed.start(checking)
+    await refusing.start(wrong)
+    service, client = await start(tmp_path, db_url, notifier={"signing_keys": keys})
+    try:
+        victims = [s for s in service.topology.servers.values() if s.host == "compute1"]
+        a = next(s for s in victims if s.project_id == "project-a")
+        for url in (signed.url, refusing.url):
+            await subscribe(client, a, url + "/failure")
+        await client.put("/events", json=[host_down("compute1")])
+        await eventually(lambda: len(signed.received) == 1, what="the signed callback taken")
+        refused = await eventually(lambda: service.outbox.list(status=FAILED), what="refused")
+        assert [e.url for e in refused] == [refusing.url + "/failure"]
+        assert "HTTP 401" in (refused[0].last_error or "")
+    finally:
+        await client.aclose()
+        await service.stop()
+        await signed.stop()
+        await refusing.stop()

@@ -48,7 +48,7 @@ def test_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("doctor d-tok\n", 0o640, "chmod 600"),
         ("doctor d-tok\n", 0o604, "chmod 600"),
-        ("doctor\n", 0o600, "line 1: expected `name token`"),
+        ("doctor\n", 0o600, "line 1: expected `name secret`"),
         ("# fine\ndoctor d-tok extra\n", 0o600, "line 2"),
     ],
 )
