@@ -16,6 +16,7 @@ from opendoctor.api.auth import Monitors
 from opendoctor.api.bounds import BodyLimit
 from opendoctor.api.errors import install_error_handlers
 from opendoctor.api.facade import Facade
+from opendoctor.api.ratelimit import RateLimit
 from opendoctor.api.schema import declare_errors
 
 
@@ -42,6 +43,8 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     app.state.service = service
     app.state.settings = service.settings
     app.state.monitors = Monitors.load(service.settings.api)
+    api = service.settings.api
+    app.state.events_rate = RateLimit(api.events_rate, api.events_burst)
     app.state.alarms = service.alarms
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=service.settings.api.max_body_bytes)

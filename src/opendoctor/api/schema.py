@@ -43,7 +43,10 @@ _ROUTED = {
     "403": "a route that needs the admin role, or a quota reached",
     "404": "no such resource (another project's answers the same)",
 }
-_EVENTS = {"422": "an event about a host, server or resource opendoctor does not know"}
+_EVENTS = {
+    "422": "an event about a host, server or resource opendoctor does not know",
+    "429": "the monitor is over its rate (api.events_rate): send again after Retry-After",
+}
 _OPEN = ("/health", "/metrics")  # no identity, no body, nothing stored
 
 

@@ -68,6 +68,12 @@ class ApiSettings(BaseModel):
         description="take events from callers without a monitor token (only where the "
         "network lets nobody else reach the events API)",
     )
+    events_rate: float = Field(
+        1000.0, gt=0, description="events per second one monitor may report, on average"
+    )
+    events_burst: int = Field(
+        10_000, ge=1, description="events one monitor may report at once (a storm)"
+    )
     # Before monitor_tokens: one token for every monitor (the monitor "southbound").
     southbound_token: SecretStr | None = None
 

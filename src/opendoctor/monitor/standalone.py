@@ -72,6 +72,8 @@ class EventPoster:
                         extra={"status": resp.status, "event": event.id},
                     )
                     delay = max(delay, self.auth_retry)
+                elif resp.status == 429:
+                    log.warning("API asks this monitor to slow down; retrying")
                 elif 400 <= resp.status < 500:
                     log.error(
                         "API refused an event",

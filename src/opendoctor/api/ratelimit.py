@@ -1,0 +1,42 @@
+"""How many events one monitor may report: a token bucket per monitor.
+
+A monitor gone wrong (or a stolen token) must not flood the inspector: past its rate,
+its reports get 429 with Retry-After, and a well-behaved monitor sends them again. The
+bucket is large, so a real storm (every host of a rack at once) goes through whole.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass(slots=True)
+class RateLimit:
+    rate: float  # events per second, refilled continuously
+    burst: float  # what a quiet monitor may send at once
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def take(self, who: str, count: int, now: float | None = None) -> float:
+        """Take `count` events from `who`'s bucket: 0 when taken, else the seconds to wait
+        before all of them could be (nothing is taken then: all or nothing, as the
+        request is)."""
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            bucket = self._buckets[who] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if count <= bucket.tokens:
+            bucket.tokens -= count
+            return 0.0
+        if count > self.burst:
+            return math.inf
+        return (count - bucket.tokens) / self.rate
