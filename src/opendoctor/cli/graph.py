@@ -33,9 +33,7 @@ def topology(
             "the shell (operators and fields: docs/api.md)"
         ),
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="X-Auth-Token (token mode); default: admin headers")
-    ] = None,
+    token: TOKEN = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the graph as JSON")] = False,
 ) -> None:
     """Show the entity graph the service keeps: hosts, the servers they contain, states."""
@@ -131,8 +129,15 @@ def api_get(api: str, path: str, token: str | None) -> Any:
 
 
 API = Annotated[str, typer.Option(help="opendoctor API URL")]
+# A token on a command line is every local user's to read: the environment is the way.
 TOKEN = Annotated[
-    str | None, typer.Option(help="X-Auth-Token (token mode); default: admin headers")
+    str | None,
+    typer.Option(
+        envvar="OPENDOCTOR_API_TOKEN",
+        show_envvar=True,
+        help="X-Auth-Token (token mode); better set in OPENDOCTOR_API_TOKEN, out of the "
+        "process list; default: admin headers",
+    ),
 ]
 JSON_OUT = Annotated[bool, typer.Option("--json", help="print JSON")]
 

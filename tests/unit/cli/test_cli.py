@@ -229,3 +229,14 @@ def test_alarms_history_and_topology_query(live: str, tmp_path: Path) -> None:
     assert {v["key"] for v in body["vertices"]} == {f"host:compute{i}" for i in (1, 2, 3)}
     result = runner.invoke(app, ["topology", "--query", '{"==": {"typ": "host"}}', *api])
     assert result.exit_code == 1 and "query.==.typ" in result.output
+
+
+def test_the_api_token_comes_from_the_environment(live: str) -> None:
+    """Set in OPENDOCTOR_API_TOKEN, the token is sent instead of the admin headers: the
+    service here believes headers, not tokens, so a token alone is refused (401)."""
+    plain = runner.invoke(app, ["alarms", "--api", live])
+    assert plain.exit_code == 0, plain.output
+    with_token = runner.invoke(
+        app, ["alarms", "--api", live], env={"OPENDOCTOR_API_TOKEN": "tok-operator"}
+    )
+    assert with_token.exit_code == 1 and "401" in with_token.output
