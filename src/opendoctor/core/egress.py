@@ -34,6 +34,22 @@ _NAMED: tuple[tuple[str, Network], ...] = (
 )
 
 
+# The port a URL without one calls, by scheme.
+DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
+
+
+def endpoint(url: str) -> tuple[str, int]:
+    """The host and port a URL calls ("" when it names no host)."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+
+
+def address_of(url: str) -> str:
+    """`host:port` of a URL, as an allow entry (`parse_allowed`) takes it."""
+    host, port = endpoint(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class EgressDenied(Exception):
     """A call the egress policy does not allow; the message says why."""
 
@@ -101,19 +117,13 @@ class EgressPolicy:
             "(an operator may allow it: notifier.egress_allow)"
         )
 
-    def check(self, address: str, port: int) -> None:
-        problem = self.problem(address, port)
-        if problem is not None:
-            raise EgressDenied(problem)
-
     def url_problem(self, url: str) -> str | None:
         """What can be told of a URL before calling it: a literal address that is refused,
         or a name that can only mean this machine. Other names are checked at call time."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".").lower()
+        host, port = endpoint(url)
+        host = host.rstrip(".").lower()
         if not host:
             return None
-        port = parts.port or {"https": 443, "amqps": 5671, "amqp": 5672}.get(parts.scheme, 80)
         if host == "localhost" or host.endswith(".localhost"):
             host = "127.0.0.1"
         try:

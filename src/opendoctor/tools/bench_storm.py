@@ -41,10 +41,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from opendoctor.core.egress import address_of
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.bench import summary
-from opendoctor.tools.stack import Stack, StackError, address_of, running_stack, wait_for
+from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
 from opendoctor.tools.storm_cpu import CpuMeter
 from opendoctor.tools.storm_modes import (
     DEFAULT_AMQP as DEFAULT_AMQP,

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from opendoctor.app.cluster import Cluster, ClusterSpec
+from opendoctor.core.egress import address_of
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.runner import LabRunner
@@ -235,14 +235,6 @@ async def running_stack(
             if service is not None:
                 await service.stop()
             await asyncio.gather(*(c.stop() for c in consumers.values()))
-
-
-def address_of(url: str) -> str:
-    """`host:port` of a URL, as `notifier.egress_allow` takes it."""
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "amqp": 5672, "amqps": 5671}.get(parts.scheme, 80)
-    host = parts.hostname or ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def cluster_spec(directory: Path, lab_url: str, replicas: int, env: dict[str, str]) -> ClusterSpec:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opendoctor.core.egress import address_of
 from opendoctor.lab.spec import LabSpec
-from opendoctor.tools.stack import Stack, address_of, owner, running_stack
+from opendoctor.tools.stack import Stack, owner, running_stack
 from tests.conftest import eventually
 from tests.e2e.contract.callback import check_callback, server_traits
 from tests.e2e.faults.owners import arrivals

@@ -27,9 +27,10 @@ import asyncpg
 import httpx
 import pytest
 
+from opendoctor.core.egress import address_of
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.spec import LabSpec
-from opendoctor.tools.stack import ADMIN, Stack, address_of, running_stack
+from opendoctor.tools.stack import ADMIN, Stack, running_stack
 from tests import pg
 from tests.conftest import eventually
 from tests.e2e.faults.holding import HoldingConsumer

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from opendoctor.core.egress import address_of
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.demo import fail_and_recover
-from opendoctor.tools.stack import address_of, running_stack
+from opendoctor.tools.stack import running_stack
 from tests import pg
 from tests.integration.amqp.conftest import Names
 
