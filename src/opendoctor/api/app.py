@@ -40,14 +40,14 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         description="Fault management and high availability for virtualised infrastructure.",
         lifespan=lifespan,
     )
+    api = service.settings.api
     app.state.service = service
     app.state.settings = service.settings
-    app.state.monitors = Monitors.load(service.settings.api)
-    api = service.settings.api
+    app.state.monitors = Monitors.load(api)
     app.state.events_rate = RateLimit(api.events_rate, api.events_burst)
     app.state.alarms = service.alarms
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=service.settings.api.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=api.max_body_bytes)
     if service.runs("api"):
         # A process of a split deployment without the api role serves only /health and
         # /metrics: what it would answer (its alarms, its hosts) is not its job to keep.

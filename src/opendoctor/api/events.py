@@ -221,11 +221,11 @@ async def _accept(request: Request, reporter: str) -> JSONResponse:
         return JSONResponse(error_body(400, exc.errors), status_code=400)
     limit: RateLimit = request.app.state.events_rate
     wait = limit.take(reporter, len(parsed))
+    if math.isinf(wait):
+        problem = f"{len(parsed)} events at once, over api.events_burst: send fewer at a time"
+        raise RequestError(413, problem, "body")
     if wait:
         problem = f"monitor {reporter!r} is over its rate (api.events_rate); send again later"
-        if math.isinf(wait):
-            problem = f"{len(parsed)} events at once, over api.events_burst: send fewer at a time"
-            raise RequestError(413, problem, "body")
         retry = {"Retry-After": str(math.ceil(wait))}
         return JSONResponse(error_body(429, [{"field": "body", "problem": problem}]), 429, retry)
     hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
