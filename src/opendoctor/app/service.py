@@ -101,7 +101,7 @@ class Service:
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
         self.outbox = OutboxStore(self.db)
-        self.index = AlarmIndex()
+        self.index = AlarmIndex(settings.notifier.infrastructure_projects)
         egress = settings.notifier.egress()
         self.alarms = AlarmService(
             AlarmStore(self.db), self.index, egress, settings.notifier.max_alarms_per_project

@@ -146,6 +146,12 @@ class NotifierSettings(BaseModel):
     max_alarms_per_project: int = Field(
         1000, ge=1, description="alarms one project may have; creating more is a 403"
     )
+    infrastructure_projects: list[str] = Field(
+        default_factory=lambda: ["admin"],
+        description="projects whose alarms may fire on notifications that name no project "
+        "(switches, ports, topology-file entities); other projects hear only of their own "
+        "resources",
+    )
     per_destination: int = Field(
         32,
         ge=1,

@@ -25,6 +25,9 @@ from opendoctor.notifier.rules import query_holds
 # (trait name, comparison mode): terms in one slot turn an event's trait into the same key.
 _SlotId = tuple[str, str]
 _Slot = dict[Hashable, dict[str, Alarm]]
+# Whose alarms an event may fire: its own project's, or for an event of no project
+# (a switch, a port) the infrastructure projects'.
+Scope = str | frozenset[str]
 
 # Random event types must not grow the pattern cache without bound.
 _CACHE_LIMIT = 4096
@@ -79,7 +82,7 @@ class _Group:
         if not slot:
             del self.keyed[slot_id]
 
-    def collect(self, event: NotificationEvent, project: str | None, out: list[Alarm]) -> None:
+    def collect(self, event: NotificationEvent, project: Scope, out: list[Alarm]) -> None:
         traits = event.traits
         for (name, mode), slot in self.keyed.items():
             trait = traits.get(name)
@@ -96,12 +99,16 @@ class _Group:
 
 
 def _check(
-    alarms: Iterable[Alarm], event: NotificationEvent, project: str | None, out: list[Alarm]
+    alarms: Iterable[Alarm], event: NotificationEvent, project: Scope, out: list[Alarm]
 ) -> None:
     for alarm in alarms:
         if (
             alarm.enabled
-            and (project is None or alarm.project_id == project)
+            and (
+                alarm.project_id == project
+                if isinstance(project, str)
+                else alarm.project_id in project
+            )
             and query_holds(alarm, event)
         ):
             out.append(alarm)
@@ -118,7 +125,10 @@ class _Place:
 class AlarmIndex:
     """All alarms in memory, filed so that `match` costs O(alarms that could match)."""
 
-    def __init__(self) -> None:
+    def __init__(self, infrastructure_projects: Iterable[str] = ("admin",)) -> None:
+        # A tenant must not hear of the infrastructure (which switch failed) through an
+        # alarm whose query happens to match an event that names no project.
+        self.infrastructure_projects = frozenset(infrastructure_projects)
         self._alarms: dict[str, Alarm] = {}
         self._places: dict[str, _Place] = {}
         self._exact: dict[str, _Group] = {}
@@ -166,8 +176,9 @@ class AlarmIndex:
         return alarm
 
     def match(self, event: NotificationEvent) -> list[Alarm]:
-        """Enabled alarms of the event's project (any project if it names none) that match."""
-        project = event.project_id
+        """Enabled alarms of the event's project that match; for an event of no project
+        (a switch, a port), those of the infrastructure projects only."""
+        project: Scope = event.project_id or self.infrastructure_projects
         out: list[Alarm] = []
         group = self._exact.get(event.event_type)
         if group is not None:

@@ -377,3 +377,45 @@ async def test_the_consistency_check_drops_what_the_vim_lost_silently(
         assert service.graph.get("host:compute1") is not None
     finally:
         await service.stop()
+
+
+# The switch itself is reported: a notification that names no project.
+SWITCH_WATCH = """\
+name: switch_watch
+description: Operators hear of a switch that failed.
+entities:
+  alarm: {category: ALARM, name: resource.down}
+  switch: {type: switch}
+scenarios:
+  - condition: alarm [on] switch
+    actions:
+      - notify: {target: switch, event_type: infra.switch.down, state: down}
+"""
+
+
+async def test_a_switch_is_reported_to_the_operators_not_to_every_tenant(
+    still: Running, consumer: Consumer
+) -> None:
+    resp = await still.client.post(
+        "/v1/templates", headers={**ADMIN, "content-type": "application/yaml"}, content=SWITCH_WATCH
+    )
+    assert resp.status_code == 201, resp.text
+    for project, path in (("admin", "/operators"), ("project-a", "/tenant")):
+        body = {
+            "name": f"switches-{project}",
+            "type": "event",
+            "event_rule": {"event_type": "infra.switch.*", "query": []},
+            "alarm_actions": [consumer.url + path],
+        }
+        headers = ADMIN if project == "admin" else {"X-Project-Id": project, "X-User-Id": "u"}
+        resp = await still.client.post("/v2/alarms", json=body, headers=headers)
+        assert resp.status_code == 201, resp.text
+
+    await send(still, [resource_down("switch", "tor-1")])
+    # Settled once every matching alarm's first attempt is made.
+    await settled(still, ("switch", "tor-1"))
+    # The tenant's alarm matches the event type, but the switch is not its resource.
+    assert [a["path"] for a in consumer.arrivals] == ["/operators"]
+    alarms = {a.name: a for a in still.service.index}
+    assert alarms["switches-admin"].state == "alarm"
+    assert alarms["switches-project-a"].state != "alarm"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opendoctor.core.alarms import Alarm
-from opendoctor.core.model import NotificationEvent, Trait
+from opendoctor.core.model import TRAIT_STRING, NotificationEvent, Trait
 from opendoctor.notifier.rules import AlarmBody
 
 PROJECT_A = {"X-Project-Id": "project-a", "X-User-Id": "user-a"}
@@ -55,9 +55,15 @@ def make_alarm(
 
 
 def make_event(
-    event_type: str = "compute.instance.update", **traits: tuple[int, Any]
+    event_type: str = "compute.instance.update",
+    *,
+    project: str | None = "project-a",
+    **traits: tuple[int, Any],
 ) -> NotificationEvent:
-    """An event with explicitly typed traits: name=(type code, value)."""
+    """An event with explicitly typed traits: name=(type code, value), of `project`
+    (make_alarm's) unless the traits name one or `project` is None."""
+    if project is not None and "project_id" not in traits and "tenant_id" not in traits:
+        traits["project_id"] = (TRAIT_STRING, project)
     return NotificationEvent(
         event_type=event_type,
         traits={name: Trait(name, code, value) for name, (code, value) in traits.items()},

@@ -81,7 +81,9 @@ async def test_get_list_put_delete(client: httpx.AsyncClient, service: AlarmServ
     assert updated["alarm_id"] == alarm["alarm_id"]
     assert (updated["name"], updated["severity"], updated["state"]) == ("renamed", "low", "alarm")
     assert updated["event_rule"]["event_type"] == "compute.instance.*"
-    event = NotificationEvent.build("compute.instance.delete", instance_id=INSTANCE, state="error")
+    event = NotificationEvent.build(
+        "compute.instance.delete", instance_id=INSTANCE, state="error", project_id="project-a"
+    )
     assert [a.name for a in service.index.match(event)] == ["renamed"]
 
     resp = await client.delete(url, headers=PROJECT_A)

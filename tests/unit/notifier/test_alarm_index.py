@@ -25,7 +25,7 @@ from .helpers import make_alarm, make_event
 EVENT_TYPES = ["a.b", "a.c", "b.b"]
 PATTERNS = ["a.*", "*", "?.b", "[ab].c", "[!a]*"]
 TRAIT_NAMES = ["id", "n"]
-PROJECTS = ["p1", "p2"]
+PROJECTS = ["p1", "p2", "admin"]
 
 # Query values valid for each declared type, chosen to collide across types
 # ("5" is a string, a number and a boolean-ish value at once).
@@ -106,15 +106,14 @@ def events(draw: st.DrawFn) -> NotificationEvent:
     project = draw(_PROJECT)
     if project is not None:
         traits[draw(_PROJECT_TRAIT)] = (TRAIT_STRING, project)
-    return make_event(draw(_EVENT_TYPE), **traits)
+    return make_event(draw(_EVENT_TYPE), project=None, **traits)
 
 
 def expected(alarms: list[Alarm], event: NotificationEvent) -> set[str]:
-    project = event.project_id
+    # An event of no project is the infrastructure's: only the admin project hears of it.
+    project = event.project_id or "admin"
     return {
-        a.alarm_id
-        for a in alarms
-        if a.enabled and (project is None or a.project_id == project) and matches(a, event)
+        a.alarm_id for a in alarms if a.enabled and a.project_id == project and matches(a, event)
     }
 
 
@@ -160,7 +159,7 @@ def test_every_single_term_alarm_against_every_trait_value() -> None:
     for alarm in all_alarms:
         index.add(alarm)
     for code, value in TRAIT_VALUES:
-        event = make_event("a.b", n=(code, value))
+        event = make_event("a.b", project="p1", n=(code, value))
         found = {a.alarm_id for a in index.match(event)}
         assert found == expected(all_alarms, event), (code, value)
 
@@ -199,12 +198,18 @@ def test_disabled_alarms_and_other_projects_do_not_match() -> None:
     mine = make_alarm(alarm_id="mine", project_id="p1")
     theirs = make_alarm(alarm_id="theirs", project_id="p2")
     off = make_alarm(alarm_id="off", project_id="p1", enabled=False)
-    for alarm in (mine, theirs, off):
+    ops = make_alarm(alarm_id="ops", project_id="admin")
+    for alarm in (mine, theirs, off, ops):
         index.add(alarm)
     assert index.match(make_event(project_id=(TRAIT_STRING, "p1"))) == [mine]
     assert index.match(make_event(tenant_id=(TRAIT_STRING, "p2"))) == [theirs]
-    # An event that names no project may fire any project's alarms.
-    assert {a.alarm_id for a in index.match(make_event())} == {"mine", "theirs"}
+    # An event that names no project (a switch) is the infrastructure's business: the
+    # tenants' alarms on the same event type stay quiet.
+    assert index.match(make_event(project=None)) == [ops]
+    elsewhere = AlarmIndex(infrastructure_projects=["ops-team", "noc"])
+    for alarm in (mine, theirs, ops):
+        elsewhere.add(alarm)
+    assert elsewhere.match(make_event(project=None)) == []
 
 
 def test_an_alarm_keyed_on_a_crowded_value_is_filed_under_a_rarer_one() -> None:
