@@ -7,7 +7,9 @@ thousands of VMs costs little more than their sockets.
 
 Per VM, after its first `init`: every interval a challenge goes out; the response is
 due `response_timeout` later. No response by then is a `missed` fault, a response
-saying `healthy: false` an `unhealthy` fault; the next good response clears both.
+saying `healthy: false` an `unhealthy` fault. A fault clears once the guest has answered
+well for `clear_after` seconds, so that a guest toggling its health (or its answers)
+raises one fault, not a stream of reports.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class HeartbeatSettings:
 
     interval: float = 0.1  # used when a guest proposes 0 ("host's choice")
     response_timeout: float = 0.08
-    min_interval: float = 0.02
+    # A guest may ask to be challenged less often than the default, not more: each
+    # challenge costs the host, and the host serves every guest on it.
+    min_interval: float = 0.1
     max_interval: float = 60.0
     min_response_timeout: float = 0.01
     max_response_timeout: float = 30.0
@@ -64,6 +68,7 @@ class HeartbeatSettings:
     max_msgs_per_sec: float = 100.0  # per connection; a guest needs 1 per interval
     msg_burst: int = 50
     max_connections: int = 4  # per VM: the agent, plus one restarting beside a hung one
+    clear_after: float = 1.0  # good answers this long before a fault is reported cleared
 
     def __post_init__(self) -> None:
         if not 0 < self.min_interval <= self.interval <= self.max_interval:
@@ -72,6 +77,8 @@ class HeartbeatSettings:
             raise ValueError("need 0 < min_response_timeout <= response_timeout <= max_...")
         if self.reconnect_grace < 0 or self.max_msgs_per_sec <= 0 or self.msg_burst < 1:
             raise ValueError("reconnect_grace, max_msgs_per_sec and msg_burst must be positive")
+        if self.clear_after < 0:
+            raise ValueError("clear_after must not be negative")
 
 
 def _now_iso() -> str:
@@ -94,6 +101,8 @@ class _Vm:
     expired: tuple[int, str] | None = None  # last unanswered challenge: tells late from bogus
     sent_at: float = 0.0
     faults: set[str] = field(default_factory=set)
+    # Fault -> when the guest's answers turned good (loop time); cleared after clear_after.
+    good_since: dict[str, float] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     complaints: int = 0
 
@@ -330,9 +339,10 @@ class HeartbeatSupervisor:
         self.bump("responses")
         if self._observe is not None and self._loop is not None:
             self._observe(vm.instance_id, self._loop.time() - vm.sent_at)
-        self._clear(vm, "missed", "guest answers challenges again")
+        now = self._loop.time() if self._loop is not None else 0.0
+        self._recovered(vm, "missed", now, "guest answers challenges again")
         if body["healthy"]:
-            self._clear(vm, "unhealthy", "guest reports healthy")
+            self._recovered(vm, "unhealthy", now, "guest reports healthy")
         else:
             reason = (body.get("reason") or "guest reports unhealthy")[:MAX_REASON]
             self._fault(vm, "unhealthy", reason)
@@ -372,12 +382,23 @@ class HeartbeatSupervisor:
 
     # ---- reports -----------------------------------------------------------------------------
 
+    def _recovered(self, vm: _Vm, fault: str, now: float, reason: str) -> None:
+        """A good answer: the fault clears once the answers have been good long enough."""
+        if fault not in vm.faults:
+            return
+        since = vm.good_since.setdefault(fault, now)
+        if now - since >= self.settings.clear_after:
+            self._clear(vm, fault, reason)
+
     def _fault(self, vm: _Vm, fault: str, reason: str) -> None:
+        # A bad answer restarts the wait of a fault on its way to clearing.
+        vm.good_since.pop(fault, None)
         if fault not in vm.faults:
             vm.faults.add(fault)
             self._emit(vm, fault, "down", reason)
 
     def _clear(self, vm: _Vm, fault: str, reason: str) -> None:
+        vm.good_since.pop(fault, None)
         if fault in vm.faults:
             vm.faults.discard(fault)
             self._emit(vm, fault, "up", reason)

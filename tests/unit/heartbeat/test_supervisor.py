@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from opendoctor.heartbeat.hostside import HeartbeatSupervisor
+from opendoctor.heartbeat.hostside import HeartbeatSettings, HeartbeatSupervisor
 from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
 
@@ -64,7 +65,10 @@ async def test_negotiation_clamps_proposals_into_the_hosts_range(
     await guest.close()
 
 
-async def test_silent_guest_is_missed_then_up_when_it_answers_again(host: Host) -> None:
+async def test_silent_guest_is_missed_then_up_when_it_answers_again(
+    make_host: Callable[..., Host],
+) -> None:
+    host = make_host(clear_after=0)  # the first good answer clears
     await host.add("vm1")
     guest = await RawGuest.connect(host.sock("vm1"))
     await guest.register("vm1")
@@ -92,7 +96,10 @@ async def test_silent_guest_is_missed_then_up_when_it_answers_again(host: Host) 
     await guest.close()
 
 
-async def test_unhealthy_answer_is_a_fault_until_a_healthy_one(host: Host) -> None:
+async def test_unhealthy_answer_is_a_fault_until_a_healthy_one(
+    make_host: Callable[..., Host],
+) -> None:
+    host = make_host(clear_after=0)
     await host.add("vm1")
     guest = await RawGuest.connect(host.sock("vm1"))
     await guest.register("vm1")
@@ -105,6 +112,35 @@ async def test_unhealthy_answer_is_a_fault_until_a_healthy_one(host: Host) -> No
     await eventually(
         lambda: host.of("vm1") == [("unhealthy", "down"), ("unhealthy", "up")], what="up"
     )
+    await guest.close()
+
+
+async def test_a_guest_toggling_its_health_raises_one_fault(
+    make_host: Callable[..., Host],
+) -> None:
+    host = make_host(clear_after=1.0)
+    await host.add("vm1")
+    guest = await RawGuest.connect(host.sock("vm1"))
+    await guest.register("vm1")
+    for i in range(11):  # bad, good, bad, ... bad
+        await guest.answer(await guest.challenge(), healthy=i % 2 == 1, reason="flapping")
+    last_bad = time.monotonic()
+    assert host.of("vm1") == [("unhealthy", "down")]
+    # Good answers from now on: the fault clears once they have lasted clear_after.
+    for _ in range(100):
+        if len(host.of("vm1")) > 1:
+            break
+        await guest.answer(await guest.challenge())
+    assert host.of("vm1") == [("unhealthy", "down"), ("unhealthy", "up")]
+    assert time.monotonic() - last_bad >= 1.0
+    await guest.close()
+
+
+async def test_a_guest_may_not_ask_for_challenges_faster_than_the_default(host: Host) -> None:
+    await host.add("vm1")
+    guest = await RawGuest.connect(host.sock("vm1"))
+    ack = await guest.register("vm1", interval_ms=20, timeout_ms=10)
+    assert ack["heartbeat_interval_ms"] == round(HeartbeatSettings().interval * 1000) == 100
     await guest.close()
 
 
@@ -276,7 +312,7 @@ async def test_a_failing_report_callback_does_not_stop_supervision(tmp_path: Pat
         calls.append(event)
         raise RuntimeError("consumer queue is broken")
 
-    sup = HeartbeatSupervisor("h", report)
+    sup = HeartbeatSupervisor("h", report, HeartbeatSettings(clear_after=0))
     try:
         path = str(tmp_path / "vm1.sock")
         await sup.add_vm("vm1", "vm1", path)
