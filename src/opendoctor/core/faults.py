@@ -37,6 +37,11 @@ class Fault:
     instance_id: str | None = None
     # Event types that currently say the resource is down; the fault clears when none do.
     signals: list[str] = field(default_factory=list)
+    # Times the resource went down again while the fault was held (or soon after the
+    # previous fault on it cleared); each doubles the hold-down.
+    flaps: int = 0
+    # Set while the resource is back but not yet believed: the fault clears then.
+    held_until: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:

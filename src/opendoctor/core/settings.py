@@ -128,6 +128,19 @@ class InspectorSettings(BaseModel):
         ge=0,
         description="seconds between full re-reads of the VIM that drop stale entities (0: off)",
     )
+    hold_down: float = Field(
+        10.0,
+        ge=0,
+        description="seconds a resource must stay up before its fault clears; down again "
+        "before that, it keeps the fault (nothing is redone) and the next hold doubles "
+        "(0: faults clear at once, no damping)",
+    )
+    hold_down_max: float = Field(
+        300.0,
+        ge=0,
+        description="the longest hold-down; also how long a cleared fault's flaps are "
+        "remembered for the resource's next fault",
+    )
 
 
 class NotifierSettings(BaseModel):

@@ -18,6 +18,9 @@ NOTIFICATIONS = Counter(
     "opendoctor_notification_attempts_total", "Notification attempts by result", ["result"]
 )
 FAULTS_ACTIVE = Gauge("opendoctor_faults_active", "Faults currently active")
+FLAPS = Counter(
+    "opendoctor_fault_flaps_total", "Resources down again while their fault was held down"
+)
 VIM_ERRORS = Counter("opendoctor_vim_errors_total", "Failed VIM calls", ["operation"])
 RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result", ["result"])
 HOST_PROBES_MISSED = Counter(

@@ -6,7 +6,8 @@ hands back a plan, which `Effects` carries out owners first. A second signal abo
 resource already at fault is recorded once, unless it is graver (a host that was only
 unreachable is now down): then the alarm is raised to the new severity and the
 templates take it from there. Recovery follows once the owners are told and the host
-is marked down.
+is marked down. A resource that comes back is held down a while before its fault
+clears (`damping`): one that flaps keeps one fault.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Server
@@ -23,6 +25,7 @@ from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.tasks import Background, keep_trying
+from opendoctor.inspector.damping import Damping
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
 from opendoctor.inspector.fault_graph import FaultGraph, gravity, resource_of
 from opendoctor.inspector.templates import Engine
@@ -73,6 +76,7 @@ class Inspector:
             self._mark,
         )
         self.active: dict[tuple[str, str], Fault] = {}
+        self.damping = Damping(settings.hold_down, settings.hold_down_max)
         self._unsaved: set[str] = set()  # faults whose store is being retried
         # Each active fault's VIM calls (host down, servers in error), maybe still running.
         self._vim_work: dict[str, list[asyncio.Future[None]]] = {}
@@ -90,6 +94,10 @@ class Inspector:
         rules decide from them was carried out before the restart)."""
         for fault in self.active.values():
             self.fault_graph.raised(fault)
+            if fault.held_until is not None:
+                # Held when the service stopped: the hold-down runs out as it would have.
+                delay = max(0.0, fault.held_until - time.time())
+                self._hold(fault, delay, f"{fault.id}/held", {})
         metrics.FAULTS_ACTIVE.set(len(self.active))
 
     async def handle(self, event: Event) -> None:
@@ -108,6 +116,9 @@ class Inspector:
                 return
             if stored is not None:
                 fault = self._adopt(event, stored)
+        if self.damping.holding(event.key):
+            await self.damping.settle(event.key, event.active)
+            fault = self.active.get(event.key)  # gone if its clearance was under way
         if event.active:
             if fault is not None:
                 await self._again(event, fault)
@@ -116,12 +127,20 @@ class Inspector:
         elif fault is not None:
             if event.type in fault.signals:
                 fault.signals.remove(event.type)
-            if fault.signals:
-                # Still down by another signal (say, the process is back, the guest silent).
+            if fault.signals or self.damping.holding(fault.key):
+                # Still down by another signal (say, the process is back, the guest silent),
+                # or already held: the hold-down is not restarted by a repeated report.
                 await self._save(fault)
-                await self.events.mark_processed(event, fault.id)
+            elif (delay := self.damping.delay(fault)) > 0:
+                self._hold(fault, delay, event.id, event.details)
+                log.info(
+                    "fault held before it clears",
+                    extra={"fault": fault.id, "seconds": round(delay, 3), "flaps": fault.flaps},
+                )
+                await self._save(fault)
             else:
-                await self._clear(event, fault)
+                await self._clear(fault, event.id, event.details)
+            await self.events.mark_processed(event, fault.id)
         else:
             await self.events.mark_processed(event, None)
 
@@ -152,6 +171,7 @@ class Inspector:
         for name, at in event.trace.items():
             fault.mark(name, at)
         fault.mark("T01", detected)
+        self.damping.opened(fault)
         self.active[event.key] = fault
         self.done[fault.id] = asyncio.Event()
         metrics.FAULTS_ACTIVE.set(len(self.active))
@@ -172,6 +192,13 @@ class Inspector:
         """Another report about a resource already at fault: remember it, act once."""
         fault.repeats += 1
         metrics.EVENTS.labels(event.type, "duplicate").inc()
+        if fault.held_until is not None:
+            # Down again before the hold-down ran out: the same fault, nothing redone
+            # (the owners know, the host is still down), and a longer hold next time.
+            fault.held_until = None
+            fault.flaps += 1
+            metrics.FLAPS.inc()
+            log.warning("resource flapping", extra={"fault": fault.id, "flaps": fault.flaps})
         if event.type in fault.signals:
             await self.events.mark_processed(event, fault.id)
             return
@@ -236,25 +263,29 @@ class Inspector:
             self._mark(fault, "T11", max(finished))
         await self._save(fault)
 
-    async def _clear(self, event: Event, fault: Fault) -> None:
+    def _hold(self, fault: Fault, delay: float, seed: str, details: dict[str, Any]) -> None:
+        self.damping.hold(fault, delay, lambda: self._clear(fault, seed, details))
+
+    async def _clear(self, fault: Fault, seed: str, details: dict[str, Any]) -> None:
         fault.status = "cleared"
         fault.cleared = time.time()
+        fault.held_until = None
+        self.damping.cleared(fault)
         marked_before = self.engine.marked()
         self.fault_graph.cleared(fault)
         plan = self.engine.run()
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
-        del self.active[event.key]
+        del self.active[fault.key]
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
         if plan:
             # A rule that holds because something cleared (a NOT): carry it out as well.
-            await self.effects.carry_out(plan, None, event.id, event.details)
+            await self.effects.carry_out(plan, None, seed, details)
         # What the fault asked of the VIM (host down) must land before it is undone
         # (host up): sent side by side, the VIM could apply them in either order.
         await asyncio.gather(*self._vim_work.pop(fault.id, []), return_exceptions=True)
         await self.release(marked_before)
         await self._save(fault)
-        await self.events.mark_processed(event, fault.id)
 
     async def release(self, marked_before: set[str]) -> None:
         """Bring back up what was marked down for a reason that no longer holds (a fault
@@ -288,4 +319,5 @@ class Inspector:
             self._unsaved.discard(fault.id)
 
     async def close(self) -> None:
+        await self.damping.close()
         await self._background.close()

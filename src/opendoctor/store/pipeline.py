@@ -103,6 +103,8 @@ def _fault_from_row(row: FaultRow) -> Fault:
         recovery=[RecoveryItem(**item) for item in row.recovery],
         instance_id=row.instance_id,
         signals=list(row.signals or []),
+        flaps=row.flaps or 0,
+        held_until=row.held_until,
     )
 
 
@@ -123,6 +125,8 @@ class FaultStore:
             "recovery": [asdict(item) for item in fault.recovery],
             "instance_id": fault.instance_id,
             "signals": list(fault.signals),
+            "flaps": fault.flaps,
+            "held_until": fault.held_until,
         }
         # One upsert, not the ORM's merge (a SELECT, then an INSERT or UPDATE): two tasks
         # saving the same new fault at once would both INSERT on PostgreSQL.

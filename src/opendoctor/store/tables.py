@@ -43,6 +43,8 @@ class FaultRow(Base):
     recovery: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     instance_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     signals: Mapped[list[str]] = mapped_column(JSON, default=list)
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+    held_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_faults_status", "status"),)
 
 

@@ -211,6 +211,9 @@ async def running_stack(
             "OPENDOCTOR_VIM__LAB_URL": lab.url,
             "OPENDOCTOR_API__PORT": "0",
             "OPENDOCTOR_API__MONITOR_TOKENS": json.dumps(tokens),
+            # The demos and benchmarks fail and repair the same hosts run after run, each
+            # run a fault of its own: no flap damping unless the caller asks for it.
+            "OPENDOCTOR_INSPECTOR__HOLD_DOWN": "0",
             **(service_env or {}),
         }
         service: ChildProcess | Cluster | None = None

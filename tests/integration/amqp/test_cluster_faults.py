@@ -101,6 +101,7 @@ def service_env(database: str, amqp_url: str, prefix: str) -> dict[str, str]:
         "OPENDOCTOR_BUS__STANDBY_AFTER": "2",
         "OPENDOCTOR_BUS__RETRY_DELAY": "0.1",
         "OPENDOCTOR_MONITOR__ENABLED": "false",
+        "OPENDOCTOR_INSPECTOR__HOLD_DOWN": "0",  # the storm's `up` clears at once
         "OPENDOCTOR_RECOVERY__ENABLED": "false",
         "OPENDOCTOR_NOTIFIER__SYNC_INTERVAL": "0.1",
         "OPENDOCTOR_NOTIFIER__BACKOFF_INITIAL": "0.05",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,12 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
         "monitor": {"enabled": False},
         "notifier": {"backoff_initial": 0.05, "backoff_max": 0.2, "timeout": 1.0},
         "recovery": {"serve_timeout": 2.0},
+        # Faults clear on the first `up` here; test_flapping.py holds them down.
+        "inspector": {"hold_down": 0},
     }
-    base.update(kw)
+    for name, value in kw.items():
+        both = isinstance(value, dict) and isinstance(base.get(name), dict)
+        base[name] = {**base[name], **value} if both else value
     return Settings(**base)
 
 
@@ -91,19 +96,26 @@ class Running:
     client: httpx.AsyncClient
 
 
+@asynccontextmanager
+async def serving(settings: Settings, vim: MemoryVim) -> AsyncIterator[Running]:
+    """The service started, with a client of its API (as a monitor); stopped after."""
+    service = Service(settings, vim=vim)
+    await service.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
+        async with httpx.AsyncClient(
+            transport=transport, headers=MONITOR, base_url="http://opendoctor"
+        ) as client:
+            yield Running(service, vim, client)
+    finally:
+        await service.stop()
+
+
 @pytest.fixture
 async def running(tmp_path: Path, db_url: str) -> AsyncIterator[Running]:
     """The service on each engine of the store (`db_url`: SQLite, then PostgreSQL)."""
-    vim = lab_vim()
-    service = Service(settings_for(tmp_path, database_url=db_url), vim=vim)
-    await service.start()
-    app = create_app(service.facade, manage=False)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, headers=MONITOR, base_url="http://opendoctor"
-    ) as client:
-        yield Running(service, vim, client)
-    await service.stop()
+    async with serving(settings_for(tmp_path, database_url=db_url), lab_vim()) as r:
+        yield r
 
 
 def alarm_for(server_id: str, url: str, **kw: Any) -> dict[str, Any]:

@@ -8,20 +8,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import iso
-from tests.conftest import MONITOR, eventually
+from tests.conftest import eventually
 from tests.integration.pipeline.conftest import (
     ADMIN,
     Consumer,
     Running,
     host_down,
     lab_vim,
+    serving,
     settings_for,
 )
 from tests.integration.pipeline.test_host_fault import register_all
@@ -51,15 +50,8 @@ async def _running(tmp_path: Path, db_url: str, recovery: bool) -> AsyncIterator
         recovery={"enabled": recovery, "serve_timeout": 2.0},
         inspector={"topology_file": topo},
     )
-    vim = lab_vim()
-    service = Service(settings, vim=vim)
-    await service.start()
-    transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-    async with httpx.AsyncClient(
-        transport=transport, headers=MONITOR, base_url="http://opendoctor"
-    ) as client:
-        yield Running(service, vim, client)
-    await service.stop()
+    async with serving(settings, lab_vim()) as r:
+        yield r
 
 
 @pytest.fixture

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from opendoctor.api.app import create_app
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
-from opendoctor.app.service import Service
 from opendoctor.inspector.effects import LoggingWorkflows
-from tests.conftest import MONITOR, eventually
-from tests.integration.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
+from tests.conftest import eventually
+from tests.integration.pipeline.conftest import (
+    ADMIN,
+    Running,
+    host_down,
+    lab_vim,
+    serving,
+    settings_for,
+)
 
 YAML = {**ADMIN, "content-type": "application/yaml"}
 BUILT_INS = {
@@ -375,24 +379,15 @@ async def test_built_ins_cannot_be_deleted_but_can_be_replaced(running: Running)
     assert back["origin"] == "built-in" and back["text"] == builtin["text"]
 
 
-@asynccontextmanager
-async def serving(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+def restartable(tmp_path: Path, db_url: str) -> AbstractAsyncContextManager[Running]:
     """A service on the database at `db_url`: start it again to see what it kept."""
-    service = Service(settings_for(tmp_path, database_url=db_url), vim=lab_vim())
-    await service.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(service.facade, manage=False))
-        async with httpx.AsyncClient(
-            transport=transport, headers=MONITOR, base_url="http://od"
-        ) as client:
-            yield service, client
-    finally:
-        await service.stop()
+    return serving(settings_for(tmp_path, database_url=db_url), lab_vim())
 
 
 async def test_added_templates_outlive_a_restart(tmp_path: Path, db_url: str) -> None:
     quieter_down = None
-    async with serving(tmp_path, db_url) as (_, client):
+    async with restartable(tmp_path, db_url) as r:
+        client = r.client
         assert (await client.post("/v1/templates", headers=YAML, content=HOST_WATCH)).is_success
         builtin = (await client.get("/v1/templates/instance_down", headers=ADMIN)).json()
         quieter_down = builtin["text"].replace("      - notify: {target: server}\n", "")
@@ -400,7 +395,8 @@ async def test_added_templates_outlive_a_restart(tmp_path: Path, db_url: str) ->
         echo = await client.post("/v1/templates", headers=YAML, content=ECHO)
         assert echo.status_code == 422
 
-    async with serving(tmp_path, db_url) as (service, client):
+    async with restartable(tmp_path, db_url) as r:
+        service, client = r.service, r.client
         listed = {t["name"]: t for t in (await client.get("/v1/templates", headers=ADMIN)).json()}
         assert set(listed) == BUILT_INS | {"host_watch"}
         assert listed["host_watch"]["origin"] == "api"
@@ -412,5 +408,6 @@ async def test_added_templates_outlive_a_restart(tmp_path: Path, db_url: str) ->
         # Deleted, it stays deleted.
         assert (await client.delete("/v1/templates/host_watch", headers=ADMIN)).status_code == 204
 
-    async with serving(tmp_path, db_url) as (service, _):
+    async with restartable(tmp_path, db_url) as r:
+        service = r.service
         assert "host_watch" not in service.templates.installed
