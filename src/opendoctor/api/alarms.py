@@ -7,6 +7,7 @@ from typing import Annotated, Any, cast
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from opendoctor.api.audit import audit_target
 from opendoctor.api.auth import current_identity
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
@@ -26,8 +27,12 @@ Service = Annotated[AlarmService, Depends(_service)]
 
 
 @router.post("/v2/alarms", status_code=201, summary="Create an event alarm")
-async def create_alarm(body: AlarmBody, service: Service, identity: Caller) -> dict[str, Any]:
-    return to_api(await service.create(body, identity))
+async def create_alarm(
+    body: AlarmBody, request: Request, service: Service, identity: Caller
+) -> dict[str, Any]:
+    alarm = await service.create(body, identity)
+    audit_target(request, alarm.alarm_id)
+    return to_api(alarm)
 
 
 @router.get(

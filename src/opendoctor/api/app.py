@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
-from opendoctor.api import alarms, events, graph, native, templates
+from opendoctor.api import alarms, audit, events, graph, native, templates
 from opendoctor.api.auth import Monitors
 from opendoctor.api.bounds import BodyLimit
 from opendoctor.api.errors import install_error_handlers
@@ -48,6 +48,8 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     app.state.alarms = service.alarms
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=api.max_body_bytes)
+    # Outside the body limit: a change refused as too large is on the trail too.
+    app.add_middleware(audit.AuditTrail, service=service)
     if service.runs("api"):
         # A process of a split deployment without the api role serves only /health and
         # /metrics: what it would answer (its alarms, its hosts) is not its job to keep.
@@ -56,6 +58,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(native.router)
         app.include_router(graph.router)
         app.include_router(templates.router)
+        app.include_router(audit.router)
         _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")

@@ -92,7 +92,9 @@ def _from_trusted_proxy(settings: ApiSettings, request: Request) -> bool:
 def current_identity(request: Request) -> Identity:
     """FastAPI dependency: the caller's identity, or 401."""
     settings: ApiSettings = request.app.state.settings.api
-    return identify(settings, request)
+    identity = identify(settings, request)
+    request.state.identity = identity  # for the audit trail (api.audit)
+    return identity
 
 
 ANONYMOUS = "anonymous"  # what an event from an unauthenticated monitor records

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
+from opendoctor.core.audit import AuditEntry, AuditQuery
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
@@ -107,3 +108,11 @@ class Facade(Protocol):
     async def put_template(self, text: str) -> tuple[Installed, bool, Plan]: ...
 
     async def delete_template(self, name: str) -> Installed | None: ...
+
+    # --- the audit trail -------------------------------------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Keep one entry of the trail (the API calls this after each change request)."""
+
+    async def audit_log(self, query: AuditQuery) -> list[AuditEntry]:
+        """Entries, newest first."""

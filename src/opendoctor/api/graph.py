@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from opendoctor.api.audit import audit_target
 from opendoctor.api.auth import current_identity
 from opendoctor.api.native import inspecting, require_admin, service_of
 from opendoctor.core.errors import RequestError
@@ -180,6 +181,7 @@ async def add_topology(
     require_admin(identity)
     service = inspecting(request, "the entity graph")
     loaded = service.add_topology(body)
+    audit_target(request, f"{loaded.entities} entities, {loaded.relations} relations")
     return {"entities": loaded.entities, "relations": loaded.relations, "warnings": loaded.warnings}
 
 

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from opendoctor.api.audit import audit_target
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import error_body
 from opendoctor.api.native import inspecting, require_admin, service_of
@@ -188,6 +189,7 @@ async def put_template(
     except TemplateError as exc:
         return _invalid(exc)
     name = item.template.name
+    audit_target(request, name)
     body = dict(
         _entry(item, service.template_matches().get(name, 0)),
         created=created,

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from opendoctor.core.audit import AuditEntry, AuditQuery
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
@@ -159,3 +160,11 @@ class ServiceFacade:
 
     async def delete_template(self, name: str) -> Installed | None:
         return await self._service.delete_template(name)
+
+    # --- the audit trail -------------------------------------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self._service.audit.add(entry)
+
+    async def audit_log(self, query: AuditQuery) -> list[AuditEntry]:
+        return await self._service.audit.list(query)

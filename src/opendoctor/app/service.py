@@ -41,6 +41,7 @@ from opendoctor.notifier.notifier import Notifier
 from opendoctor.notifier.signer import ProjectSigner
 from opendoctor.recovery.evacuation import Recovery
 from opendoctor.store.alarms import AlarmStore
+from opendoctor.store.audit import AuditStore
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.outbox import OutboxStore
@@ -101,6 +102,7 @@ class Service:
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
         self.outbox = OutboxStore(self.db)
+        self.audit = AuditStore(self.db)
         self.index = AlarmIndex(settings.notifier.infrastructure_projects)
         egress = settings.notifier.egress()
         self.alarms = AlarmService(
@@ -208,6 +210,7 @@ class Service:
             lease = self.settings.monitor.lease
             await self.probing.start(LeaseStore(self.db) if lease is not None else None)
         if self.runs("api"):
+            self._tasks.append(asyncio.create_task(self._prune_audit(), name="audit-prune"))
             # The API accepted these (they are stored) but they may never have reached
             # the bus: hand them over again (handling an event twice changes nothing).
             for event in await self.events.unprocessed():
@@ -254,6 +257,17 @@ class Service:
         if self.settings.bus.kind != "memory":
             self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
+
+    async def _prune_audit(self) -> None:
+        keep = self.settings.api.audit_retention_days * 86_400
+        while True:
+            try:
+                gone = await self.audit.prune(time.time() - keep)
+                if gone:
+                    log.info("old audit entries dropped", extra={"entries": gone})
+            except Exception as exc:  # the database: try again next time
+                log.warning("audit trail not pruned", extra={"error": str(exc)})
+            await asyncio.sleep(3600)
 
     async def _sync_alarms(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from opendoctor import __version__
+from opendoctor.cli import audit as cli_audit
 from opendoctor.cli import bench as cli_bench
 from opendoctor.cli import cluster as cli_cluster
 from opendoctor.cli import graph as cli_graph
@@ -32,6 +33,7 @@ app.add_typer(lab_app, name="lab", help="Drive the lab: a small real cloud on th
 app.command()(cli_graph.topology)
 app.command()(cli_graph.alarms)
 app.command()(cli_graph.rca)
+app.command()(cli_audit.audit)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")

@@ -63,6 +63,9 @@ class ApiSettings(BaseModel):
         description="a file of `name token` lines, more monitor tokens; it must not be "
         "readable by group or others",
     )
+    audit_retention_days: float = Field(
+        90.0, gt=0, description="days the audit trail (GET /v1/audit) keeps an entry"
+    )
     anonymous_monitors: bool = Field(
         False,
         description="take events from callers without a monitor token (only where the "

@@ -139,3 +139,25 @@ class LeaseRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires: Mapped[float] = mapped_column(Float)
+
+
+class AuditRow(Base):
+    """One request to change something through the API, and its answer."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(2048))
+    route: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
+    project_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    target: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_project", "project_id", "id"),
+    )

@@ -39,6 +39,7 @@ runner = CliRunner()
         ["topology"],
         ["alarms"],
         ["rca"],
+        ["audit"],
         ["template"],
         ["template", "list"],
         ["template", "show"],
@@ -240,3 +241,25 @@ def test_the_api_token_comes_from_the_environment(live: str) -> None:
         app, ["alarms", "--api", live], env={"OPENDOCTOR_API_TOKEN": "tok-operator"}
     )
     assert with_token.exit_code == 1 and "401" in with_token.output
+
+
+def test_audit_lists_who_changed_what(live: str, tmp_path: Path) -> None:
+    api = ["--api", live]
+    path = tmp_path / "host_watch.yaml"
+    path.write_text(HOST_WATCH)
+    assert runner.invoke(app, ["template", "add", str(path), *api]).exit_code == 0
+    assert runner.invoke(app, ["template", "delete", "host_watch", *api]).exit_code == 0
+
+    result = runner.invoke(app, ["audit", "--limit", "1", *api])
+    assert result.exit_code == 0, result.output
+    newest = json.loads(runner.invoke(app, ["audit", "--json", *api]).stdout)
+    assert [(e["method"], e["path"], e["status"]) for e in newest] == [
+        ("DELETE", "/v1/templates/host_watch", 204),
+        ("POST", "/v1/templates", 201),
+    ]
+    assert "DELETE /v1/templates/host_watch" in result.output
+    assert f"more: --marker {newest[0]['id']}" in result.output
+    older = runner.invoke(app, ["audit", "--marker", str(newest[0]["id"]), *api])
+    assert "POST /v1/templates" in older.output and "host_watch" in older.output
+    mine = json.loads(runner.invoke(app, ["audit", "--json", "--project", "p1", *api]).stdout)
+    assert mine == []
