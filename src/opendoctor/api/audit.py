@@ -120,7 +120,9 @@ async def list_audit(
     user_id: str | None = Query(None, max_length=255, description="the caller's user"),
     since: datetime | None = Query(None, description="only entries from then on (ISO 8601)"),
     limit: int = Query(100, ge=1, le=1000),
-    marker: int | None = Query(None, ge=1, description="the last id of the page before"),
+    marker: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="the last id of the page before"
+    ),
 ) -> list[dict[str, Any]]:
     """Every POST, PUT, PATCH and DELETE of an identified caller (all but monitors'
     events): alarms, templates, topology and whatever routes come later. Each entry

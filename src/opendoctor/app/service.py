@@ -19,6 +19,7 @@ from opendoctor.app.topology_sync import TopologySync
 from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, new_id
+from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.ports import Bus, NotifyTarget, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
@@ -130,9 +131,18 @@ class Service:
         else:
             self.amqp_sender = AmqpSender(settings.notifier.timeout, egress=egress, signer=signer)
             senders["amqp"] = senders["amqps"] = self.amqp_sender
-        self.dispatcher = Dispatcher(self.outbox, senders, settings.notifier)
+        self.dispatcher = Dispatcher(
+            self.outbox, senders, settings.notifier, project_of=self._project_of
+        )
         shared = settings.bus.kind != "memory"
-        self.notifier = Notifier(self.index, self.alarms, self.outbox, self.dispatcher, shared)
+        self.notifier = Notifier(
+            self.index,
+            self.alarms,
+            self.outbox,
+            self.dispatcher,
+            shared,
+            first_attempt_wait=settings.notifier.first_attempt_wait,
+        )
         # The inspector tells owners through the notifier beside it, or over the bus.
         self.notify_target: NotifyTarget = (
             self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
@@ -175,6 +185,10 @@ class Service:
             topic: {"own": sorted(own.get(topic, ())), "standby": sorted(standby.get(topic, ()))}
             for topic in sorted(own.keys() | standby.keys())
         }
+
+    def _project_of(self, entry: OutboxEntry) -> str:
+        alarm = self.index.get(entry.alarm_id)
+        return alarm.project_id if alarm is not None else ""
 
     def runs(self, *roles: Role) -> bool:
         """Whether this process runs any of these roles."""

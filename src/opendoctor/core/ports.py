@@ -76,7 +76,12 @@ class NotifyTarget(Protocol):
     """Where the inspector sends the events that tell owners: the notifier in its process,
     or the bus to the notifier replicas (`notifier.remote.BusNotifications`)."""
 
-    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]: ...
+    async def notify_many(self, batches: Sequence[Batch]) -> list[OutboxEntry]:
+        """Send; returns the entries once their first attempts have ended, or a bounded
+        wait for them has (`landed` waits for the rest)."""
+
+    async def landed(self, entries: Sequence[OutboxEntry]) -> None:
+        """Wait for the first attempts of `entries` that outlasted `notify_many`."""
 
 
 class DeliveryError(Exception):

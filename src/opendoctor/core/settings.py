@@ -162,6 +162,12 @@ class NotifierSettings(BaseModel):
     max_alarms_per_project: int = Field(
         1000, ge=1, description="alarms one project may have; creating more is a 403"
     )
+    per_project: int = Field(
+        64,
+        ge=1,
+        description="most concurrent deliveries for one project's alarms, whatever their "
+        "consumers, so that one tenant cannot take every connection",
+    )
     infrastructure_projects: list[str] = Field(
         default_factory=lambda: ["admin"],
         description="projects whose alarms may fire on notifications that name no project "
@@ -182,6 +188,13 @@ class NotifierSettings(BaseModel):
         description="addresses or networks, each with an optional port (127.0.0.1:5001, "
         "10.20.0.0/16, [::1]:5001), that alarm actions may reach although they are not "
         "globally routable (loopback, private, link-local: refused by default)",
+    )
+    first_attempt_wait: float = Field(
+        0.5,
+        gt=0,
+        description="seconds a fault's handling waits for the owners' first attempts before "
+        "it goes on (servers to error, the next event); a slower answer is recorded when "
+        "it comes, so one tenant's slow consumer delays nobody else by more",
     )
     max_response_bytes: int = Field(
         65_536, gt=0, description="most of a consumer's answer read; the rest is dropped"

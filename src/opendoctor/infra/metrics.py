@@ -17,6 +17,10 @@ EVENTS = Counter("opendoctor_events_total", "Southbound events by outcome", ["ty
 NOTIFICATIONS = Counter(
     "opendoctor_notification_attempts_total", "Notification attempts by result", ["result"]
 )
+NOTIFICATIONS_LATE = Counter(
+    "opendoctor_notifications_late_total",
+    "First attempts that outlasted notifier.first_attempt_wait (the fault went on without them)",
+)
 FAULTS_ACTIVE = Gauge("opendoctor_faults_active", "Faults currently active")
 FLAPS = Counter(
     "opendoctor_fault_flaps_total", "Resources down again while their fault was held down"

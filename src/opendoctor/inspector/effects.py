@@ -3,11 +3,12 @@
 The order is the hot path's: every owner's notification starts at once (grouped by
 root cause, one notifier call per group); forcing hosts down is one call per host and
 starts with them; setting each server to error waits until every owner has had a
-first attempt, because on a shared CPU those calls would delay the owners (DESIGN §1:
-the owner is told first). Nothing here waits on the VIM before the owners are told, and
-`carry_out` returns once they are: the VIM calls go on in the background (a VIM that
-hangs must hold up neither this fault's record nor the next event), and
-`Outcome.settled()` waits for them.
+first attempt (or `notifier.first_attempt_wait` has passed: a consumer that never
+answers holds nobody up for long), because on a shared CPU those calls would delay the
+owners (DESIGN §1: the owner is told first). Nothing here waits on the VIM before the
+owners are told, and `carry_out` returns once they are: the VIM calls go on in the
+background (a VIM that hangs must hold up neither this fault's record nor the next
+event), and `Outcome.settled()` waits for them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opendoctor.core.faults import Fault
 from opendoctor.core.model import NotificationEvent, Server
+from opendoctor.core.notifications import PENDING, OutboxEntry
 from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
@@ -63,7 +65,7 @@ class Outcome:
     hosts_down: list[str] = field(default_factory=list)  # names the VIM has down (once settled)
     servers: list[Server] = field(default_factory=list)  # servers whose owners were told
     # Hosts being forced down and servers being set to error in the VIM, after (or
-    # beside) the owners' first attempts.
+    # beside) the owners' first attempts; and first attempts that outlasted the wait.
     in_flight: list[asyncio.Future[None]] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
@@ -192,7 +194,9 @@ class Effects:
         outcome.in_flight += [
             self._running.spawn(self._force_down(fault, h, outcome)) for h in hosts
         ]
-        await self._notify(fault, groups, causes)
+        late = await self._notify(fault, groups, causes)
+        if late is not None:
+            outcome.in_flight.append(self._running.spawn(late))
         if to_error:
             # Once every owner has had a first attempt: these calls would compete with
             # theirs for the CPU.
@@ -209,11 +213,23 @@ class Effects:
         fault: Fault | None,
         groups: dict[str | None, list[NotificationEvent]],
         causes: dict[str | None, dict[str, Any]],
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
+        """Tell the owners; returns, if some first attempts outlast the notifier's wait,
+        the work that brings T09 up to date once they end."""
         sent = await self.notifier.notify_many([(notes, causes[c]) for c, notes in groups.items()])
         delivered = [e.delivered for e in sent if e.delivered is not None]
         if fault is not None and delivered:
             self.mark(fault, "T09", max(delivered))
+        if fault is None or all(e.status != PENDING or e.attempts != 1 for e in sent):
+            return None
+        return self._late_t09(fault, sent)
+
+    async def _late_t09(self, fault: Fault, sent: list[OutboxEntry]) -> None:
+        # T09 is when the last owner heard: a late answer moves it on.
+        await self.notifier.landed(sent)
+        delivered = [e.delivered for e in sent if e.delivered is not None]
+        if delivered and max(delivered) > fault.trace.get("T09", 0.0):
+            fault.trace["T09"] = max(delivered)
 
     async def _force_down(self, fault: Fault | None, hostname: str, outcome: Outcome) -> None:
         try:

@@ -79,17 +79,33 @@ class LogSender:
         log.info("alarm notification", extra={"alarm_id": entry.alarm_id, "body": entry.body})
 
 
+# Whose an entry is (its alarm's project), for the project's share of the connections.
+ProjectOf = Callable[[OutboxEntry], str]
+
+
+def one_project(_: OutboxEntry) -> str:
+    return ""
+
+
 class Dispatcher:
     def __init__(
-        self, outbox: OutboxStore, senders: dict[str, Sender], settings: NotifierSettings
+        self,
+        outbox: OutboxStore,
+        senders: dict[str, Sender],
+        settings: NotifierSettings,
+        project_of: ProjectOf = one_project,
     ) -> None:
         self.outbox = outbox
         self.senders = senders
         self.settings = settings
+        self.project_of = project_of
         self._limit = asyncio.Semaphore(settings.connections)
-        # A share of the connections per consumer: the number of consumers is bounded by
-        # the alarms there may be, and each costs one small semaphore.
+        # A share of the connections per consumer and per project, each a queue of its
+        # own (a semaphore's waiters): one tenant's consumers, however many and however
+        # slow, take only the project's share. Their number is bounded by the alarms
+        # there may be, and each costs one small semaphore.
         self._shares: dict[str, asyncio.Semaphore] = {}
+        self._projects: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -105,13 +121,20 @@ class Dispatcher:
             share = self._shares[key] = asyncio.Semaphore(self.settings.per_destination)
         return share
 
+    def _project_share(self, entry: OutboxEntry) -> asyncio.Semaphore:
+        project = self.project_of(entry)
+        share = self._projects.get(project)
+        if share is None:
+            share = self._projects[project] = asyncio.Semaphore(self.settings.per_project)
+        return share
+
     async def _attempt(self, entry: OutboxEntry) -> None:
         sender = self._sender(entry.url)
         entry.attempts += 1
         try:
             if sender is None:
                 raise DeliveryError(f"no sender for {entry.url}", retry=False)
-            async with self._share(entry.url), self._limit:
+            async with self._project_share(entry), self._share(entry.url), self._limit:
                 await sender.send(entry)
         except DeliveryError as exc:
             entry.last_error = redact(str(exc))  # shown by the API, to admins
@@ -136,9 +159,15 @@ class Dispatcher:
             entry.last_error = None
             metrics.NOTIFICATIONS.labels("delivered").inc()
 
-    async def first_attempts(self, entries: list[OutboxEntry]) -> None:
-        """Try every new entry once, all at once; each entry records its own outcome."""
-        await asyncio.gather(*(self._attempt(e) for e in entries))
+    def first_attempts(self, entries: list[OutboxEntry]) -> list[asyncio.Task[None]]:
+        """Start trying every new entry once, all at once; each entry records its own
+        outcome. One task per entry, in order."""
+        return [asyncio.ensure_future(self._attempt(e)) for e in entries]
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long an entry being tried is left alone by the other processes' retries."""
+        return 2 * self.settings.timeout + 5.0
 
     def wake(self) -> None:
         """Entries that need a retry were just stored: look at the outbox again."""
@@ -152,7 +181,7 @@ class Dispatcher:
             now = time.time()
             try:
                 # Claimed for a while: other processes on the database leave these be.
-                claim = now + 2 * self.settings.timeout + 5.0
+                claim = now + self.claim_seconds
                 due = await self.outbox.claim_due(now, claim)
                 if due:
                     await asyncio.gather(*(self._attempt(e) for e in due))

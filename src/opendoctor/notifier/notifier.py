@@ -3,10 +3,17 @@
 One call handles a whole batch (all servers of a failed host): matching is in memory,
 state changes and outbox rows are written in one bulk statement each, and every
 delivery starts at once, while those writes are still in flight.
+
+The call waits for the first attempts, but no longer than `first_attempt_wait`: a
+consumer that is slow to answer (or a tenant's that never does) must not hold up the
+fault's handling, nor the next event, for everyone else. Entries whose first attempt
+is still running then are stored as claimed (no other process retries them meanwhile)
+and their outcome is written when it comes; `landed` waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -19,6 +26,7 @@ from opendoctor.bus.base import redelivered
 from opendoctor.core.alarms import Alarm, Transition
 from opendoctor.core.model import NotificationEvent
 from opendoctor.core.notifications import PENDING, Batch, OutboxEntry
+from opendoctor.infra import metrics
 from opendoctor.infra.tasks import Background, keep_trying
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.notifier.delivery import Dispatcher
@@ -61,6 +69,7 @@ class Notifier:
         outbox: OutboxStore,
         dispatcher: Dispatcher,
         shared: bool = False,
+        first_attempt_wait: float = 0.5,
     ) -> None:
         self.index = index
         self.alarms = alarms
@@ -71,6 +80,9 @@ class Notifier:
         # up, and an alarm this process still thinks fired is checked in the store
         # before it is skipped, rather than miss a fault in the sync interval.
         self.shared = shared
+        self.first_attempt_wait = first_attempt_wait
+        # Entry id -> its first attempt, while it outlasts the wait.
+        self._first: dict[str, asyncio.Future[None]] = {}
         self._background = Background()
 
     async def notify(
@@ -153,9 +165,22 @@ class Notifier:
         # written once, with the outcome of the first attempt. If opendoctor dies before
         # the write, the event is still unprocessed; its replay rebuilds the same entry
         # ids and sends again (at least once, with the same request id to deduplicate).
-        await self.dispatcher.first_attempts(entries)
+        attempts = self.dispatcher.first_attempts(entries)
+        late: list[tuple[OutboxEntry, asyncio.Future[None]]] = []
+        if attempts:
+            _, running = await asyncio.wait(attempts, timeout=self.first_attempt_wait)
+            late = [(e, t) for e, t in zip(entries, attempts, strict=True) if t in running]
+        written = asyncio.Event()
+        if late:
+            metrics.NOTIFICATIONS_LATE.inc(len(late))
+            claim = time.time() + self.dispatcher.claim_seconds
+            for entry, task in late:
+                entry.next_attempt = claim  # set again by the attempt if it must retry
+                self._first[entry.id] = task
+            self._background.spawn(self._record_late(late, written))
         try:
             await self._persist(entries, transitions)
+            written.set()
         except Exception as exc:
             # The owners were told: what is left is the record. A busy or absent database
             # must not undo the fault's handling; keep trying in the background.
@@ -163,8 +188,33 @@ class Notifier:
                 "notifications not stored yet; trying again",
                 extra={"entries": len(entries), "error": str(exc)},
             )
-            self._background.spawn(self._persist_later(entries, transitions))
+            self._background.spawn(self._persist_later(entries, transitions, written))
         return entries
+
+    async def landed(self, entries: Sequence[OutboxEntry]) -> None:
+        """Wait until every entry's first attempt has ended (most have, when
+        `notify_many` returns)."""
+        running = [t for e in entries if (t := self._first.get(e.id)) is not None]
+        if running:
+            await asyncio.gather(*(asyncio.shield(t) for t in running), return_exceptions=True)
+
+    async def _record_late(
+        self, late: list[tuple[OutboxEntry, asyncio.Future[None]]], written: asyncio.Event
+    ) -> None:
+        try:
+            await asyncio.gather(*(t for _, t in late), return_exceptions=True)
+            await written.wait()  # written as claimed first, then with the outcome
+            entries = [e for e, _ in late]
+            try:
+                await self.outbox.record_attempts(entries)
+            except Exception:
+                # Claimed meanwhile: if this never lands, the entries are retried later.
+                await keep_trying(lambda: self.outbox.record_attempts(entries), 0.2, 10.0)
+            if any(e.status == PENDING for e in entries):
+                self.dispatcher.wake()
+        finally:
+            for entry, _ in late:
+                self._first.pop(entry.id, None)
 
     async def _persist(self, entries: list[OutboxEntry], transitions: list[Transition]) -> None:
         # The outbox first: an alarm recorded as fired always has its entries stored, so
@@ -175,11 +225,12 @@ class Notifier:
             self.dispatcher.wake()
 
     async def _persist_later(
-        self, entries: list[OutboxEntry], transitions: list[Transition]
+        self, entries: list[OutboxEntry], transitions: list[Transition], written: asyncio.Event
     ) -> None:
         # Entries already stored are left alone (same ids); transitions are written once
         # the outbox holds every entry.
         await keep_trying(lambda: self._persist(entries, transitions), first=0.2, most=10.0)
+        written.set()
         log.info("notifications stored after all", extra={"entries": len(entries)})
 
     async def close(self) -> None:

@@ -105,6 +105,9 @@ class BusNotifications:
                 )
                 await asyncio.sleep(self.retry_interval)
 
+    async def landed(self, entries: Sequence[OutboxEntry]) -> None:
+        """Nothing to wait for here: the notifiers time their own deliveries."""
+
 
 def handler(notifier: Notifier) -> Handler:
     """The notifier replicas' side: send what an inspector asked for."""

@@ -194,15 +194,15 @@ async def test_the_outbox_retries_until_the_broker_takes_the_message(
     dispatcher = Dispatcher(outbox, {"amqp": sender, "amqps": sender}, settings)
     try:
         e = entry(action(amqp_url, exchange))
-        await dispatcher.first_attempts([e])
+        await asyncio.gather(*dispatcher.first_attempts([e]))
         assert e.status == PENDING and e.attempts == 1
         assert "no queue is bound" in (e.last_error or "")
         got = await bound_queue(admin, names, exchange)
-        await dispatcher.first_attempts([e])  # the retry loop's next attempt
+        await asyncio.gather(*dispatcher.first_attempts([e]))  # the retry loop's next attempt
         assert e.status == DELIVERED and e.last_error is None
         assert (await asyncio.wait_for(got.get(), timeout=10)).body == orjson.dumps(BODY)
         bad = entry(action(amqp_url, "amq.topic"), 2)
-        await dispatcher.first_attempts([bad])
+        await asyncio.gather(*dispatcher.first_attempts([bad]))
         assert bad.status == "failed" and "reserved" in (bad.last_error or "")
     finally:
         await sender.close()

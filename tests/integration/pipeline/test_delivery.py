@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
@@ -37,10 +40,17 @@ async def start(
     )
 
 
+async def listening(app: web.Application) -> Consumer:
+    """A consumer app on a port of its own, started."""
+    port = free_port()
+    consumer = Consumer(f"http://127.0.0.1:{port}", app)
+    await consumer.start(port)
+    return consumer
+
+
 async def refusing_consumer(seen: list[str | None]) -> Consumer:
     """A consumer whose `/failure` answers 404 for good; `seen` gets each call's
     Authorization header."""
-    from aiohttp import web
 
     async def gone(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Authorization"))
@@ -48,10 +58,7 @@ async def refusing_consumer(seen: list[str | None]) -> Consumer:
 
     app = web.Application()
     app.router.add_post("/failure", gone)
-    port = free_port()
-    consumer = Consumer(f"http://127.0.0.1:{port}", app)
-    await consumer.start(port)
-    return consumer
+    return await listening(app)
 
 
 async def subscribe(client: httpx.AsyncClient, server: Server, url: str) -> None:
@@ -151,26 +158,9 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(
     """Deliveries run concurrently: one consumer that never answers costs the others
     nothing, even when it holds more callbacks than there are connections (each
     consumer gets a share of them)."""
-    import asyncio
-
-    from aiohttp import web
-
-    hang = asyncio.Event()
-    held = 0
-
-    async def stuck(_: web.Request) -> web.Response:
-        nonlocal held
-        held += 1
-        await hang.wait()
-        return web.Response()
-
-    slow_app = web.Application()
-    slow_app.router.add_post("/failure", stuck)
-    slow_port, fast_port = free_port(), free_port()
-    slow = Consumer(f"http://127.0.0.1:{slow_port}", slow_app)
-    fast = Consumer(f"http://127.0.0.1:{fast_port}", make_app(quiet=True))
-    await slow.start(slow_port)
-    await fast.start(fast_port)
+    hang, held = asyncio.Event(), []
+    slow = await hanging_consumer(hang, held)
+    fast = await listening(make_app(quiet=True))
     notifier = {"timeout": 5.0, "backoff_initial": 0.05, "connections": 2, "per_destination": 1}
     service, client = await start(tmp_path, db_url, notifier=notifier)
     try:
@@ -182,11 +172,11 @@ async def test_a_slow_consumer_does_not_hold_back_the_others(
             await subscribe(client, server, url + "/failure")
         # The slow consumer holds every connection its share allows...
         await client.put("/events", json=[host_down("compute1")])
-        await eventually(lambda: held == 1, what="the slow consumer holding a callback")
+        await eventually(lambda: len(held) == 1, what="the slow consumer holding a callback")
         # ... and the next fault's owner is told all the same.
         await client.put("/events", json=[host_down("compute2")])
         await eventually(lambda: len(fast.received) == 1, timeout=2.0, what="the fast consumer")
-        assert held == 1  # the rest of its callbacks wait for its share, not for others
+        assert len(held) == 1  # the rest of its callbacks wait for its share, not for others
     finally:
         hang.set()
         await client.aclose()
@@ -243,3 +233,111 @@ async def test_callbacks_are_signed_with_their_projects_key(tmp_path: Path, db_u
         await service.stop()
         await signed.stop()
         await refusing.stop()
+
+
+async def hanging_consumer(hang: asyncio.Event, held: list[str]) -> Consumer:
+    """A consumer that takes each callback and answers only once `hang` is set."""
+
+    async def stuck(request: web.Request) -> web.Response:
+        held.append(request.path)
+        await hang.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/failure", stuck)
+    return await listening(app)
+
+
+async def test_a_tenant_whose_consumer_never_answers_holds_nobody_else_up(
+    tmp_path: Path, db_url: str
+) -> None:
+    hang, held = asyncio.Event(), []
+    slow = await hanging_consumer(hang, held)
+    fast = await listening(make_app(quiet=True))
+    notifier = {"timeout": 5.0, "first_attempt_wait": 0.3, "backoff_initial": 0.05}
+    service, client = await start(tmp_path, db_url, notifier=notifier, recovery={"enabled": False})
+    try:
+        on_host = [s for s in service.topology.servers.values() if s.host == "compute1"]
+        theirs = next(s for s in on_host if s.project_id == "project-a")
+        ours = next(s for s in on_host if s.project_id == "project-b")
+        await subscribe(client, theirs, slow.url + "/failure")
+        await subscribe(client, ours, fast.url + "/failure")
+        await client.put("/events", json=[host_down("compute1")])
+
+        # The other tenant hears, and both servers go to error, long before the silent
+        # consumer's 5 s are up.
+        await eventually(lambda: len(fast.received) == 1, timeout=2.5, what="the other owner")
+        for server in on_host:
+            await eventually(
+                lambda s=server: ("reset_state", s.id, "error") in service.vim.calls,  # type: ignore[attr-defined]
+                timeout=2.5,
+                what=f"{server.name} set to error",
+            )
+        assert held == ["/failure"]
+
+        # The silent consumer's callback is kept meanwhile, its first attempt running.
+        async def entry_for(server_id: str) -> dict[str, Any]:
+            listed = (await client.get("/v1/notifications", headers=ADMIN)).json()
+            return next(n for n in listed if n["instance_id"] == server_id)
+
+        kept = await eventually(lambda: entry_for(theirs.id), what="the late entry stored")
+        assert (kept["status"], kept["attempts"]) == (PENDING, 1)
+
+        # It answers at last: delivered once, and the fault's T09 is that answer.
+        hang.set()
+
+        async def delivered() -> dict[str, Any] | None:
+            entry = await entry_for(theirs.id)
+            return entry if entry["status"] == DELIVERED else None
+
+        late = await eventually(delivered, what="the late answer recorded")
+        assert late["attempts"] == 1 and held == ["/failure"]
+        fault_id = service.inspector.active[("host", "compute1")].id
+
+        async def t09() -> float | None:
+            body = (await client.get(f"/v1/faults/{fault_id}", headers=ADMIN)).json()
+            at = body["trace"].get("T09")
+            return at if at is not None and at >= late["delivered"] else None
+
+        assert await eventually(t09, what="T09 moved to the late answer") == late["delivered"]
+    finally:
+        hang.set()
+        await client.aclose()
+        await service.stop()
+        await slow.stop()
+        await fast.stop()
+
+
+async def test_one_tenants_many_silent_consumers_take_only_its_share(
+    tmp_path: Path, db_url: str
+) -> None:
+    hang, held = asyncio.Event(), []
+    silent = [await hanging_consumer(hang, held) for _ in range(3)]
+    fast = await listening(make_app(quiet=True))
+    notifier = {
+        "timeout": 5.0,
+        "connections": 3,
+        "per_destination": 1,
+        "per_project": 2,
+        "first_attempt_wait": 0.2,
+    }
+    service, client = await start(tmp_path, db_url, notifier=notifier)
+    try:
+        servers = service.topology.servers.values()
+        theirs = next(s for s in servers if s.host == "compute1" and s.project_id == "project-a")
+        ours = next(s for s in servers if s.host == "compute2" and s.project_id == "project-b")
+        # Three consumers at three addresses: the per-address share does not stop them.
+        for consumer in silent:
+            await subscribe(client, theirs, consumer.url + "/failure")
+        await subscribe(client, ours, fast.url + "/failure")
+        await client.put("/events", json=[host_down("compute1")])
+        await eventually(lambda: len(held) == 2, what="the project's share in use")
+        await client.put("/events", json=[host_down("compute2")])
+        await eventually(lambda: len(fast.received) == 1, timeout=2.5, what="the other project")
+        assert len(held) == 2  # the third waits for its project's share, not for others
+    finally:
+        hang.set()
+        await client.aclose()
+        await service.stop()
+        for consumer in (*silent, fast):
+            await consumer.stop()
