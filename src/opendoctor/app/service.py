@@ -98,7 +98,9 @@ class Service:
         self.fault_graph = FaultGraph(self.graph, self.alarm_history)
         # The rule templates decide what a fault means (who is hurt, what to mark down).
         self.engine = Engine(self.graph, self.alarm_history)
-        self.templates = Registry(self.engine, TemplateStore(self.db))
+        self.templates = Registry(
+            self.engine, TemplateStore(self.db), settings.inspector.template_check_seconds
+        )
         self.events = EventStore(self.db)
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
@@ -380,5 +382,6 @@ class Service:
         await self.callbacks.close()
         if self._vim is not None:
             await self._vim.close()
+        self.templates.close()
         await self.db.close()
         self.started = False

@@ -131,6 +131,12 @@ class InspectorSettings(BaseModel):
         ge=0,
         description="seconds between full re-reads of the VIM that drop stale entities (0: off)",
     )
+    template_check_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="most time checking a template sent to the API may take; a longer "
+        "check is a 422",
+    )
     hold_down: float = Field(
         10.0,
         ge=0,

@@ -411,3 +411,33 @@ async def test_added_templates_outlive_a_restart(tmp_path: Path, db_url: str) ->
     async with restartable(tmp_path, db_url) as r:
         service = r.service
         assert "host_watch" not in service.templates.installed
+
+
+async def test_a_template_that_takes_too_long_to_check_is_refused(
+    tmp_path: Path, db_url: str
+) -> None:
+    # 300 scenarios take the checker a good part of a second on this machine (checking
+    # grows faster than the text): far over a 20 ms budget, and well under the body limit.
+    scenarios = "".join(
+        "  - condition: alarm [on] host\n    actions:\n      - raise_alarm: "
+        f"{{target: host, name: host.watched{i}, severity: WARNING, causing_alarm: alarm}}\n"
+        for i in range(300)
+    )
+    many = HOST_WATCH.split("scenarios:\n")[0].replace("host_watch", "many") + (
+        "scenarios:\n" + scenarios
+    )
+    settings = settings_for(
+        tmp_path, database_url=db_url, inspector={"template_check_seconds": 0.02}
+    )
+    async with serving(settings, lab_vim()) as r:
+        for path in ("/v1/templates/validate", "/v1/templates"):
+            resp = await r.client.post(path, headers=YAML, content=many)
+            assert resp.status_code == 422, resp.text
+            problem = resp.json()["error"]["errors"][0]["problem"]
+            assert "took longer than 0.02 s" in problem
+        assert "many" not in r.service.templates.installed
+        assert (await r.client.get("/v1/templates/many", headers=ADMIN)).status_code == 404
+        # With time to finish, the same template is valid: it was refused for time alone.
+        r.service.templates.check_seconds = 10.0
+        resp = await r.client.post("/v1/templates/validate", headers=YAML, content=many)
+        assert resp.json() == {"valid": True, "name": "many"}

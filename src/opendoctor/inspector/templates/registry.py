@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,14 @@ class Installed:
 
 
 class Registry:
-    def __init__(self, engine: Engine, store: TemplateStore) -> None:
+    def __init__(self, engine: Engine, store: TemplateStore, check_seconds: float = 10.0) -> None:
         self.engine = engine
         self.store = store
+        self.check_seconds = check_seconds
+        # Checks run on threads of their own, two at most: a check that overruns its
+        # budget cannot be stopped, but it keeps only its thread, and a flood of them
+        # waits here (and runs out of budget) rather than taking the process's threads.
+        self._checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="template-check")
         self.installed: dict[str, Installed] = {}
         self._fallback: dict[str, Installed] = {}  # built-ins an API template replaces
         self._texts: dict[str, str] = {}  # API templates' YAML, as stored
@@ -95,7 +101,23 @@ class Registry:
         """Compiled off the event loop: the text is a user's, and checking it (YAML,
         conditions, regexes, cause cycles) must not hold up the handling of faults."""
         in_force = {name: item.template for name, item in self.installed.items()}
-        return await asyncio.to_thread(_check, text, in_force)
+        loop = asyncio.get_running_loop()
+        check = loop.run_in_executor(self._checks, _check, text, in_force)
+        done, _ = await asyncio.wait([check], timeout=self.check_seconds)
+        if not done:
+            check.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits
+            raise TemplateError(
+                "template",
+                [
+                    f"checking it took longer than {self.check_seconds:g} s "
+                    "(inspector.template_check_seconds), or other templates were being "
+                    "checked: make it smaller, or try again"
+                ],
+            )
+        return check.result()
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
 
     async def put(self, text: str) -> tuple[Installed, bool, Plan]:
         """Add or replace an API template; returns it, whether it is new, and its plan."""
