@@ -59,18 +59,27 @@ class Facade(Protocol):
     async def submit(self, events: list[Event]) -> None:
         """Accept events: durable when this returns, and already being handled."""
 
-    async def recent_events(self, limit: int) -> list[dict[str, Any]]: ...
+    async def recent_events(self, limit: int, marker: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; after `marker`, the page that follows it (`LookupError` if the
+        marker names no event). The other lists page alike."""
 
     # --- faults and their notifications --------------------------------------------------
 
-    async def faults(self, status: str | None, limit: int) -> list[Fault]:
+    async def faults(
+        self, status: str | None, limit: int, marker: str | None = None
+    ) -> list[Fault]:
         """Faults, newest first, each with its whole timeline."""
 
     async def fault(self, fault_id: str) -> Fault | None: ...
 
     async def notifications(
-        self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
-    ) -> list[OutboxEntry]: ...
+        self,
+        fault_id: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+        marker: str | None = None,
+    ) -> list[OutboxEntry]:
+        """Oldest first."""
 
     @property
     def alarms(self) -> AlarmService:

@@ -4,8 +4,11 @@ The entity graph's routes (topology, alarms, RCA) are in `api.graph`."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -17,6 +20,8 @@ from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.redact import redact
 
 router = APIRouter(prefix="/v1", tags=["native"])
+
+T = TypeVar("T")
 
 
 def service_of(request: Request) -> Facade:
@@ -36,6 +41,32 @@ def inspecting(request: Request, what: str) -> Facade:
             f"(roles: {roles}); ask a process that runs api and inspector",
         )
     return service
+
+
+# Paging: at most `limit` items, the next page after `marker` (the last id of the one
+# before), as /v2/alarms does.
+Marker = Annotated[
+    str | None,
+    Query(max_length=255, description="the last id (or name) of the page before"),
+]
+
+
+def page_in_memory(
+    items: Iterable[T], key: Callable[[T], str], limit: int, marker: str | None
+) -> list[T]:
+    """A page of an in-memory list, in the order of `key`: the items after `marker`."""
+    ordered = sorted(items, key=key)
+    if marker is not None:
+        ordered = ordered[bisect_right([key(i) for i in ordered], marker) :]
+    return ordered[:limit]
+
+
+@contextmanager
+def known_marker() -> Iterator[None]:
+    try:
+        yield
+    except LookupError as exc:
+        raise RequestError(400, f"no item {exc.args[0]!r} to page after", "marker") from exc
 
 
 def require_admin(identity: Identity) -> None:
@@ -61,13 +92,16 @@ def _notification(entry: OutboxEntry) -> dict[str, Any]:
 
 @router.get("/hosts", summary="Compute hosts as the inspector sees them (admin)")
 async def list_hosts(
-    request: Request, identity: Identity = Depends(current_identity)
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    limit: int = Query(1000, ge=1, le=10_000),
+    marker: Marker = None,
 ) -> list[dict[str, Any]]:
+    """By name."""
     require_admin(identity)
     service = service_of(request)
-    return [
-        dict(asdict(h), servers=len(service.servers_on(h.name))) for h in service.hosts().values()
-    ]
+    hosts = page_in_memory(service.hosts().values(), lambda h: h.name, limit, marker)
+    return [dict(asdict(h), servers=len(service.servers_on(h.name))) for h in hosts]
 
 
 @router.get("/servers", summary="Servers with their host, project and state")
@@ -75,9 +109,13 @@ async def list_servers(
     request: Request,
     identity: Identity = Depends(current_identity),
     host: str | None = Query(None, description="only servers on this host"),
+    limit: int = Query(1000, ge=1, le=100_000),
+    marker: Marker = None,
 ) -> list[dict[str, Any]]:
+    """By id."""
     service = service_of(request)
     servers = service.servers_on(host) if host else service.servers().values()
+    mine = (s for s in servers if identity.can_see(s.project_id))
     # Built by hand: dataclasses.asdict deep-copies and is ten times slower.
     return [
         {
@@ -88,8 +126,7 @@ async def list_servers(
             "status": s.status,
             "endpoint": s.endpoint,
         }
-        for s in servers
-        if identity.can_see(s.project_id)
+        for s in page_in_memory(mine, lambda s: s.id, limit, marker)
     ]
 
 
@@ -99,9 +136,12 @@ async def list_faults(
     identity: Identity = Depends(current_identity),
     status: str | None = Query(None, pattern="^(active|cleared)$"),
     limit: int = Query(100, ge=1, le=10_000),
+    marker: Marker = None,
 ) -> list[dict[str, Any]]:
     require_admin(identity)
-    return [f.to_dict() for f in await service_of(request).faults(status, limit)]
+    with known_marker():
+        faults = await service_of(request).faults(status, limit, marker)
+    return [f.to_dict() for f in faults]
 
 
 @router.get("/faults/{fault_id}", summary="One fault: timeline, notifications, recovery (admin)")
@@ -130,9 +170,12 @@ async def list_notifications(
     status: str | None = Query(None, pattern="^(pending|delivered|failed)$"),
     fault_id: str | None = None,
     limit: int = Query(1000, ge=1, le=100_000),
+    marker: Marker = None,
 ) -> list[dict[str, Any]]:
+    """Oldest first."""
     require_admin(identity)
-    entries = await service_of(request).notifications(fault_id, status, limit)
+    with known_marker():
+        entries = await service_of(request).notifications(fault_id, status, limit, marker)
     return [_notification(e) for e in entries]
 
 
@@ -141,6 +184,9 @@ async def list_events(
     request: Request,
     identity: Identity = Depends(current_identity),
     limit: int = Query(100, ge=1, le=10_000),
+    marker: Marker = None,
 ) -> list[dict[str, Any]]:
+    """Newest first."""
     require_admin(identity)
-    return await service_of(request).recent_events(limit)
+    with known_marker():
+        return await service_of(request).recent_events(limit, marker)

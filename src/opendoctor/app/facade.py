@@ -16,6 +16,7 @@ from opendoctor.inspector.graph import RxGraph, topology_file
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
 from opendoctor.notifier.alarms import AlarmService
+from opendoctor.store.paging import UnknownMarker
 
 if TYPE_CHECKING:
     from opendoctor.app.service import Service
@@ -73,18 +74,27 @@ class ServiceFacade:
     async def submit(self, events: list[Event]) -> None:
         await self._service.submit(events)
 
-    async def recent_events(self, limit: int) -> list[dict[str, Any]]:
-        return await self._service.events.recent(limit)
+    async def recent_events(self, limit: int, marker: str | None = None) -> list[dict[str, Any]]:
+        return await self._service.events.recent(limit, marker)
 
     # --- faults and their notifications --------------------------------------------------
 
-    async def faults(self, status: str | None, limit: int) -> list[Fault]:
+    async def faults(
+        self, status: str | None, limit: int, marker: str | None = None
+    ) -> list[Fault]:
         service = self._service
         if status == "active" and service.runs("inspector"):
             # Active faults live in the inspector: no database round trip while they unfold.
-            active = sorted(service.inspector.active.values(), key=lambda f: -f.started)
+            # In the store's order: newest first, then by id.
+            active = sorted(service.inspector.active.values(), key=lambda f: (-f.started, f.id))
+            if marker is not None:
+                at = next((i for i, f in enumerate(active) if f.id == marker), None)
+                if at is None:
+                    raise UnknownMarker(marker)
+                active = active[at + 1 :]
             return await self._with_t09(active[:limit])
-        return await self._with_t09(await service.faults.list(status=status, limit=limit))
+        found = await service.faults.list(status=status, limit=limit, marker=marker)
+        return await self._with_t09(found)
 
     async def fault(self, fault_id: str) -> Fault | None:
         service = self._service
@@ -112,9 +122,13 @@ class ServiceFacade:
         return shown
 
     async def notifications(
-        self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
+        self,
+        fault_id: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+        marker: str | None = None,
     ) -> list[OutboxEntry]:
-        return await self._service.outbox.list(fault_id=fault_id, status=status, limit=limit)
+        return await self._service.outbox.list(fault_id, status, limit, marker)
 
     @property
     def alarms(self) -> AlarmService:

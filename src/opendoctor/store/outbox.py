@@ -6,6 +6,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from opendoctor.core.notifications import PENDING, OutboxEntry
 from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import OutboxRow
 
 
@@ -125,8 +126,13 @@ class OutboxStore:
             return await session.scalar(query)
 
     async def list(
-        self, fault_id: str | None = None, status: str | None = None, limit: int = 1000
+        self,
+        fault_id: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+        marker: str | None = None,
     ) -> list[OutboxEntry]:
+        """Oldest first; after `marker` (an entry id), the page that follows it."""
         # A batch shares its `created`: the id breaks ties alike on every engine.
         query = select(OutboxRow).order_by(OutboxRow.created, OutboxRow.id).limit(limit)
         if fault_id is not None:
@@ -134,4 +140,7 @@ class OutboxStore:
         if status is not None:
             query = query.where(OutboxRow.status == status)
         async with self.db.sessions() as session:
+            query = await after_marker(
+                session, query, OutboxRow.id, OutboxRow.created, marker, descending=False
+            )
             return [_entry(r) for r in await session.scalars(query)]

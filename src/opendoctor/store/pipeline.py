@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 
 
@@ -82,11 +83,14 @@ class EventStore:
             )
             return [_event_from_row(r) for r in rows]
 
-    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def recent(self, limit: int = 100, marker: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; after `marker` (an event id), the page that follows it."""
+        query = select(EventRow).order_by(EventRow.received.desc(), EventRow.id).limit(limit)
         async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(EventRow).order_by(EventRow.received.desc(), EventRow.id).limit(limit)
+            query = await after_marker(
+                session, query, EventRow.id, EventRow.received, marker, descending=True
             )
+            rows = await session.scalars(query)
             return [dict(r.body, processed=r.processed, fault_id=r.fault_id) for r in rows]
 
 
@@ -155,11 +159,17 @@ class FaultStore:
             row = (await session.scalars(query.limit(1))).first()
         return None if row is None else _fault_from_row(row)
 
-    async def list(self, status: str | None = None, limit: int = 100) -> list[Fault]:
+    async def list(
+        self, status: str | None = None, limit: int = 100, marker: str | None = None
+    ) -> list[Fault]:
+        """Newest first; after `marker` (a fault id), the page that follows it."""
         query = select(FaultRow).order_by(FaultRow.started.desc(), FaultRow.id).limit(limit)
         if status is not None:
             query = query.where(FaultRow.status == status)
         async with self.db.sessions() as session:
+            query = await after_marker(
+                session, query, FaultRow.id, FaultRow.started, marker, descending=True
+            )
             return [_fault_from_row(r) for r in await session.scalars(query)]
 
 
