@@ -73,7 +73,9 @@ async def get_alarm(alarm_id: str, service: Service, identity: Caller) -> dict[s
 @router.put(
     "/v2/alarms/{alarm_id}",
     summary="Replace an alarm's definition",
-    description="Keeps the alarm's id; its state too unless the body sets one.",
+    description="Keeps the alarm's id, and its state unless the body sets another than "
+    "the one it had; a state set while the alarm's state changed is a 409.",
+    responses={409: {"description": "the alarm's state changed meanwhile; nothing changed"}},
 )
 async def put_alarm(
     alarm_id: str, body: AlarmBody, service: Service, identity: Caller

@@ -29,7 +29,7 @@ from opendoctor.core.model import new_id
 from opendoctor.core.terms import as_bool
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import REASON_MANUAL, STATES, AlarmBody, to_api
-from opendoctor.store.alarms import AlarmStore
+from opendoctor.store.alarms import AlarmStore, StateChanged
 
 # Fields GET /v2/alarms filters on (with op eq), as Aodh's simple query does.
 FILTER_FIELDS = (
@@ -208,13 +208,23 @@ class AlarmService:
         return alarm
 
     async def update(self, alarm_id: str, body: AlarmBody, identity: Identity) -> Alarm:
-        """Replace an alarm's definition (PUT), keeping its id and, unless given, its state."""
+        """Replace an alarm's definition (PUT), keeping its id and, unless the body sets
+        another, its state.
+
+        The notifier changes states without this lock (it must not wait on the API). So
+        the definition is written without the state, and a state in the body that is the
+        one read (clients PUT back what they GET) changes nothing; a state the body does
+        change is written only if nobody changed it meanwhile (else 409, nothing written).
+        Whatever state the notifier set while the write was under way is kept."""
         self._check_egress(body)
         async with self._lock:
             old = self.get(alarm_id, identity)
+            read = old.state  # the notifier may change `old` itself while the write runs
             project, user = self._owner(body, identity, old)
             now = self._now()
-            new = body.to_alarm(alarm_id, project, user, body.state or old.state, now)
+            state = body.state or read
+            setting = state != read
+            new = body.to_alarm(alarm_id, project, user, state, now)
             if new.state == old.state:
                 new.state_reason, new.state_timestamp = old.state_reason, old.state_timestamp
             else:
@@ -229,7 +239,23 @@ class AlarmService:
                 history.append(self._entry(new, STATE_TRANSITION, detail, identity, now))
             if not history:
                 return old  # nothing changed: an idempotent PUT writes nothing
-            await self.store.update(new, history)
+            try:
+                await self.store.update(new, history, state_was=read if setting else None)
+            except StateChanged as exc:
+                raise RequestError(
+                    409,
+                    f"the alarm's state changed to {exc.state!r} meanwhile: nothing was "
+                    "changed; read it and send the change again",
+                    "state",
+                ) from exc
+            # In the same turn of the loop as the swap: nothing can slip between them.
+            current = self.index.get(alarm_id)
+            if current is not None and current.state != read:
+                new.state = current.state
+                new.state_reason, new.state_timestamp = (
+                    current.state_reason,
+                    current.state_timestamp,
+                )
             self.index.add(new)
             return new
 

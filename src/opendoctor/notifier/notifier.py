@@ -111,7 +111,10 @@ class Notifier:
             if fired:
                 await self.alarms.refresh_states(fired)
         for event, root_cause, alarms in matches:
-            for alarm in alarms:
+            for matched in alarms:
+                # The object in the index now: a PUT may have replaced the matched one
+                # while the states were refreshed, and a state set on it would be lost.
+                alarm = self.index.get(matched.alarm_id) or matched
                 previous = alarm.state
                 if previous == ALARM and not alarm.repeat_actions:
                     continue

@@ -45,6 +45,17 @@ def _history_row(entry: HistoryEntry) -> dict[str, Any]:
     }
 
 
+_STATE_COLUMNS = ("state", "state_reason", "state_timestamp")
+
+
+class StateChanged(Exception):
+    """An alarm's state changed between reading it and writing a new one."""
+
+    def __init__(self, alarm_id: str, state: str) -> None:
+        super().__init__(f"alarm {alarm_id} is {state} now")
+        self.state = state
+
+
 def _row(alarm: Alarm) -> dict[str, Any]:
     return {
         "alarm_id": alarm.alarm_id,
@@ -141,15 +152,30 @@ class AlarmStore:
             await conn.execute(insert(ALARMS), [_row(alarm)])
             await _add_history(conn, history)
 
-    async def update(self, alarm: Alarm, history: Sequence[HistoryEntry]) -> None:
+    async def update(
+        self, alarm: Alarm, history: Sequence[HistoryEntry], state_was: str | None = None
+    ) -> None:
+        """Write a new definition. Its state only with `state_was`, and only if the stored
+        state is still that (compare and set): a state the notifier wrote meanwhile is
+        never overwritten; `StateChanged` says it was, and nothing is written. Without
+        `state_was`, the state columns are left to whoever else writes them."""
         values = _row(alarm)
         del values["alarm_id"]
+        where = ALARMS.c.alarm_id == alarm.alarm_id
+        if state_was is None:
+            for column in _STATE_COLUMNS:
+                del values[column]
+        else:
+            where = where & (ALARMS.c.state == state_was)
         async with self.db.engine.begin() as conn:
-            result = await conn.execute(
-                update(ALARMS).where(ALARMS.c.alarm_id == alarm.alarm_id).values(**values)
-            )
+            result = await conn.execute(update(ALARMS).where(where).values(**values))
             if result.rowcount == 0:
-                raise KeyError(alarm.alarm_id)
+                now = await conn.scalar(
+                    select(ALARMS.c.state).where(ALARMS.c.alarm_id == alarm.alarm_id)
+                )
+                if now is None:
+                    raise KeyError(alarm.alarm_id)
+                raise StateChanged(alarm.alarm_id, now)
             await _add_history(conn, history)
 
     async def delete(self, alarm_id: str, history: Sequence[HistoryEntry]) -> None:
