@@ -48,6 +48,35 @@ async def test_killed_active_is_replaced_by_the_standby(tmp_path: Path) -> None:
         assert members[active.id]["admin_state_up"] is False
 
 
+async def test_a_second_failure_before_repair_does_not_switch_to_a_dead_server(
+    tmp_path: Path,
+) -> None:
+    async with running_stack(SPEC, tmp_path) as s:
+        pair = await setup_pair(s)
+        first, second = pair["active"], pair["standby"]
+        consumer = s.consumers[PROJECT].ready
+        traffic = Traffic(pair["vip"])
+        traffic.start()
+        try:
+            await eventually(lambda: served(traffic, "server1") >= 5, what="clients served")
+            await kill_and_switch(s, pair, traffic)  # server1 dies; server2 takes over
+            # server2 dies too, before server1 is repaired: its standby is the dead one.
+            await s.lab.client.kill_server(second.id)
+
+            async def refused() -> list[dict[str, object]]:
+                done = (await s.http.get(consumer + "/switchovers")).json()
+                return [d for d in done if d["failed"] == second.id and d["error"]]
+
+            [switch] = await eventually(refused, what="the second switch-over refused")
+        finally:
+            await traffic.stop()
+        assert switch["standby"] == first.id and switch["done"] is None
+        assert str(switch["error"]).startswith(f"no healthy standby: {first.id}: ")
+        # The dead server was not activated, nor put back behind the load balancer.
+        members = {m["server_id"]: m for m in await s.lab.client.lb_members()}
+        assert members[first.id]["admin_state_up"] is False
+
+
 async def test_an_unhealthy_guest_is_switched_over_too(tmp_path: Path) -> None:
     async with running_stack(SPEC, tmp_path) as s:
         pair = await setup_pair(s)

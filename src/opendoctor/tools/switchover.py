@@ -4,7 +4,10 @@ On the failure notification for a pair's active server it activates the standby'
 application, enables the standby's load-balancer member and disables the failed one
 (through the lab API here; through the VIM's load-balancer API in a real cloud), and
 records when all of that was done (T10). The pair then swaps roles, so a second
-failure switches back.
+failure switches back: but only to a standby that is well. Before switching, the
+standby must be ACTIVE in the VIM, say it is healthy, and answer on its endpoint; if it
+does not (the server that failed last time, not yet repaired), nothing is switched and
+the switch-over is reported as having no healthy standby.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.client import LabClient
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class Switchover:
 class Switcher:
     def __init__(self, lab: LabClient, pairs: dict[str, str] | None = None) -> None:
         self.lab = lab
+        self.http = HttpClient(timeout=1.0)
         self.pairs: dict[str, str] = dict(pairs or {})  # active server id -> standby id
         self.history: list[Switchover] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,8 +57,31 @@ class Switcher:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    async def standby_problem(self, standby: str) -> str | None:
+        """Why `standby` cannot take over, or None if it is well."""
+        detail = await self.lab.server_detail(standby)
+        if detail.get("status") != "ACTIVE":
+            return f"it is {detail.get('status')} in the VIM"
+        if not detail.get("healthy", True):
+            return "it reports itself unhealthy"
+        try:
+            # Any answer will do: a standby's application answers 503 until activated.
+            await self.http.request("GET", detail["endpoint"])
+        except HttpError as exc:
+            return f"it does not answer at {detail['endpoint']}: {exc}"
+        return None
+
     async def _switch(self, record: Switchover) -> None:
         try:
+            problem = await self.standby_problem(record.standby)
+            if problem is not None:
+                record.error = f"no healthy standby: {record.standby}: {problem}"
+                self.pairs[record.failed] = record.standby  # a repaired standby may serve
+                log.error(
+                    "no healthy standby: not switched over",
+                    extra={"failed": record.failed, "standby": record.standby, "why": problem},
+                )
+                return
             # The standby's application first, so the load balancer never sends it
             # traffic it would refuse; then both members at once.
             await self.lab.set_role(record.standby, "active")
@@ -78,4 +106,5 @@ class Switcher:
 
     async def close(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.close()
         await self.lab.close()

@@ -9,6 +9,7 @@ from typing import Any, cast
 import httpx
 import orjson
 import pytest
+from aiohttp import web
 
 from opendoctor.infra.procs import ChildProcess
 from opendoctor.lab.client import LabClient
@@ -19,6 +20,8 @@ from opendoctor.tools.switchover import Switcher
 from tests.conftest import eventually
 from tests.integration.amqp.conftest import Names
 from tests.integration.amqp.test_sender import BODY, action, entry
+from tests.integration.pipeline.conftest import Consumer
+from tests.tcpproxy import free_port
 
 
 def listen(amqp_url: str, exchange: str, key: str = "alarm.%23") -> str:
@@ -76,10 +79,15 @@ async def _received(http: httpx.AsyncClient, n: int = 1) -> list[dict[str, Any]]
 
 
 class FakeLab:
-    """What the switch-over asks of the lab, recorded."""
+    """What the switch-over asks of the lab, recorded; the standby's application is a
+    real HTTP server (`standby_url`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, standby_url: str) -> None:
         self.calls: list[tuple[str, Any, Any]] = []
+        self.standby_url = standby_url
+
+    async def server_detail(self, server_id: str) -> dict[str, Any]:
+        return {"id": server_id, "status": "ACTIVE", "healthy": True, "endpoint": self.standby_url}
 
     async def set_role(self, server_id: str, role: str) -> None:
         self.calls.append(("role", server_id, role))
@@ -99,7 +107,9 @@ class FakeLab:
 
 async def test_an_amqp_notification_switches_a_pair_over(amqp_url: str, names: Names) -> None:
     exchange = names.exchange()
-    lab = FakeLab()
+    standby = Consumer(f"http://127.0.0.1:{(port := free_port())}", web.Application())
+    await standby.start(port)  # answers 404 to everything: alive, as a standby is
+    lab = FakeLab(standby.url + "/")
     switcher = Switcher(cast(LabClient, lab), {"vm-1": "vm-2"})
     app = make_app(quiet=True, switcher=switcher)
     listener = AmqpListener(app, listen(amqp_url, exchange, "alarm.project-a"))
@@ -112,6 +122,7 @@ async def test_an_amqp_notification_switches_a_pair_over(amqp_url: str, names: N
         await sender.close()
         await listener.close()
         await switcher.close()
+        await standby.stop()
     [record] = app[RECEIVED]
     assert record["switchover"] is True
     assert ("role", "vm-2", "active") in lab.calls
