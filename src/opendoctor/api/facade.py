@@ -99,10 +99,11 @@ class Facade(Protocol):
     def owned_by_vim(self, key: str) -> bool:
         """Whether the vertex comes and goes with the VIM (hosts, servers)."""
 
-    def add_topology(self, body: TopologyIn) -> Loaded:
-        """Add entities and relations; the rules act on the change at once."""
+    async def add_topology(self, body: TopologyIn) -> Loaded:
+        """Add entities and relations, for good and in every inspector; the rules act on
+        the change at once."""
 
-    def remove_vertex(self, key: str) -> None: ...
+    async def remove_vertex(self, key: str) -> None: ...
 
     # --- rule templates (kept by the inspector role) -------------------------------------
 

@@ -176,11 +176,12 @@ async def add_topology(
     to vertices nobody has reported yet make placeholders, listed under `warnings`. The
     rule templates act on the change at once (a new link to a failed switch, say).
 
-    What is added here lives until the service stops: keep what must outlive a restart
-    in the topology file, or send it again at start."""
+    What is added here is stored: every inspector of a scaled-out deployment takes it up
+    within `inspector.topology_sync_interval`, and it outlives restarts (applied after
+    the topology file)."""
     require_admin(identity)
     service = inspecting(request, "the entity graph")
-    loaded = service.add_topology(body)
+    loaded = await service.add_topology(body)
     audit_target(request, f"{loaded.entities} entities, {loaded.relations} relations")
     return {"entities": loaded.entities, "relations": loaded.relations, "warnings": loaded.warnings}
 
@@ -206,5 +207,5 @@ async def remove_vertex(
         raise RequestError(409, f"{key} is the VIM's: it goes when the VIM deletes it", "key")
     if vertex.category == "ALARM":
         raise RequestError(409, f"{key} is an alarm: it goes when its fault clears", "key")
-    service.remove_vertex(key)
+    await service.remove_vertex(key)
     return Response(status_code=204)

@@ -149,14 +149,11 @@ class ServiceFacade:
     def owned_by_vim(self, key: str) -> bool:
         return self._service.graph_feed.owns(key)
 
-    def add_topology(self, body: topology_file.TopologyIn) -> topology_file.Loaded:
-        loaded = topology_file.load(self._service.graph, body)
-        self._service.react()
-        return loaded
+    async def add_topology(self, body: topology_file.TopologyIn) -> topology_file.Loaded:
+        return await self._service.topology_sync.add(body)
 
-    def remove_vertex(self, key: str) -> None:
-        self._service.graph.remove(key)
-        self._service.react()
+    async def remove_vertex(self, key: str) -> None:
+        await self._service.topology_sync.remove(key)
 
     # --- rule templates ------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from opendoctor.store.leases import LeaseStore
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
 from opendoctor.store.templates import TemplateStore
+from opendoctor.store.topology import TopologyChangeStore
 
 if TYPE_CHECKING:
     from opendoctor.notifier.amqp_sender import AmqpSender
@@ -158,8 +159,10 @@ class Service:
             self.graph_feed,
             self.resources,
             self.react,
+            TopologyChangeStore(self.db),
             writer="inspector" in self.roles,
             probing=self.probing if "monitor" in self.roles else None,
+            shared=settings.bus.kind != "memory",
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._reactions: set[asyncio.Task[Outcome]] = set()

@@ -3,6 +3,11 @@ the store at once, then from the VIM, its change feed and now and then a full re
 
 The process keeps working from the last known topology while the VIM does not answer
 (a VIM outage is when faults are likeliest); the feed and the re-reads catch up after.
+
+What the API adds to the graph (switches, links) is stored as a change and applied in
+the store's order, by the process that took it and, scaled out, by every other one
+within `topology_sync_interval`; at start each process applies them all again, after
+the topology file.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.topology import Topology
 from opendoctor.monitor.probing import Probing
 from opendoctor.store.pipeline import ResourceStore
+from opendoctor.store.topology import TopologyChangeStore
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,11 @@ class TopologySync:
         graph_feed: GraphFeed,
         resources: ResourceStore,
         react: Callable[[], None],
+        changes: TopologyChangeStore,
         *,
         writer: bool,
         probing: Probing | None,
+        shared: bool = False,
     ) -> None:
         self._settings = settings
         self._vim = vim
@@ -50,6 +58,10 @@ class TopologySync:
         self._react = react
         self._writer = writer
         self._probing = probing
+        self._changes = changes
+        self._shared = shared
+        self._seq = 0  # the last API change applied here
+        self._applying = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def load(self) -> None:
@@ -67,12 +79,49 @@ class TopologySync:
             )
             self._spawn(self._sync_until_done(), "vim-sync")
         self._load_file()
+        await self.take_up()
 
     def follow(self) -> None:
         """From now on: apply the VIM's changes, and (the writer) re-read it now and then."""
         self._spawn(self._watch_vim(), "vim-changes")
         if self._writer and self._settings.consistency_interval > 0:
             self._spawn(self._check_consistency(), "consistency")
+        if self._shared:
+            self._spawn(self._follow_changes(), "topology-changes")
+
+    async def add(self, body: topology_file.TopologyIn) -> topology_file.Loaded:
+        """Store an API change and apply it (with any other process's before it)."""
+        seq = await self._changes.append("add", body.model_dump(mode="json"))
+        return (await self.take_up()).get(seq, topology_file.Loaded())
+
+    async def remove(self, key: str) -> None:
+        await self._changes.append("remove", {"key": key})
+        await self.take_up()
+
+    async def take_up(self) -> dict[int, topology_file.Loaded]:
+        """Apply the API changes stored since the last one applied here, in order; the
+        rules act on them once all are in."""
+        results: dict[int, topology_file.Loaded] = {}
+        async with self._applying:
+            changes = await self._changes.since(self._seq)
+            for seq, op, body in changes:
+                if op == "add":
+                    topology = topology_file.TopologyIn.model_validate(body)
+                    results[seq] = topology_file.load(self._graph, topology)
+                elif self._graph.get(body["key"]) is not None:
+                    self._graph.remove(body["key"])
+                self._seq = seq
+        if changes:
+            self._react()
+        return results
+
+    async def _follow_changes(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.topology_sync_interval)
+            try:
+                await self.take_up()
+            except Exception as exc:  # the database: try again next time
+                log.warning("topology changes not taken up", extra={"error": str(exc)})
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -126,6 +126,12 @@ class InspectorSettings(BaseModel):
         description="scaled out: seconds between take-ups of the templates other "
         "inspectors stored through their API",
     )
+    topology_sync_interval: float = Field(
+        2.0,
+        gt=0,
+        description="scaled out: seconds between take-ups of the topology changes other "
+        "processes took through their API",
+    )
     consistency_interval: float = Field(
         300.0,
         ge=0,

@@ -161,3 +161,14 @@ class AuditRow(Base):
         Index("ix_audit_at", "at"),
         Index("ix_audit_project", "project_id", "id"),
     )
+
+
+class TopologyChangeRow(Base):
+    """A change to the entity graph made through the API (`POST|DELETE /v1/topology`),
+    in order: every inspector applies them all, and again after a restart."""
+
+    __tablename__ = "topology_changes"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    op: Mapped[str] = mapped_column(String(16))  # add | remove
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)

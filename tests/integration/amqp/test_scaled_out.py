@@ -152,3 +152,50 @@ async def test_a_replica_takes_up_a_fault_another_opened(
         await first.stop()
         await second.stop()
         await pg_databases.give_back(database)
+
+
+async def test_topology_added_through_one_replica_reaches_the_other(
+    tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
+) -> None:
+    """A switch posted to one inspector's API is in every inspector's graph, and its
+    removal too: the rules of each see the same topology."""
+    database = await pg_databases.take()
+    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+
+    def replica(name: str) -> Service:
+        settings = settings_for(
+            tmp_path / name,
+            database_url=pg.url_for(database),
+            bus={**bus, "partitions": 2},
+            inspector={"topology_sync_interval": 0.1},
+        )
+        return Service(settings, vim=lab_vim())
+
+    first, second = replica("a"), replica("b")
+    await first.start()
+    await second.start()
+    transport = httpx.ASGITransport(app=create_app(first.facade, manage=False))
+    admin = {"X-Project-Id": "admin", "X-Roles": "admin"}
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://od") as client:
+            topology = {
+                "entities": [{"type": "switch", "id": "tor-7", "state": "up"}],
+                "relations": [
+                    {"source": "switch:tor-7", "target": "host:compute1", "label": "connects"}
+                ],
+            }
+            resp = await client.post("/v1/topology", json=topology, headers=admin)
+            assert resp.status_code == 200, resp.text
+            assert first.graph.get("switch:tor-7") is not None  # at once where it was posted
+            await eventually(lambda: second.graph.get("switch:tor-7"), what="the switch there")
+            assert second.graph.has_edge("switch:tor-7", "host:compute1", "connects")
+
+            resp = await client.delete("/v1/topology/switch:tor-7", headers=admin)
+            assert resp.status_code == 204
+            await eventually(
+                lambda: second.graph.get("switch:tor-7") is None, what="the switch gone there"
+            )
+    finally:
+        await first.stop()
+        await second.stop()
+        await pg_databases.give_back(database)

@@ -9,7 +9,15 @@ import httpx
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from tests.conftest import MONITOR, eventually
-from tests.integration.pipeline.conftest import ADMIN, Running, host_down, lab_vim, settings_for
+from tests.integration.pipeline.conftest import (
+    ADMIN,
+    Running,
+    host_down,
+    lab_vim,
+    serving,
+    settings_for,
+)
+from tests.integration.pipeline.test_rules import resource_down, settled
 
 
 def keys(body: dict[str, list[dict[str, str]]]) -> set[str]:
@@ -170,3 +178,30 @@ async def test_bad_queries_name_the_culprit(running: Running) -> None:
     # The query is checked before the root: a bad one fails even for an unknown root.
     resp = await topology(running, query='{"==": {"typ": 1}}', root="host:nope")
     assert resp.status_code == 400
+
+
+async def test_topology_added_through_the_api_outlives_a_restart(
+    tmp_path: Path, db_url: str
+) -> None:
+    settings = settings_for(tmp_path, database_url=db_url)
+    kept = {
+        "entities": [{"type": "switch", "id": "tor-5", "state": "up"}],
+        "relations": [{"source": "switch:tor-5", "target": "host:compute2", "label": "connects"}],
+    }
+    gone = {"entities": [{"type": "switch", "id": "tor-6", "state": "up"}]}
+    async with serving(settings, lab_vim()) as r:
+        for body in (kept, gone):
+            assert (await r.client.post("/v1/topology", json=body, headers=ADMIN)).is_success
+        resp = await r.client.delete("/v1/topology/switch:tor-6", headers=ADMIN)
+        assert resp.status_code == 204
+
+    async with serving(settings, lab_vim()) as again:
+        graph = again.service.graph
+        assert graph.get("switch:tor-5") is not None and graph.get("switch:tor-6") is None
+        assert graph.has_edge("switch:tor-5", "host:compute2", "connects")
+        # And the rules act on it as on anything else: the switch fails, its host is cut off.
+        await again.client.put("/events", json=[resource_down("switch", "tor-5")])
+        await again.service.bus.drain()
+        await settled(again, ("switch", "tor-5"))
+        alarms = (await again.client.get("/v1/alarms", headers=ADMIN)).json()["alarms"]
+        assert ("host.uplink_down", "host:compute2") in {(a["name"], a["on"]) for a in alarms}
