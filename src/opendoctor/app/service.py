@@ -120,7 +120,7 @@ class Service:
             egress=egress,
             max_response_bytes=settings.notifier.max_response_bytes,
         )
-        signer = ProjectSigner(self.index, settings.notifier.signing())
+        signer = ProjectSigner(self._project_of, settings.notifier.signing())
         senders: dict[str, Sender] = {
             "http": HttpSender(self.callbacks, settings.notifier.timeout, signer),
             "https": HttpSender(self.callbacks, settings.notifier.timeout, signer),
