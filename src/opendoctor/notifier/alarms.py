@@ -225,16 +225,16 @@ class AlarmService:
             state = body.state or read
             setting = state != read
             new = body.to_alarm(alarm_id, project, user, state, now)
-            if new.state == old.state:
-                new.state_reason, new.state_timestamp = old.state_reason, old.state_timestamp
-            else:
+            if setting:
                 new.state_reason = REASON_MANUAL
+            else:
+                new.state_reason, new.state_timestamp = old.state_reason, old.state_timestamp
             before, after = to_api(old), to_api(new)
             changed = {k: v for k, v in after.items() if k not in _NOT_RULE and before.get(k) != v}
             history = []
             if changed:
                 history.append(self._entry(new, RULE_CHANGE, changed, identity, now))
-            if new.state != old.state:
+            if setting:
                 detail = {"state": new.state, "transition_reason": new.state_reason}
                 history.append(self._entry(new, STATE_TRANSITION, detail, identity, now))
             if not history:
