@@ -87,6 +87,14 @@ def one_project(_: OutboxEntry) -> str:
     return ""
 
 
+def _slot(shares: dict[str, asyncio.Semaphore], key: str, size: int) -> asyncio.Semaphore:
+    """`key`'s share in `shares`, made on first use."""
+    share = shares.get(key)
+    if share is None:
+        share = shares[key] = asyncio.Semaphore(size)
+    return share
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -116,17 +124,10 @@ class Dispatcher:
     def _share(self, url: str) -> asyncio.Semaphore:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc.rpartition('@')[2].lower()}"
-        share = self._shares.get(key)
-        if share is None:
-            share = self._shares[key] = asyncio.Semaphore(self.settings.per_destination)
-        return share
+        return _slot(self._shares, key, self.settings.per_destination)
 
     def _project_share(self, entry: OutboxEntry) -> asyncio.Semaphore:
-        project = self.project_of(entry)
-        share = self._projects.get(project)
-        if share is None:
-            share = self._projects[project] = asyncio.Semaphore(self.settings.per_project)
-        return share
+        return _slot(self._projects, self.project_of(entry), self.settings.per_project)
 
     async def _attempt(self, entry: OutboxEntry) -> None:
         sender = self._sender(entry.url)
