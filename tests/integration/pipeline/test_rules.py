@@ -316,6 +316,48 @@ async def test_topology_added_through_the_api_takes_part_in_the_rules(
     assert resp.json()["error"]["errors"][0]["field"] == "entities[0].id"
 
 
+async def test_a_dual_homed_host_is_cut_off_only_when_both_its_switches_fail(
+    still: Running, consumer: Consumer
+) -> None:
+    await register_all(still, consumer)
+    body = {
+        "entities": [
+            {"type": "switch", "id": "tor-3a", "state": "up"},
+            {"type": "switch", "id": "tor-3b", "state": "up"},
+        ],
+        "relations": [
+            {"source": "switch:tor-3a", "target": "host:compute3", "label": "connects"},
+            {"source": "switch:tor-3b", "target": "host:compute3", "label": "connects"},
+        ],
+    }
+    resp = await still.client.post("/v1/topology", json=body, headers=ADMIN)
+    assert resp.status_code == 200, resp.text
+    host = still.service.graph.get("host:compute3")
+    assert host is not None
+
+    # One switch: compute3 still has a way up. A warning, nobody told, nothing degraded.
+    await send(still, [resource_down("switch", "tor-3a")])
+    await settled(still, ("switch", "tor-3a"))
+    assert consumer.received == []
+    assert set(still.service.engine.alarms) == {"alarm:host.uplink_degraded@host:compute3"}
+    assert host.deduced_state is None
+
+    # Both: cut off. Each owner is told once, with a failed switch as the root cause.
+    await send(still, [resource_down("switch", "tor-3b")])
+    await settled(still, ("switch", "tor-3b"))
+    told = [n["instance_id"] for n in consumer.received]
+    assert sorted(told) == sorted(servers_on(still, "compute3"))
+    roots = {n["root_cause"]["alarm_resource"] for n in consumer.received}
+    assert roots <= {"switch:tor-3a", "switch:tor-3b"}
+    assert host.aggregated_state == "SUBOPTIMAL"
+    assert not any(c[0] in ("force_down", "evacuate") for c in still.vim.calls)
+
+    # One comes back: reachable again, redundancy still lost.
+    await send(still, [resource_down("switch", "tor-3a", status="up")])
+    assert set(still.service.engine.alarms) == {"alarm:host.uplink_degraded@host:compute3"}
+    assert host.deduced_state is None
+
+
 FENCE_CUT_HOSTS = """\
 name: fence_cut_hosts
 description: {description}

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from opendoctor.inspector.graph import Vertex
-from opendoctor.inspector.graph.states import Category, normalize
+from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates import condition as cond
+from opendoctor.inspector.templates.cycles import find_cause_cycle
 from opendoctor.inspector.templates.matchers import Matcher, compile_entity
+from opendoctor.inspector.templates.model import (
+    Clause,
+    Quantifier,
+    Scenario,
+    Step,
+    Template,
+    TemplateError,
+)
 from opendoctor.inspector.templates.schema import (
     ACTIONS,
     ActionIn,
@@ -31,59 +38,6 @@ from opendoctor.inspector.templates.schema import (
     TemplateIn,
 )
 from opendoctor.inspector.templates.yamlsrc import Located, Path, SourceError
-
-
-class TemplateError(ValueError):
-    """A template cannot be used; `problems` lists every reason, each with its line."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems))
-        self.source = source
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One move of the search: follow `relation` from a bound entity, or check it."""
-
-    relation: cond.Relation
-    check: bool  # both ends bound already
-    forward: bool  # from the relation's source to its target
-
-
-@dataclass(slots=True)
-class Clause:
-    index: int
-    entities: tuple[str, ...]  # bound by the positive part, in match-key order
-    relations: tuple[cond.Relation, ...]
-    negatives: tuple[cond.Relation, ...]
-    plans: dict[str, tuple[Step, ...]] = field(default_factory=dict)
-    # The alarm a notify names as cause unless it says otherwise: the clause's first.
-    alarm_entity: str | None = None
-
-
-@dataclass(slots=True)
-class Scenario:
-    index: int
-    condition: str
-    clauses: list[Clause]
-    actions: list[ActionIn]
-    line: int | None
-
-
-@dataclass(slots=True)
-class Template:
-    name: str
-    description: str
-    entities: dict[str, Matcher]
-    scenarios: list[Scenario]
-    text: str
-
-    def raised(self) -> Iterable[tuple[Scenario, RaiseAlarm]]:
-        for scenario in self.scenarios:
-            for action in scenario.actions:
-                if isinstance(action, RaiseAlarm):
-                    yield scenario, action
 
 
 def _plan(anchor: str, relations: tuple[cond.Relation, ...]) -> tuple[Step, ...]:
@@ -216,8 +170,7 @@ class _Compiler:
         self, path: Path, index: int, lits: list[cond.Literal], entities: dict[str, Matcher]
     ) -> Clause | None:
         for lit in lits:
-            names = [lit.name] if isinstance(lit, cond.Entity) else [lit.source, lit.target]
-            for name in names:
+            for name in _names(lit):
                 if name not in entities:
                     known = ", ".join(entities) or "none"
                     self.fail(
@@ -231,7 +184,16 @@ class _Compiler:
                 "negate a relation, e.g. NOT alarm [on] host",
             )
             return None
-        positives = [lit for lit in lits if not lit.negated]
+        if any(isinstance(lit, cond.Relation) and lit.negated and lit.path for lit in lits):
+            self.fail(
+                path,
+                "NOT before a path [label*] is not supported: "
+                "say NOT ANY(a [label*] b, a) for 'no such chain'",
+            )
+            return None
+        positives = [
+            lit for lit in lits if not lit.negated and not isinstance(lit, cond.Quantified)
+        ]
         if not positives:
             self.fail(
                 path,
@@ -253,13 +215,64 @@ class _Compiler:
             if neg.source not in bound and neg.target not in bound:
                 self.fail(path, f"'{neg}' touches no entity that the rest of its alternative binds")
                 return None
+        quantifiers: list[Quantifier] = []
+        for lit in lits:
+            if isinstance(lit, cond.Quantified):
+                quantifier = self.quantifier(path, lit, bound, entities)
+                if quantifier is None:
+                    return None
+                quantifiers.append(quantifier)
         ordered = tuple(sorted(bound))
-        clause = Clause(index, ordered, relations, negatives)
+        clause = Clause(index, ordered, relations, negatives, quantifiers=tuple(quantifiers))
         clause.plans = {e: _plan(e, relations) for e in ordered}
         clause.alarm_entity = next(
             (e for e in ordered if entities[e].category == Category.ALARM), None
         )
         return clause
+
+    def quantifier(
+        self, path: Path, lit: cond.Quantified, bound: set[str], entities: dict[str, Matcher]
+    ) -> Quantifier | None:
+        rel = lit.relation
+        ends = [e for e in (rel.source, rel.target) if e in bound]
+        if len(ends) != 1 or rel.source == rel.target:
+            self.fail(
+                path,
+                f"in '{lit}' one end of '{rel}' must be bound by the rest of the "
+                "alternative and the other quantified over",
+            )
+            return None
+        (anchor,) = ends
+        each = rel.target if anchor == rel.source else rel.source
+        inner: list[Clause] = []
+        for i, alternative in enumerate(lit.inner):
+            names = {n for inner_lit in alternative for n in _names(inner_lit)}
+            if each not in names:
+                self.fail(path, f"in '{lit}' the condition after ',' must name {each!r}")
+                return None
+            outside = sorted(names & (bound | {anchor}))
+            if outside:
+                self.fail(
+                    path,
+                    f"in '{lit}' the condition after ',' names {outside[0]!r}, which the rest "
+                    f"of the alternative binds: use {each!r} and entities of its own",
+                )
+                return None
+            clause = self.clause(path, i, list(alternative), entities)
+            if clause is None:
+                return None
+            inner.append(clause)
+        return Quantifier(
+            every=lit.kind == "all",
+            negated=lit.negated,
+            label=rel.label,
+            path=rel.path,
+            bound=anchor,
+            each=each,
+            toward_each="in" if each == rel.source else "out",
+            inner=tuple(inner),
+            text=str(lit),
+        )
 
     def actions(
         self, index: int, raw: list[dict[str, Any]], entities: dict[str, Matcher]
@@ -310,73 +323,18 @@ def _line_of(problem: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _names(lit: cond.Literal) -> list[str]:
+    if isinstance(lit, cond.Entity):
+        return [lit.name]
+    if isinstance(lit, cond.Relation):
+        return [lit.source, lit.target]
+    return [lit.relation.source, lit.relation.target] + [
+        n for alternative in lit.inner for inner in alternative for n in _names(inner)
+    ]
+
+
 def _show(lits: list[cond.Literal]) -> str:
     return " AND ".join(str(lit) for lit in lits)
-
-
-def _hypothetical(action: RaiseAlarm) -> Vertex:
-    state = normalize(Category.ALARM, "alarm", action.severity)
-    return Vertex(
-        f"alarm:{action.name}",
-        Category.ALARM,
-        "alarm",
-        action.name,
-        action.name,
-        raw_state=action.severity,
-        state=state,
-        props={"deduced": True},
-    )
-
-
-def _can_bind(template: Template, clause: Clause, entity: str, on_type: str | None) -> bool:
-    """Could an alarm on a resource of type `on_type` stand for `entity` in `clause`?"""
-    for rel in clause.relations:
-        if rel.source == entity and rel.label == "on":
-            wanted = template.entities[rel.target].type
-            if wanted is not None and on_type is not None and wanted != on_type:
-                return False
-    return True
-
-
-def find_cause_cycle(templates: Iterable[Template]) -> list[str] | None:
-    """A chain of deduced alarm names in which the last can again trigger the first.
-
-    An alarm a template raises "can trigger" another if it fits an entity of a scenario
-    that raises the other (and sits on the kind of resource that entity is [on]). A cycle
-    would keep alarms alive by themselves after the real fault is gone: refused.
-    """
-    templates = list(templates)
-    raised = [(t, s, a) for t in templates for s, a in t.raised()]
-    edges: dict[str, set[str]] = {a.name: set() for _, _, a in raised}
-    for producer, _, produced in raised:
-        vertex = _hypothetical(produced)
-        on_type = producer.entities[produced.target].type
-        for template, scenario, other in raised:
-            if any(
-                template.entities[e](vertex) and _can_bind(template, c, e, on_type)
-                for c in scenario.clauses
-                for e in c.entities
-            ):
-                edges[produced.name].add(other.name)
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        stack.append(name)
-        for nxt in sorted(edges[name]):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[name] = 2
-        return None
-
-    for name in sorted(edges):
-        if name not in state and (found := visit(name)):
-            return found
-    return None
 
 
 def compile_template(

@@ -14,7 +14,7 @@ from typing import Any
 from opendoctor.inspector.graph import CAUSES, ON, TopologyGraph, Vertex, make_key
 from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.graph.states import Category, priority
-from opendoctor.inspector.templates.compiler import Clause, Scenario, Template
+from opendoctor.inspector.templates.model import Clause, Scenario, Template
 from opendoctor.inspector.templates.schema import (
     AddCausalRelationship,
     MarkDown,

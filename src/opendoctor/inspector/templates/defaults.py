@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from opendoctor.inspector.templates.compiler import Template, compile_template
+from opendoctor.inspector.templates.compiler import compile_template
+from opendoctor.inspector.templates.model import Template
 
 
 def default_texts() -> dict[str, str]:

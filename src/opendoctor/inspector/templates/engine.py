@@ -19,8 +19,16 @@ from typing import Any
 from opendoctor.inspector.graph import ON, Direction, TopologyGraph, Vertex
 from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.graph.states import Category
-from opendoctor.inspector.templates.compiler import Clause, Scenario, Template
 from opendoctor.inspector.templates.deductions import Binding, Deductions, Match, MatchKey, Plan
+from opendoctor.inspector.templates.matchers import Matcher
+from opendoctor.inspector.templates.model import (
+    Clause,
+    Quantifier,
+    Scenario,
+    Template,
+    clauses_within,
+)
+from opendoctor.inspector.templates.paths import holds, reach, walk
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,10 @@ class Engine(Deductions):
         # Vertex types whose own fields some entity tests; a change to a vertex of any
         # other type cannot change a match by itself (its edges are reported apart).
         self._field_types: set[str | None] = set()
+        # Chains ([label*]) and ALL(/ANY( reach past the entities a match binds: a
+        # change there must reach the matches it can make or break (see `_reach`).
+        self._chains: set[tuple[str, str | None]] = set()  # (label, type chained through)
+        self._quantifiers: list[tuple[Quantifier, Matcher]] = []
 
     def attach(self) -> Plan:
         """Start following the graph: evaluate everything once, then only what changes.
@@ -114,7 +126,8 @@ class Engine(Deductions):
         if self._acting:
             return
         self.dirty.add(key)
-        if self._wide:
+        # A vertex gone takes its edges: nothing is left to reach past it from.
+        if self._wide or self._chains or self._quantifiers:
             self.dirty.update(neighbors)
 
     # -- templates ----------------------------------------------------------------------
@@ -152,6 +165,8 @@ class Engine(Deductions):
         self._field_types = set()
         self._wide = False
         self._state_sensitive = False
+        self._chains = set()
+        self._quantifiers = []
         for t in self.templates.values():
             for matcher in t.entities.values():
                 # Deduced states only move resources; a test of an alarm's state reads
@@ -171,6 +186,11 @@ class Engine(Deductions):
                         self._field_types.add(t.entities[c.entities[0]].type)
                     for e in c.entities:
                         self._slots.setdefault(_slot_key(t, c, e), []).append((t, s, c, e))
+                    for inner in clauses_within(c):
+                        for rel in inner.relations:
+                            if rel.path:
+                                self._chains.add((rel.label, t.entities[rel.source].type))
+                    self._quantifiers.extend((q, t.entities[q.each]) for q in c.quantifiers)
 
     def evaluate_all(self) -> Plan:
         """Evaluate every template over the whole graph (at start, and for the tests)."""
@@ -231,6 +251,8 @@ class Engine(Deductions):
                 self.dirty.clear()
                 break
             batch, self.dirty = self.dirty, set()
+            if self._chains or self._quantifiers:
+                batch |= reach(self.graph, self._chains, self._quantifiers, batch)
             if self._wide:
                 # A NOT over an entity left unbound ("no alarm [on] this server") depends
                 # on the neighbours of what it binds: a change to one reaches them.
@@ -292,20 +314,37 @@ class Engine(Deductions):
         self, t: Template, c: Clause, steps: tuple[Any, ...], i: int, b: Binding
     ) -> Iterator[Binding]:
         if i == len(steps):
-            if self._negatives_hold(t, c, b):
+            if self._negatives_hold(t, c, b) and all(
+                holds(self.graph, partial(self._search, t), t, q, b[q.bound]) != q.negated
+                for q in c.quantifiers
+            ):
                 yield dict(b)
             return
         step = steps[i]
         rel = step.relation
         if step.check:
-            if self.graph.has_edge(b[rel.source].key, b[rel.target].key, rel.label):
+            source, target = b[rel.source].key, b[rel.target].key
+            if rel.path:
+                through = t.entities[rel.source]
+                linked = any(
+                    n.key == target for n in walk(self.graph, source, rel.label, "out", through)
+                )
+            else:
+                linked = self.graph.has_edge(source, target, rel.label)
+            if linked:
                 yield from self._extend(t, c, steps, i + 1, b)
             return
         direction: Direction = "out" if step.forward else "in"
         frm, to = (rel.source, rel.target) if step.forward else (rel.target, rel.source)
         matcher = t.entities[to]
         used = {x.key for x in b.values()}
-        for n in self.graph.neighbors(b[frm].key, rel.label, direction, type=matcher.type):
+        if rel.path:
+            # A chain's vertices, but its last, are like its first (switches down to a host).
+            through = t.entities[rel.source]
+            found = walk(self.graph, b[frm].key, rel.label, direction, through)
+        else:
+            found = self.graph.neighbors(b[frm].key, rel.label, direction, type=matcher.type)
+        for n in found:
             if n.key in used or not matcher(n):
                 continue
             b[to] = n

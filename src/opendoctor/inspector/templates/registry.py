@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from opendoctor.inspector.templates.compiler import Template, TemplateError, compile_template
+from opendoctor.inspector.templates.compiler import compile_template
 from opendoctor.inspector.templates.deductions import Plan
 from opendoctor.inspector.templates.defaults import default_texts
 from opendoctor.inspector.templates.engine import Engine
+from opendoctor.inspector.templates.model import Template, TemplateError
 from opendoctor.store.templates import TemplateStore
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from opendoctor.inspector.templates import Engine, Template, compile_template
 from opendoctor.inspector.templates.defaults import load_defaults
 
 # Negation (both kinds), OR, a state test on a resource, a causal link between two
-# given alarms and a workflow: what the built-ins do not exercise.
+# given alarms, a workflow, ANY( over a chain and ALL( over one hop: what the built-ins
+# do not exercise.
 EXTRA = """
 name: extra
 entities:
@@ -27,6 +28,7 @@ entities:
   a3: {category: ALARM, name: a3}
   any_alarm: {category: ALARM}
   host: {type: host}
+  switch: {type: switch}
   bad_host: {type: host, state: ERROR}
   server: {type: server}
 scenarios:
@@ -43,6 +45,12 @@ scenarios:
     actions:
       - set_state: {target: server, state: TRANSIENT}
       - notify: {target: server, state: suspect}
+  - condition: host AND ANY(switch [connects*] host, a3 [on] switch)
+    actions:
+      - raise_alarm: {target: host, name: x.suspect_path, severity: WARNING}
+  - condition: a1 [on] host AND ALL(host [contains] server, any_alarm [on] server)
+    actions:
+      - raise_alarm: {target: host, name: x.all_servers, severity: WARNING, causing_alarm: a1}
 """
 
 TEMPLATES: list[Template] = load_defaults()
@@ -52,16 +60,26 @@ RESOURCES = [
     *[f"host:h{i}" for i in range(3)],
     *[f"server:s{i}" for i in range(4)],
     "switch:sw0",
+    "switch:sw1",
+    "switch:spine",
     "port:p0",
     "power_feed:f0",
+    "power_feed:f1",
     "rack:r0",
 ]
 RELATIONS = [
     *[(f"host:h{h}", f"server:s{s}", "contains") for h in range(3) for s in range(4)],
     *[("switch:sw0", f"host:h{h}", "connects") for h in range(3)],
+    # A second top-of-rack switch for two hosts, a spine over both, and a peer link.
+    *[("switch:sw1", f"host:h{h}", "connects") for h in range(2)],
+    ("switch:spine", "switch:sw0", "connects"),
+    ("switch:spine", "switch:sw1", "connects"),
+    ("switch:sw0", "switch:sw1", "connects"),
     *[("port:p0", f"server:s{s}", "attached") for s in range(4)],
     ("power_feed:f0", "rack:r0", "powers"),
     ("power_feed:f0", "host:h2", "powers"),
+    ("power_feed:f1", "host:h2", "powers"),
+    ("power_feed:f1", "rack:r0", "powers"),
     *[("rack:r0", f"host:h{h}", "contains") for h in range(3)],
 ]
 ALARM_NAMES = (
@@ -82,7 +100,7 @@ link_ops = st.tuples(st.just("link"), st.sampled_from(RELATIONS))
 unlink_ops = st.tuples(st.just("unlink"), st.sampled_from(RELATIONS))
 HOSTS = [r for r in RESOURCES if r.startswith("host:")]
 SERVERS = [r for r in RESOURCES if r.startswith("server:")]
-OTHERS = ["switch:sw0", "port:p0", "power_feed:f0", "rack:r0"]
+OTHERS = [r for r in RESOURCES if r not in HOSTS and r not in SERVERS]
 # Mostly alarms on the kind of resource their rules expect, sometimes anywhere.
 TARGETS = {
     "compute.host.down": HOSTS,
@@ -90,7 +108,7 @@ TARGETS = {
     "compute.instance.lifecycle.exited": SERVERS,
     "resource.down": OTHERS,
     "a1": HOSTS + SERVERS,
-    "a3": HOSTS + SERVERS,
+    "a3": HOSTS + SERVERS + OTHERS,
 }
 alarm_ops = st.sampled_from(ALARM_NAMES).flatmap(
     lambda name: st.tuples(
