@@ -39,6 +39,11 @@ class Facade(Protocol):
     def runs(self, *roles: Role) -> bool:
         """Whether this process runs any of these roles."""
 
+    @property
+    def keeps_graph(self) -> bool:
+        """Whether this process keeps the entity graph and the templates in force (the
+        inspector role, or an api process that mirrors every fault)."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

@@ -30,15 +30,15 @@ def service_of(request: Request) -> Facade:
 
 
 def inspecting(request: Request, what: str) -> Facade:
-    """The service, if this process runs the inspector, which holds the faults' graph and
-    the rule templates; a process of a split deployment without it answers 503."""
+    """The service, if this process keeps the faults' graph and the rule templates (the
+    inspector role, or an api process that mirrors them); else 503 (a monitor, say)."""
     service = service_of(request)
-    if not service.runs("inspector"):
+    if not service.keeps_graph:
         roles = ", ".join(sorted(service.roles))
         raise RequestError(
             503,
-            f"{what} is kept by the inspector role, which this process does not run "
-            f"(roles: {roles}); ask a process that runs api and inspector",
+            f"{what} is kept by the inspector and api roles, which this process does not "
+            f"run (roles: {roles})",
         )
     return service
 

@@ -43,6 +43,10 @@ class ServiceFacade:
     def runs(self, *roles: Role) -> bool:
         return self._service.runs(*roles)
 
+    @property
+    def keeps_graph(self) -> bool:
+        return self._service.mirror is not None or self._service.runs("inspector")
+
     async def start(self) -> None:
         await self._service.start()
 

@@ -30,6 +30,7 @@ from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.inspector import Inspector
+from opendoctor.inspector.mirror import FaultMirror
 from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry
 from opendoctor.inspector.topology import Topology
@@ -167,6 +168,8 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._reactions: set[asyncio.Task[Outcome]] = set()
         self._inspector: Inspector | None = None
+        # Scaled out: the other partitions' faults, mirrored into this process's graph.
+        self.mirror: FaultMirror | None = None
         self.started = False
         self.facade = ServiceFacade(self)
 
@@ -214,6 +217,8 @@ class Service:
         elif self.runs("api", "monitor"):
             # What the API checks events against and shows, what the monitor probes.
             await self.topology_sync.load()
+            if self.runs("api") and self.settings.bus.kind != "memory":
+                await self._start_view()
         if self.settings.bus.kind != "memory" and self.runs("api", "notifier"):
             # Other processes on the same database create and fire alarms too.
             self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
@@ -263,6 +268,20 @@ class Service:
         # Faults that outlived a restart go back into the graph as alarms. What the rules
         # deduce from them was carried out before the restart: only the graph is rebuilt.
         self._inspector.raise_restored()
+        if self.settings.bus.consume is not None:
+            # One of several inspectors: the others' faults go into this graph too.
+            active = self._inspector
+            self.mirror = FaultMirror(
+                self.faults,
+                self.fault_graph,
+                self.engine,
+                lambda: active.active,
+                active.cleared_here,
+                active.forget,
+            )
+            self.engine.acts = self.fault_graph.acts
+            await self.mirror.sync()
+            self._tasks.append(asyncio.create_task(self._sync_faults(), name="fault-sync"))
         plan = self.engine.attach()
         log.info(
             "rule templates in force",
@@ -276,6 +295,26 @@ class Service:
         if self.settings.bus.kind != "memory":
             self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
+
+    async def _start_view(self) -> None:
+        """An api process of a split deployment: the graph as the inspectors see it (every
+        fault mirrored, the same templates), to show and to query; it acts on nothing."""
+        inspector = self.settings.inspector
+        await self.templates.load(inspector.default_templates, inspector.templates_dir)
+        self.mirror = FaultMirror(self.faults, self.fault_graph, self.engine)
+        await self.mirror.sync()
+        self.engine.attach()
+        self._tasks.append(asyncio.create_task(self._sync_faults(), name="fault-sync"))
+        self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
+
+    async def _sync_faults(self) -> None:
+        assert self.mirror is not None
+        while True:
+            await asyncio.sleep(self.settings.inspector.fault_sync_interval)
+            try:
+                self.carry_out(await self.mirror.sync())
+            except Exception as exc:  # the database: try again next time
+                log.warning("faults of other partitions not taken up", extra={"error": str(exc)})
 
     async def _prune_audit(self) -> None:
         keep = self.settings.api.audit_retention_days * 86_400
@@ -313,7 +352,8 @@ class Service:
         marked down only for reasons the change took away."""
         before = self.engine.marked()
         yield
-        await self.inspector.release(before)
+        if self._inspector is not None:  # an api process's view marks nothing
+            await self._inspector.release(before)
 
     def react(self) -> None:
         """Bring the rules up to date after a change that is not a fault (the VIM's feed,

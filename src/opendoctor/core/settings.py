@@ -126,6 +126,12 @@ class InspectorSettings(BaseModel):
         description="scaled out: seconds between take-ups of the templates other "
         "inspectors stored through their API",
     )
+    fault_sync_interval: float = Field(
+        1.0,
+        gt=0,
+        description="scaled out: seconds between readings of the other partitions' "
+        "active faults, which each inspector (and each api process) mirrors in its graph",
+    )
     topology_sync_interval: float = Field(
         2.0,
         gt=0,

@@ -83,6 +83,9 @@ class Inspector:
         self._background = Background()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
+        # Faults cleared here, by id, and when: the store may say "active" a moment
+        # longer, and the mirror must not bring them back as another's.
+        self.cleared_here: dict[str, float] = {}
 
     async def restore(self) -> None:
         """Take up the faults that were active when the service stopped."""
@@ -276,6 +279,7 @@ class Inspector:
         plan = self.engine.run()
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
         del self.active[fault.key]
+        self.cleared_here[fault.id] = time.monotonic()
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
         if plan:
@@ -286,6 +290,19 @@ class Inspector:
         await asyncio.gather(*self._vim_work.pop(fault.id, []), return_exceptions=True)
         await self.release(marked_before)
         await self._save(fault)
+
+    def forget(self, fault_ids: set[str]) -> None:
+        """Drop faults another inspector has cleared: their partition went back to it
+        (a replica returned), and its events with it. What the rules deduced from them
+        goes; the VIM is left to the inspector that cleared them."""
+        for key, fault in list(self.active.items()):
+            if fault.id in fault_ids:
+                log.info("fault cleared by another replica", extra={"fault": fault.id})
+                del self.active[key]
+                self.fault_graph.cleared(fault)
+                self.damping.cleared(fault)
+                self.done.pop(fault.id, None)
+        metrics.FAULTS_ACTIVE.set(len(self.active))
 
     async def release(self, marked_before: set[str]) -> None:
         """Bring back up what was marked down for a reason that no longer holds (a fault

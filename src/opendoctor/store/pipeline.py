@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -171,6 +171,34 @@ class FaultStore:
                 session, query, FaultRow.id, FaultRow.started, marker, descending=True
             )
             return [_fault_from_row(r) for r in await session.scalars(query)]
+
+    async def active_heads(self) -> Sequence[Fault]:
+        """Every active fault, without its timeline, servers or recovery: what another
+        inspector needs to mirror it in its graph, cheap enough to ask every second."""
+        query = select(
+            FaultRow.id, FaultRow.type, FaultRow.hostname, FaultRow.started, FaultRow.instance_id
+        ).where(FaultRow.status == "active")
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            Fault(
+                id=r.id,
+                type=r.type,
+                hostname=r.hostname,
+                started=r.started,
+                instance_id=r.instance_id,
+            )
+            for r in rows
+        ]
+
+    async def cleared_among(self, fault_ids: Iterable[str]) -> set[str]:
+        """Which of these faults the store has as cleared (by whichever inspector)."""
+        ids = list(fault_ids)
+        if not ids:
+            return set()
+        query = select(FaultRow.id).where(FaultRow.id.in_(ids), FaultRow.status == "cleared")
+        async with self.db.sessions() as session:
+            return set((await session.scalars(query)).all())
 
 
 class ResourceStore:

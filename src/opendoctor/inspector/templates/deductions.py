@@ -8,6 +8,7 @@ their first reason appears, into the `Plan` handed back to the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,7 @@ class Deductions:
     _state_sensitive: bool
     _wide: bool
     _acting: bool
+    acts: Callable[[Iterable[str]], bool] | None
 
     # -- actions ------------------------------------------------------------------------
 
@@ -169,18 +171,20 @@ class Deductions:
             self._restate(target)
         elif isinstance(action, Notify):
             cause = keys[action.cause] if action.cause else keys.get(alarm_entity or "")
-            if self._once(("notify", keys[action.target], action.event_type, action.state), match):
+            told = ("notify", keys[action.target], action.event_type, action.state)
+            if self._once(told, match) and self._ours(keys):
                 self._plan.notify.append(
                     NotifyEffect(
                         keys[action.target], action.event_type, action.state, cause, t.name
                     )
                 )
         elif isinstance(action, MarkDown):
-            if self._once(("mark_down", keys[action.target]), match):
+            if self._once(("mark_down", keys[action.target]), match) and self._ours(keys):
                 self._plan.mark_down.append(keys[action.target])
         elif isinstance(action, RunWorkflow):
             wf_target = keys[action.target] if action.target else None
-            if self._once(("workflow", action.workflow, wf_target or match.key), match):
+            once = ("workflow", action.workflow, wf_target or match.key)
+            if self._once(once, match) and self._ours(keys):
                 self._plan.workflows.append(
                     WorkflowEffect(
                         action.workflow, wf_target, dict(action.params), dict(keys), t.name
@@ -195,6 +199,11 @@ class Deductions:
         else:
             counts.pop(key, None)
         return n
+
+    def _ours(self, keys: dict[str, str]) -> bool:
+        """Whether this process carries out the match's effects on the world (scaled
+        out, one inspector of those that deduce the same does)."""
+        return self.acts is None or self.acts(keys.values())
 
     def _once(self, key: tuple[Any, ...], match: Match) -> bool:
         match.tokens.append(("once", key))

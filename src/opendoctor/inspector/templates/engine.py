@@ -12,7 +12,7 @@ and are handed back to the caller in a `Plan` to carry out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -68,6 +68,8 @@ class Engine(Deductions):
         self.once: dict[tuple[Any, ...], int] = {}  # notify / mark_down / workflow reasons
         self.dirty: set[str] = set()
         self._plan = Plan()
+        # Who acts on a match, where several processes deduce the same (`FaultGraph.acts`).
+        self.acts: Callable[[Iterable[str]], bool] | None = None
         # Where each entity of each clause may stand, by the vertex type it needs; alarm
         # entities by "@" and the type of the resource the alarm must be [on], so a new
         # alarm on a server is never tried against rules about alarms on hosts.
