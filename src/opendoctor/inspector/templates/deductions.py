@@ -16,6 +16,7 @@ from opendoctor.inspector.graph import CAUSES, ON, TopologyGraph, Vertex, make_k
 from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.graph.states import Category, priority
 from opendoctor.inspector.templates.model import Clause, Scenario, Template
+from opendoctor.inspector.templates.paths import Reach
 from opendoctor.inspector.templates.schema import (
     AddCausalRelationship,
     MarkDown,
@@ -104,6 +105,8 @@ class Deductions:
     _deferred: list[tuple[Match, Template, Any, str | None]]
     _state_sensitive: bool
     _wide: bool
+    _reach: Reach
+    _near: set[str]
     _acting: bool
     acts: Callable[[Iterable[str]], bool] | None
 
@@ -264,13 +267,15 @@ class Deductions:
             return
         props = alarm.props or {}
         self.history.record("cleared", alarm, props.get("resource"), props.get("caused_by"))
-        neighbors = (
-            [n.key for n in self.graph.neighbors(key, direction="both")] if self._wide else []
-        )
+        reach = self._wide or self._reach
+        neighbors = [n.key for n in self.graph.neighbors(key, direction="both")] if reach else []
         self.graph.remove(key)
         # Matches through the alarm go when it is re-evaluated (it is gone by then).
         self.dirty.add(key)
-        self.dirty.update(neighbors)
+        if self._wide:
+            self.dirty.update(neighbors)
+        elif self._reach:
+            self._near.update(neighbors)
 
     # -- for the API and the tests ------------------------------------------------------
 

@@ -20,15 +20,12 @@ from opendoctor.inspector.graph import ON, Direction, TopologyGraph, Vertex
 from opendoctor.inspector.graph.history import AlarmHistory
 from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates.deductions import Binding, Deductions, Match, MatchKey, Plan
-from opendoctor.inspector.templates.matchers import Matcher
 from opendoctor.inspector.templates.model import (
     Clause,
-    Quantifier,
     Scenario,
     Template,
-    clauses_within,
 )
-from opendoctor.inspector.templates.paths import holds, reach, walk
+from opendoctor.inspector.templates.paths import Reach, holds, walk
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +82,9 @@ class Engine(Deductions):
         # other type cannot change a match by itself (its edges are reported apart).
         self._field_types: set[str | None] = set()
         # Chains ([label*]) and ALL(/ANY( reach past the entities a match binds: a
-        # change there must reach the matches it can make or break (see `_reach`).
-        self._chains: set[tuple[str, str | None]] = set()  # (label, type chained through)
-        self._quantifiers: list[tuple[Quantifier, Matcher]] = []
+        # change there must reach the matches it can make or break.
+        self._reach = Reach()
+        self._near: set[str] = set()  # next to vertices gone since the last round
 
     def attach(self) -> Plan:
         """Start following the graph: evaluate everything once, then only what changes.
@@ -128,9 +125,15 @@ class Engine(Deductions):
         if self._acting:
             return
         self.dirty.add(key)
-        # A vertex gone takes its edges: nothing is left to reach past it from.
-        if self._wide or self._chains or self._quantifiers:
+        if self._wide:
             self.dirty.update(neighbors)
+        elif self._reach:
+            # Gone with its edges: reach past it from its neighbours. They need a look
+            # of their own unless it was an alarm no chain runs through (the matches
+            # that bound it are found through it).
+            self._near.update(neighbors)
+            if not key.startswith("alarm:") or self._reach.through_alarms:
+                self.dirty.update(neighbors)
 
     # -- templates ----------------------------------------------------------------------
 
@@ -167,8 +170,7 @@ class Engine(Deductions):
         self._field_types = set()
         self._wide = False
         self._state_sensitive = False
-        self._chains = set()
-        self._quantifiers = []
+        self._reach = Reach()
         for t in self.templates.values():
             for matcher in t.entities.values():
                 # Deduced states only move resources; a test of an alarm's state reads
@@ -188,11 +190,7 @@ class Engine(Deductions):
                         self._field_types.add(t.entities[c.entities[0]].type)
                     for e in c.entities:
                         self._slots.setdefault(_slot_key(t, c, e), []).append((t, s, c, e))
-                    for inner in clauses_within(c):
-                        for rel in inner.relations:
-                            if rel.path:
-                                self._chains.add((rel.label, t.entities[rel.source].type))
-                    self._quantifiers.extend((q, t.entities[q.each]) for q in c.quantifiers)
+                    self._reach.add(t, c)
 
     def evaluate_all(self) -> Plan:
         """Evaluate every template over the whole graph (at start, and for the tests)."""
@@ -253,8 +251,10 @@ class Engine(Deductions):
                 self.dirty.clear()
                 break
             batch, self.dirty = self.dirty, set()
-            if self._chains or self._quantifiers:
-                batch |= reach(self.graph, self._chains, self._quantifiers, batch)
+            if self._reach:
+                # Past what changed, and past what is gone from next to what remains.
+                gone_from, self._near = self._near, set()
+                batch |= self._reach(self.graph, batch | gone_from)
             if self._wide:
                 # A NOT over an entity left unbound ("no alarm [on] this server") depends
                 # on the neighbours of what it binds: a change to one reaches them.

@@ -2,17 +2,19 @@
 
 Both look past the entities a match binds: a chain through switches between a spine
 and a host, the servers of a host that ALL( asks about. `walk` and `holds` evaluate
-them for the engine's search; `reach` tells the engine which vertices a change could
+them for the engine's search; `Reach` tells the engine which vertices a change could
 make or break a match at, since the change may be several hops from any bound vertex.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from opendoctor.inspector.graph import Direction, TopologyGraph, Vertex
+from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates.matchers import Matcher
-from opendoctor.inspector.templates.model import Clause, Quantifier, Template
+from opendoctor.inspector.templates.model import Clause, Quantifier, Template, clauses_within
 
 # The engine's search: the bindings of a clause that start from `anchor` at a vertex.
 Search = Callable[[Clause, str, Vertex], Iterator[dict[str, Vertex]]]
@@ -92,41 +94,111 @@ def _along(
     return seen
 
 
-def reach(
-    graph: TopologyGraph,
-    chains: Iterable[tuple[str, str | None]],
-    quantifiers: Iterable[tuple[Quantifier, Matcher]],
-    keys: Iterable[str],
-) -> set[str]:
-    """The vertices whose matches a change at `keys` may make or break: along each
-    chain's label both ways (through the type it chains through), and from whatever a
-    quantifier's inner condition could bind to the vertices the quantifier is asked about.
-    """
-    chains, quantifiers = list(chains), list(quantifiers)
-    out: set[str] = set()
-    for key in keys:
-        for label, kind in chains:
-            out |= _along(graph, key, label, "in", kind) | _along(graph, key, label, "out", kind)
-        for q, each in quantifiers:
-            near = _within(graph, key, q.inner)
-            for k in near:
-                if q.path:
-                    out |= _along(graph, k, q.label, q.toward_bound, each.type)
-                else:
-                    out.update(n.key for n in graph.neighbors(k, q.label, q.toward_bound))
-    return out
+def _kind(m: Matcher) -> str | None:
+    """The vertex type an entity can stand for (None: any)."""
+    return "alarm" if m.category == Category.ALARM else m.type
 
 
-def _within(graph: TopologyGraph, key: str, inner: Iterable[Clause]) -> set[str]:
-    """`key` and what lies as many hops from it as the inner condition has relations,
-    over its labels: where the related vertex could be if `key` is one it binds."""
-    inner = list(inner)
-    labels = {rel.label for c in inner for rel in (*c.relations, *c.negatives)}
-    hops = max((len(c.relations) + len(c.negatives) for c in inner), default=0)
-    near = frontier = {key}
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    label: str
+    kind: str | None  # the type of the vertices it goes through
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What a quantifier reaches past its bound vertex, as far as changes go: from a
+    vertex its inner condition could bind, `hops` steps over `labels` to the related
+    vertex, then along `label` to the vertices the quantifier is asked about."""
+
+    labels: frozenset[str]
+    hops: int
+    kinds: frozenset[str] | None  # types the inner condition binds (None: any)
+    label: str
+    path: bool
+    toward_bound: Direction
+    each: str | None  # the type of the related vertices
+
+
+@dataclass(slots=True)
+class Reach:
+    """The vertices whose matches a change at some vertices may make or break through
+    a chain or a quantifier (the engine re-evaluates them too). Built once per set of
+    templates; the same chain or quantifier in several scenarios is followed once."""
+
+    chains: set[_Chain] = field(default_factory=set)
+    asked: set[_Asked] = field(default_factory=set)
+
+    def add(self, t: Template, clause: Clause) -> None:
+        for c in clauses_within(clause):
+            for rel in c.relations:
+                if rel.path:
+                    self.chains.add(_Chain(rel.label, _kind(t.entities[rel.source])))
+        for q in clause.quantifiers:
+            rels = [r for c in q.inner for r in (*c.relations, *c.negatives)]
+            kinds = {_kind(t.entities[e]) for c in q.inner for e in c.entities}
+            each = _kind(t.entities[q.each])
+            typed = {k for k in kinds if k is not None}
+            if each is not None and len(typed) == len(kinds):
+                bound_kinds: frozenset[str] | None = frozenset({*typed, each})
+            else:
+                bound_kinds = None
+            self.asked.add(
+                _Asked(
+                    frozenset(r.label for r in rels),
+                    max((len(c.relations) + len(c.negatives) for c in q.inner), default=0),
+                    bound_kinds,
+                    q.label,
+                    q.path,
+                    q.toward_bound,
+                    each,
+                )
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.chains or self.asked)
+
+    @property
+    def through_alarms(self) -> bool:
+        """Whether some chain may run through alarms (over `causes`, say)."""
+        return any(chain.kind in (None, "alarm") for chain in self.chains)
+
+    def __call__(self, graph: TopologyGraph, keys: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        near_cache: dict[tuple[str, frozenset[str], int], dict[str, str]] = {}
+        for key in keys:
+            v = graph.get(key)
+            if v is None:  # gone: its neighbours were noted, and are followed instead
+                continue
+            for chain in self.chains:
+                # A chain runs from its source's kind down to its end: what a change on
+                # it can break lies below (the end of every match through it).
+                if chain.kind is None or v.type == chain.kind:
+                    out |= _along(graph, key, chain.label, "out", chain.kind)
+            for q in self.asked:
+                if q.kinds is not None and v.type not in q.kinds:
+                    continue
+                cached = (key, q.labels, q.hops)
+                near = near_cache.get(cached)
+                if near is None:
+                    near = near_cache[cached] = _within(graph, v, q.labels, q.hops)
+                for k, kind in near.items():
+                    if q.each is not None and kind != q.each:
+                        continue  # not a vertex the quantifier relates
+                    if q.path:
+                        out |= _along(graph, k, q.label, q.toward_bound, q.each)
+                    else:
+                        out.update(n.key for n in graph.neighbors(k, q.label, q.toward_bound))
+        return out
+
+
+def _within(graph: TopologyGraph, v: Vertex, labels: frozenset[str], hops: int) -> dict[str, str]:
+    """`v` and what lies up to `hops` steps from it over `labels` (key -> type): where
+    the related vertex could be if `v` is one that the inner condition binds."""
+    near = {v.key: v.type}
+    frontier = [v.key]
     for _ in range(hops):
-        frontier = {
-            n.key for k in frontier for label in labels for n in graph.neighbors(k, label, "both")
-        } - near
-        near = near | frontier
+        found = [n for k in frontier for label in labels for n in graph.neighbors(k, label, "both")]
+        frontier = [n.key for n in found if n.key not in near]
+        near.update((n.key, n.type) for n in found)
     return near
