@@ -267,14 +267,14 @@ class Deductions:
             return
         props = alarm.props or {}
         self.history.record("cleared", alarm, props.get("resource"), props.get("caused_by"))
-        reach = self._wide or self._reach
+        reach = self._wide or (self._reach and self._reach.about(alarm))
         neighbors = [n.key for n in self.graph.neighbors(key, direction="both")] if reach else []
         self.graph.remove(key)
         # Matches through the alarm go when it is re-evaluated (it is gone by then).
         self.dirty.add(key)
         if self._wide:
             self.dirty.update(neighbors)
-        elif self._reach:
+        else:
             self._near.update(neighbors)
 
     # -- for the API and the tests ------------------------------------------------------

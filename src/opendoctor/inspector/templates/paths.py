@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from opendoctor.inspector.graph import Direction, TopologyGraph, Vertex
+from opendoctor.inspector.graph import ON, Direction, TopologyGraph, Vertex
 from opendoctor.inspector.graph.states import Category
 from opendoctor.inspector.templates.matchers import Matcher
 from opendoctor.inspector.templates.model import Clause, Quantifier, Template, clauses_within
@@ -118,6 +118,30 @@ class _Asked:
     path: bool
     toward_bound: Direction
     each: str | None  # the type of the related vertices
+    # The types of resource the inner condition's alarms are [on] (None: any, or some
+    # alarm is bound otherwise): an alarm on anything else cannot matter.
+    alarms_on: frozenset[str] | None
+
+
+def _alarms_on(t: Template, inner: Iterable[Clause]) -> frozenset[str] | None:
+    on: set[str] = set()
+    for c in inner:
+        for e in c.entities:
+            if t.entities[e].category != Category.ALARM:
+                continue
+            targets = [r.target for r in c.relations if r.source == e and r.label == ON]
+            kinds = [_kind(t.entities[x]) for x in targets]
+            if not kinds or None in kinds:
+                return None
+            on.update(k for k in kinds if k is not None)
+    return frozenset(on)
+
+
+def alarm_on(v: Vertex) -> str | None:
+    """The type of the resource an alarm is on, as faults' and deduced alarms' props
+    say (None: an alarm that does not say, which might be on anything)."""
+    resource = (v.props or {}).get("resource")
+    return resource.partition(":")[0] if isinstance(resource, str) else None
 
 
 @dataclass(slots=True)
@@ -152,6 +176,7 @@ class Reach:
                     q.path,
                     q.toward_bound,
                     each,
+                    _alarms_on(t, q.inner),
                 )
             )
 
@@ -162,6 +187,18 @@ class Reach:
     def through_alarms(self) -> bool:
         """Whether some chain may run through alarms (over `causes`, say)."""
         return any(chain.kind in (None, "alarm") for chain in self.chains)
+
+    def about(self, alarm: Vertex) -> bool:
+        """Whether a change to this alarm can matter past what binds it."""
+        if self.through_alarms:
+            return True
+        on = alarm_on(alarm)
+        for q in self.asked:
+            if q.kinds is None:
+                return True
+            if "alarm" in q.kinds and (q.alarms_on is None or on is None or on in q.alarms_on):
+                return True
+        return False
 
     def __call__(self, graph: TopologyGraph, keys: Iterable[str]) -> set[str]:
         out: set[str] = set()
@@ -175,8 +212,11 @@ class Reach:
                 # it can break lies below (the end of every match through it).
                 if chain.kind is None or v.type == chain.kind:
                     out |= _along(graph, key, chain.label, "out", chain.kind)
+            on = alarm_on(v) if v.category == Category.ALARM else None
             for q in self.asked:
                 if q.kinds is not None and v.type not in q.kinds:
+                    continue
+                if on is not None and q.alarms_on is not None and on not in q.alarms_on:
                     continue
                 cached = (key, q.labels, q.hops)
                 near = near_cache.get(cached)
