@@ -6,7 +6,8 @@ in its own session (it outlives the command that started it) and listed in
 `cluster.json` in the cluster's directory, with its pid, URL and log. The inspector and
 notifier replicas split the bus partitions between them (replica i first takes the
 partitions p with p % N == i) and stand by for the others, so that when one dies the
-broker hands its partitions to a survivor. The monitor replicas elect one leader
+broker hands its partitions to a survivor; when it comes back (`Cluster.restart`), the
+survivor hands them back (`bus.handback`). The monitor replicas elect one leader
 through a lease in the database. Each member's database connections are named after it
 (`application_name`, seen in `pg_stat_activity`), its broker connection after its pid.
 
@@ -154,6 +155,19 @@ class Cluster:
     def kill(self, name: str) -> None:
         """SIGKILL one member, as a crash would."""
         self.processes[name].kill()
+
+    async def restart(self, name: str, timeout: float = 60.0) -> Member:
+        """Start a member again (after `kill`, say) as the same replica: the same
+        partitions, state directory and log (appended to); a new pid and URL."""
+        member = self.members[name]
+        proc = self.processes[name]
+        if proc.proc is not None and proc.proc.poll() is None:
+            raise RuntimeError(f"{name} is running (pid {proc.proc.pid})")
+        member.url = await proc.start(timeout)
+        assert proc.proc is not None
+        member.pid = proc.proc.pid
+        self.save()
+        return member
 
     async def stop(self) -> None:
         # The API first (no new work), the consumers of the bus last.

@@ -20,7 +20,7 @@ from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, new_id
 from opendoctor.core.notifications import OutboxEntry
-from opendoctor.core.ports import Bus, NotifyTarget, Sender, VimDriver
+from opendoctor.core.ports import Bus, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
@@ -45,7 +45,7 @@ from opendoctor.recovery.evacuation import Recovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.audit import AuditStore
 from opendoctor.store.db import Database
-from opendoctor.store.leases import LeaseStore
+from opendoctor.store.leases import LeasePresence, LeaseStore
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
 from opendoctor.store.templates import TemplateStore
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 EVENTS_TOPIC = "events"
 
 
-def make_bus(settings: Settings) -> Bus:
+def make_bus(settings: Settings, presence: Presence | None = None) -> Bus:
     bus = settings.bus
     if bus.kind == "memory":
         return InProcessBus()
@@ -75,6 +75,9 @@ def make_bus(settings: Settings) -> Bus:
         publish_timeout=bus.publish_timeout,
         reconnect_interval=bus.reconnect_interval,
         standby_after=bus.standby_after if bus.consume is not None else None,
+        # Replicas claim their partitions in the database, to be handed them back.
+        presence=presence,
+        presence_ttl=bus.presence_ttl,
     )
 
 
@@ -87,7 +90,7 @@ class Service:
         self.roles: frozenset[Role] = frozenset(settings.roles)
         self._vim = vim
         self.db = Database(settings.db_url)
-        self.bus: Bus = make_bus(settings)
+        self.bus: Bus = make_bus(settings, LeasePresence(LeaseStore(self.db)))
         self.http = HttpClient(
             timeout=settings.notifier.timeout, connections=settings.notifier.connections
         )
@@ -186,11 +189,17 @@ class Service:
 
     def consuming(self) -> dict[str, dict[str, list[int]]]:
         """The bus partitions this process subscribes to, per topic (scaled out): its own,
-        and those it stands by for."""
+        those it stands by for, and of those the ones it serves."""
         own: dict[str, set[int]] = getattr(self.bus, "consuming", {})
         standby: dict[str, set[int]] = getattr(self.bus, "standing_by", {})
+        taken: dict[str, set[int]] = getattr(self.bus, "taken_over", {})
         return {
-            topic: {"own": sorted(own.get(topic, ())), "standby": sorted(standby.get(topic, ()))}
+            topic: {
+                "own": sorted(own.get(topic, ())),
+                "standby": sorted(standby.get(topic, ())),
+                # Stood-by partitions whose messages come here (their replica is gone).
+                "taken_over": sorted(taken.get(topic, ())),
+            }
             for topic in sorted(own.keys() | standby.keys())
         }
 

@@ -15,6 +15,7 @@ partition's messages are handled one at a time, in order; different partitions r
 concurrently. The partition queues are "single active consumer"
 queues: when several replicas subscribe to the same partition, the broker feeds one
 of them and fails over to the next when it goes away, so order holds across replicas.
+With a `presence`, a replica that comes back gets its partitions back (`bus.handback`).
 
 A message is acked after every handler of the topic returned. A handler that raises
 makes the message wait `retry_delay` seconds (its partition waits with it: order
@@ -41,7 +42,8 @@ from typing import Any
 from opendoctor.bus.base import handling
 from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
 from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
-from opendoctor.core.ports import Handler
+from opendoctor.bus.handback import Lane, Rebalancer
+from opendoctor.core.ports import Handler, Presence
 from opendoctor.infra.amqp import (
     AmqpError,
     Broker,
@@ -84,6 +86,8 @@ class AmqpBus:
         timeout: float = 5.0,
         reconnect_interval: float = 1.0,
         standby_after: float | None = None,
+        presence: Presence | None = None,
+        presence_ttl: float = 3.0,
         codecs: dict[str, Codec] | None = None,
         name: str = "opendoctor-bus",
     ) -> None:
@@ -107,6 +111,13 @@ class AmqpBus:
         # by for (the broker feeds it those only when their first consumer is gone).
         self.consuming: dict[str, set[int]] = {}
         self.standing_by: dict[str, set[int]] = {}
+        # Partitions stood by for whose messages the broker fed here: their own replica
+        # was gone (until they are handed back to it).
+        self.taken_over: dict[str, set[int]] = {}
+        self._lanes: dict[tuple[str, int], Lane] = {}
+        self._rebalancer: Rebalancer | None = None
+        if presence is not None and standby_after is not None and consume is not None:
+            self._rebalancer = Rebalancer(self, presence, presence_ttl, name)
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._attempts: dict[str, int] = {}
         self._running: set[asyncio.Task[Any]] = set()
@@ -185,6 +196,9 @@ class AmqpBus:
         if rest and self.standby_after is not None:
             standby = self._stand_by(topic, task, rest)
             self._standbys.append(asyncio.create_task(standby, name=f"bus:{topic}:standby"))
+        if self._rebalancer is not None and len(self._consumed) == 1:
+            rebalance = self._rebalancer.run()
+            self._standbys.append(asyncio.create_task(rebalance, name="bus:rebalance"))
 
     async def _stand_by(self, topic: str, first: asyncio.Task[None], rest: frozenset[int]) -> None:
         """Subscribe to the partitions other replicas consume, once this one's are taken.
@@ -208,8 +222,11 @@ class AmqpBus:
                 while todo:
                     i = todo[0]
                     self._locks.setdefault((topic, i), asyncio.Lock())
-                    handler = self._on_delivery(topic, i)
-                    await self.broker.consume(self.queue(topic, i), handler, prefetch=1)
+                    lane = Lane(topic, i, standby)
+                    handler = self._on_delivery(lane)
+                    queue = self.queue(topic, i)
+                    lane.subscription = await self.broker.consume(queue, handler, prefetch=1)
+                    self._lanes[(topic, i)] = lane
                     (self.standing_by if standby else self.consuming).setdefault(topic, set()).add(
                         i
                     )
@@ -263,15 +280,27 @@ class AmqpBus:
 
     # -- consuming --
 
-    def _on_delivery(self, topic: str, partition: int) -> DeliveryHandler:
+    def _on_delivery(self, lane: Lane) -> DeliveryHandler:
+        topic, partition = lane.topic, lane.partition
+
         async def on_delivery(delivery: Delivery) -> None:
+            if lane.released:
+                # Being handed back: to the head of the queue, for the partition's owner.
+                await self._settle(delivery, ok=False, requeue=True)
+                return
+            if lane.standby:
+                self.taken_over.setdefault(topic, set()).add(partition)
             task = asyncio.current_task()
             if task is not None:
                 self._running.add(task)
             try:
                 # Prefetch 1 already serialises a partition; the lock also covers the
-                # moment after a reconnection when a redelivery can overlap the last try.
+                # moment after a reconnection when a redelivery can overlap the last try,
+                # and a hand-back waits on it for the message being handled.
                 async with self._locks[(topic, partition)]:
+                    if lane.released:
+                        await self._settle(delivery, ok=False, requeue=True)
+                        return
                     await self._handle(topic, delivery)
             finally:
                 if task is not None:
@@ -353,6 +382,8 @@ class AmqpBus:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._rebalancer is not None:
+            await self._rebalancer.release()
         await self.broker.close()
         self._outstanding.clear()
         self._progress.set()

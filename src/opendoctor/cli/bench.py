@@ -160,6 +160,17 @@ def bench_storm_command(
         Path | None,
         typer.Option(help="keep state and logs here (default: a temp dir, removed afterwards)"),
     ] = None,
+    kill_restart: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ROLE",
+            help="split-2: afterwards, kill ROLE-0 (inspector or notifier) and restart it "
+            "while hosts keep failing; print events/s before, while down, after",
+        ),
+    ] = None,
+    window: Annotated[
+        float, typer.Option(min=1, help="--kill-restart: seconds of each throughput window")
+    ] = 15.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """A storm of host faults, each mode side by side: events/s accepted, notifications/s
@@ -177,7 +188,14 @@ def bench_storm_command(
     prefix of its own (--amqp-url, default amqp://guest:guest@127.0.0.1:5672/ or
     OPENDOCTOR_BENCH_AMQP); both are removed afterwards. If they do not answer, nothing
     runs and the exit code is 2, unless --skip-unavailable: then that mode is skipped
-    with a warning. Exits 1 if any notification never arrived.
+    with a warning. Exits 1 if any notification (or --kill-restart event) never arrived.
+
+    With --kill-restart ROLE, each mode of two or more replicas per role then measures
+    rebalancing: every stormed host fails and recovers over and over, one event at a
+    time; ROLE-0 is killed (SIGKILL) after --window seconds and restarted --window
+    seconds later. Printed: events handled per second before the kill, while it is
+    down, and after its partitions came back, side by side, with how long they took to
+    come back and how many events were never handled.
     """
     from opendoctor.tools import bench_storm
 
@@ -189,6 +207,13 @@ def bench_storm_command(
             f"known: {', '.join(bench_storm.MODES)}"
         )
         raise typer.Exit(2)
+    if kill_restart is not None:
+        if kill_restart not in ("inspector", "notifier"):
+            err.print(f"[red]--kill-restart: inspector or notifier, not {kill_restart!r}[/red]")
+            raise typer.Exit(2)
+        if not any((bench_storm.MODES[m].replicas or 0) >= 2 for m in chosen):
+            err.print("[red]--kill-restart needs a mode with two replicas per role: split-2[/red]")
+            raise typer.Exit(2)
     try:
         bench_storm.check_size(hosts, vms_per_host)
     except ValueError as exc:
@@ -203,6 +228,8 @@ def bench_storm_command(
         pg_url=pg_url or bench_storm.DEFAULT_PG,
         amqp_url=amqp_url or bench_storm.DEFAULT_AMQP,
         workdir=workdir,
+        kill_restart=kill_restart,
+        window=window,
     )
     console = Console(stderr=True, quiet=as_json)
     problems = asyncio.run(bench_storm.available(chosen, opts))

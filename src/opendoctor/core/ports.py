@@ -5,11 +5,12 @@
 - `NotifyTarget`: where the inspector sends what tells owners (the notifier beside it,
   or the bus to the notifier replicas).
 - `Sender`: one way of delivering a notification (per URL scheme, `opendoctor.notifier`).
+- `Presence`: claims that say a process is there (database leases, `opendoctor.store`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from opendoctor.core.model import Host, Server, VimChange
@@ -70,6 +71,22 @@ class Bus(Protocol):
         """Wait until every message published so far has been handled."""
 
     async def close(self) -> None: ...
+
+
+class Presence(Protocol):
+    """Named claims, each held by one holder until it expires unless renewed: how a
+    process tells the others it is there (the bus: "I consume partition p") without
+    their needing to reach it. Implemented on database leases (`store.leases`)."""
+
+    async def claim(self, names: Collection[str], holder: str, ttl: float) -> set[str]:
+        """Take or renew the claims for `ttl` seconds; returns those `holder` now holds
+        (a claim another holds until it expires is not taken)."""
+
+    async def release(self, names: Collection[str], holder: str) -> None:
+        """Give claims up at once (a clean stop)."""
+
+    async def holders(self, names: Collection[str]) -> dict[str, str]:
+        """Who holds each claim now; a name not held (or expired) is left out."""
 
 
 class NotifyTarget(Protocol):

@@ -262,6 +262,13 @@ class BusSettings(BaseModel):
         "the other partitions, as a standby the broker switches to when their consumer dies "
         "(null: never)",
     )
+    presence_ttl: float = Field(
+        3.0,
+        gt=0,
+        description="with `consume` set: seconds a claim on this process's partitions lasts "
+        "unless renewed (every third of it); a replica that comes back gets its partitions "
+        "back from the standbys within about a third of it",
+    )
 
 
 Role = Literal["api", "inspector", "notifier", "monitor"]

@@ -25,6 +25,11 @@ FAULTS_ACTIVE = Gauge("opendoctor_faults_active", "Faults currently active")
 FLAPS = Counter(
     "opendoctor_fault_flaps_total", "Resources down again while their fault was held down"
 )
+BUS_HAND_BACKS = Counter(
+    "opendoctor_bus_hand_backs_total",
+    "Bus partitions a replica stopped consuming because their own replica was back",
+    ["topic"],
+)
 VIM_ERRORS = Counter("opendoctor_vim_errors_total", "Failed VIM calls", ["operation"])
 RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result", ["result"])
 HOST_PROBES_MISSED = Counter(

@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 Recover = Callable[[Fault, list[Server]], Awaitable[None]]
 
 
-async def _none() -> None:
-    return None
-
-
 class Inspector:
     def __init__(
         self,
@@ -107,17 +103,22 @@ class Inspector:
         """Bus handler for accepted events (called in order per host)."""
         fault = self.active.get(event.key)
         if self.dedupe:
-            # Both questions for the store at once: one round trip on the hot path.
-            adopting = fault is None
+            # Both questions for the store at once: one round trip on the hot path. The
+            # fault is asked for even when one is known here: partitions move between
+            # replicas (a crash, a hand-back), and what another replica did meanwhile
+            # (cleared this one, opened another) is only in the store.
             done, stored = await asyncio.gather(
                 self.events.is_processed(event.id),
-                self.faults.active_for(event.hostname, event.instance_id) if adopting else _none(),
+                self.faults.active_for(event.hostname, event.instance_id),
             )
             if done:
                 metrics.EVENTS.labels(event.type, "redelivered").inc()
                 log.info("event already handled", extra={"event": event.id})
                 return
-            if stored is not None:
+            if fault is not None and (stored is None or stored.id != fault.id):
+                self._forget(fault)
+                fault = None
+            if stored is not None and fault is None:
                 fault = self._adopt(event, stored)
         if self.damping.holding(event.key):
             await self.damping.settle(event.key, event.active)
@@ -157,6 +158,16 @@ class Inspector:
         self.engine.run(keep_deferred=True)
         metrics.FAULTS_ACTIVE.set(len(self.active))
         return fault
+
+    def _forget(self, fault: Fault) -> None:
+        """A fault another replica cleared: what clearing it asked for was done there."""
+        log.info("fault cleared by another replica", extra={"fault": fault.id})
+        self.damping.cleared(fault)
+        self.fault_graph.cleared(fault)
+        self.engine.run(keep_deferred=True)
+        del self.active[fault.key]
+        self.done.pop(fault.id, None)
+        metrics.FAULTS_ACTIVE.set(len(self.active))
 
     def _open(self, event: Event) -> Fault:
         detected = event.trace.get("T01", event.time)

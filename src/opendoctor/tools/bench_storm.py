@@ -73,6 +73,7 @@ from opendoctor.tools.storm_modes import (
 from opendoctor.tools.storm_modes import (
     check_size as check_size,
 )
+from opendoctor.tools.storm_rebalance import kill_restart
 from opendoctor.tools.storm_report import missing_total as missing_total
 from opendoctor.tools.storm_report import print_storm as print_storm
 from opendoctor.tools.storm_report import ratios
@@ -296,10 +297,25 @@ class ModeRun:
                     alarms = await self._register(s, where)
                     self.result["storm"] = await self._storm(s, lab)
                     self.result["single"] = await self._single(s, lab, alarms)
+                    if opts.kill_restart and (self.mode.replicas or 0) >= 2:
+                        self.result["kill_restart"] = await self._kill_restart(s, lab)
         finally:
             await self.http.close()
         self.result["setup"] = self.setup
         return self.result
+
+    async def _kill_restart(self, s: Stack, lab: Lab) -> dict[str, Any]:
+        assert self.opts.kill_restart is not None
+        task = self._task(f"{self.opts.kill_restart}-0 killed and restarted", None)
+
+        async def put(body: list[dict[str, Any]]) -> float:
+            return await self._put_events(s, body)
+
+        result = await kill_restart(
+            s, lab.storm_hosts, self.opts.kill_restart, self.opts.window, put, host_event
+        )
+        self.progress.update(task, total=1, completed=1)
+        return result
 
     async def _populate(self, s: Stack, spec: LabSpec) -> Lab:
         opts = self.opts
@@ -574,6 +590,7 @@ async def storm(
         "runs": opts.runs,
         "amqp_actions": opts.amqp_actions,
         "partitions": opts.partitions,
+        "kill_restart": opts.kill_restart,
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "modes": results,

@@ -54,6 +54,8 @@ class Options:
     ip_prefix: str = IP_PREFIX
     storm_timeout: float | None = None  # seconds for every notification (None: by size)
     workdir: Path | None = None  # None: a temporary directory, removed afterwards
+    kill_restart: str | None = None  # a role whose replica 0 is killed and restarted
+    window: float = 15.0  # seconds of each throughput window around the kill and restart
 
     @property
     def storm_vms(self) -> int:

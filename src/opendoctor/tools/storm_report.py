@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opendoctor.tools.storm_modes import BASELINE, MODES, TARGET_P99
+from opendoctor.tools.storm_rebalance import print_kill_restart
 
 ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("storm: events accepted /s", ("storm", "accepted_per_s"), "rate"),
@@ -133,6 +134,7 @@ def print_storm(console: Console, result: dict[str, Any]) -> None:
             f"{name}: the {result['single_vms']}-VM host fault's T01→T09 p99 is "
             f"{p99 * 1000:.1f} ms, {verdict} the {TARGET_P99 * 1000:.0f} ms aim"
         )
+    print_kill_restart(console, result)
     console.print(f"{result['cpus']} CPUs; load average before the run {result['load_before']:.2f}")
 
 
@@ -141,4 +143,5 @@ def missing_total(result: dict[str, Any]) -> int:
     for r in result["modes"].values():
         total += int(figure(r, ("storm", "missing")) or 0)
         total += int(figure(r, ("single", "missing")) or 0)
+        total += int(figure(r, ("kill_restart", "lost")) or 0)
     return total

@@ -97,3 +97,32 @@ async def test_a_leader_that_cannot_renew_steps_down(leases: LeaseStore, tmp_pat
 async def _attempt_and_check(lead: Leadership) -> bool:
     await lead.attempt()
     return not lead.leading
+
+
+async def test_many_leases_are_claimed_renewed_read_and_released_at_once(
+    leases: LeaseStore,
+) -> None:
+    """The bus's presence: one statement for a replica's partitions."""
+    assert await leases.acquire_many(["p.0", "p.2"], "a", ttl=60) == {"p.0", "p.2"}
+    # b gets what is free, not what a holds; a renews its own.
+    assert await leases.acquire_many(["p.1", "p.2"], "b", ttl=60) == {"p.1"}
+    assert await leases.acquire_many(["p.0", "p.2"], "a", ttl=60) == {"p.0", "p.2"}
+    assert await leases.holders(["p.0", "p.1", "p.2", "p.3"]) == {
+        "p.0": "a",
+        "p.1": "b",
+        "p.2": "a",
+    }
+    await leases.release_many(["p.0", "p.1"], "a")  # p.1 is not a's to release
+    assert await leases.holders(["p.0", "p.1", "p.2"]) == {"p.1": "b", "p.2": "a"}
+    assert await leases.acquire_many([], "a", ttl=60) == set()
+    assert await leases.holders([]) == {}
+
+
+async def test_an_expired_claim_is_nobody_s_and_can_be_taken(leases: LeaseStore) -> None:
+    assert await leases.acquire_many(["q.0"], "a", ttl=0.2) == {"q.0"}
+    await eventually(lambda: _nobody(leases, "q.0"), what="the claim to expire")
+    assert await leases.acquire_many(["q.0"], "b", ttl=60) == {"q.0"}
+
+
+async def _nobody(leases: LeaseStore, name: str) -> bool:
+    return name not in await leases.holders([name])
