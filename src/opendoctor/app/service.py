@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
@@ -24,6 +24,7 @@ from opendoctor.core.ports import Bus, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.tasks import every
 from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
@@ -230,7 +231,7 @@ class Service:
                 await self._start_view()
         if self.settings.bus.kind != "memory" and self.runs("api", "notifier"):
             # Other processes on the same database create and fire alarms too.
-            self._tasks.append(asyncio.create_task(self._sync_alarms(), name="alarm-sync"))
+            self._every(self.settings.notifier.sync_interval, self._sync_alarms, "alarm sync")
         if self.runs("notifier"):
             if not self.runs("inspector"):
                 self.bus.subscribe(remote.NOTIFICATIONS_TOPIC, remote.handler(self.notifier))
@@ -243,7 +244,7 @@ class Service:
             lease = self.settings.monitor.lease
             await self.probing.start(LeaseStore(self.db) if lease is not None else None)
         if self.runs("api"):
-            self._tasks.append(asyncio.create_task(self._prune_audit(), name="audit-prune"))
+            self._every(3600, self._prune_audit, "audit prune", first=True)
             # The API accepted these (they are stored) but they may never have reached
             # the bus: hand them over again (handling an event twice changes nothing).
             for event in await self.events.unprocessed():
@@ -290,7 +291,7 @@ class Service:
             )
             self.engine.acts = self.fault_graph.acts
             await self.mirror.sync()
-            self._tasks.append(asyncio.create_task(self._sync_faults(), name="fault-sync"))
+            self._every(inspector.fault_sync_interval, self._sync_faults, "fault sync")
         plan = self.engine.attach()
         log.info(
             "rule templates in force",
@@ -302,7 +303,7 @@ class Service:
             },
         )
         if self.settings.bus.kind != "memory":
-            self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
+            self._every(inspector.template_sync_interval, self._sync_templates, "template sync")
         self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
 
     async def _start_view(self) -> None:
@@ -313,47 +314,31 @@ class Service:
         self.mirror = FaultMirror(self.faults, self.fault_graph, self.engine)
         await self.mirror.sync()
         self.engine.attach()
-        self._tasks.append(asyncio.create_task(self._sync_faults(), name="fault-sync"))
-        self._tasks.append(asyncio.create_task(self._sync_templates(), name="template-sync"))
+        self._every(inspector.fault_sync_interval, self._sync_faults, "fault sync")
+        self._every(inspector.template_sync_interval, self._sync_templates, "template sync")
 
-    async def _sync_faults(self) -> None:
-        assert self.mirror is not None
-        while True:
-            await asyncio.sleep(self.settings.inspector.fault_sync_interval)
-            try:
-                self.carry_out(await self.mirror.sync())
-            except Exception as exc:  # the database: try again next time
-                log.warning("faults of other partitions not taken up", extra={"error": str(exc)})
+    def _every(
+        self, interval: float, work: Callable[[], Awaitable[None]], what: str, first: bool = False
+    ) -> None:
+        self._tasks.append(asyncio.create_task(every(interval, work, what, first=first), name=what))
 
     async def _prune_audit(self) -> None:
         keep = self.settings.api.audit_retention_days * 86_400
-        while True:
-            try:
-                gone = await self.audit.prune(time.time() - keep)
-                if gone:
-                    log.info("old audit entries dropped", extra={"entries": gone})
-            except Exception as exc:  # the database: try again next time
-                log.warning("audit trail not pruned", extra={"error": str(exc)})
-            await asyncio.sleep(3600)
+        gone = await self.audit.prune(time.time() - keep)
+        if gone:
+            log.info("old audit entries dropped", extra={"entries": gone})
 
     async def _sync_alarms(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.notifier.sync_interval)
-            try:
-                await self.alarms.sync_since(time.time())
-            except Exception as exc:  # the database: try again next time
-                log.warning("alarm changes not taken up", extra={"error": str(exc)})
+        await self.alarms.sync_since(time.time())
 
     async def _sync_templates(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.inspector.template_sync_interval)
-            try:
-                if not await self.templates.stale():
-                    continue
-                async with self._releasing():
-                    self.carry_out(await self.templates.sync())
-            except Exception as exc:  # the database: try again next time
-                log.warning("template changes not taken up", extra={"error": str(exc)})
+        if await self.templates.stale():
+            async with self._releasing():
+                self.carry_out(await self.templates.sync())
+
+    async def _sync_faults(self) -> None:
+        assert self.mirror is not None
+        self.carry_out(await self.mirror.sync())
 
     @contextlib.asynccontextmanager
     async def _releasing(self) -> AsyncIterator[None]:

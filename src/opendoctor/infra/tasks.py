@@ -1,10 +1,14 @@
 """Background work a component starts and owns: kept referenced, cancelled when it closes,
-and the one retry loop for writes that must not be given up."""
+the one retry loop for writes that must not be given up, and the one loop for work
+done every so often."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 class Background:
@@ -38,3 +42,19 @@ async def keep_trying(action: Callable[[], Awaitable[None]], first: float, most:
             delay = min(delay * 2, most)
             continue
         return
+
+
+async def every(
+    interval: float, work: Callable[[], Awaitable[None]], what: str, *, first: bool = False
+) -> None:
+    """Run `work` every `interval` seconds (at once too, with `first`), for good. A round
+    that fails (the database away, say) is logged as a warning and the next one tries
+    again: a periodic task must not end the service, nor end itself."""
+    if not first:
+        await asyncio.sleep(interval)
+    while True:
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s: not this time", what, extra={"error": str(exc)})
+        await asyncio.sleep(interval)

@@ -79,6 +79,12 @@ class Damping:
             hold.task.cancel()
             del self._holds[key]
 
+    def drop(self, key: Key) -> None:
+        """Forget a hold: the fault was cleared elsewhere (by another replica)."""
+        hold = self._holds.pop(key, None)
+        if hold is not None and not hold.clearing:
+            hold.task.cancel()
+
     def cleared(self, fault: Fault) -> None:
         """Remember the fault's flaps for the resource's next one."""
         if self.hold_down <= 0:

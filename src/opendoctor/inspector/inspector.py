@@ -117,6 +117,7 @@ class Inspector:
                 return
             if fault is not None and (stored is None or stored.id != fault.id):
                 self._forget(fault)
+                self.engine.run(keep_deferred=True)
                 fault = None
             if stored is not None and fault is None:
                 fault = self._adopt(event, stored)
@@ -160,11 +161,12 @@ class Inspector:
         return fault
 
     def _forget(self, fault: Fault) -> None:
-        """A fault another replica cleared: what clearing it asked for was done there."""
+        """A fault another replica cleared: what clearing it asked for was done there.
+        The caller runs the rules (their plan was carried out there too)."""
         log.info("fault cleared by another replica", extra={"fault": fault.id})
+        self.damping.drop(fault.key)
         self.damping.cleared(fault)
         self.fault_graph.cleared(fault)
-        self.engine.run(keep_deferred=True)
         del self.active[fault.key]
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
@@ -303,17 +305,10 @@ class Inspector:
         await self._save(fault)
 
     def forget(self, fault_ids: set[str]) -> None:
-        """Drop faults another inspector has cleared: their partition went back to it
-        (a replica returned), and its events with it. What the rules deduced from them
-        goes; the VIM is left to the inspector that cleared them."""
-        for key, fault in list(self.active.items()):
-            if fault.id in fault_ids:
-                log.info("fault cleared by another replica", extra={"fault": fault.id})
-                del self.active[key]
-                self.fault_graph.cleared(fault)
-                self.damping.cleared(fault)
-                self.done.pop(fault.id, None)
-        metrics.FAULTS_ACTIVE.set(len(self.active))
+        """Drop faults another inspector has cleared (their partition went back to it,
+        and the events that cleared them with it); the caller runs the rules."""
+        for fault in [f for f in self.active.values() if f.id in fault_ids]:
+            self._forget(fault)
 
     async def release(self, marked_before: set[str]) -> None:
         """Bring back up what was marked down for a reason that no longer holds (a fault

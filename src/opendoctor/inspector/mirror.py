@@ -53,13 +53,14 @@ class FaultMirror:
         want done by this process (a template that two partitions' faults complete)."""
         active = await self.faults.active_heads()
         local = {f.id for f in self._local().values()}
-        changed = False
         if self._forget is not None and local:
             gone = await self.faults.cleared_among(local)
             if gone:
                 self._forget(gone)
                 local -= gone
-                changed = True
+                if self.engine.attached:
+                    # What follows was done by the inspector that cleared them.
+                    self.engine.run(keep_deferred=True)
         now = time.monotonic()
         for fault_id, at in list(self._cleared_here.items()):
             if now - at > CLEARED_MEMORY:
@@ -67,6 +68,7 @@ class FaultMirror:
         wanted = {
             alarm_key(f): f for f in active if f.id not in local and f.id not in self._cleared_here
         }
+        changed = False
         for key, fault in list(self.mirrored.items()):
             if key in wanted:
                 continue
