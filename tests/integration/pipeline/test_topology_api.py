@@ -205,3 +205,17 @@ async def test_topology_added_through_the_api_outlives_a_restart(
         await settled(again, ("switch", "tor-5"))
         alarms = (await again.client.get("/v1/alarms", headers=ADMIN)).json()["alarms"]
         assert ("host.uplink_down", "host:compute2") in {(a["name"], a["on"]) for a in alarms}
+
+
+async def test_a_number_json_cannot_store_is_refused_and_nothing_is_added(
+    running: Running,
+) -> None:
+    body = {"entities": [{"type": "switch", "id": "tor-huge", "props": {"ports": 10**30}}]}
+    resp = await running.client.post("/v1/topology", json=body, headers=ADMIN)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]["errors"][0]
+    assert error["field"] == "entities[0].props" and "64 bits" in error["problem"]
+    assert running.service.graph.get("switch:tor-huge") is None
+    body["entities"][0]["props"] = {"ports": 48, "nested": [2**63 - 1]}
+    resp = await running.client.post("/v1/topology", json=body, headers=ADMIN)
+    assert resp.status_code == 200, resp.text

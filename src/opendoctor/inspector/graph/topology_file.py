@@ -37,6 +37,26 @@ class EntityIn(BaseModel):
     state: str | None = None
     props: dict[str, Any] | None = None
 
+    @field_validator("props")
+    @classmethod
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # What the API takes is stored as JSON, whose integers stop at 64 bits.
+        if value is not None and _has_huge_int(value):
+            raise ValueError("holds an integer beyond 64 bits")
+        return value
+
+
+def _has_huge_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(_has_huge_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_huge_int(v) for v in value)
+    return False
+
 
 class RelationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
