@@ -163,16 +163,32 @@ def monitor(
 
 def _check_vim(settings: Any) -> None:
     """Fail early, and say what to do, when there is no VIM to talk to."""
+    from opendoctor.core.ports import VimError
     from opendoctor.lab.client import LabClient, LabNotRunning
 
+    if settings.vim.driver == "openstack":
+        from opendoctor.controller.openstack import connect
+
+        try:
+            connect(settings.vim.openstack, check=True).close()
+        except VimError as exc:
+            err.print(
+                f"[red]{exc}[/red]\nvim.driver is openstack: name a clouds.yaml entry "
+                "(vim.openstack.cloud, OPENDOCTOR_VIM__OPENSTACK__CLOUD or OS_CLOUD) or set "
+                "the OS_* variables (docs/openstack.md)."
+            )
+            raise typer.Exit(2) from exc
+        return
     if settings.vim.lab_url is not None:
         return
     try:
         settings.vim.lab_url = LabClient.from_state_dir(settings.lab_dir).url
     except LabNotRunning as exc:
         err.print(
-            f"[red]{exc}[/red]\nStart one with `opendoctor lab up`, or point opendoctor at a "
-            "lab with --lab-url or OPENDOCTOR_VIM__LAB_URL."
+            f"[red]{exc}[/red]\nStart one with `opendoctor lab up`, point opendoctor at a "
+            "lab with --lab-url or OPENDOCTOR_VIM__LAB_URL, or use a real cloud: "
+            "OPENDOCTOR_VIM__DRIVER=openstack with clouds.yaml or the OS_* variables "
+            "(docs/openstack.md)."
         )
         raise typer.Exit(2) from exc
 

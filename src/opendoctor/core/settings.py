@@ -275,10 +275,30 @@ Role = Literal["api", "inspector", "notifier", "monitor"]
 ROLES: tuple[Role, ...] = ("api", "inspector", "notifier", "monitor")
 
 
+class OpenStackSettings(BaseModel):
+    """Nova through openstacksdk (`vim.driver = "openstack"`, docs/openstack.md)."""
+
+    cloud: str | None = Field(
+        None, description="the clouds.yaml entry; default: OS_CLOUD, else the OS_* variables"
+    )
+    region: str | None = None
+    compute_microversion: str = Field(
+        "2.53", pattern=r"^2\.\d{1,3}$", description="at least 2.53 (forced_down by service id)"
+    )
+    heartbeat_port: int = Field(
+        4100, ge=1, le=65535, description="the UDP port the hosts' heartbeat responders use"
+    )
+    poll_interval: float = Field(
+        5.0, gt=0, description="seconds between polls of Nova for changed servers and services"
+    )
+    workers: int = Field(8, ge=1, le=64, description="Nova calls at once (a thread each)")
+
+
 class VimSettings(BaseModel):
-    driver: Literal["lab"] = "lab"
+    driver: Literal["lab", "openstack"] = "lab"
     lab_url: str | None = Field(None, description="lab API URL; default: read from the lab dir")
     lab_dir: Path | None = None
+    openstack: OpenStackSettings = Field(default_factory=OpenStackSettings)
 
 
 class Settings(BaseSettings):

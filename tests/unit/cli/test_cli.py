@@ -63,6 +63,21 @@ def test_serve_without_a_lab_says_what_to_do(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no lab is running" in result.output
     assert "opendoctor lab up" in result.output
+    # ... and how to use a real cloud instead.
+    assert "OPENDOCTOR_VIM__DRIVER=openstack" in " ".join(result.output.split())
+
+
+def test_serve_against_a_cloud_that_is_not_configured_says_so(tmp_path: Path) -> None:
+    env = {
+        "OPENDOCTOR_STATE_DIR": str(tmp_path),
+        "OPENDOCTOR_VIM__DRIVER": "openstack",
+        "OPENDOCTOR_VIM__OPENSTACK__CLOUD": "nowhere",
+        "OS_CLIENT_CONFIG_FILE": str(tmp_path / "clouds.yaml"),
+    }
+    (tmp_path / "clouds.yaml").write_text("clouds: {}\n")
+    result = runner.invoke(app, ["serve"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "nowhere" in result.output
 
 
 def test_serve_rejects_a_bad_config_file(tmp_path: Path) -> None:

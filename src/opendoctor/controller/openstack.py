@@ -1,0 +1,232 @@
+"""The `openstack` VIM driver: `VimDriver` over Nova's API, through openstacksdk.
+
+openstacksdk is synchronous. Every call runs on a small thread pool of this driver's
+own, so that the event loop never waits on Nova, and so that a Nova that hangs holds
+up at most `workers` calls, never the handling of the next event (DESIGN §1: the
+owners are told before the VIM is asked anything).
+
+What it needs from the cloud: an admin (or a role the policy lets) for all-projects
+server lists, service force-down (microversion 2.53 or later), reset-state, evacuate and
+migrate; see docs/openstack.md. The session comes from `clouds.yaml` (`vim.openstack.
+cloud`, or `OS_CLOUD`) or from the `OS_*` variables, as every OpenStack client's does.
+
+Changes: Nova is polled every `poll_interval` seconds, servers by `changes-since` (which
+also reports deleted ones) and compute services whole; only what differs from the last
+poll is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.ports import VimError
+from opendoctor.core.settings import OpenStackSettings
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+COMPUTE = "nova-compute"
+# The oldest microversion with everything used here: forced_down by service id (2.53).
+MIN_MICROVERSION = "2.53"
+
+
+def connect(settings: OpenStackSettings, check: bool = False) -> Connection:
+    """A connection from clouds.yaml or the OS_* variables (raises `VimError`); with
+    `check`, authenticated at once, so that bad credentials show at start."""
+    try:
+        import openstack
+        from openstack import exceptions
+    except ImportError as exc:
+        raise VimError(
+            "vim.driver = openstack needs the extra: pip install 'opendoctor[openstack]'"
+        ) from exc
+    try:
+        conn = openstack.connect(
+            cloud=settings.cloud,
+            region_name=settings.region,
+            compute_api_version=settings.compute_microversion,
+            app_name="opendoctor",
+        )
+        if check:
+            conn.authorize()
+    except exceptions.SDKException as exc:
+        raise VimError(f"cannot connect to OpenStack: {exc}") from exc
+    return conn
+
+
+def _status(exc: BaseException) -> int:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else 503
+
+
+class OpenStackDriver:
+    """A `VimDriver` for Nova. Every call may raise `VimError`."""
+
+    def __init__(self, conn: Connection, settings: OpenStackSettings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="nova")
+        self._services: dict[str, str] = {}  # host -> its nova-compute service id
+
+    @classmethod
+    def from_settings(cls, settings: OpenStackSettings) -> OpenStackDriver:
+        return cls(connect(settings), settings)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from openstack import exceptions
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except exceptions.SDKException as exc:
+            raise VimError(f"Nova: {exc}", _status(exc)) from exc
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _hosts(self) -> list[Host]:
+        compute = self.conn.compute
+        addresses = {
+            h.service_details.get("host") if h.service_details else h.name: h.host_ip
+            for h in compute.hypervisors(details=True)
+        }
+        hosts = []
+        for svc in compute.services(binary=COMPUTE):
+            self._services[svc.host] = svc.id
+            hosts.append(
+                Host(
+                    name=svc.host,
+                    address=addresses.get(svc.host) or "",
+                    heartbeat_port=self.settings.heartbeat_port,
+                    state=svc.state or "down",
+                    forced_down=bool(svc.is_forced_down),
+                    enabled=svc.status == "enabled",
+                )
+            )
+        return hosts
+
+    async def list_hosts(self) -> list[Host]:
+        return await self._call(self._hosts)
+
+    @staticmethod
+    def _server(s: Any) -> Server:
+        return Server(
+            id=s.id,
+            name=s.name or "",
+            host=s.compute_host or "",
+            project_id=s.project_id or "",
+            status=s.status or "UNKNOWN",
+        )
+
+    def _servers(self, **query: Any) -> list[Any]:
+        return list(self.conn.compute.servers(details=True, all_projects=True, **query))
+
+    async def list_servers(self) -> list[Server]:
+        found = await self._call(self._servers)
+        return [self._server(s) for s in found]
+
+    # -- changing -----------------------------------------------------------------------
+
+    async def _service_id(self, host: str) -> str:
+        if host not in self._services:
+            await self.list_hosts()
+        try:
+            return self._services[host]
+        except KeyError:
+            raise VimError(f"Nova has no {COMPUTE} service on host {host!r}", 404) from None
+
+    async def force_down(self, host: str, down: bool) -> None:
+        service = await self._service_id(host)
+        await self._call(self.conn.compute.update_service_forced_down, service, forced=down)
+
+    async def set_host_enabled(self, host: str, enabled: bool) -> None:
+        service = await self._service_id(host)
+        if enabled:
+            await self._call(self.conn.compute.enable_service, service)
+        else:
+            await self._call(
+                self.conn.compute.disable_service, service, disabled_reason="opendoctor"
+            )
+
+    async def reset_state(self, server_id: str, state: str) -> None:
+        await self._call(self.conn.compute.reset_server_state, server_id, state)
+
+    async def stop(self, server_id: str) -> None:
+        await self._call(self.conn.compute.stop_server, server_id)
+
+    async def start(self, server_id: str) -> None:
+        await self._call(self.conn.compute.start_server, server_id)
+
+    async def _now(self, server_id: str) -> Server:
+        return self._server(await self._call(self.conn.compute.get_server, server_id))
+
+    async def migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        await self._call(self.conn.compute.migrate_server, server_id, host=target_host)
+        return await self._now(server_id)
+
+    async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        await self._call(
+            self.conn.compute.live_migrate_server,
+            server_id,
+            host=target_host,
+            block_migration="auto",
+        )
+        return await self._now(server_id)
+
+    async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
+        await self._call(self.conn.compute.evacuate_server, server_id, host=target_host)
+        return await self._now(server_id)
+
+    async def server_groups(self) -> dict[str, list[str]]:
+        """Every server group, by id: its members' ids (affinity and anti-affinity
+        groups are what pairs of active and standby servers are placed with)."""
+
+        def groups() -> dict[str, list[str]]:
+            found = self.conn.compute.server_groups(all_projects=True)
+            return {g.id: list(g.member_ids or []) for g in found}
+
+        return await self._call(groups)
+
+    # -- the change feed ----------------------------------------------------------------
+
+    async def changes(self) -> AsyncIterator[VimChange]:
+        hosts = {h.name: h for h in await self.list_hosts()}
+        since = datetime.now(UTC)
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            polled = datetime.now(UTC)
+            try:
+                fresh = {h.name: h for h in await self.list_hosts()}
+                changed = await self._call(
+                    self._servers, changes_since=since.isoformat(timespec="seconds")
+                )
+            except VimError as exc:
+                log.warning("Nova not polled", extra={"error": str(exc)})
+                continue
+            since = polled
+            for name, host in fresh.items():
+                if hosts.get(name) != host:
+                    yield VimChange("host", "upsert", host=host)
+            for name in hosts.keys() - fresh.keys():
+                yield VimChange("host", "delete", host=hosts[name])
+            hosts = fresh
+            for s in changed:
+                op = (
+                    "delete"
+                    if (s.status or "").upper() in ("DELETED", "SOFT_DELETED")
+                    else "upsert"
+                )
+                yield VimChange("server", op, server=self._server(s))
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.conn.close)
