@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,21 +19,32 @@ from opendoctor.api.errors import install_error_handlers
 from opendoctor.api.facade import Facade
 from opendoctor.api.ratelimit import RateLimit
 from opendoctor.api.schema import declare_errors
+from opendoctor.core.settings import ApiSettings
+from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.keystone import Keystone, KeystoneError, ServiceUser
+
+log = logging.getLogger(__name__)
 
 
 def create_app(service: Facade, manage: bool = True) -> FastAPI:
     """The API over `service` (`app.Service.facade`). With `manage`, the app starts and
     stops the service."""
 
+    keystone = _keystone(service.settings.api)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage:
             await service.start()
+        if keystone is not None and service.settings.api.keystone.register:
+            await _register(keystone, service.settings.api)
         try:
             yield
         finally:
             if manage:
                 await service.stop()
+            if keystone is not None:
+                await keystone.http.close()
 
     app = FastAPI(
         title="opendoctor",
@@ -44,6 +56,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     app.state.service = service
     app.state.settings = service.settings
     app.state.monitors = Monitors.load(api)
+    app.state.keystone = keystone
     app.state.events_rate = RateLimit(api.events_rate, api.events_burst)
     app.state.alarms = service.alarms
     install_error_handlers(app)
@@ -100,3 +113,35 @@ def _declare_schemas(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The catalog types opendoctor answers for: Aodh's, and its own.
+CATALOG = (("aodh", "alarming"), ("opendoctor", "fault-management"))
+
+
+def _keystone(api: ApiSettings) -> Keystone | None:
+    if api.auth_mode != "keystone":
+        return None
+    ks = api.keystone
+    user = ServiceUser(
+        ks.auth_url,
+        ks.username,
+        ks.password.get_secret_value(),
+        ks.project,
+        ks.user_domain,
+        ks.project_domain,
+    )
+    return Keystone(user, HttpClient(timeout=5.0), cache_seconds=ks.cache_seconds)
+
+
+async def _register(keystone: Keystone, api: ApiSettings) -> None:
+    """Put opendoctor in the catalog; a catalog it may not change is worth a warning,
+    not a service that does not start (an operator may have registered it by hand)."""
+    url = api.keystone.public_url or f"http://{api.host}:{api.port}"
+    for name, type_ in CATALOG:
+        try:
+            await keystone.register(name, type_, url, api.keystone.region)
+        except KeystoneError as exc:
+            log.warning(
+                "not registered in the Keystone catalog", extra={"type": type_, "error": str(exc)}
+            )

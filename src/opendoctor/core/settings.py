@@ -41,11 +41,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class KeystoneSettings(BaseModel):
+    """keystone mode: callers' X-Auth-Token validated against Keystone (docs/openstack.md)."""
+
+    auth_url: str = Field("", description="Keystone's identity URL, e.g. http://ctl:5000/v3")
+    username: str = Field("opendoctor", description="opendoctor's service user")
+    password: SecretStr = Field(
+        SecretStr(""), description="its password; from the environment or a mode-600 file"
+    )
+    project: str = Field("service", description="the project the service user's token is for")
+    user_domain: str = "Default"
+    project_domain: str = "Default"
+    region: str | None = Field(None, description="the region of the catalog endpoints")
+    cache_seconds: float = Field(
+        300.0, gt=0, description="how long a validated token is believed without asking again"
+    )
+    register: bool = Field(
+        True,
+        description="add opendoctor to the catalog at start (types `alarming` and "
+        "`fault-management`) where it is missing; needs a role that may change it",
+    )
+    public_url: str | None = Field(
+        None, description="the URL the catalog gives for opendoctor; default http://host:port"
+    )
+    monitor_roles: list[str] = Field(
+        default_factory=lambda: ["admin", "service"],
+        description="a Keystone token with one of these roles may also report events",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8780, ge=0, le=65535)
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
-    auth_mode: Literal["trusted-headers", "token"] = "trusted-headers"
+    auth_mode: Literal["trusted-headers", "token", "keystone"] = "trusted-headers"
+    keystone: KeystoneSettings = Field(default_factory=KeystoneSettings)
     # token mode: token -> {"project_id": ..., "user_id": ..., "roles": [...]}
     tokens: dict[str, dict[str, Any]] = Field(default_factory=dict)
     trusted_proxies: list[IPvAnyNetwork] = Field(
@@ -79,6 +109,12 @@ class ApiSettings(BaseModel):
     )
     # Before monitor_tokens: one token for every monitor (the monitor "southbound").
     southbound_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _keystone_has_a_url(self) -> ApiSettings:
+        if self.auth_mode == "keystone" and not self.keystone.auth_url:
+            raise ValueError('auth_mode = "keystone" needs api.keystone.auth_url')
+        return self
 
     @model_validator(mode="after")
     def _headers_only_from_a_named_proxy(self) -> ApiSettings:
