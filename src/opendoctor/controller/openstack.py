@@ -10,9 +10,10 @@ server lists, service force-down (microversion 2.53 or later), reset-state, evac
 migrate; see docs/openstack.md. The session comes from `clouds.yaml` (`vim.openstack.
 cloud`, or `OS_CLOUD`) or from the `OS_*` variables, as every OpenStack client's does.
 
-Changes: Nova is polled every `poll_interval` seconds, servers by `changes-since` (which
-also reports deleted ones) and compute services whole; only what differs from the last
-poll is reported.
+Changes: Nova's versioned notifications on its RabbitMQ (`notifications_url`), as they
+come; and a poll every `poll_interval` seconds, servers by `changes-since` (which also
+reports deleted ones) and compute services whole, reporting what differs from the last
+poll, which catches whatever the notifications missed.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opendoctor.controller.nova_notifications import NovaNotifications
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.core.settings import OpenStackSettings
+from opendoctor.infra.amqp import AmqpError
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -77,6 +81,7 @@ class OpenStackDriver:
         self.settings = settings
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="nova")
         self._services: dict[str, str] = {}  # host -> its nova-compute service id
+        self._hosts_seen: dict[str, Host] = {}  # as the last read of Nova had them
 
     @classmethod
     def from_settings(cls, settings: OpenStackSettings) -> OpenStackDriver:
@@ -112,6 +117,7 @@ class OpenStackDriver:
                     enabled=svc.status == "enabled",
                 )
             )
+        self._hosts_seen = {h.name: h for h in hosts}
         return hosts
 
     async def list_hosts(self) -> list[Host]:
@@ -199,6 +205,57 @@ class OpenStackDriver:
     # -- the change feed ----------------------------------------------------------------
 
     async def changes(self) -> AsyncIterator[VimChange]:
+        """Nova's notifications as they come (if `notifications_url` is set), and a poll
+        every `poll_interval` seconds that catches what they missed."""
+        out: asyncio.Queue[VimChange] = asyncio.Queue()
+        tasks = [asyncio.create_task(_pump(self._poll(), out), name="nova-poll")]
+        notes = await self._notifications()
+        if notes is not None:
+            tasks.append(asyncio.create_task(_pump(self._noted(notes), out), name="nova-notes"))
+        try:
+            while True:
+                yield await out.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if notes is not None:
+                await notes.close()
+
+    async def _notifications(self) -> NovaNotifications | None:
+        url = self.settings.notifications_url
+        if url is None:
+            return None
+        notes = NovaNotifications(
+            url.get_secret_value(),
+            exchange=self.settings.notifications_exchange,
+            heartbeat_port=self.settings.heartbeat_port,
+        )
+        try:
+            await notes.start()
+        except AmqpError as exc:
+            log.warning(
+                "Nova's notifications not followed; polling only", extra={"error": str(exc)}
+            )
+            await notes.close()
+            return None
+        return notes
+
+    async def _noted(self, notes: NovaNotifications) -> AsyncIterator[VimChange]:
+        async for change in notes.changes():
+            host = change.host
+            if host is not None and not host.address:
+                # The notification does not say where the host answers: keep what the
+                # last read of Nova said, or the monitor would lose the host.
+                known = self._hosts_seen.get(host.name)
+                if known is None:
+                    continue  # a host not read yet: the next poll brings it whole
+                change = VimChange(
+                    change.kind, change.op, host=replace(host, address=known.address)
+                )
+            yield change
+
+    async def _poll(self) -> AsyncIterator[VimChange]:
         hosts = {h.name: h for h in await self.list_hosts()}
         since = datetime.now(UTC)
         while True:
@@ -220,13 +277,15 @@ class OpenStackDriver:
                 yield VimChange("host", "delete", host=hosts[name])
             hosts = fresh
             for s in changed:
-                op = (
-                    "delete"
-                    if (s.status or "").upper() in ("DELETED", "SOFT_DELETED")
-                    else "upsert"
-                )
+                status = (s.status or "").upper()
+                op = "delete" if status in ("DELETED", "SOFT_DELETED") else "upsert"
                 yield VimChange("server", op, server=self._server(s))
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.conn.close)
+
+
+async def _pump(source: AsyncIterator[VimChange], out: asyncio.Queue[VimChange]) -> None:
+    async for change in source:
+        out.put_nowait(change)

@@ -328,6 +328,12 @@ class OpenStackSettings(BaseModel):
         5.0, gt=0, description="seconds between polls of Nova for changed servers and services"
     )
     workers: int = Field(8, ge=1, le=64, description="Nova calls at once (a thread each)")
+    notifications_url: SecretStr | None = Field(
+        None,
+        description="Nova's RabbitMQ (its transport_url), to follow its versioned "
+        "notifications; polling stays as the fallback",
+    )
+    notifications_exchange: str = Field("nova", description="Nova's control_exchange")
 
 
 class VimSettings(BaseModel):

@@ -257,13 +257,16 @@ class Broker:
         await channel.ready()
         return channel
 
-    async def declare_exchange(self, name: str, kind: ExchangeKind = "topic") -> None:
-        """A durable exchange (kept across broker restarts); a no-op if it exists alike."""
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind = "topic", *, durable: bool = True
+    ) -> None:
+        """An exchange, durable unless told otherwise (another service's, declared as it
+        declares it); a no-op if it exists alike."""
         await self.connect()
         with _errors(f"declaring exchange {name!r}", str(self.broker)):
             async with asyncio.timeout(self.timeout):
                 channel = await self._channel("declarer")
-                await channel.declare_exchange(name, type=kind, durable=True)
+                await channel.declare_exchange(name, type=kind, durable=durable)
 
     async def declare_queue(
         self,
