@@ -6,14 +6,15 @@ memory and the history store compiles to SQL.
 
 Values are converted here, to the kind of their field, so that whoever evaluates the
 tree compares like with like: text with text, booleans with booleans, times (ISO 8601
-in the API, naive means UTC as in Aodh) as epoch seconds.
+in the API, naive means UTC as in Aodh) as the microseconds the API shows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -22,7 +23,7 @@ from opendoctor.core.errors import RequestError
 from opendoctor.core.terms import as_bool
 
 Kind = Literal["text", "bool", "time"]
-Value = str | bool | float
+Value = str | bool | int  # text, a flag, a time in epoch microseconds
 
 COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
 # Aodh takes these spellings too, and any case of every operator.
@@ -71,8 +72,35 @@ def _bad(where: str, problem: str, field: str = "filter") -> RequestError:
     return RequestError(400, f"{where}: {problem}" if where else problem, field)
 
 
-def to_time(value: Any) -> float:
-    """ISO 8601 text as epoch seconds; a time without a zone is UTC."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def micros(value: float) -> int:
+    """Epoch seconds to the microsecond, exactly as the API shows them (`model.iso`):
+    times are kept as floats and shown rounded, and a query compares what callers saw,
+    so `>= t` holds for the alarm shown at t."""
+    return (datetime.fromtimestamp(value, UTC) - _EPOCH) // _MICRO
+
+
+def first_shown_at(us: int) -> float:
+    """The smallest float time that is shown as `us` microseconds or later: the bound a
+    database compares its float column with. A microsecond spans a handful of floats
+    at today's epoch, so a few steps find it."""
+    t = us / 1_000_000
+    for _ in range(64):
+        if micros(t) < us:
+            break
+        t = math.nextafter(t, -math.inf)
+    for _ in range(128):
+        if micros(t) >= us:
+            return t
+        t = math.nextafter(t, math.inf)
+    raise ValueError(f"no float time is shown as {us} microseconds")  # not reached
+
+
+def to_time(value: Any) -> int:
+    """ISO 8601 text as epoch microseconds; a time without a zone is UTC."""
     if not isinstance(value, str):
         raise ValueError(f"a time is ISO 8601 text such as 2024-01-31T12:00:00, not {value!r}")
     try:
@@ -81,7 +109,7 @@ def to_time(value: Any) -> float:
         raise ValueError(f"{value!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return (moment - _EPOCH) // _MICRO
 
 
 def convert(kind: Kind, value: Any) -> Value:

@@ -11,7 +11,7 @@ from typing import Any
 
 from opendoctor.core.alarms import Alarm
 from opendoctor.core.errors import RequestError
-from opendoctor.core.query import Compare, Junction, Kind, Node, Order
+from opendoctor.core.query import Compare, Junction, Kind, Node, Order, micros
 from opendoctor.infra.regex import RegexError, searcher
 
 # What the complex query filters on: Aodh's alarm fields, but for the rule, the actions
@@ -94,6 +94,8 @@ def matcher(node: Node | None) -> Test:
 
 def _compare(term: Compare) -> Test:
     field, value = term.field, term.value
+    if ALARM_FIELDS[field] == "time":
+        return _compare_time(term)
     if term.op == "in":
         values = frozenset(value if isinstance(value, tuple) else (value,))
         return lambda a: getattr(a, field) in values
@@ -105,6 +107,16 @@ def _compare(term: Compare) -> Test:
         return lambda a: search(getattr(a, field))
     compare = _OPS[term.op]
     return lambda a: bool(compare(getattr(a, field), value))
+
+
+def _compare_time(term: Compare) -> Test:
+    """Times compare to the microsecond: what the API shows and the caller sends back."""
+    field, value = term.field, term.value
+    if isinstance(value, tuple):
+        values = frozenset(value)
+        return lambda a: micros(getattr(a, field)) in values
+    compare = _OPS[term.op]
+    return lambda a: bool(compare(micros(getattr(a, field)), value))
 
 
 def _key(field: str) -> Callable[[Alarm], Any]:

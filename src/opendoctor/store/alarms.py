@@ -224,7 +224,7 @@ class AlarmStore:
         `order` (default: newest first), at most `limit`, from the row after the one
         whose event id is `marker` (`UnknownMarker` if the query does not hold it)."""
         keys = sort_keys(order or HISTORY_ORDER, HISTORY_COLUMNS, "event_id")
-        conditions = [] if node is None else [where(node, HISTORY_COLUMNS)]
+        conditions = [] if node is None else [where(node, HISTORY_COLUMNS, {"timestamp"})]
         async with self.db.engine.connect() as conn:
             if marker is not None:
                 at = select(*(k for k, _ in keys)).where(*conditions, HISTORY.c.event_id == marker)
