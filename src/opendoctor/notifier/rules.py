@@ -224,8 +224,8 @@ Actions = Annotated[list[ActionUrl], Field(max_length=MAX_ACTIONS), AfterValidat
 
 def _not_event(kind: str) -> str:
     return (
-        f"alarm type {kind!r} is not served: only 'event' alarms are (threshold, gnocchi, "
-        "prometheus, composite and load balancer alarms are not)"
+        f"alarm type {kind!r} is not supported: only 'event' alarms are served here "
+        "(not threshold, gnocchi, prometheus, composite or load balancer alarms)"
     )
 
 

@@ -347,4 +347,4 @@ async def test_other_alarm_types_are_a_400_saying_only_event_alarms_are_served(
         assert resp.status_code == 400, resp.text
         [error] = resp.json()["error"]["errors"]  # only the reason, no "event_rule missing"
         assert error["field"] == "type"
-        assert "only 'event' alarms are" in error["problem"]
+        assert "only 'event' alarms are served" in error["problem"]
