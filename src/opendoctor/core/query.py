@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from opendoctor.core.errors import RequestError
-from opendoctor.core.terms import as_bool
+from opendoctor.core.terms import as_bool, as_datetime
 
 Kind = Literal["text", "bool", "time"]
 Value = str | bool | int  # text, a flag, a time in epoch microseconds
@@ -103,12 +103,9 @@ def to_time(value: Any) -> int:
     """ISO 8601 text as epoch microseconds; a time without a zone is UTC."""
     if not isinstance(value, str):
         raise ValueError(f"a time is ISO 8601 text such as 2024-01-31T12:00:00, not {value!r}")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = as_datetime(value)
+    if moment is None:
+        raise ValueError(f"{value!r} is not an ISO 8601 time")
     return (moment - _EPOCH) // _MICRO
 
 
