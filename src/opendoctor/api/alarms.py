@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from opendoctor.api import alarm_query
+from opendoctor.api.alarm_query import (
+    HISTORY_FIELDS,
+    HISTORY_SORT,
+    MAX_LIMIT,
+    SORT_HELP,
+    TIME_OPS,
+    list_filter,
+    simple_terms,
+)
 from opendoctor.api.audit import audit_target
 from opendoctor.api.auth import current_identity
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
-from opendoctor.notifier.alarms import FILTER_FIELDS, AlarmService
+from opendoctor.core.query import parse_sort, simple_query
+from opendoctor.notifier.alarm_query import ALARM_SORT, LIST_FIELDS
 from opendoctor.notifier.rules import STATES, AlarmBody, to_api
 
 router = APIRouter(tags=["alarms (Aodh)"])
+router.include_router(alarm_query.router)  # the queries and capabilities: one Aodh API
 
 Caller = Annotated[Identity, Depends(current_identity)]
 
 
-def _service(request: Request) -> AlarmService:
-    return cast(AlarmService, request.app.state.alarms)
-
-
-Service = Annotated[AlarmService, Depends(_service)]
+Service = alarm_query.Service
 
 
 @router.post("/v2/alarms", status_code=201, summary="Create an event alarm")
@@ -39,30 +47,27 @@ async def create_alarm(
     "/v2/alarms",
     summary="List alarms",
     description=(
-        "The caller's project's alarms (an admin's: every project's), newest first, at most "
-        "`limit` (the next page: `marker` = the last alarm id of this one). Filter with "
-        "repeated q.field/q.op/q.value on " + ", ".join(FILTER_FIELDS) + " (op eq)."
+        "The caller's project's alarms (an admin's: every project's; with the term "
+        "all_projects=false, the admin's own project's), newest first unless `sort` says "
+        "otherwise, at most `limit` (the next page: `marker` = the last alarm id of this "
+        "one). Filter with repeated q.field/q.op/q.value (every term must hold) on "
+        + ", ".join(LIST_FIELDS)
+        + " (op eq), as Aodh's simple query."
     ),
 )
 async def list_alarms(
     service: Service,
     identity: Caller,
-    q_field: Annotated[list[str] | None, Query(alias="q.field")] = None,
-    q_op: Annotated[list[str] | None, Query(alias="q.op")] = None,
-    q_value: Annotated[list[str] | None, Query(alias="q.value")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="most alarms answered")] = 1000,
+    q: Annotated[list[tuple[str, str, str]], Depends(simple_terms)],
+    sort: Annotated[list[str] | None, Query(description=SORT_HELP + ", ".join(ALARM_SORT))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most alarms answered")] = 1000,
     marker: Annotated[
         str | None, Query(max_length=36, description="the last alarm id of the page before")
     ] = None,
 ) -> list[dict[str, Any]]:
-    fields, values = q_field or [], q_value or []
-    ops = q_op or ["eq"] * len(fields)
-    if not len(fields) == len(ops) == len(values):
-        raise RequestError(
-            400, "q.field, q.op and q.value must be repeated the same number of times", "q"
-        )
-    filters = list(zip(fields, ops, values, strict=True))
-    return [to_api(a) for a in service.list(identity, filters, limit, marker)]
+    order = parse_sort(sort or [], ALARM_SORT)
+    node = list_filter(q, identity)
+    return [to_api(a) for a in service.query(identity, node, order, limit, marker, "q.value")]
 
 
 @router.get("/v2/alarms/{alarm_id}", summary="Show an alarm")
@@ -122,11 +127,28 @@ async def put_state(alarm_id: str, request: Request, service: Service, identity:
     return await service.set_state(alarm_id, state, identity)
 
 
-@router.get("/v2/alarms/{alarm_id}/history", summary="Show an alarm's history (newest first)")
+@router.get(
+    "/v2/alarms/{alarm_id}/history",
+    summary="Show an alarm's history (newest first)",
+    description=(
+        "Filter with q.field/q.op/q.value on " + ", ".join(HISTORY_FIELDS) + " (op eq; "
+        "timestamp: lt, le, gt, ge). The history of a deleted alarm is kept: an admin reads "
+        "it here, anyone through POST /v2/query/alarms/history."
+    ),
+)
 async def get_history(
     alarm_id: str,
     service: Service,
     identity: Caller,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    q: Annotated[list[tuple[str, str, str]], Depends(simple_terms)],
+    sort: Annotated[
+        list[str] | None, Query(description=SORT_HELP + ", ".join(HISTORY_SORT))
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    marker: Annotated[
+        str | None, Query(max_length=36, description="the last event id of the page before")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    return await service.history(alarm_id, identity, limit)
+    order = parse_sort(sort or [], HISTORY_SORT)
+    node = simple_query(q, HISTORY_FIELDS, {"timestamp": TIME_OPS})
+    return await service.history(alarm_id, identity, node, order, limit, marker)

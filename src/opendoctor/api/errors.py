@@ -68,20 +68,35 @@ def validation_errors(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+AODH_PREFIX = "/v2/"
+
+
+def answer(
+    request: Request, body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error body; on the Aodh API, with Aodh's `error_message` beside it as well:
+    aodhclient shows its `faultstring` and nothing else ("Bad request (HTTP 400)")."""
+    if request.url.path.startswith(AODH_PREFIX):
+        fault = "Client" if status < 500 else "Server"
+        message = body["error"]["message"]
+        body["error_message"] = {"faultstring": message, "faultcode": fault, "debuginfo": None}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def _api_error(_: Request, exc: RequestError) -> JSONResponse:
+    async def _api_error(request: Request, exc: RequestError) -> JSONResponse:
         errors = [{"field": exc.field or "", "problem": exc.message}]
-        return JSONResponse(error_body(exc.status, errors), status_code=exc.status)
+        return answer(request, error_body(exc.status, errors), exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(400, validation_errors(list(exc.errors()))), status_code=400)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer(request, error_body(400, validation_errors(list(exc.errors()))), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         errors = [{"field": "", "problem": str(exc.detail)}]
-        return JSONResponse(error_body(exc.status_code, errors), status_code=exc.status_code)
+        return answer(request, error_body(exc.status_code, errors), exc.status_code)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         # A database that is down or restarting is not a bug: say so, and that a retry
@@ -89,7 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # goes on to the server's 500 with its traceback in the log.
         if refused_text(exc):
             # Input PostgreSQL cannot store, that no check before the write caught.
-            return JSONResponse(error_body(400, [{"field": "body", "problem": NUL_TEXT}]), 400)
+            return answer(request, error_body(400, [{"field": "body", "problem": NUL_TEXT}]), 400)
         if not unavailable(exc):
             raise exc
         log.warning(
@@ -97,7 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"path": request.url.path, "error": f"{type(exc).__name__}: {exc}"},
         )
         body = error_body(503, [{"field": "", "problem": DATABASE_DOWN}])
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        return answer(request, body, 503, {"Retry-After": "1"})
 
     for kind in (DatabaseUnavailable, PoolTimeout, DBAPIError):
         app.add_exception_handler(kind, _database)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 ERROR_REF = "#/components/schemas/ErrorBody"
 
@@ -28,8 +28,17 @@ class ErrorDetail(BaseModel):
     errors: list[ErrorItem]
 
 
+class AodhFault(BaseModel):
+    faultstring: str
+    faultcode: str
+    debuginfo: None = None
+
+
 class ErrorBody(BaseModel):
     error: ErrorDetail
+    error_message: AodhFault | None = Field(
+        None, description="on /v2 (Aodh's API): the message as Aodh's clients read it"
+    )
 
 
 # Answered by anything around the routes, whatever the route.

@@ -26,22 +26,13 @@ from opendoctor.core.egress import EgressPolicy
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.core.model import new_id
-from opendoctor.core.terms import as_bool
+from opendoctor.core.query import Compare, Node, Order, both, only_own
+from opendoctor.notifier.alarm_query import matcher, ordered, page
 from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.rules import REASON_MANUAL, STATES, AlarmBody, to_api
 from opendoctor.store.alarms import AlarmStore, StateChanged
+from opendoctor.store.paging import UnknownMarker
 
-# Fields GET /v2/alarms filters on (with op eq), as Aodh's simple query does.
-FILTER_FIELDS = (
-    "alarm_id",
-    "name",
-    "state",
-    "enabled",
-    "type",
-    "severity",
-    "project_id",
-    "user_id",
-)
 # What a PUT may change without it counting as a rule change.
 _NOT_RULE = frozenset({"state", "state_reason", "state_timestamp", "timestamp"})
 
@@ -294,56 +285,64 @@ class AlarmService:
             return state
 
     async def history(
-        self, alarm_id: str, identity: Identity, limit: int = 100
+        self,
+        alarm_id: str,
+        identity: Identity,
+        node: Node | None = None,
+        order: Order | None = None,
+        limit: int = 100,
+        marker: str | None = None,
     ) -> builtins.list[dict[str, Any]]:
-        self.get(alarm_id, identity)
-        return await self.store.history(alarm_id, limit)
+        """One alarm's history. A deleted alarm's history is kept; an admin reads it here
+        as well (Aodh answers 404 here and serves it only through the history query)."""
+        one = Compare("=", "alarm_id", alarm_id)
+        if self.index.get(alarm_id) is not None or not identity.is_admin:
+            self.get(alarm_id, identity)  # 404 for an alarm the caller may not see
+        elif not await self.store.query_history(one, limit=1):
+            raise RequestError(404, f"alarm {alarm_id} not found", "alarm_id")
+        return await self.query_history(identity, both(one, node), order, limit, marker, "q")
 
     async def record_transitions(self, transitions: Sequence[Transition]) -> None:
         """Persist state changes the notification path already applied to its Alarm objects."""
         await self.store.record_transitions(transitions)
 
-    def list(
+    def query(
         self,
         identity: Identity,
-        filters: Sequence[tuple[str, str, str]] = (),
+        node: Node | None,
+        order: Order | None = None,
         limit: int | None = None,
         marker: str | None = None,
+        where: str = "filter",
     ) -> builtins.list[Alarm]:
-        """The caller's alarms (an admin's: all), newest first, filtered by (field, op,
-        value); at most `limit` of them, from the one after `marker` (an alarm id)."""
-        wanted: builtins.list[tuple[str, Any]] = []
-        for i, (name, op, value) in enumerate(filters):
-            if name not in FILTER_FIELDS:
-                raise RequestError(
-                    400,
-                    f"cannot filter on {name!r} (filter {i}); "
-                    f"use one of {', '.join(FILTER_FIELDS)}",
-                    "q.field",
-                )
-            if op != "eq":
-                raise RequestError(400, f"only the 'eq' operator is supported, not {op!r}", "q.op")
-            if name == "enabled":
-                flag = as_bool(value)
-                if flag is None:
-                    raise RequestError(
-                        400, f"'enabled' takes true or false, not {value!r}", "q.value"
-                    )
-                wanted.append((name, flag))
-            else:
-                wanted.append((name, value))
-        out = [
-            alarm
-            for alarm in self.index
-            if identity.can_see(alarm.project_id)
-            and all(getattr(alarm, name) == value for name, value in wanted)
-        ]
-        # Newest first; among alarms of the same moment, by id: a page ends the same way
-        # each time it is asked for.
-        out.sort(key=lambda a: (-a.timestamp, a.alarm_id))
-        if marker is not None:
-            at = next((i for i, a in enumerate(out) if a.alarm_id == marker), None)
-            if at is None:
-                raise RequestError(400, f"no alarm {marker} in this listing", "marker")
-            out = out[at + 1 :]
-        return out if limit is None else out[:limit]
+        """The alarms `node` holds for among those the caller may see (an admin: every
+        project's), in `order` (default: newest first), at most `limit`, from the one after
+        `marker` (an alarm id). A caller who is not an admin and names another project in
+        the query is refused (403, naming `where`)."""
+        if not identity.is_admin:
+            only_own(node, "project_id", identity.project_id, where)
+        holds = matcher(node)
+        seen = (a for a in self.index if identity.can_see(a.project_id) and holds(a))
+        return page(ordered(seen, order or []), limit, marker)
+
+    async def query_history(
+        self,
+        identity: Identity,
+        node: Node | None,
+        order: Order | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: str = "filter",
+    ) -> builtins.list[dict[str, Any]]:
+        """History rows, deleted alarms' included, in the database: an admin's query runs
+        over every project's; anyone else's over the changes made on behalf of their own
+        project (Aodh's rule), whoever made them."""
+        if not identity.is_admin:
+            only_own(node, "on_behalf_of", identity.project_id, where)
+            node = both(Compare("=", "on_behalf_of", identity.project_id), node)
+        try:
+            return await self.store.query_history(node, order, limit, marker)
+        except UnknownMarker:
+            raise RequestError(
+                400, f"no history entry {marker} in this listing", "marker"
+            ) from None

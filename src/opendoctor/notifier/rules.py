@@ -14,7 +14,16 @@ from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from opendoctor.core.alarms import Alarm
 from opendoctor.core.model import (
@@ -213,6 +222,13 @@ def _unique(urls: list[str]) -> list[str]:
 Actions = Annotated[list[ActionUrl], Field(max_length=MAX_ACTIONS), AfterValidator(_unique)]
 
 
+def _not_event(kind: str) -> str:
+    return (
+        f"alarm type {kind!r} is not supported: only 'event' alarms are served here "
+        "(not threshold, gnocchi, prometheus, composite or load balancer alarms)"
+    )
+
+
 class AlarmBody(BaseModel):
     """The body of POST /v2/alarms and PUT /v2/alarms/{id}.
 
@@ -237,14 +253,21 @@ class AlarmBody(BaseModel):
     user_id: str | None = Field(None, max_length=255)
     time_constraints: list[Any] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _only_events(cls, data: Any) -> Any:
+        # Before the fields: an alarm of another type has no event_rule, and "event_rule:
+        # Field required" beside the real reason would send its author the wrong way.
+        kind = data.get("type") if isinstance(data, dict) else None
+        if isinstance(kind, str) and kind != "event":
+            raise PydanticCustomError("value_error", _not_event(kind), {"field": "type"})
+        return data
+
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
         if v != "event":
-            raise ValueError(
-                f"alarm type {v!r} is not supported: this service only implements 'event' "
-                "alarms (threshold, gnocchi and composite alarms are not supported)"
-            )
+            raise ValueError(_not_event(v))
         return v
 
     @field_validator("time_constraints")

@@ -12,12 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry, Transition
 from opendoctor.core.model import iso, new_id
+from opendoctor.core.query import Compare, Node, Order
 from opendoctor.core.terms import compile_rule
 from opendoctor.store.db import Database
+from opendoctor.store.paging import UnknownMarker, after_row
+from opendoctor.store.query_sql import ordering, sort_keys, where
 from opendoctor.store.tables import AlarmHistoryRow, AlarmRow
 
 ALARMS = cast(Table, AlarmRow.__table__)
 HISTORY = cast(Table, AlarmHistoryRow.__table__)
+# What a history query filters and sorts on: every column, by its API name.
+HISTORY_COLUMNS = {column.name: column for column in HISTORY.c}
+HISTORY_ORDER: Order = [("timestamp", True)]  # newest first, as Aodh
 
 # Bind names must differ from column names: SQLAlchemy reserves those for SET values.
 _SET_STATE = (
@@ -205,13 +211,30 @@ class AlarmStore:
 
     async def history(self, alarm_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The alarm's history in Aodh's shape, newest first."""
-        query = (
-            select(HISTORY)
-            .where(HISTORY.c.alarm_id == alarm_id)
-            .order_by(HISTORY.c.timestamp.desc())
-            .limit(limit)
-        )
+        return await self.query_history(Compare("=", "alarm_id", alarm_id), limit=limit)
+
+    async def query_history(
+        self,
+        node: Node | None,
+        order: Order | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """History rows that `node` holds for (deleted alarms' too), in Aodh's shape, in
+        `order` (default: newest first), at most `limit`, from the row after the one
+        whose event id is `marker` (`UnknownMarker` if the query does not hold it)."""
+        keys = sort_keys(order or HISTORY_ORDER, HISTORY_COLUMNS, "event_id")
+        conditions = [] if node is None else [where(node, HISTORY_COLUMNS, {"timestamp"})]
         async with self.db.engine.connect() as conn:
+            if marker is not None:
+                at = select(*(k for k, _ in keys)).where(*conditions, HISTORY.c.event_id == marker)
+                values = (await conn.execute(at)).first()
+                if values is None:
+                    raise UnknownMarker(marker)
+                conditions.append(after_row(keys, tuple(values)))
+            query = select(HISTORY).where(*conditions).order_by(*ordering(keys))
+            if limit is not None:
+                query = query.limit(limit)
             result = await conn.execute(query)
             return [_history_api(row) for row in result.mappings()]
 

@@ -7,9 +7,10 @@ was added meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -35,3 +36,17 @@ async def after_marker(
         raise UnknownMarker(marker)
     beyond = key < value if descending else key > value
     return query.where(or_(beyond, and_(key == value, id_column > marker)))
+
+
+def after_row(
+    keys: Sequence[tuple[ColumnElement[Any], bool]], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """The rows after the one whose sort keys are `values`, for a list ordered by `keys`
+    ((expression, descending) pairs, the last one unique): beyond it on the first key,
+    or equal on the first and beyond on the second, and so on."""
+    clauses = []
+    for i, (key, descending) in enumerate(keys):
+        equal = [k == v for (k, _), v in zip(keys[:i], values[:i], strict=True)]
+        beyond = key < values[i] if descending else key > values[i]
+        clauses.append(and_(*equal, beyond))
+    return or_(*clauses)

@@ -322,6 +322,9 @@ async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
         "/v2/alarms/{alarm_id}",
         "/v2/alarms/{alarm_id}/state",
         "/v2/alarms/{alarm_id}/history",
+        "/v2/query/alarms",
+        "/v2/query/alarms/history",
+        "/v2/capabilities",
     }
     for path in paths.values():
         for operation in path.values():
