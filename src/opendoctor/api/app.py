@@ -36,7 +36,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage:
             await service.start()
-        if keystone is not None and service.settings.api.keystone.register:
+        if keystone is not None and service.settings.api.keystone.register_in_catalog:
             await _register(keystone, service.settings.api)
         try:
             yield

@@ -83,6 +83,11 @@ class OpenStackDriver:
         self._services: dict[str, str] = {}  # host -> its nova-compute service id
         self._hosts_seen: dict[str, Host] = {}  # as the last read of Nova had them
 
+    @property
+    def hosts_seen(self) -> dict[str, Host]:
+        """The hosts as the last read of Nova had them (empty before the first)."""
+        return dict(self._hosts_seen)
+
     @classmethod
     def from_settings(cls, settings: OpenStackSettings) -> OpenStackDriver:
         return cls(connect(settings), settings)
@@ -256,8 +261,9 @@ class OpenStackDriver:
             yield change
 
     async def _poll(self) -> AsyncIterator[VimChange]:
-        hosts = {h.name: h for h in await self.list_hosts()}
+        # The clock first: whatever changes once the first read began is reported.
         since = datetime.now(UTC)
+        hosts = {h.name: h for h in await self.list_hosts()}
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             polled = datetime.now(UTC)

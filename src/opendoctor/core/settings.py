@@ -56,7 +56,7 @@ class KeystoneSettings(BaseModel):
     cache_seconds: float = Field(
         300.0, gt=0, description="how long a validated token is believed without asking again"
     )
-    register: bool = Field(
+    register_in_catalog: bool = Field(
         True,
         description="add opendoctor to the catalog at start (types `alarming` and "
         "`fault-management`) where it is missing; needs a role that may change it",
