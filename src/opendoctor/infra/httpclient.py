@@ -8,7 +8,7 @@ encoding are decided once.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -33,6 +33,8 @@ class HttpError(Exception):
 class Response:
     status: int
     body: bytes
+    # Names in lower case (some APIs answer in a header: Keystone's X-Subject-Token).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
@@ -129,9 +131,11 @@ class HttpClient:
             kwargs["allow_redirects"] = False
         try:
             async with session.request(method, url, data=data, headers=hdrs, **kwargs) as resp:
+                headers = {k.lower(): v for k, v in resp.headers.items()}
                 if self._max_response is None:
-                    return Response(resp.status, await resp.read())
-                return Response(resp.status, await _read_at_most(resp, self._max_response))
+                    return Response(resp.status, await resp.read(), headers)
+                body = await _read_at_most(resp, self._max_response)
+                return Response(resp.status, body, headers)
         except EgressDenied as exc:
             raise EgressRefused(f"{method} {url}: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
