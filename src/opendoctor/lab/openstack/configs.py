@@ -111,7 +111,8 @@ def neutron(spec: BedSpec, url: dict[str, str], secrets: Secrets) -> Sections:
     sections = _common(spec, "neutron")
     sections["DEFAULT"] |= {
         "core_plugin": "ml2",
-        "service_plugins": "",
+        # get_ports reads the port-forwarding model, which only this plugin loads.
+        "service_plugins": "router,port_forwarding",
         "auth_strategy": "keystone",
         # Port events for Nova need a [nova] section and are of no use without ports.
         "notify_nova_on_port_status_changes": "false",

@@ -45,6 +45,16 @@ threads = 4
 timeout = 180
 graceful_timeout = 5
 """
+# Neutron's port listing reads a relationship (Port.port_forwardings) that SQLAlchemy
+# adds when it configures its mappers, which it otherwise does at the first query: a
+# first request that lists ports (Nova's, when it moves a server) fails with a 500.
+_CONFIGURE_MAPPERS = """
+
+def post_worker_init(worker):
+    import sqlalchemy.orm
+
+    sqlalchemy.orm.configure_mappers()
+"""
 
 
 @dataclass(slots=True)
@@ -74,7 +84,8 @@ def _api(spec: BedSpec, name: str, port: int) -> Service:
     app, dirs = WSGI[name]
     config = spec.etc / name / "gunicorn.conf.py"
     bind = f"{spec.address}:{port}"
-    config.write_text(_GUNICORN.format(app=app, bind=bind))
+    hooks = _CONFIGURE_MAPPERS if name == "neutron" else ""
+    config.write_text(_GUNICORN.format(app=app, bind=bind) + hooks)
     env = {var: str(spec.etc / sub) for var, sub in dirs.items()} | WSGI_FILES.get(name, {})
     label = "nova-api" if name == "nova" else name
     return Service(label, [spec.bin("gunicorn"), "-c", str(config)], env, f"http://{bind}")
