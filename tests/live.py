@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -18,10 +19,12 @@ from tests.tcpproxy import free_port
 
 
 @contextlib.contextmanager
-def live_api(state_dir: Path) -> Iterator[str]:
-    """The URL of a service over the in-memory VIM of the pipeline tests."""
-    service = Service(settings_for(state_dir), vim=lab_vim())
+def live_api(state_dir: Path, **settings: Any) -> Iterator[str]:
+    """The URL of a service over the in-memory VIM of the pipeline tests (`settings` as
+    `settings_for` takes them; `api.port` is the port it listens on)."""
     port = free_port()
+    api = {**settings.pop("api", {}), "port": port}
+    service = Service(settings_for(state_dir, api=api, **settings), vim=lab_vim())
     config = uvicorn.Config(
         create_app(service.facade),
         host="127.0.0.1",

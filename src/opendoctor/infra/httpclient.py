@@ -33,7 +33,8 @@ class HttpError(Exception):
 class Response:
     status: int
     body: bytes
-    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    # Names in lower case (some APIs answer in a header: Keystone's X-Subject-Token).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
@@ -130,10 +131,11 @@ class HttpClient:
             kwargs["allow_redirects"] = False
         try:
             async with session.request(method, url, data=data, headers=hdrs, **kwargs) as resp:
-                heads = {k.lower(): v for k, v in resp.headers.items()}
+                headers = {k.lower(): v for k, v in resp.headers.items()}
                 if self._max_response is None:
-                    return Response(resp.status, await resp.read(), heads)
-                return Response(resp.status, await _read_at_most(resp, self._max_response), heads)
+                    return Response(resp.status, await resp.read(), headers)
+                body = await _read_at_most(resp, self._max_response)
+                return Response(resp.status, body, headers)
         except EgressDenied as exc:
             raise EgressRefused(f"{method} {url}: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
