@@ -20,6 +20,7 @@ from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
 from opendoctor.lab.manager.hostevents import HostEvents
 from opendoctor.lab.manager.lb import LoadBalancer
 from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord
+from opendoctor.lab.openstack import state as openstack_power
 from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec
 
@@ -191,6 +192,12 @@ class Lab:
         fault = {"host": name, "t00": t00, "kind": "power-off"}
         self.faults.append(fault)
         log.info("power-off of %s at %.6f", name, t00)
+        # The tied OpenStack test bed's nova-compute of this host runs on it, as it would
+        # in a real cloud: it goes down with it, and Nova sees what a real cloud would.
+        bed = openstack_power.tied_bed()
+        pid = openstack_power.kill_compute(bed, name) if bed is not None else None
+        if pid is not None:
+            log.info("killed the OpenStack bed's nova-compute of %s (pid %d)", name, pid)
         return fault
 
     async def restore_host(self, name: str) -> HostRecord:
@@ -202,6 +209,9 @@ class Lab:
         except HostCallError as exc:
             raise LabError(502, str(exc)) from exc
         log.info("restored %s", name)
+        bed = openstack_power.tied_bed()
+        if bed is not None and openstack_power.start_compute(bed, name) is not None:
+            log.info("started the OpenStack bed's nova-compute of %s again", name)
         return host
 
     async def cut_link(self, name: str) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.infra.procs import pid_alive, terminate
 from opendoctor.lab.openstack import catalog, configs, install, procs, provision
 from opendoctor.lab.openstack.spec import ADMIN, APIS, BedSpec, Secrets, free_port, write_private
+from opendoctor.lab.openstack.state import STATE_FILE, read_state, save_state
 
-STATE_FILE = "openstack.json"
 CLOUD = "opendoctor-bed"
 Progress = Callable[[str], None]
 
@@ -32,24 +32,12 @@ class BedError(RuntimeError):
     pass
 
 
-def read_state(spec: BedSpec) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((spec.directory / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
 def running(spec: BedSpec) -> dict[str, Any] | None:
     """The state of a bed whose processes are all alive, or None."""
     state = read_state(spec)
     if state is None or not all(pid_alive(p["pid"]) for p in state["processes"]):
         return None
     return state
-
-
-def _save(spec: BedSpec, state: dict[str, Any]) -> None:
-    write_private(spec.directory / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def clouds_yaml(url: str, password: str) -> str:
@@ -102,7 +90,12 @@ async def up(
     await asyncio.gather(provision.create_databases(spec), provision.create_vhost(spec))
     await provision.sync_schemas(spec)
     services = procs.plan(spec, ports)
-    state: dict[str, Any] = {"urls": urls, "hosts": list(spec.hosts), "processes": []}
+    state: dict[str, Any] = {
+        "home": str(spec.home),
+        "urls": urls,
+        "hosts": list(spec.hosts),
+        "processes": [],
+    }
     http = HttpClient(timeout=30)
     try:
         progress("keystone")
@@ -118,7 +111,7 @@ async def up(
         await provision.discover_hosts(spec)
         await catalog.flavor_and_image(session, urls)
     except BaseException:
-        _save(spec, state)
+        save_state(spec, state)
         await asyncio.to_thread(_stop_leftovers, spec)
         raise
     finally:
@@ -129,7 +122,7 @@ async def up(
         "total": round(time.monotonic() - started, 1),
     }
     state["started"] = time.time()
-    _save(spec, state)
+    save_state(spec, state)
     return state
 
 
@@ -139,7 +132,7 @@ async def _start(
     pid = await asyncio.to_thread(procs.spawn, spec, service)
     entry = {"name": service.name, "pid": pid, "url": service.url, "host": service.host}
     state["processes"].append(entry)
-    _save(spec, state)  # a `down` after a failed `up` finds what did start
+    save_state(spec, state)  # a `down` after a failed `up` finds what did start
     if service.url:
         await _wait_http(http, service.url, pid, spec.logs / f"{service.name}.log", timeout)
 
@@ -172,6 +165,9 @@ def _stop_leftovers(spec: BedSpec) -> list[str]:
 async def down(spec: BedSpec) -> list[str]:
     """Stop every process, drop the databases and the vhost, remove the configs and
     keys (the venv stays for the next `up`; so do the logs). The names stopped."""
+    state = read_state(spec)
+    if state is not None and "home" in state:
+        spec = replace(spec, home=Path(state["home"]))  # the venv it was started from
     stopped = await asyncio.to_thread(_stop_leftovers, spec)
     if spec.venv.exists():
         await provision.drop_databases(spec)
@@ -181,37 +177,6 @@ async def down(spec: BedSpec) -> list[str]:
     for name in ("clouds.yaml", "secrets.json"):
         (spec.directory / name).unlink(missing_ok=True)
     return stopped
-
-
-def kill_compute(spec: BedSpec, host: str) -> int | None:
-    """SIGKILL a host's nova-compute, as its host's power loss would; its pid, if it ran."""
-    state = read_state(spec)
-    for entry in (state or {}).get("processes", []):
-        if entry["host"] == host and pid_alive(entry["pid"]):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(entry["pid"], 9)
-            return int(entry["pid"])
-    return None
-
-
-def start_compute(spec: BedSpec, host: str) -> int:
-    """Start a host's nova-compute again (its host is back); the new pid."""
-    state = read_state(spec)
-    if state is None:
-        raise BedError(f"no bed is running from {spec.directory}")
-    for entry in state["processes"]:
-        if entry["host"] == host:
-            if pid_alive(entry["pid"]):
-                return int(entry["pid"])
-            service = next(s for s in procs.plan(spec, _ports(state)) if s.host == host)
-            entry["pid"] = procs.spawn(spec, service)
-            _save(spec, state)
-            return int(entry["pid"])
-    raise BedError(f"the bed has no compute host {host}")
-
-
-def _ports(state: dict[str, Any]) -> dict[str, int]:
-    return {name: int(url.split(":")[2].split("/")[0]) for name, url in state["urls"].items()}
 
 
 async def status(spec: BedSpec) -> dict[str, Any] | None:

@@ -137,7 +137,10 @@ def nova(spec: BedSpec, url: dict[str, str], secrets: Secrets) -> Sections:
     service_auth = _auth(url["keystone"], "nova", password)
     sections = _common(spec, "nova")
     sections["DEFAULT"] |= {
-        "compute_driver": "fake.FakeDriver",
+        # The fake driver in the variant that keeps its node's identity as a real driver
+        # does (`compute_id` in the state path): plain FakeDriver keeps none, and Nova
+        # refuses to start a nova-compute again without one (a lab host powered back on).
+        "compute_driver": "fake.FakeDriverWithoutFakeNodes",
         "state_path": str(spec.directory / "nova"),
         "my_ip": spec.address,
         # The fake driver has no consoles and there is no metadata service.
@@ -163,9 +166,11 @@ def nova(spec: BedSpec, url: dict[str, str], secrets: Secrets) -> Sections:
     }
 
 
-def nova_compute(host: str) -> Sections:
-    """The one setting per compute host: its name, as the lab's host is named."""
-    return {"DEFAULT": {"host": host}}
+def nova_compute(spec: BedSpec, host: str) -> Sections:
+    """What differs per compute host: its name, as the lab's host is named, and its state
+    directory, where nova-compute keeps its node's identity (`compute_id`): one shared
+    between hosts makes a restarted nova-compute refuse to start."""
+    return {"DEFAULT": {"host": host, "state_path": str(spec.directory / "nova" / host)}}
 
 
 def write_all(spec: BedSpec, ports: dict[str, int], secrets: Secrets, venv_etc: Path) -> None:
@@ -177,7 +182,11 @@ def write_all(spec: BedSpec, ports: dict[str, int], secrets: Secrets, venv_etc: 
         "neutron/neutron.conf": neutron(spec, url, secrets),
         "nova/nova.conf": nova(spec, url, secrets),
     }
-    files |= {f"nova/{host}.conf": nova_compute(host) for host in spec.hosts}
+    files |= {f"nova/{host}.conf": nova_compute(spec, host) for host in spec.hosts}
+    for host in spec.hosts:
+        # nova-compute does not make its state directory, and without it fails to keep
+        # its identity on its first start and refuses every later one.
+        (spec.directory / "nova" / host).mkdir(parents=True, exist_ok=True)
     for name, sections in files.items():
         write_private(spec.etc / name, render(sections))
     # The paste pipelines ship with the packages (in the venv's etc/); the APIs look for

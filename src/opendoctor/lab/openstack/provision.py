@@ -129,8 +129,9 @@ async def _keystone_db(spec: BedSpec) -> None:
 
 async def _nova_db(spec: BedSpec, nova: list[str]) -> None:
     await run(spec, [*nova, "api_db", "sync"])
-    cell0 = spec.db_url("nova_cell0")
-    await run(spec, [*nova, "cell_v2", "map_cell0", "--database_connection", cell0])
+    # cell0's database is the cell's name with `_cell0` (od_nova_cell0): nova-manage
+    # derives it, so no URL (with a password, maybe) goes on a command line.
+    await run(spec, [*nova, "cell_v2", "map_cell0"])
     await run(spec, [*nova, "cell_v2", "create_cell", "--name", "cell1", "--verbose"])
     await run(spec, [*nova, "db", "sync"])
 
