@@ -4,63 +4,16 @@ calls opendoctor's OpenStack driver makes, against the real services."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from openstack.compute.v2.server import Server
-from openstack.compute.v2.service import Service
 from openstack.connection import Connection
 
-from opendoctor.lab.openstack import catalog
 from opendoctor.lab.openstack.spec import HOSTS
+from tests.openstack_bed.conftest import computes, wait_for
 
 # The first test waits for the bed to come up (a minute and a half; more on a first
 # install): longer than the suite's default timeout.
 pytestmark = [pytest.mark.openstack, pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def computes(conn: Connection) -> dict[str, Service]:
-    return {s.host: s for s in conn.compute.services(binary="nova-compute")}
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture(autouse=True)
-def all_computes_up(conn: Connection) -> None:
-    """Each test starts with every compute host in service, whatever came before (a
-    test that failed half way, a reused bed someone forced a host down in)."""
-    for service in computes(conn).values():
-        if service.is_forced_down:
-            conn.compute.update_service_forced_down(service, forced=False)
-    wait_for(lambda: all(s.state == "up" for s in computes(conn).values()), 60, "compute hosts up")
-
-
-@pytest.fixture
-def server(conn: Connection) -> Iterator[Server]:
-    flavor = conn.compute.find_flavor(catalog.FLAVOR, ignore_missing=False)
-    image = conn.image.find_image(catalog.IMAGE, ignore_missing=False)
-    # No network: the bed's Neutron wires nothing (its API answers Nova's questions).
-    created = conn.compute.create_server(
-        name="od-test", flavor_id=flavor.id, image_id=image.id, networks="none"
-    )
-    try:
-        yield conn.compute.wait_for_server(created, status="ACTIVE", wait=120, interval=0.5)
-    finally:
-        conn.compute.delete_server(created, force=True)
-        conn.compute.wait_for_delete(created, wait=60)
-        for service in computes(conn).values():
-            if service.is_forced_down:
-                conn.compute.update_service_forced_down(service, forced=False)
 
 
 def test_keystone_issues_a_fernet_token_for_the_admin(conn: Connection) -> None:
