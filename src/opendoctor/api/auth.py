@@ -205,13 +205,10 @@ async def monitor_of(request: Request) -> str:
     `keystone:<user id>`."""
     monitors: Monitors = request.app.state.monitors
     settings: ApiSettings = request.app.state.settings.api
-    if settings.auth_mode != "keystone":
-        return monitors.identify(request)
     token = request.headers.get("x-auth-token")
-    if token is not None and monitors.knows(token):
+    if settings.auth_mode != "keystone" or token is None or monitors.knows(token):
+        # A configured monitor, anonymous, or the 401 that says what to send.
         return monitors.identify(request)
-    if token is None:
-        return monitors.identify(request)  # anonymous, or the 401 that says what to send
     _bounded("X-Auth-Token", token, MAX_TOKEN)
     info = await _validated(request.app.state.keystone, token)
     if info.roles.isdisjoint(settings.keystone.monitor_roles):

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,9 @@ from opendoctor.store.pipeline import EventStore, FaultStore
 log = logging.getLogger(__name__)
 
 Recover = Callable[[Fault, list[Server]], Awaitable[None]]
+# How long a fault cleared here is remembered as such: longer than the store can lag
+# behind (a save retried in the background).
+CLEARED_MEMORY = 600.0
 
 
 class Inspector:
@@ -79,9 +83,10 @@ class Inspector:
         self._background = Background()
         # Waiters for tests and the demo: fault id -> event set when its work is done.
         self.done: dict[str, asyncio.Event] = {}
-        # Faults cleared here, by id, and when: the store may say "active" a moment
-        # longer, and the mirror must not bring them back as another's.
-        self.cleared_here: dict[str, float] = {}
+        # Faults cleared here, by id, and when (oldest first, kept CLEARED_MEMORY
+        # seconds): the store may say "active" a moment longer, and the mirror must not
+        # bring them back as another's.
+        self.cleared_here: OrderedDict[str, float] = OrderedDict()
 
     async def restore(self) -> None:
         """Take up the faults that were active when the service stopped."""
@@ -115,7 +120,12 @@ class Inspector:
                 metrics.EVENTS.labels(event.type, "redelivered").inc()
                 log.info("event already handled", extra={"event": event.id})
                 return
-            if fault is not None and (stored is None or stored.id != fault.id):
+            # A fault whose save is still being retried is not in the store yet: its
+            # absence there says nothing about another replica.
+            if fault is not None and (
+                (stored is None and fault.id not in self._unsaved)
+                or (stored is not None and stored.id != fault.id)
+            ):
                 self._forget(fault)
                 self.engine.run(keep_deferred=True)
                 fault = None
@@ -292,7 +302,10 @@ class Inspector:
         plan = self.engine.run()
         metrics.DEDUCED_ALARMS.set(len(self.engine.alarms))
         del self.active[fault.key]
-        self.cleared_here[fault.id] = time.monotonic()
+        now = time.monotonic()
+        self.cleared_here[fault.id] = now
+        while now - next(iter(self.cleared_here.values())) > CLEARED_MEMORY:
+            self.cleared_here.popitem(last=False)
         self.done.pop(fault.id, None)
         metrics.FAULTS_ACTIVE.set(len(self.active))
         if plan:

@@ -15,7 +15,6 @@ it, and the survivor must not keep them.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 from opendoctor.core.faults import Fault
@@ -25,10 +24,6 @@ from opendoctor.store.pipeline import FaultStore
 
 log = logging.getLogger(__name__)
 
-# How long a fault cleared here is kept from being mirrored back: longer than the
-# store can lag behind (a save retried in the background).
-CLEARED_MEMORY = 600.0
-
 
 class FaultMirror:
     def __init__(
@@ -37,7 +32,7 @@ class FaultMirror:
         fault_graph: FaultGraph,
         engine: Engine,
         local: Callable[[], Mapping[tuple[str, str], Fault]] = dict,
-        cleared_here: dict[str, float] | None = None,
+        cleared_here: Mapping[str, float] | None = None,
         forget: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.faults = faults
@@ -61,10 +56,6 @@ class FaultMirror:
                 if self.engine.attached:
                     # What follows was done by the inspector that cleared them.
                     self.engine.run(keep_deferred=True)
-        now = time.monotonic()
-        for fault_id, at in list(self._cleared_here.items()):
-            if now - at > CLEARED_MEMORY:
-                del self._cleared_here[fault_id]
         wanted = {
             alarm_key(f): f for f in active if f.id not in local and f.id not in self._cleared_here
         }

@@ -21,7 +21,11 @@ Search = Callable[[Clause, str, Vertex], Iterator[dict[str, Vertex]]]
 
 
 def walk(
-    graph: TopologyGraph, start: str, label: str, direction: Direction, through: Matcher
+    graph: TopologyGraph,
+    start: str,
+    label: str,
+    direction: Direction,
+    through: Callable[[Vertex], bool],
 ) -> list[Vertex]:
     """Every vertex a chain of `label` edges reaches from `start`, going on only through
     vertices that match `through` (each once, however many ways lead there)."""
@@ -82,16 +86,8 @@ def _along(
     graph: TopologyGraph, start: str, label: str, direction: Direction, kind: str | None
 ) -> set[str]:
     """Keys a chain of `label` edges reaches from `start` through vertices of type `kind`."""
-    seen = {start}
-    todo = [start]
-    while todo:
-        for n in graph.neighbors(todo.pop(), label, direction):
-            if n.key not in seen:
-                seen.add(n.key)
-                if kind is None or n.type == kind:
-                    todo.append(n.key)
-    seen.discard(start)
-    return seen
+    reached = walk(graph, start, label, direction, lambda n: kind is None or n.type == kind)
+    return {n.key for n in reached}
 
 
 def _kind(m: Matcher) -> str | None:
