@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -268,16 +268,31 @@ class Effects:
         if fault is not None and all(results):
             self.mark(fault, "T03", time.time())
 
-    async def undo_marks(self, hosts: list[str], servers: list[str]) -> None:
-        """Bring back what no remaining reason keeps down (after a fault clears)."""
+    async def undo_marks(self, hosts: list[str], servers: list[str]) -> list[str]:
+        """Bring back what no remaining reason keeps down (after a fault clears); the
+        marks the VIM refused to lift (`host:NAME`, `server:ID`), each logged."""
+        refused: list[str] = []
+
+        async def lift(key: str, call: Awaitable[None]) -> bool:
+            try:
+                await call
+            except VimError as exc:
+                metrics.VIM_ERRORS.labels("clear").inc()
+                log.warning("the VIM did not lift a mark", extra={"mark": key, "error": str(exc)})
+                refused.append(key)
+                return False
+            return True
+
         for name in hosts:
-            await self.vim.force_down(name, False)
-            host = self.topology.hosts.get(name)
-            if host is not None:
-                host.forced_down, host.state = False, "up"
+            if await lift(f"host:{name}", self.vim.force_down(name, False)):
+                host = self.topology.hosts.get(name)
+                if host is not None:
+                    host.forced_down, host.state = False, "up"
         for server_id in servers:
             server = self.topology.servers.get(server_id)
             # Only undo what a fault did: a server someone else changed meanwhile stays.
-            if server is not None and server.status == "ERROR":
-                await self.vim.reset_state(server_id, "active")
+            if server is None or server.status != "ERROR":
+                continue
+            if await lift(f"server:{server_id}", self.vim.reset_state(server_id, "active")):
                 server.status = "ACTIVE"
+        return refused

@@ -13,6 +13,7 @@ clears (`damping`): one that flaps keeps one fault.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -39,6 +40,7 @@ Recover = Callable[[Fault, list[Server]], Awaitable[None]]
 # How long a fault cleared here is remembered as such: longer than the store can lag
 # behind (a save retried in the background).
 CLEARED_MEMORY = 600.0
+UNMARK_MOST = 30.0  # seconds between asks at most, while the VIM refuses to lift a mark
 
 
 class Inspector:
@@ -326,14 +328,28 @@ class Inspector:
     async def release(self, marked_before: set[str]) -> None:
         """Bring back up what was marked down for a reason that no longer holds (a fault
         cleared, a template deleted)."""
-        released = marked_before - self.engine.marked()
-        hosts = [k.removeprefix("host:") for k in released if k.startswith("host:")]
-        servers = [k.removeprefix("server:") for k in released if k.startswith("server:")]
-        try:
-            await self.effects.undo_marks(hosts, servers)
-        except VimError as exc:
-            metrics.VIM_ERRORS.labels("clear").inc()
-            log.error("could not mark a resource up", extra={"error": str(exc)})
+        refused = await self._unmark(marked_before - self.engine.marked())
+        if refused:
+            # Nova, for one, will not force a host up while evacuations from it wait for
+            # its nova-compute to restart: ask again until it agrees, unless a new
+            # reason marks the resource down meanwhile.
+            self._background.spawn(
+                keep_trying(functools.partial(self._unmark_again, refused), 1.0, UNMARK_MOST)
+            )
+
+    async def _unmark(self, keys: set[str]) -> set[str]:
+        hosts = [k.removeprefix("host:") for k in keys if k.startswith("host:")]
+        servers = [k.removeprefix("server:") for k in keys if k.startswith("server:")]
+        return set(await self.effects.undo_marks(hosts, servers))
+
+    async def _unmark_again(self, keys: set[str]) -> None:
+        wanted = keys - self.engine.marked()
+        refused = await self._unmark(wanted)
+        if refused:
+            keys.intersection_update(refused)  # what is lifted is not asked for again
+            raise VimError(f"still marked down in the VIM: {', '.join(sorted(refused))}")
+        if wanted:
+            log.info("marks lifted after the VIM refused", extra={"marks": sorted(wanted)})
 
     async def _save(self, fault: Fault) -> None:
         """Store the fault; if the database does not answer, keep trying in the background

@@ -144,6 +144,31 @@ async def test_up_clears_the_fault_and_marks_the_host_up(
     assert [f["id"] for f in listed] == [fault.id]
 
 
+async def test_a_host_the_vim_will_not_mark_up_yet_is_asked_again(
+    running: Running, consumer: Consumer
+) -> None:
+    """Nova refuses to force a host up until its nova-compute has restarted and closed
+    the evacuations from it: the host must not stay fenced for good."""
+    await running.client.put("/events", json=[host_down("compute3")])
+    fault = await settled_fault(running, "compute3")
+    running.vim.fail = {"force_down"}
+    await running.client.put("/events", json=[host_down("compute3", status="up")])
+    await running.service.bus.drain()
+    assert fault.status == "cleared"
+    assert running.vim.hosts["compute3"].forced_down is True
+
+    def asked() -> int:
+        return running.vim.calls.count(("force_down", "compute3", "False"))
+
+    first = asked()
+    await eventually(lambda: asked() > first, 10, "the VIM asked again")
+    running.vim.fail = set()
+    await eventually(
+        lambda: not running.vim.hosts["compute3"].forced_down, 10, "compute3 marked up"
+    )
+    assert running.service.topology.hosts["compute3"].state == "up"
+
+
 async def test_owners_hear_even_when_the_vim_fails(running: Running, consumer: Consumer) -> None:
     await register_all(running, consumer)
     running.vim.fail = {"force_down", "reset_state"}
