@@ -5,9 +5,12 @@ change feed the graph follows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from openstack.compute.v2.server import Server as NovaServer
@@ -24,48 +27,23 @@ from tests.openstack_bed.conftest import computes
 pytestmark = [pytest.mark.openstack, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+def driver_of(spec: BedSpec, **settings: Any) -> OpenStackDriver:
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(Path(spec.directory) / "clouds.yaml")
+    return OpenStackDriver.from_settings(OpenStackSettings(cloud=bed.CLOUD, **settings))
+
+
 @pytest.fixture
 async def driver(openstack_bed: BedSpec) -> AsyncIterator[OpenStackDriver]:
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(Path(openstack_bed.directory) / "clouds.yaml")
-    settings = OpenStackSettings(cloud=bed.CLOUD, poll_interval=0.5)
-    d = OpenStackDriver.from_settings(settings)
+    d = driver_of(openstack_bed, poll_interval=0.5)
     try:
         yield d
     finally:
         await d.close()
 
 
-async def test_the_driver_reads_nova(driver: OpenStackDriver, server: NovaServer) -> None:
-    hosts = {h.name: h for h in await driver.list_hosts()}
-    assert sorted(hosts) == sorted(HOSTS)
-    assert all(h.state == "up" and h.enabled and not h.forced_down for h in hosts.values())
-    servers = {s.id: s for s in await driver.list_servers()}
-    assert servers[server.id].host == server.compute_host
-    assert servers[server.id].status == "ACTIVE"
-
-
-async def test_the_driver_forces_down_resets_and_evacuates(
-    driver: OpenStackDriver, server: NovaServer, conn: Connection
-) -> None:
-    source = server.compute_host
-    await driver.force_down(source, True)
-    assert computes(conn)[source].is_forced_down
-    await driver.reset_state(server.id, "error")
-    assert conn.compute.get_server(server.id).status == "ERROR"
-    await driver.evacuate(server.id)
-
-    async def moved() -> bool:
-        now = {s.id: s for s in await driver.list_servers()}[server.id]
-        return now.status == "ACTIVE" and now.host != source
-
-    await eventually(moved, timeout=120, what="the server evacuated by Nova")
-    await driver.force_down(source, False)
-    assert not computes(conn)[source].is_forced_down
-
-
-async def test_the_change_feed_reports_what_nova_changed(
-    driver: OpenStackDriver, server: NovaServer, conn: Connection
-) -> None:
+@contextlib.asynccontextmanager
+async def feed(driver: OpenStackDriver) -> AsyncIterator[list[VimChange]]:
+    """What the driver's change feed reports, from its first read of Nova on."""
     seen: list[VimChange] = []
 
     async def follow() -> None:
@@ -76,6 +54,48 @@ async def test_the_change_feed_reports_what_nova_changed(
     try:
         # The feed reads Nova once before it watches: what changes after is reported.
         await eventually(lambda: driver.hosts_seen, what="the feed's first read of Nova")
+        yield seen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_driver_reads_nova(
+    driver: OpenStackDriver, server: NovaServer, openstack_bed: BedSpec
+) -> None:
+    hosts = {h.name: h for h in await driver.list_hosts()}
+    assert sorted(hosts) == sorted(HOSTS)
+    assert all(h.state == "up" and h.enabled and not h.forced_down for h in hosts.values())
+    servers = {s.id: s for s in await driver.list_servers()}
+    assert servers[server.id].host == server.compute_host
+    assert servers[server.id].status == "ACTIVE"
+    # Nova reports each compute host at its lab host's address: what the monitor probes.
+    state = bed.running(openstack_bed)
+    assert state is not None
+    assert {h.name: h.address for h in hosts.values()} == state["addresses"]
+
+
+async def test_the_driver_forces_down_resets_and_evacuates(
+    driver: OpenStackDriver, server: NovaServer, conn: Connection
+) -> None:
+    source = server.compute_host
+    await driver.force_down(source, True)
+    assert computes(conn)[source].is_forced_down
+    await driver.reset_state(server.id, "error")
+    assert conn.compute.get_server(server.id).status == "ERROR"
+    # Nova answers at once and rebuilds in the background: evacuate waits for the end.
+    moved = await driver.evacuate(server.id)
+    assert moved.status == "ACTIVE" and moved.host not in (source, "")
+    now = conn.compute.get_server(server.id)
+    assert (now.compute_host, now.task_state) == (moved.host, None)
+    await driver.force_down(source, False)
+    assert not computes(conn)[source].is_forced_down
+
+
+async def test_the_change_feed_reports_what_nova_changed(
+    driver: OpenStackDriver, server: NovaServer, conn: Connection
+) -> None:
+    async with feed(driver) as seen:
         await asyncio.to_thread(conn.compute.reset_server_state, server, "error")
         await eventually(
             lambda: any(
@@ -85,6 +105,33 @@ async def test_the_change_feed_reports_what_nova_changed(
             timeout=30,
             what="the server's new state in the feed",
         )
+
+
+async def test_nova_notifications_reach_the_feed_before_any_poll(
+    openstack_bed: BedSpec, server: NovaServer, conn: Connection
+) -> None:
+    """With `notifications_url`, Nova's versioned notifications on the bed's RabbitMQ
+    are followed as they come: the poll here waits an hour, so only they can tell."""
+    url = f"amqp://{openstack_bed.rabbit}/{quote(openstack_bed.vhost, safe='')}"
+    driver = driver_of(openstack_bed, poll_interval=3600, notifications_url=url)
+    try:
+        async with feed(driver) as seen:
+            await asyncio.to_thread(conn.compute.reset_server_state, server, "error")
+            errored = await eventually(
+                lambda: [c.server for c in seen if c.server and c.server.id == server.id],
+                timeout=30,
+                what="Nova's notification of the new state",
+            )
+            assert (errored[-1].status, errored[-1].host) == ("ERROR", server.compute_host)
+            host = computes(conn)[server.compute_host]
+            await asyncio.to_thread(conn.compute.update_service_forced_down, host, True)
+            await eventually(
+                lambda: any(
+                    c.host is not None and c.host.name == host.host and c.host.forced_down
+                    for c in seen
+                ),
+                timeout=30,
+                what="Nova's service.update of the forced-down host",
+            )
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await driver.close()

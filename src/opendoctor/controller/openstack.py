@@ -42,6 +42,9 @@ T = TypeVar("T")
 COMPUTE = "nova-compute"
 # The oldest microversion with everything used here: forced_down by service id (2.53).
 MIN_MICROVERSION = "2.53"
+# How often an evacuation in progress is looked at: it takes seconds, a poll costs a GET.
+ACTION_POLL = 0.25
+HOST_UPDATE_GRACE = 10.0  # seconds an evacuated server may show idle on its old host
 
 
 def connect(settings: OpenStackSettings, check: bool = False) -> Connection:
@@ -194,8 +197,42 @@ class OpenStackDriver:
         return await self._now(server_id)
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
+        """Evacuate and wait for Nova to finish: the API answers as soon as it has cast
+        the rebuild, and the server is only somewhere else when its task state clears."""
+        source = (await self._call(self.conn.compute.get_server, server_id)).compute_host
         await self._call(self.conn.compute.evacuate_server, server_id, host=target_host)
-        return await self._now(server_id)
+        return await self._settled(server_id, source, "evacuation")
+
+    async def _settled(self, server_id: str, source: str | None, what: str) -> Server:
+        """The server once Nova has no task running on it and runs off `source`;
+        otherwise `VimError` with Nova's own account of what went wrong."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.action_timeout
+        idle_since: float | None = None  # no task running, the server still on `source`
+        while True:
+            now = await self._call(self.conn.compute.get_server, server_id)
+            server = self._server(now)
+            if now.task_state is None:
+                if server.status in ("ACTIVE", "SHUTOFF") and server.host != source:
+                    return server
+                # Nova clears the task a moment before it records the new host: an idle
+                # server on its old host has failed only when it stays there.
+                idle_since = loop.time() if idle_since is None else idle_since
+                if server.status == "ERROR" or loop.time() - idle_since > HOST_UPDATE_GRACE:
+                    fault = now.fault.get("message") if isinstance(now.fault, dict) else None
+                    raise VimError(
+                        f"Nova's {what} of {server_id} ended {server.status} on "
+                        f"{server.host or 'no host'}" + (f": {fault}" if fault else "")
+                    )
+            else:
+                idle_since = None
+            if loop.time() > deadline:
+                raise VimError(
+                    f"Nova's {what} of {server_id} still {now.task_state or server.status} "
+                    f"after {self.settings.action_timeout:.0f}s",
+                    504,
+                )
+            await asyncio.sleep(ACTION_POLL)
 
     async def server_groups(self) -> dict[str, list[str]]:
         """Every server group, by id: its members' ids (affinity and anti-affinity

@@ -49,7 +49,8 @@ class VimDriver(Protocol):
     async def migrate(self, server_id: str, target_host: str | None = None) -> Server: ...
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
-        """Rebuild a server of a failed host on a healthy one; returns it as it is now."""
+        """Rebuild a server of a failed host on a healthy one; returns it once it runs
+        there (raises `VimError` if the VIM could not)."""
 
     def changes(self) -> AsyncIterator[VimChange]:
         """Changes to hosts and servers from now on, for as long as the caller iterates."""

@@ -328,6 +328,9 @@ class OpenStackSettings(BaseModel):
         5.0, gt=0, description="seconds between polls of Nova for changed servers and services"
     )
     workers: int = Field(8, ge=1, le=64, description="Nova calls at once (a thread each)")
+    action_timeout: float = Field(
+        300.0, gt=0, le=3600, description="seconds an evacuation may take in Nova before it fails"
+    )
     notifications_url: SecretStr | None = Field(
         None,
         description="Nova's RabbitMQ (its transport_url), to follow its versioned "
