@@ -53,10 +53,17 @@ HOME = Annotated[
 ]
 
 
-def _spec(directory: Path | None, home: Path | None, database: str | None = None) -> BedSpec:
+def _spec(
+    directory: Path | None,
+    home: Path | None,
+    database: str | None = None,
+    lab_prefix: str | None = None,
+) -> BedSpec:
     from opendoctor.lab.openstack.spec import BedSpec
 
     spec = BedSpec()
+    if lab_prefix is not None:
+        spec = replace(spec, lab_prefix=lab_prefix)
     if directory is not None:
         spec = replace(spec, directory=directory)
     if home is not None:
@@ -76,6 +83,13 @@ def up(
             "named od_*), without a database name",
         ),
     ] = "mysql+pymysql://root@127.0.0.1:3306",
+    lab_prefix: Annotated[
+        str,
+        typer.Option(
+            help="the --ip-prefix of the lab whose hosts compute1..3 stand for: Nova "
+            "reports compute N at <prefix>.1.N, where opendoctor's monitor probes it",
+        ),
+    ] = "127.0",
     directory: DIR = None,
     home: HOME = None,
 ) -> None:
@@ -84,7 +98,10 @@ def up(
     hosts up (about a minute and a half). They run until `opendoctor openstack-lab down`."""
     from opendoctor.lab.openstack import bed
 
-    spec = _spec(directory, home, database)
+    try:
+        spec = _spec(directory, home, database, lab_prefix)
+    except ValueError as exc:
+        fail(str(exc))
     with err.status("starting the OpenStack test bed ...") as shown:
         try:
             state = asyncio.run(bed.up(spec, lambda step: shown.update(step + " ...")))

@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 # The X-Auth-Token hosts send to the events URL (kept off command lines).
 EVENTS_TOKEN_ENV = "OPENDOCTOR_LAB_EVENTS_TOKEN"
+# The OpenStack test bed (its state directory) whose nova-computes live and die with the
+# lab's hosts of the same names. Opt-in: the lab's own tests fail hosts by the hundred
+# and must not take a bed that merely runs beside them down.
+OPENSTACK_DIR_ENV = "OPENDOCTOR_LAB_OPENSTACK_DIR"
 VmMode = Literal["process", "inline"]
 VM_MODES: tuple[str, ...] = ("process", "inline")
 
@@ -41,6 +45,8 @@ class LabSpec:
     events_token: str | None = field(default=None, repr=False)
     # Guest heartbeats between each host and its VMs (off for 1,000-VM benchmarks).
     heartbeat: bool = True
+    # The OpenStack test bed tied to these hosts' power (`OPENSTACK_DIR_ENV`), if any.
+    openstack_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,7 +109,10 @@ class LabSpec:
 
     def environment(self) -> dict[str, str]:
         """What the manager's environment must add to its command line for this spec."""
-        return {EVENTS_TOKEN_ENV: self.events_token} if self.events_token else {}
+        env = {EVENTS_TOKEN_ENV: self.events_token} if self.events_token else {}
+        if self.openstack_dir:
+            env[OPENSTACK_DIR_ENV] = self.openstack_dir
+        return env
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabSpec:
@@ -163,6 +172,7 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         api_port=ns.api_port,
         events_url=ns.events_url,
         events_token=os.environ.get(EVENTS_TOKEN_ENV) or None,
+        openstack_dir=os.environ.get(OPENSTACK_DIR_ENV) or None,
         heartbeat=ns.heartbeat,
     )
 

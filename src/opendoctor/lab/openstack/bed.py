@@ -33,9 +33,12 @@ class BedError(RuntimeError):
 
 
 def running(spec: BedSpec) -> dict[str, Any] | None:
-    """The state of a bed whose processes are all alive, or None."""
+    """The state of a bed whose control plane is alive, or None. A nova-compute may be
+    down: its lab host is powered off, and the bed is as up as a cloud with a dead host."""
     state = read_state(spec)
-    if state is None or not all(pid_alive(p["pid"]) for p in state["processes"]):
+    if state is None or not all(
+        pid_alive(p["pid"]) for p in state["processes"] if not p.get("host")
+    ):
         return None
     return state
 
@@ -94,6 +97,9 @@ async def up(
         "home": str(spec.home),
         "urls": urls,
         "hosts": list(spec.hosts),
+        # The lab whose hosts these computes stand for (`opendoctor lab up --ip-prefix`).
+        "lab_prefix": spec.lab_prefix,
+        "addresses": {host: spec.host_address(host) for host in spec.hosts},
         "processes": [],
     }
     http = HttpClient(timeout=30)

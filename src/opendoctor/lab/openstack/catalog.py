@@ -47,20 +47,29 @@ class Session:
     keystone: str
 
     @classmethod
-    async def login(cls, http: HttpClient, keystone: str, password: str) -> Session:
+    async def login(
+        cls,
+        http: HttpClient,
+        keystone: str,
+        password: str,
+        user: str = ADMIN,
+        project: str = ADMIN,
+    ) -> Session:
+        """A token of `user` (default: the admin) scoped to `project` (names, in the
+        default domain)."""
         body = {
             "auth": {
                 "identity": {
                     "methods": ["password"],
                     "password": {
-                        "user": {"name": ADMIN, "domain": {"id": "default"}, "password": password}
+                        "user": {"name": user, "domain": {"id": "default"}, "password": password}
                     },
                 },
-                "scope": {"project": {"name": ADMIN, "domain": {"id": "default"}}},
+                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
             }
         }
         resp = await http.post(f"{keystone}/auth/tokens", json=body)
-        _check(resp, "admin token")
+        _check(resp, f"a token of {user} in {project}")
         token = resp.headers.get("x-subject-token", "")
         if not token:
             raise CatalogError("Keystone answered without X-Subject-Token")

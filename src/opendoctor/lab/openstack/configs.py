@@ -142,7 +142,7 @@ def nova(spec: BedSpec, url: dict[str, str], secrets: Secrets) -> Sections:
         # refuses to start a nova-compute again without one (a lab host powered back on).
         "compute_driver": "fake.FakeDriverWithoutFakeNodes",
         "state_path": str(spec.directory / "nova"),
-        "my_ip": spec.address,
+        "my_ip": spec.address,  # each compute host's own in its file (nova_compute)
         # The fake driver has no consoles and there is no metadata service.
         "use_rootwrap_daemon": "false",
         # A compute service is down after 20 s without a report (upstream: 60 s), so
@@ -161,6 +161,14 @@ def nova(spec: BedSpec, url: dict[str, str], secrets: Secrets) -> Sections:
         # One process each: the box has two cores and eight services.
         "conductor": {"workers": "1"},
         "scheduler": {"workers": "1", "discover_hosts_in_cells_interval": "5"},
+        # Versioned notifications on the bed's RabbitMQ, as opendoctor's
+        # `vim.openstack.notifications_url` reads them (docs/openstack.md).
+        # `instance.update` on every change of state, reset-state included.
+        "notifications": {
+            "notification_format": "versioned",
+            "notify_on_state_change": "vm_and_task_state",
+        },
+        "oslo_messaging_notifications": {"driver": "messagingv2"},
         "vnc": {"enabled": "false"},
         "spice": {"enabled": "false"},
     }
@@ -170,7 +178,13 @@ def nova_compute(spec: BedSpec, host: str) -> Sections:
     """What differs per compute host: its name, as the lab's host is named, and its state
     directory, where nova-compute keeps its node's identity (`compute_id`): one shared
     between hosts makes a restarted nova-compute refuse to start."""
-    return {"DEFAULT": {"host": host, "state_path": str(spec.directory / "nova" / host)}}
+    return {
+        "DEFAULT": {
+            "host": host,
+            "state_path": str(spec.directory / "nova" / host),
+            "my_ip": spec.host_address(host),
+        }
+    }
 
 
 def write_all(spec: BedSpec, ports: dict[str, int], secrets: Secrets, venv_etc: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -83,6 +84,13 @@ async def create_vhost(spec: BedSpec) -> None:
     await run(spec, ["rabbitmqctl", "-q", "add_vhost", spec.vhost])
     user = _rabbit_user(spec)
     await run(spec, ["rabbitmqctl", "-q", "set_permissions", "-p", spec.vhost, user] + 3 * [".*"])
+    # Nova's notifier declares a durable queue per topic so that nothing is lost; with no
+    # reader there, it would fill for as long as the bed runs. Keep the last minute.
+    bounded = json.dumps({"message-ttl": 60_000, "max-length": 10_000})
+    policy = ["notifications-bounded", r"^(versioned_)?notifications\.", bounded]
+    await run(
+        spec, ["rabbitmqctl", "-q", "set_policy", "-p", spec.vhost, "--apply-to", "queues", *policy]
+    )
 
 
 async def delete_vhost(spec: BedSpec) -> None:

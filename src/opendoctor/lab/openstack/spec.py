@@ -62,6 +62,19 @@ class BedSpec:
     prefix: str = "od_"
     hosts: tuple[str, ...] = HOSTS
     address: str = "127.0.0.1"
+    # The lab's `ip_prefix` (`opendoctor lab up --ip-prefix`, default 127.0): compute N
+    # reports the lab's host N address as its `host_ip`, so opendoctor, reading its hosts
+    # from Nova, probes the lab host whose power takes that nova-compute down.
+    lab_prefix: str = "127.0"
+
+    def __post_init__(self) -> None:
+        parts = self.lab_prefix.split(".")
+        if len(parts) != 2 or parts[0] != "127" or not parts[1].isdigit() or int(parts[1]) > 255:
+            raise ValueError(f"lab_prefix must look like '127.N', got {self.lab_prefix!r}")
+
+    def host_address(self, host: str) -> str:
+        """The management address Nova reports for `host`: the lab's host of that name."""
+        return f"{self.lab_prefix}.1.{self.hosts.index(host) + 1}"
 
     @property
     def venv(self) -> Path:

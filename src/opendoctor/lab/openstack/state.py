@@ -13,11 +13,9 @@ from typing import Any
 from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.openstack import procs
 from opendoctor.lab.openstack.spec import BedSpec, write_private
+from opendoctor.lab.spec import OPENSTACK_DIR_ENV
 
-# Set in the lab's environment (`opendoctor lab up`), the bed whose nova-computes live and
-# die with the lab's hosts of the same names. Opt-in: the lab's own tests fail hosts by
-# the hundred and must not take a bed that merely runs beside them down.
-TIE_ENV = "OPENDOCTOR_LAB_OPENSTACK_DIR"
+TIE_ENV = OPENSTACK_DIR_ENV  # set in the lab's environment: see its definition
 
 
 def tied_bed() -> BedSpec | None:
