@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +23,7 @@ from opendoctor.cli import cluster as cli_cluster
 from opendoctor.cli import graph as cli_graph
 from opendoctor.cli import openstack_lab as cli_openstack_lab
 from opendoctor.cli import templates as cli_templates
+from opendoctor.cli.bench import VimChoice
 from opendoctor.lab.cli import app as lab_app
 
 app = typer.Typer(
@@ -309,6 +312,9 @@ def consumer(
     asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs, amqp))
 
 
+Story = tuple[int, dict[str, Any]]  # a demo's exit status and its result
+
+
 class Scenario(StrEnum):
     all = "all"
     uc1 = "uc1"
@@ -324,10 +330,18 @@ def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="where state and logs go (default: a new temp dir)")
     ] = None,
+    vim: Annotated[
+        VimChoice,
+        typer.Option(
+            help="lab: the lab's own VIM; openstack: real Nova and Keystone (the OpenStack "
+            "test bed: a running one, or one brought up for the run), UC1 only"
+        ),
+    ] = VimChoice.lab,
 ) -> None:
     """Run the user stories end to end on a lab of real processes, with their timelines.
 
-    UC1: 3 hosts and 6 VMs of 2 projects; a host is killed; every owner is told, the host
+    UC1: 3 hosts and 6 VMs of 2 projects; a host is killed (with --vim openstack: a lab
+    host and its nova-compute, the 6 servers being Nova's); every owner is told, the host
     marked down, its VMs set to error and evacuated. UC2: server1 (active) and server2
     (standby) behind a load balancer; server1's process is killed; its owner switches
     the load balancer to server2 while clients keep sending requests. Exits non-zero if
@@ -340,7 +354,15 @@ def demo(
 
     console = Console()
     where = workdir or demo_uc1.default_workdir()
-    runs = {"uc1": demo_uc1.run, "uc2": demo_uc2.run}
+    runs: dict[str, Callable[[Path, Console, bool], Coroutine[Any, Any, Story]]] = {
+        "uc1": functools.partial(demo_uc1.run, vim=vim.value),
+        "uc2": demo_uc2.run,
+    }
+    if vim is VimChoice.openstack:
+        if scenario is Scenario.uc2:
+            err.print("[red]UC2 runs on the lab only[/red] (its load balancer is the lab's)")
+            raise typer.Exit(2)
+        runs.pop("uc2")
     chosen = list(runs) if scenario is Scenario.all else [scenario.value]
     results: dict[str, Any] = {}
     code = 0

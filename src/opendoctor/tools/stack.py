@@ -84,6 +84,10 @@ class Stack:
     consumers: dict[str, ChildProcess]
     monitor: dict[str, str] = field(default_factory=dict)  # headers of a monitor's reports
     http: HttpClient = field(default_factory=HttpClient)
+    # Who the stack's driver is to the API: trusted headers by default; Keystone tokens
+    # when the service validates them (`api.auth_mode = "keystone"`).
+    admin: dict[str, str] = field(default_factory=lambda: dict(ADMIN))
+    owners: Callable[[str], dict[str, str]] = owner
 
     @property
     def api(self) -> str:
@@ -99,7 +103,7 @@ class Stack:
         return {self.service.proc.pid} if self.service.proc is not None else set()
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
-        resp = await self.http.get(self.api + path, headers=headers or ADMIN)
+        resp = await self.http.get(self.api + path, headers=headers or self.admin)
         if not resp.ok:
             raise StackError(f"GET {path}: HTTP {resp.status} {resp.body[:300]!r}")
         return resp.json()
@@ -144,7 +148,7 @@ class Stack:
                 url = self.consumers[server["project_id"]].ready + "/failure"
             else:
                 url = action(server)
-            headers = owner(server["project_id"])
+            headers = self.owners(server["project_id"])
             async with limit:
                 resp = await self.http.post(
                     self.api + "/v2/alarms", json=alarm_body(server, url), headers=headers
@@ -167,7 +171,7 @@ class Stack:
         async def one(alarm: dict[str, Any]) -> None:
             url = f"{self.api}/v2/alarms/{alarm['alarm_id']}/state"
             async with limit:
-                resp = await self.http.put(url, json="ok", headers=owner(alarm["project_id"]))
+                resp = await self.http.put(url, json="ok", headers=self.owners(alarm["project_id"]))
             if not resp.ok:
                 raise StackError(f"could not re-arm alarm {alarm['alarm_id']}: HTTP {resp.status}")
 

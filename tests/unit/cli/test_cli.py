@@ -80,6 +80,22 @@ def test_serve_against_a_cloud_that_is_not_configured_says_so(tmp_path: Path) ->
     assert "nowhere" in result.output
 
 
+def test_uc2_on_openstack_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "uc2", "--vim", "openstack", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "UC2 runs on the lab only" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_openstack_lab_refuses_a_lab_prefix_off_loopback(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["openstack-lab", "up", "--lab-prefix", "10.0", "--dir", str(tmp_path)]
+    )
+    assert result.exit_code != 0
+    assert "lab_prefix must look like '127.N'" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_serve_rejects_a_bad_config_file(tmp_path: Path) -> None:
     config = tmp_path / "opendoctor.toml"
     config.write_text("[monitor]\ninterval = -1\n")
