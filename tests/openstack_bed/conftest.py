@@ -10,13 +10,14 @@ skipped on a developer's machine and fail in CI (`tests/servers.py`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import openstack
@@ -24,9 +25,11 @@ import pytest
 from openstack.compute.v2.server import Server
 from openstack.compute.v2.service import Service
 from openstack.connection import Connection
+from openstack.identity.v3._proxy import Proxy as IdentityV3
 
 from opendoctor.lab.openstack import bed, catalog
 from opendoctor.lab.openstack.spec import BedSpec
+from tests.live import live_api
 from tests.servers import need
 
 # Nova's microversion for forced_down (2.53: services by id) and the host of a server.
@@ -82,6 +85,51 @@ def conn(openstack_bed: BedSpec) -> Iterator[Connection]:
         yield connection
     finally:
         connection.close()
+
+
+def admin_auth(spec: BedSpec) -> dict[str, Any]:
+    """The `auth` of the bed's admin in its clouds.yaml (auth_url, username, password,
+    project_name, the domains)."""
+    clouds = json.loads((Path(spec.directory) / "clouds.yaml").read_text())
+    auth: dict[str, Any] = clouds["clouds"][bed.CLOUD]["auth"]
+    return auth
+
+
+def identity(conn: Connection) -> IdentityV3:
+    """`conn.identity` as what the bed's is: Keystone v3 (typed as v2 or v3)."""
+    return cast(IdentityV3, conn.identity)
+
+
+CATALOG_TYPES = ("alarming", "fault-management")  # what opendoctor registers as
+
+
+def _unregister(conn: Connection) -> None:
+    for service in list(identity(conn).services()):
+        if service.type in CATALOG_TYPES:
+            identity(conn).delete_service(service)
+
+
+@pytest.fixture
+def keystone_api(openstack_bed: BedSpec, conn: Connection, tmp_path: Path) -> Iterator[str]:
+    """The URL of opendoctor with `api.auth_mode = "keystone"` on the bed's Keystone, the
+    bed's admin as its service user: registered in the catalog (as `alarming` and
+    `fault-management`, region RegionOne) by the time the URL is given."""
+    # Each service registers at start where nothing is registered: begin with nothing,
+    # and leave nothing that points at a port no one listens on any more.
+    _unregister(conn)
+    auth = admin_auth(openstack_bed)
+    keystone = {
+        "auth_url": auth["auth_url"],
+        "username": auth["username"],
+        "password": auth["password"],
+        "project": auth["project_name"],
+        "region": "RegionOne",
+    }
+    try:
+        with live_api(tmp_path, api={"auth_mode": "keystone", "keystone": keystone}) as url:
+            yield url
+    finally:
+        _unregister(conn)
 
 
 def computes(conn: Connection) -> dict[str, Service]:
