@@ -77,7 +77,15 @@ def bench_notify(
             results += await bench.notify(sizes, count, console, chosen.value)
         return results
 
-    _emit(asyncio.run(measure()), as_json, bench.print_notify)
+    from opendoctor.infra.httpclient import HttpError
+    from opendoctor.tools.stack import StackError
+
+    try:
+        results = asyncio.run(measure())
+    except (StackError, HttpError) as exc:
+        err.print(f"[red]bench notify failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _emit(results, as_json, bench.print_notify)
 
 
 @app.command("switchover")

@@ -44,7 +44,7 @@ COMPUTE = "nova-compute"
 MIN_MICROVERSION = "2.53"
 # How often an evacuation in progress is looked at: it takes seconds, a poll costs a GET.
 ACTION_POLL = 0.25
-HOST_UPDATE_GRACE = 10.0  # seconds an evacuated server may show idle on its old host
+CONNECT_RETRIES = 3
 
 
 def connect(settings: OpenStackSettings, check: bool = False) -> Connection:
@@ -63,6 +63,8 @@ def connect(settings: OpenStackSettings, check: bool = False) -> Connection:
             region_name=settings.region,
             compute_api_version=settings.compute_microversion,
             app_name="opendoctor",
+            # A busy API resets kept-alive connections: try a request again on a fresh one.
+            connect_retries=CONNECT_RETRIES,
         )
         if check:
             conn.authorize()
@@ -96,6 +98,7 @@ class OpenStackDriver:
         return cls(connect(settings), settings)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from keystoneauth1 import exceptions as ksa
         from openstack import exceptions
 
         loop = asyncio.get_running_loop()
@@ -103,6 +106,8 @@ class OpenStackDriver:
             return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
         except exceptions.SDKException as exc:
             raise VimError(f"Nova: {exc}", _status(exc)) from exc
+        except ksa.ClientException as exc:  # no answer (refused, reset, timed out)
+            raise VimError(f"Nova: {exc}", 503) from exc
 
     # -- reading ------------------------------------------------------------------------
 
@@ -208,31 +213,40 @@ class OpenStackDriver:
         otherwise `VimError` with Nova's own account of what went wrong."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.action_timeout
-        idle_since: float | None = None  # no task running, the server still on `source`
         while True:
             now = await self._call(self.conn.compute.get_server, server_id)
             server = self._server(now)
             if now.task_state is None:
                 if server.status in ("ACTIVE", "SHUTOFF") and server.host != source:
                     return server
-                # Nova clears the task a moment before it records the new host: an idle
-                # server on its old host has failed only when it stays there.
-                idle_since = loop.time() if idle_since is None else idle_since
-                if server.status == "ERROR" or loop.time() - idle_since > HOST_UPDATE_GRACE:
+                # Nova clears the task before it records the new host (seconds before,
+                # on a busy compute host): its migration record says how it ended.
+                ended = await self._evacuation(server_id)
+                if ended is not None and ended.status in ("done", "completed"):
+                    return replace(server, host=ended.dest_compute or server.host)
+                if ended is not None and ended.status in ("error", "failed", "cancelled"):
                     fault = now.fault.get("message") if isinstance(now.fault, dict) else None
                     raise VimError(
-                        f"Nova's {what} of {server_id} ended {server.status} on "
-                        f"{server.host or 'no host'}" + (f": {fault}" if fault else "")
+                        f"Nova's {what} of {server_id} {ended.status}: the server is "
+                        f"{server.status} on {server.host or 'no host'}"
+                        + (f" ({fault})" if fault else "")
                     )
-            else:
-                idle_since = None
             if loop.time() > deadline:
                 raise VimError(
                     f"Nova's {what} of {server_id} still {now.task_state or server.status} "
-                    f"after {self.settings.action_timeout:.0f}s",
+                    f"on {server.host or 'no host'} after {self.settings.action_timeout:.0f}s",
                     504,
                 )
             await asyncio.sleep(ACTION_POLL)
+
+    async def _evacuation(self, server_id: str) -> Any:
+        """The server's latest evacuation record in Nova, or None."""
+
+        def latest() -> Any:
+            found = self.conn.compute.migrations(server_id=server_id, migration_type="evacuation")
+            return max(found, key=lambda m: m.created_at or "", default=None)
+
+        return await self._call(latest)
 
     async def server_groups(self) -> dict[str, list[str]]:
         """Every server group, by id: its members' ids (affinity and anti-affinity

@@ -50,12 +50,17 @@ class Recovery:
                         self.on_moved(moved)
                     if moved.endpoint:
                         await self._wait_serving(moved.endpoint)
-                except (VimError, TimeoutError) as exc:
+                except Exception as exc:
+                    # Whatever went wrong, the item ends: a recovery left pending would
+                    # wait for ever, and nobody would hear that this server was not moved.
                     item.result = "failed"
                     item.error = str(exc) or exc.__class__.__name__
                     metrics.RECOVERIES.labels("failed").inc()
+                    expected = isinstance(exc, (VimError, TimeoutError))
                     log.error(
-                        "evacuation failed", extra={"server": item.server_id, "error": item.error}
+                        "evacuation failed",
+                        extra={"server": item.server_id, "error": item.error},
+                        exc_info=None if expected else exc,
                     )
                 else:
                     item.result = "ok"

@@ -121,7 +121,7 @@ async def one_size(
             host = Counter(v["host"] for v in servers).most_common(1)[0][0]
             for consumer in s.consumers.values():
                 await s.http.delete(consumer.ready + "/received")
-            story = await fail_and_recover(s, host)
+            story = await fail_and_recover(s, host, vim)
             totals = story["totals"]
             missed += len(story["not_notified"])
             per_notice.extend(x["since_t01"] for x in story["notifications"])

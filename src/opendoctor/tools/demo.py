@@ -24,6 +24,9 @@ from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
 
 Vim = Literal["lab", "openstack"]
+# Seconds a host's evacuation may take: Nova on two cores rebuilds a server in seconds,
+# and a few at a time (one conductor, one scheduler).
+RECOVERY_WAIT: dict[Vim, float] = {"lab": 60.0, "openstack": 600.0}
 LIMIT_NOTIFY = 1.0  # seconds from detection to the last owner notified (Doctor's requirement)
 DEMO_SPEC = LabSpec(hosts=3, vms=6, projects=["project-a", "project-b"], ip_prefix="127.60")
 
@@ -32,7 +35,7 @@ def ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:8.1f} ms"
 
 
-async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
+async def fail_and_recover(s: Stack, host: str, vim: Vim = "lab") -> dict[str, Any]:
     """Kill `host`, wait for the whole story to play out, and collect its timeline."""
     victims = [v for v in await s.get("/v1/servers") if v["host"] == host]
     t00 = (await s.lab.client.fail_host(host))["t00"]
@@ -51,7 +54,7 @@ async def fail_and_recover(s: Stack, host: str) -> dict[str, Any]:
         failed = bool(results) and "pending" not in results and results != {"ok"}
         return f if ("T11" in f["trace"] or failed) else None
 
-    fault = await wait_for("recovery of the failed host's servers", settled, 60)
+    fault = await wait_for("recovery of the failed host's servers", settled, RECOVERY_WAIT[vim])
 
     silent: set[str] = set()
 
@@ -187,7 +190,7 @@ async def run(
             hosts = sorted({v["host"] for v in servers})
             host = max(hosts, key=lambda h: sum(v["host"] == h for v in servers))
             say(f"[red]killing {host}[/red] (power loss: the host and its VMs die at once)")
-            story = await fail_and_recover(s, host)
+            story = await fail_and_recover(s, host, vim)
             if not as_json:
                 render_story(console, story)
             back = await restore(s, host, story["fault_id"])
