@@ -8,13 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+_PR_SET_PDEATHSIG = 1
+# Loaded before any fork: the pre-exec hook must not load libraries in the child.
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A pre-exec hook that makes the child get SIGKILL when the forking parent dies
+    (the forking thread, strictly: fork from the one that lives as long as the parent).
+
+    This is how a power loss of a lab host also takes its VMs down, and how a crashed
+    manager, demo or benchmark leaves no process behind.
+    """
+    parent = os.getpid()
+
+    def hook() -> None:
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl; then nobody would tell us.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
 
 
 def pid_alive(pid: int) -> bool:
@@ -62,12 +87,17 @@ class ChildProcess:
         ready_file: Path,
         log_file: Path,
         env: dict[str, str] | None = None,
+        tied: bool = False,
     ) -> None:
         self.name = name
         self.args = args
         self.ready_file = ready_file
         self.log_file = log_file
         self.env = env
+        # Tied: SIGKILLed by the kernel if this process dies without stopping it (a
+        # demo or benchmark killed half way), rather than left running against a shared
+        # cloud. Not for `opendoctor cluster up`, whose members outlive the command.
+        self.tied = tied
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = ""
 
@@ -79,6 +109,7 @@ class ChildProcess:
         args: list[str],
         workdir: Path,
         env: dict[str, str] | None = None,
+        tied: bool = False,
     ) -> ChildProcess:
         ready = workdir / f"{name}.ready"
         return cls(
@@ -87,6 +118,7 @@ class ChildProcess:
             ready,
             workdir / f"{name}.log",
             env,
+            tied,
         )
 
     async def start(self, timeout: float = 60.0) -> str:
@@ -94,7 +126,9 @@ class ChildProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(self.env or {})
-        self.proc = await asyncio.to_thread(self._spawn, env)
+        # A tied child is forked from the event loop's thread: the kernel's death signal
+        # follows the forking thread, and a pool's thread may go before the process.
+        self.proc = self._spawn(env) if self.tied else await asyncio.to_thread(self._spawn, env)
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():
             if self.proc.poll() is not None:
@@ -110,7 +144,12 @@ class ChildProcess:
         # Own session: stop() and kill() reach the child's children too.
         with self.log_file.open("ab") as log:
             return subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent() if self.tied else None,
             )
 
     def tail(self, lines: int = 30) -> str:

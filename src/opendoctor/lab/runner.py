@@ -13,9 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from opendoctor.infra.procs import pid_alive, terminate
+from opendoctor.infra.procs import die_with_parent, pid_alive, terminate
 from opendoctor.lab.client import LabClient
-from opendoctor.lab.proc import die_with_parent
 from opendoctor.lab.spec import LabSpec
 from opendoctor.lab.statefile import read_state, remove_state
 

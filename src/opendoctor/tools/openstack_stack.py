@@ -106,18 +106,23 @@ class Cloud:
 
         return attempt
 
-    async def computes_up(self, timeout: float = 90) -> None:
+    async def computes_up(self, timeout: float = 180) -> None:
         """Every compute host up, enabled and not forced down in Nova: what the next
         failure's evacuation needs of the hosts it may pick."""
+        unready: dict[str, str] = {}
 
         async def ready() -> bool:
-            states = await self.compute_states()
-            return all(
-                s["state"] == "up" and s["status"] == "enabled" and not s["forced_down"]
-                for s in states.values()
-            )
+            unready.clear()
+            for host, s in (await self.compute_states()).items():
+                if s["state"] != "up" or s["status"] != "enabled" or s["forced_down"]:
+                    forced = " forced down" if s["forced_down"] else ""
+                    unready[host] = f"{s['state']} {s['status']}{forced}"
+            return not unready
 
-        await wait_for("every compute host up in Nova", ready, timeout, interval=0.5)
+        try:
+            await wait_for("every compute host up in Nova", ready, timeout, interval=0.5)
+        except StackError as exc:
+            raise StackError(f"{exc}: {unready}") from exc
 
     async def boot(self, count: int, on: str | None = None) -> None:
         """`count` servers, dealt to the tenants in turn, ACTIVE in Nova; all on host

@@ -203,6 +203,7 @@ async def running_stack(
                 "opendoctor.tools.consumer",
                 ["--quiet", "--lab-url", lab.url, *(consumer_args(p) if consumer_args else [])],
                 workdir,
+                tied=True,
             )
             for p in spec.projects
         }
@@ -226,7 +227,7 @@ async def running_stack(
             allowed = [address_of(c.ready) for c in consumers.values()] + (egress_allow or [])
             env.setdefault("OPENDOCTOR_NOTIFIER__EGRESS_ALLOW", json.dumps(allowed))
             service = (
-                ChildProcess.python("service", "opendoctor", ["serve"], workdir, env)
+                ChildProcess.python("service", "opendoctor", ["serve"], workdir, env, tied=True)
                 if replicas is None
                 else Cluster(cluster_spec(workdir / "cluster", lab.url, replicas, env))
             )

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opendoctor.lab.proc import die_with_parent, kill_group
+from opendoctor.infra.procs import die_with_parent
+from opendoctor.lab.proc import kill_group
 from opendoctor.wire.probe import decode_answer, encode_probe
 
 log = logging.getLogger("opendoctor.lab.manager")

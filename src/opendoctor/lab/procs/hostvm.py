@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opendoctor.lab.proc import die_with_parent
+from opendoctor.infra.procs import die_with_parent
 from opendoctor.lab.procs.events import exit_reason
 from opendoctor.lab.procs.vm import VmServer, check_role, serve_vm
 
