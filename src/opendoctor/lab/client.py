@@ -144,7 +144,8 @@ class LabClient:
         return result
 
     async def faults(self) -> list[dict[str, Any]]:
-        """Injected faults: `{"host", "t00", "kind": "power-off" | "link-cut"}` for a host,
+        """Injected faults: `{"host", "t00", "kind": "power-off" | "bmc-power-off" |
+        "link-cut"}` for a host,
         `{"server_id", "server_name", "host", "t00", "kind": "vm-kill"}` for a VM."""
         result: list[dict[str, Any]] = await self._call("GET", "/faults")
         return result

@@ -23,6 +23,7 @@ from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.manager.api import build_app
 from opendoctor.lab.manager.hostctl import HostCallError
 from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.redfish import BmcAccount
 from opendoctor.lab.manager.state import Lab
 from opendoctor.lab.spec import LabSpec, add_spec_arguments, spec_from_args
 from opendoctor.lab.statefile import read_state, remove_state, write_state
@@ -34,7 +35,8 @@ async def _serve(lab: Lab, state_dir: Path, stop: asyncio.Event) -> None:
     spec = lab.spec
     started = time.monotonic()
     await lab.boot()
-    runner = web.AppRunner(build_app(lab), access_log=None)
+    bmc = BmcAccount.load_or_make(state_dir)
+    runner = web.AppRunner(build_app(lab, bmc), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, spec.api_host, spec.api_port)

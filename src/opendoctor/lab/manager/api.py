@@ -11,6 +11,7 @@ from aiohttp import web
 
 from opendoctor.lab.manager.lbapi import lb_routes
 from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.redfish import ACCOUNT_KEY, BmcAccount, redfish_auth, redfish_routes
 from opendoctor.lab.manager.state import Lab
 from opendoctor.lab.manager.webutil import LAB_KEY, errors_middleware
 from opendoctor.lab.manager.webutil import body_of as _body
@@ -167,9 +168,12 @@ async def changes(request: web.Request) -> web.Response:
     return _json({"seq": seq, "changes": items})
 
 
-def build_app(lab: Lab) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
+def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, redfish_auth], client_max_size=1024 * 1024
+    )
     app[LAB_KEY] = lab
+    app[ACCOUNT_KEY] = bmc
     app.add_routes(
         [
             web.get("/health", health),
@@ -199,6 +203,7 @@ def build_app(lab: Lab) -> web.Application:
             web.put("/events-sink", put_events_sink),
             web.get("/changes", changes),
             *lb_routes(),
+            *redfish_routes(),
         ]
     )
     return app

@@ -184,12 +184,13 @@ class Lab:
             self._emit_host(host)
         return host
 
-    async def fail_host(self, name: str) -> dict[str, Any]:
+    async def fail_host(self, name: str, kind: str = "power-off") -> dict[str, Any]:
+        """Cut the host's power (`kind` says who: a fault injected, or its BMC)."""
         host = self.host(name)
         if not host.alive:
             raise LabError(409, f"host {name} is not running")
         t00 = await host.proc.kill()
-        fault = {"host": name, "t00": t00, "kind": "power-off"}
+        fault = {"host": name, "t00": t00, "kind": kind}
         self.faults.append(fault)
         log.info("power-off of %s at %.6f", name, t00)
         # The tied OpenStack test bed's nova-compute of this host runs on it, as it would
