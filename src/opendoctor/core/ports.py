@@ -6,6 +6,7 @@
   or the bus to the notifier replicas).
 - `Sender`: one way of delivering a notification (per URL scheme, `opendoctor.notifier`).
 - `Presence`: claims that say a process is there (database leases, `opendoctor.store`).
+- `FenceDevice`: a host's power switch, its BMC (Redfish, `opendoctor.recovery`).
 """
 
 from __future__ import annotations
@@ -113,3 +114,22 @@ class DeliveryError(Exception):
 class Sender(Protocol):
     async def send(self, entry: OutboxEntry) -> None:
         """Deliver one entry or raise `DeliveryError`."""
+
+
+class FenceError(Exception):
+    """A fence device refused, failed or did not answer: the host may still be running."""
+
+
+@runtime_checkable
+class FenceDevice(Protocol):
+    """A host's power, as its BMC controls it. Every call may raise `FenceError`."""
+
+    async def power_state(self) -> str:
+        """`on`, `off`, or `unknown` (the device answers but cannot say)."""
+
+    async def power_off(self) -> None:
+        """Cut the power at once (no graceful shutdown: a fence must not wait on the OS)."""
+
+    async def power_on(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -273,8 +274,39 @@ class NotifierSettings(BaseModel):
         return keys
 
 
+class FenceDeviceSettings(BaseModel):
+    """A host's BMC. The password is a secret: from the environment or a mode-600 file,
+    never logged or shown by the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["redfish"] = "redfish"
+    address: str = Field(
+        ...,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        max_length=2048,
+        description="the Redfish service root, e.g. https://bmc-compute1/redfish/v1",
+    )
+    system: str | None = Field(
+        None, max_length=255, description="the ComputerSystem's id; default: the only one"
+    )
+    username: str = Field(..., min_length=1, max_length=255)
+    password: SecretStr = Field(SecretStr(""), description="the BMC account's password")
+    verify_tls: bool = True
+
+
+class FencingSettings(BaseModel):
+    devices: dict[str, FenceDeviceSettings] = Field(
+        default_factory=dict, description="each host's fence device, by host name"
+    )
+    confirm_timeout: float = Field(
+        10.0, gt=0, le=600, description="seconds for a host to report its power off"
+    )
+
+
 class RecoverySettings(BaseModel):
     enabled: bool = True
+    fencing: FencingSettings = Field(default_factory=FencingSettings)
     concurrency: int = Field(8, ge=1, description="servers evacuated in parallel")
     serve_timeout: float = Field(15.0, gt=0, description="seconds for a server to serve again")
 

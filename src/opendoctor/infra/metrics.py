@@ -32,6 +32,7 @@ BUS_HAND_BACKS = Counter(
 )
 VIM_ERRORS = Counter("opendoctor_vim_errors_total", "Failed VIM calls", ["operation"])
 RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result", ["result"])
+FENCES = Counter("opendoctor_fences_total", "Hosts fenced through their BMC, by result", ["result"])
 HOST_PROBES_MISSED = Counter(
     "opendoctor_host_probes_missed_total", "Heartbeat probes hosts did not answer"
 )
