@@ -43,6 +43,7 @@ from opendoctor.notifier.index import AlarmIndex
 from opendoctor.notifier.notifier import Notifier
 from opendoctor.notifier.signer import ProjectSigner
 from opendoctor.recovery.evacuation import Recovery
+from opendoctor.recovery.fencing import Fencing
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.audit import AuditStore
 from opendoctor.store.db import Database
@@ -174,6 +175,7 @@ class Service:
         self._inspector: Inspector | None = None
         # Scaled out: the other partitions' faults, mirrored into this process's graph.
         self.mirror: FaultMirror | None = None
+        self.fencing: Fencing | None = None  # with fence devices configured
         self.started = False
         self.facade = ServiceFacade(self)
 
@@ -256,8 +258,14 @@ class Service:
     async def _start_inspector(self) -> None:
         recovery = None
         if self.settings.recovery.enabled:
+            fencing = self.settings.recovery.fencing
+            self.fencing = Fencing(fencing) if fencing.devices else None
             recovery = Recovery(
-                self.vim, self.http, self.settings.recovery, on_moved=self.topology.put_server
+                self.vim,
+                self.http,
+                self.settings.recovery,
+                on_moved=self.topology.put_server,
+                fencing=self.fencing,
             )
         self._inspector = Inspector(
             self.topology,
@@ -419,6 +427,8 @@ class Service:
         await self.callbacks.close()
         if self._vim is not None:
             await self._vim.close()
+        if self.fencing is not None:
+            await self.fencing.close()
         self.templates.close()
         await self.db.close()
         self.started = False

@@ -36,6 +36,7 @@ CHECKPOINTS: dict[str, str] = {
     "T02": "affected resources found",
     "T03": "servers set to error",
     "T04": "host marked down",
+    "T05": "host fenced (power off confirmed)",
     "T09": "consumer notified",
     "T10": "standby active, load balancer switched",
     "T11": "servers evacuated and serving",

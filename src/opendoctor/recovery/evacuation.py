@@ -1,8 +1,10 @@
-"""Recovery, first form: evacuate a failed host's servers and check they serve again.
+"""Recovery: fence a failed host, then evacuate its servers and check they serve again.
 
 Runs after the owners are notified and the host is marked down (the VIM refuses to
-evacuate from a host it still thinks is up). Bounded parallelism; every server gets a
-`RecoveryItem` saying where it went, when, and with what result.
+evacuate from a host it still thinks is up). A host with a fence device is powered off
+and confirmed off first (T05); if that fails, none of its servers move. Bounded
+parallelism; every server gets a `RecoveryItem` saying where it went, when, and with
+what result.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Callable
 
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Server
-from opendoctor.core.ports import VimDriver, VimError
+from opendoctor.core.ports import FenceError, VimDriver, VimError
 from opendoctor.core.settings import RecoverySettings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.recovery.fencing import Fencing
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +32,44 @@ class Recovery:
         http: HttpClient,
         settings: RecoverySettings,
         on_moved: Callable[[Server], None] | None = None,
+        fencing: Fencing | None = None,
     ) -> None:
         self.vim = vim
         self.http = http
         self.settings = settings
         self.on_moved = on_moved
+        self.fencing = fencing
 
     async def __call__(self, fault: Fault, servers: list[Server]) -> None:
-        limit = asyncio.Semaphore(self.settings.concurrency)
         items = [RecoveryItem(server_id=s.id, name=s.name, from_host=s.host) for s in servers]
         fault.recovery = items
+        hosts = sorted({i.from_host for i in items})
+        reasons = await asyncio.gather(*(self._fence(fault, h) for h in hosts))
+        refused = dict(zip(hosts, reasons, strict=True))
+        for item in items:
+            reason = refused[item.from_host]
+            if reason is not None:
+                # A host that may still run its servers: evacuating them would run each
+                # twice. They stay where they are, and the record says why.
+                item.started = item.finished = time.time()
+                item.result, item.error = "failed", reason
+                metrics.RECOVERIES.labels("failed").inc()
+        await self._evacuate([i for i in items if i.result == "pending"])
+
+    async def _fence(self, fault: Fault, host: str) -> str | None:
+        """Fence `host` if it has a fence device; why its servers must not move, or None."""
+        if self.fencing is None or not self.fencing.can_fence(host):
+            log.warning("evacuating without fencing: no fence device", extra={"host": host})
+            return None
+        try:
+            confirmed = await self.fencing.fence(host)
+        except FenceError as exc:
+            return f"not evacuated: fencing {host} failed: {exc}"
+        fault.mark("T05", max(confirmed, fault.trace.get("T05", 0.0)))
+        return None
+
+    async def _evacuate(self, items: list[RecoveryItem]) -> None:
+        limit = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(item: RecoveryItem) -> None:
             async with limit:

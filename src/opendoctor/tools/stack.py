@@ -20,6 +20,8 @@ from opendoctor.app.cluster import Cluster, ClusterSpec
 from opendoctor.core.egress import address_of
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.infra.procs import ChildProcess
+from opendoctor.lab.manager.redfish import BMC_FILE
+from opendoctor.lab.manager.redfish import ROOT as REDFISH_ROOT
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 
@@ -221,6 +223,10 @@ async def running_stack(
             "OPENDOCTOR_INSPECTOR__HOLD_DOWN": "0",
             **(service_env or {}),
         }
+        # Each lab host's BMC is its fence device: a failed host is powered off and
+        # confirmed off before its servers move (T05). The account goes in the
+        # environment, never on a command line.
+        env.setdefault("OPENDOCTOR_RECOVERY__FENCING__DEVICES", json.dumps(fence_devices(lab)))
         service: ChildProcess | Cluster | None = None
         try:
             await asyncio.gather(*(c.start() for c in consumers.values()))
@@ -243,6 +249,20 @@ async def running_stack(
             if service is not None:
                 await service.stop()
             await asyncio.gather(*(c.stop() for c in consumers.values()))
+
+
+def fence_devices(lab: LabRunner) -> dict[str, dict[str, str]]:
+    """`recovery.fencing.devices` for every host of a running lab: its Redfish BMC."""
+    account = json.loads((lab.state_dir / BMC_FILE).read_text())
+    return {
+        lab.spec.host_name(i): {
+            "address": lab.url + REDFISH_ROOT,
+            "system": lab.spec.host_name(i),
+            "username": account["username"],
+            "password": account["password"],
+        }
+        for i in range(1, lab.spec.hosts + 1)
+    }
 
 
 def cluster_spec(directory: Path, lab_url: str, replicas: int, env: dict[str, str]) -> ClusterSpec:
