@@ -25,10 +25,13 @@ import pytest
 from openstack.compute.v2.server import Server
 from openstack.compute.v2.service import Service
 from openstack.connection import Connection
+from openstack.exceptions import BadRequestException
 from openstack.identity.v3._proxy import Proxy as IdentityV3
 
+from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.openstack import bed, catalog
 from opendoctor.lab.openstack.spec import BedSpec
+from opendoctor.lab.openstack.state import kill_compute, start_compute
 from tests.live import live_api
 from tests.servers import need
 
@@ -146,18 +149,46 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def restart_compute(spec: BedSpec, host: str) -> None:
+    """Power-cycle a host's nova-compute, as a repaired host's would start again."""
+    killed = kill_compute(spec, host)
+    if killed is not None:  # gone before it is started again, or it would count as running
+        wait_for(lambda: not pid_alive(killed), 10, f"the nova-compute of {host} gone")
+    start_compute(spec, host)
+
+
+def force_up(spec: BedSpec, conn: Connection, service: Service) -> None:
+    """Lift a forced-down host. Nova (2024.2 on) refuses while evacuations from it are
+    `done` but not closed, which its nova-compute does when it starts: restart it, as a
+    repaired host's would be, and ask again until Nova agrees."""
+    try:
+        conn.compute.update_service_forced_down(service, forced=False)
+        return
+    except BadRequestException:
+        restart_compute(spec, service.host)
+
+    def accepted() -> bool:
+        try:
+            conn.compute.update_service_forced_down(service, forced=False)
+        except BadRequestException:
+            return False
+        return True
+
+    wait_for(accepted, 120, f"Nova to let {service.host} up")
+
+
 @pytest.fixture(autouse=True)
-def all_computes_up(conn: Connection) -> None:
+def all_computes_up(openstack_bed: BedSpec, conn: Connection) -> None:
     """Each test starts with every compute host in service, whatever came before (a
     test that failed half way, a reused bed someone forced a host down in)."""
     for service in computes(conn).values():
         if service.is_forced_down:
-            conn.compute.update_service_forced_down(service, forced=False)
-    wait_for(lambda: all(s.state == "up" for s in computes(conn).values()), 60, "compute hosts up")
+            force_up(openstack_bed, conn, service)
+    wait_for(lambda: all(s.state == "up" for s in computes(conn).values()), 120, "compute hosts up")
 
 
 @pytest.fixture
-def server(conn: Connection) -> Iterator[Server]:
+def server(openstack_bed: BedSpec, conn: Connection) -> Iterator[Server]:
     flavor = conn.compute.find_flavor(catalog.FLAVOR, ignore_missing=False)
     image = conn.image.find_image(catalog.IMAGE, ignore_missing=False)
     # No network: the bed's Neutron wires nothing (its API answers Nova's questions).
@@ -171,4 +202,4 @@ def server(conn: Connection) -> Iterator[Server]:
         conn.compute.wait_for_delete(created, wait=60)
         for service in computes(conn).values():
             if service.is_forced_down:
-                conn.compute.update_service_forced_down(service, forced=False)
+                force_up(openstack_bed, conn, service)

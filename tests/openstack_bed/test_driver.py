@@ -18,11 +18,12 @@ from openstack.connection import Connection
 
 from opendoctor.controller.openstack import OpenStackDriver
 from opendoctor.core.model import VimChange
+from opendoctor.core.ports import VimError
 from opendoctor.core.settings import OpenStackSettings
 from opendoctor.lab.openstack import bed
 from opendoctor.lab.openstack.spec import HOSTS, BedSpec
 from tests.conftest import eventually
-from tests.openstack_bed.conftest import computes
+from tests.openstack_bed.conftest import computes, restart_compute
 
 pytestmark = [pytest.mark.openstack, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -76,7 +77,7 @@ async def test_the_driver_reads_nova(
 
 
 async def test_the_driver_forces_down_resets_and_evacuates(
-    driver: OpenStackDriver, server: NovaServer, conn: Connection
+    driver: OpenStackDriver, server: NovaServer, conn: Connection, openstack_bed: BedSpec
 ) -> None:
     source = server.compute_host
     await driver.force_down(source, True)
@@ -88,7 +89,17 @@ async def test_the_driver_forces_down_resets_and_evacuates(
     assert moved.status == "ACTIVE" and moved.host not in (source, "")
     now = conn.compute.get_server(server.id)
     assert (now.compute_host, now.task_state) == (moved.host, None)
-    await driver.force_down(source, False)
+    # The host repaired: its nova-compute starts again and closes the evacuation, and
+    # only then does Nova let it be forced up (2024.2 on).
+    await asyncio.to_thread(restart_compute, openstack_bed, source)
+
+    async def forced_up() -> bool:
+        with contextlib.suppress(VimError):
+            await driver.force_down(source, False)
+            return True
+        return False
+
+    await eventually(forced_up, timeout=120, what=f"Nova to let {source} up")
     assert not computes(conn)[source].is_forced_down
 
 
