@@ -81,6 +81,7 @@ async def fail_and_recover(s: Stack, host: str, vim: Vim = "lab") -> dict[str, A
     trace = dict(fault["trace"], T00=t00)
     last = max((n["arrived"] for n in notices), default=None)
     notified = {n["instance_id"] for n in notices}
+    await caught_up(s, fault["recovery"])
     serving = await answers(s, [i["server_id"] for i in fault["recovery"]])
     return {
         "host": host,
@@ -101,6 +102,24 @@ async def fail_and_recover(s: Stack, host: str, vim: Vim = "lab") -> dict[str, A
             "fault_to_recovered": trace["T11"] - t00 if "T11" in trace else None,
         },
     }
+
+
+async def caught_up(s: Stack, recovery: list[dict[str, Any]], timeout: float = 15) -> None:
+    """Wait (a while) until the service's graph has each moved server ACTIVE where it
+    went: it follows the VIM's change feed, which may bring a state from the middle of
+    the move after the move's own answer (Nova's notifications and polls do)."""
+    moved = {i["server_id"]: i["to_host"] for i in recovery if i["result"] == "ok"}
+
+    async def agrees() -> bool:
+        now = {v["id"]: v for v in await s.get("/v1/servers")}
+        return all(
+            sid in now and (now[sid]["host"], now[sid]["status"]) == (host, "ACTIVE")
+            for sid, host in moved.items()
+        )
+
+    # What the graph still says after that is what the story shows.
+    with contextlib.suppress(StackError):
+        await wait_for("the service's graph to show the moved servers", agrees, timeout, 0.2)
 
 
 async def answers(s: Stack, server_ids: list[str]) -> dict[str, str | None]:
