@@ -4,19 +4,17 @@ refused account fences nothing and says whose BMC refused, never with the passwo
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from opendoctor.core.ports import FenceError
 from opendoctor.core.settings import FenceDeviceSettings, FencingSettings
-from opendoctor.lab.manager.redfish import BMC_FILE, ROOT
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 from opendoctor.recovery.fencing import Fencing
+from opendoctor.tools.stack import fence_devices
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +26,9 @@ async def lab(tmp_path: Path) -> AsyncIterator[LabRunner]:
 
 
 def fencing(lab: LabRunner, password: str | None = None) -> Fencing:
-    account = json.loads((lab.state_dir / BMC_FILE).read_text())
     devices = {
-        host: FenceDeviceSettings(
-            address=lab.url + ROOT,
-            system=host,
-            username=account["username"],
-            password=SecretStr(password or account["password"]),
-        )
-        for host in ("compute1", "compute2")
+        host: FenceDeviceSettings(**{**device, "password": password or device["password"]})
+        for host, device in fence_devices(lab).items()
     }
     return Fencing(FencingSettings(devices=devices))
 
