@@ -37,6 +37,7 @@ CHECKPOINTS: dict[str, str] = {
     "T03": "servers set to error",
     "T04": "host marked down",
     "T05": "host fenced (power off confirmed)",
+    "T06": "first evacuation requested",
     "T09": "consumer notified",
     "T10": "standby active, load balancer switched",
     "T11": "servers evacuated and serving",
@@ -171,6 +172,9 @@ class Host:
     # A second IP it answers heartbeats on (same port), over a path independent of
     # `address` (a storage or data network): tells a dead host from a cut link.
     alt_address: str | None = None
+    # What the host can run, as the VIM reports it; 0 where it does not say.
+    vcpus: int = 0
+    ram_mb: int = 0
 
 
 @dataclass(slots=True)
@@ -181,6 +185,10 @@ class Server:
     project_id: str
     status: str = "ACTIVE"  # ACTIVE | ERROR | SHUTOFF | ...
     endpoint: str | None = None  # URL the server's application answers on
+    metadata: dict[str, str] = field(default_factory=dict)  # e.g. HA_Enabled
+    # The size of its flavor; 0 where the VIM does not say.
+    vcpus: int = 0
+    ram_mb: int = 0
 
 
 @dataclass(slots=True)

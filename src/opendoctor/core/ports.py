@@ -6,7 +6,8 @@
   or the bus to the notifier replicas).
 - `Sender`: one way of delivering a notification (per URL scheme, `opendoctor.notifier`).
 - `Presence`: claims that say a process is there (database leases, `opendoctor.store`).
-- `FenceDevice`: a host's power switch, its BMC (Redfish, `opendoctor.recovery`).
+- `FenceDevice`: a host's power switch, its BMC (Redfish, IPMI, `opendoctor.recovery`).
+- `SegmentSource`: the failover segments recovery decides from (`opendoctor.store`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.notifications import Batch, OutboxEntry
+from opendoctor.core.segments import SegmentView
 
 
 class VimError(Exception):
@@ -133,3 +135,14 @@ class FenceDevice(Protocol):
     async def power_on(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class SegmentSource(Protocol):
+    """The failover segments (`core.segments`), as recovery reads and updates them."""
+
+    async def segment_of(self, host: str) -> SegmentView | None:
+        """The segment `host` belongs to, with all its hosts; None if in none."""
+
+    async def set_reserved(self, segment_id: str, host: str, reserved: bool) -> None:
+        """Mark a host of the segment reserved or not (a reserved host taken into use
+        for a recovery is reserved no more)."""

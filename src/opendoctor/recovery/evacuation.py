@@ -54,7 +54,7 @@ class Recovery:
                 item.started = item.finished = time.time()
                 item.result, item.error = "failed", reason
                 metrics.RECOVERIES.labels("failed").inc()
-        await self._evacuate([i for i in items if i.result == "pending"])
+        await self._evacuate(fault, [i for i in items if i.result == "pending"])
 
     async def _fence(self, fault: Fault, host: str) -> str | None:
         """Fence `host` if it has a fence device; why its servers must not move, or None."""
@@ -68,12 +68,13 @@ class Recovery:
         fault.mark("T05", max(confirmed, fault.trace.get("T05", 0.0)))
         return None
 
-    async def _evacuate(self, items: list[RecoveryItem]) -> None:
+    async def _evacuate(self, fault: Fault, items: list[RecoveryItem]) -> None:
         limit = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(item: RecoveryItem) -> None:
             async with limit:
                 item.started = time.time()
+                fault.mark("T06", item.started)
                 try:
                     moved = await self.vim.evacuate(item.server_id)
                     item.to_host = moved.host
