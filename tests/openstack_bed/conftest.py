@@ -31,7 +31,7 @@ from openstack.identity.v3._proxy import Proxy as IdentityV3
 from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.openstack import bed, catalog
 from opendoctor.lab.openstack.spec import BedSpec
-from opendoctor.lab.openstack.state import kill_compute, start_compute
+from opendoctor.lab.openstack.state import kill_compute, read_state, start_compute
 from tests.live import live_api
 from tests.servers import need
 
@@ -149,12 +149,20 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def restart_compute(spec: BedSpec, host: str) -> None:
-    """Power-cycle a host's nova-compute, as a repaired host's would start again."""
+def restart_compute(spec: BedSpec, conn: Connection, host: str) -> None:
+    """Power-cycle a host's nova-compute, as a repaired host's would start again, and
+    return once the new one has reported in. Its first report comes after its start-up
+    work: a server scheduled to it before then may be found "building" by that work and
+    set to ERROR, as an interrupted build would be."""
     killed = kill_compute(spec, host)
     if killed is not None:  # gone before it is started again, or it would count as running
         wait_for(lambda: not pid_alive(killed), 10, f"the nova-compute of {host} gone")
+    # Nothing reports for the host now: the next change of updated_at is the new one's.
+    last = computes(conn)[host].updated_at
     start_compute(spec, host)
+    wait_for(
+        lambda: computes(conn)[host].updated_at != last, 120, f"the new nova-compute of {host}"
+    )
 
 
 def force_up(spec: BedSpec, conn: Connection, service: Service) -> None:
@@ -165,7 +173,7 @@ def force_up(spec: BedSpec, conn: Connection, service: Service) -> None:
         conn.compute.update_service_forced_down(service, forced=False)
         return
     except BadRequestException:
-        restart_compute(spec, service.host)
+        restart_compute(spec, conn, service.host)
 
     def accepted() -> bool:
         try:
@@ -181,6 +189,9 @@ def force_up(spec: BedSpec, conn: Connection, service: Service) -> None:
 def all_computes_up(openstack_bed: BedSpec, conn: Connection) -> None:
     """Each test starts with every compute host in service, whatever came before (a
     test that failed half way, a reused bed someone forced a host down in)."""
+    for entry in (read_state(openstack_bed) or {}).get("processes", []):
+        if entry.get("host") and not pid_alive(entry["pid"]):  # a host left powered off
+            restart_compute(openstack_bed, conn, entry["host"])
     for service in computes(conn).values():
         if service.is_forced_down:
             force_up(openstack_bed, conn, service)

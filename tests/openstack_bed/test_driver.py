@@ -91,7 +91,7 @@ async def test_the_driver_forces_down_resets_and_evacuates(
     assert (now.compute_host, now.task_state) == (moved.host, None)
     # The host repaired: its nova-compute starts again and closes the evacuation, and
     # only then does Nova let it be forced up (2024.2 on).
-    await asyncio.to_thread(restart_compute, openstack_bed, source)
+    await asyncio.to_thread(restart_compute, openstack_bed, conn, source)
 
     async def forced_up() -> bool:
         with contextlib.suppress(VimError):
