@@ -85,14 +85,23 @@ class MemoryVim:
         s.status = "ACTIVE"
         self._changed_server(s)
 
-    def _target(self, source: str, target: str | None) -> str:
+    def _room(self, host: Host, server: Server) -> bool:
+        on = [s for s in self.servers.values() if s.host == host.name and s.id != server.id]
+        cpu_ok = not host.vcpus or sum(s.vcpus for s in on) + server.vcpus <= host.vcpus
+        return cpu_ok and (
+            not host.ram_mb or sum(s.ram_mb for s in on) + server.ram_mb <= host.ram_mb
+        )
+
+    def _target(self, server: Server, target: str | None) -> str:
+        """The host asked for, as an admin forcing it (tests put servers anywhere); else
+        as a VIM's scheduler: a host that is up, enabled and has room."""
         if target is not None:
             self._host(target)
             return target
         candidates = [
             h.name
             for h in self.hosts.values()
-            if h.name != source and not h.forced_down and h.enabled
+            if h.name != server.host and not h.forced_down and h.enabled and self._room(h, server)
         ]
         if not candidates:
             raise VimError("no host to move the server to", 409)
@@ -101,16 +110,16 @@ class MemoryVim:
     async def migrate(self, server_id: str, target_host: str | None = None) -> Server:
         self._check("migrate", server_id)
         s = self._server(server_id)
-        s.host = self._target(s.host, target_host)
+        s.host = self._target(s, target_host)
         self._changed_server(s)
         return replace(s)
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
-        self._check("evacuate", server_id)
+        self._check("evacuate", server_id, target_host or "")
         s = self._server(server_id)
         if not self._host(s.host).forced_down:
             raise VimError(f"host {s.host} is still up", 409)
-        s.host = self._target(s.host, target_host)
+        s.host = self._target(s, target_host)
         s.status = "ACTIVE"
         self._changed_server(s)
         return replace(s)

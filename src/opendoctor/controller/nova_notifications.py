@@ -60,12 +60,16 @@ def parse(body: bytes, heartbeat_port: int = 0) -> VimChange | None:
         if not uuid:
             return None
         state = str(payload.get("state") or "")
+        flavor = _data(payload.get("flavor"))
         server = Server(
             id=str(uuid),
             name=str(payload.get("display_name") or ""),
             host=str(payload.get("host") or ""),
             project_id=str(payload.get("tenant_id") or ""),
             status=STATUS.get(state, state.upper() or "UNKNOWN"),
+            metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
+            vcpus=_count(flavor.get("vcpus")),
+            ram_mb=_count(flavor.get("memory_mb")),
         )
         gone = event == "instance.delete.end" or state in ("deleted", "soft-delete")
         return VimChange("server", "delete" if gone else "upsert", server=server)
@@ -122,3 +126,7 @@ class NovaNotifications:
 
     async def close(self) -> None:
         await self.broker.close()
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

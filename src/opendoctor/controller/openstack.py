@@ -144,6 +144,10 @@ class OpenStackDriver:
             host=s.compute_host or "",
             project_id=s.project_id or "",
             status=s.status or "UNKNOWN",
+            metadata={str(k): str(v) for k, v in (s.metadata or {}).items()},
+            # The flavor as embedded in the server (2.47 on); without it, unknown (0).
+            vcpus=int(_flavor(s, "vcpus")),
+            ram_mb=int(_flavor(s, "ram")),
         )
 
     def _servers(self, **query: Any) -> list[Any]:
@@ -179,18 +183,58 @@ class OpenStackDriver:
     async def reset_state(self, server_id: str, state: str) -> None:
         await self._call(self.conn.compute.reset_server_state, server_id, state)
 
+    # Nova answers these as soon as it has cast the work; each returns once it is done
+    # (the `VimDriver` contract: a start sent while the stop runs would be refused).
+
     async def stop(self, server_id: str) -> None:
         await self._call(self.conn.compute.stop_server, server_id)
+        await self._idle(server_id, "stop", {"SHUTOFF"})
 
     async def start(self, server_id: str) -> None:
         await self._call(self.conn.compute.start_server, server_id)
+        await self._idle(server_id, "start", {"ACTIVE"})
 
     async def _now(self, server_id: str) -> Server:
         return self._server(await self._call(self.conn.compute.get_server, server_id))
 
     async def migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        """A cold migration, confirmed: the server on its new host, as it was (running or
+        stopped)."""
+        source = (await self._now(server_id)).host
         await self._call(self.conn.compute.migrate_server, server_id, host=target_host)
-        return await self._now(server_id)
+        moved = await self._idle(server_id, "migration", {"VERIFY_RESIZE", "ACTIVE", "SHUTOFF"})
+        if moved.status == "VERIFY_RESIZE":  # unless Nova confirms by itself
+            await self._call(self.conn.compute.confirm_server_resize, server_id)
+            # The status stays VERIFY_RESIZE, with no task, until the compute confirms.
+            moved = await self._idle(server_id, "migration", {"ACTIVE", "SHUTOFF"}, "VERIFY_RESIZE")
+        if moved.host == source:  # no host would take it: Nova put it back
+            raise VimError(f"Nova's migration of {server_id} left it on {source}", 409)
+        return moved
+
+    async def _idle(self, server_id: str, what: str, wanted: set[str], still: str = "") -> Server:
+        """The server once Nova has no task running on it, in one of the `wanted`
+        statuses (`still`: a status that means not yet); otherwise `VimError` with
+        Nova's account of what went wrong."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.action_timeout
+        while True:
+            now = await self._call(self.conn.compute.get_server, server_id)
+            server = self._server(now)
+            if now.task_state is None and server.status != still:
+                if server.status in wanted:
+                    return server
+                fault = now.fault.get("message") if isinstance(now.fault, dict) else None
+                raise VimError(
+                    f"Nova's {what} of {server_id} left it {server.status}"
+                    + (f" ({fault})" if fault else "")
+                )
+            if loop.time() > deadline:
+                raise VimError(
+                    f"Nova's {what} of {server_id} still {now.task_state or server.status} after "
+                    f"{self.settings.action_timeout:.0f}s",
+                    504,
+                )
+            await asyncio.sleep(ACTION_POLL)
 
     async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
         await self._call(
@@ -346,3 +390,9 @@ class OpenStackDriver:
 async def _pump(source: AsyncIterator[VimChange], out: asyncio.Queue[VimChange]) -> None:
     async for change in source:
         out.put_nowait(change)
+
+
+def _flavor(server: Any, field: str) -> int:
+    flavor = server.flavor
+    value = flavor.get(field) if isinstance(flavor, dict) else getattr(flavor, field, None)
+    return value if isinstance(value, int) else 0

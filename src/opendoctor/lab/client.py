@@ -41,6 +41,8 @@ def host_from_json(data: dict[str, Any]) -> Host:
         forced_down=bool(data["forced_down"]),
         enabled=bool(data["enabled"]),
         alt_address=data.get("alt_address"),
+        vcpus=int(data.get("vcpus", 0)),
+        ram_mb=int(data.get("ram_mb", 0)),
     )
 
 
@@ -52,6 +54,9 @@ def server_from_json(data: dict[str, Any]) -> Server:
         project_id=data["project_id"],
         status=data["status"],
         endpoint=data.get("endpoint"),
+        metadata=dict(data.get("metadata") or {}),
+        vcpus=int(data.get("vcpus", 0)),
+        ram_mb=int(data.get("ram_mb", 0)),
     )
 
 
@@ -185,14 +190,22 @@ class LabClient:
     # ----- servers ------------------------------------------------------------------------
 
     async def create_server(
-        self, name: str, project_id: str, host: str | None = None, role: str | None = None
+        self,
+        name: str,
+        project_id: str,
+        host: str | None = None,
+        role: str | None = None,
+        metadata: dict[str, str] | None = None,
+        vcpus: int | None = None,
+        ram_mb: int | None = None,
     ) -> Server:
-        """A new server; `role` ("active", the default, or "standby") is its application's."""
+        """A new server; `role` ("active", the default, or "standby") is its application's;
+        `metadata` the VIM's (HA_Enabled=True, ...), `vcpus` and `ram_mb` its flavor's."""
         body: dict[str, Any] = {"name": name, "project_id": project_id}
-        if host is not None:
-            body["host"] = host
-        if role is not None:
-            body["role"] = role
+        extra = {"host": host, "role": role, "metadata": metadata, "vcpus": vcpus}
+        body |= {k: v for k, v in extra.items() if v is not None}
+        if ram_mb is not None:
+            body["ram_mb"] = ram_mb
         return server_from_json(await self._call("POST", "/servers", body))
 
     async def delete_server(self, server_id: str) -> None:

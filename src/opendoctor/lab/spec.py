@@ -47,6 +47,9 @@ class LabSpec:
     heartbeat: bool = True
     # The OpenStack test bed tied to these hosts' power (`OPENSTACK_DIR_ENV`), if any.
     openstack_dir: str | None = None
+    # What each host can run (a server takes its flavor's vcpus and RAM); 0: no limit.
+    host_vcpus: int = 0
+    host_ram_mb: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -56,6 +59,8 @@ class LabSpec:
             raise ValueError(f"hosts must be between 1 and {_PER_OCTET}, got {self.hosts}")
         if self.vms < 0:
             raise ValueError(f"vms must not be negative, got {self.vms}")
+        if self.host_vcpus < 0 or self.host_ram_mb < 0:
+            raise ValueError("host_vcpus and host_ram_mb must not be negative (0: no limit)")
         if not self.projects or any(not p for p in self.projects):
             raise ValueError("projects must be a non-empty list of non-empty names")
         if self.vm_mode not in VM_MODES:
@@ -136,6 +141,8 @@ class LabSpec:
             "--api-port", str(self.api_port),
             *(["--events-url", self.events_url] if self.events_url else []),
             "--heartbeat" if self.heartbeat else "--no-heartbeat",
+            "--host-vcpus", str(self.host_vcpus),
+            "--host-ram-mb", str(self.host_ram_mb),
         ]  # fmt: skip
 
 
@@ -156,6 +163,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         "--heartbeat", action=argparse.BooleanOptionalAction, default=d.heartbeat,
         help="guest heartbeats between hosts and their VMs",
     )  # fmt: skip
+    parser.add_argument("--host-vcpus", type=int, default=d.host_vcpus, help="0: no limit")
+    parser.add_argument("--host-ram-mb", type=int, default=d.host_ram_mb, help="0: no limit")
 
 
 def spec_from_args(ns: argparse.Namespace) -> LabSpec:
@@ -174,6 +183,8 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         events_token=os.environ.get(EVENTS_TOKEN_ENV) or None,
         openstack_dir=os.environ.get(OPENSTACK_DIR_ENV) or None,
         heartbeat=ns.heartbeat,
+        host_vcpus=ns.host_vcpus,
+        host_ram_mb=ns.host_ram_mb,
     )
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from opendoctor.infra.procs import pid_alive
 from opendoctor.lab.manager.api import build_app
 from opendoctor.lab.manager.hostctl import HostCallError
+from opendoctor.lab.manager.ipmi import IPMI_KEY, IpmiBmcs, ipmi_routes
 from opendoctor.lab.manager.records import LabError
 from opendoctor.lab.manager.redfish import BmcAccount
 from opendoctor.lab.manager.state import Lab
@@ -36,17 +37,26 @@ async def _serve(lab: Lab, state_dir: Path, stop: asyncio.Event) -> None:
     started = time.monotonic()
     await lab.boot()
     bmc = BmcAccount.load_or_make(state_dir)
-    runner = web.AppRunner(build_app(lab, bmc), access_log=None)
+    # Each host's IPMI BMC beside the Redfish service, with the same account.
+    ipmi = IpmiBmcs(lab, bmc, spec.api_host)
+    app = build_app(lab, bmc)
+    app[IPMI_KEY] = ipmi
+    app.add_routes(ipmi_routes())
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
+        await ipmi.start()
         site = web.TCPSite(runner, spec.api_host, spec.api_port)
         await site.start()
         port = runner.addresses[0][1]
         url = f"http://{spec.api_host}:{port}"
         write_state(
             state_dir,
-            {"url": url, "pid": os.getpid(), "spec": spec.to_dict(), "started": time.time()},
-        )
+            {
+                "url": url, "pid": os.getpid(), "spec": spec.to_dict(), "started": time.time(),
+                "ipmi": ipmi.addresses,
+            },
+        )  # fmt: skip
         log.info(
             "lab ready at %s: %d hosts, %d VMs (%s mode) in %.2f s",
             url, spec.hosts, len(lab.servers), spec.vm_mode, time.monotonic() - started,
@@ -54,6 +64,7 @@ async def _serve(lab: Lab, state_dir: Path, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         remove_state(state_dir, os.getpid())
+        await ipmi.stop()
         await runner.cleanup()
 
 

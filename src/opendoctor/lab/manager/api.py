@@ -10,10 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from opendoctor.lab.manager.lbapi import lb_routes
-from opendoctor.lab.manager.records import LabError
+from opendoctor.lab.manager.records import LabError, Size
 from opendoctor.lab.manager.redfish import ACCOUNT_KEY, BmcAccount, redfish_auth, redfish_routes
 from opendoctor.lab.manager.state import Lab
-from opendoctor.lab.manager.webutil import LAB_KEY, errors_middleware
+from opendoctor.lab.manager.webutil import LAB_KEY, errors_middleware, field_count, field_metadata
 from opendoctor.lab.manager.webutil import body_of as _body
 from opendoctor.lab.manager.webutil import field_bool as _field_bool
 from opendoctor.lab.manager.webutil import field_opt_str as _field_opt_str
@@ -51,7 +51,9 @@ async def create_server(request: web.Request) -> web.Response:
     assert name is not None and project is not None
     host = _field_str(body, "host", required=False)
     role = _field_str(body, "role", required=False) or "active"
-    server = await _lab(request).create_server(name, project, host, role)
+    size = Size(field_count(body, "vcpus", 1, 1024), field_count(body, "ram_mb", 512, 1 << 24))
+    metadata = field_metadata(body, "metadata")
+    server = await _lab(request).create_server(name, project, host, role, metadata, size)
     return _json(server.to_json(), 201)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opendoctor.lab.manager.hostctl import HostProc
@@ -19,12 +19,22 @@ class LabError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class Size:
+    """A server's flavor: what it takes of its host's capacity."""
+
+    vcpus: int = 1
+    ram_mb: int = 512
+
+
 @dataclass(slots=True)
 class HostRecord:
     name: str
     proc: HostProc
     forced_down: bool = False
     enabled: bool = True
+    vcpus: int = 0  # capacity; 0: no limit
+    ram_mb: int = 0
 
     @property
     def address(self) -> str:
@@ -48,6 +58,8 @@ class HostRecord:
             "state": "down" if self.forced_down else "up",
             "forced_down": self.forced_down,
             "enabled": self.enabled,
+            "vcpus": self.vcpus,
+            "ram_mb": self.ram_mb,
             "alive": self.proc.alive,
             "pid": self.proc.pid,
             # Lab truth too: probes on `address` go unanswered (alt_address still answers).
@@ -68,6 +80,10 @@ class ServerRecord:
     # The application inside the VM (not the VIM's business): its role and health flag.
     role: str = "active"
     healthy: bool = True
+    # The VIM's: what the server's owner asked for (HA_Enabled, ...), and its flavor's size.
+    metadata: dict[str, str] = field(default_factory=dict)
+    vcpus: int = 1
+    ram_mb: int = 512
 
     @property
     def endpoint(self) -> str:
@@ -83,6 +99,9 @@ class ServerRecord:
             "endpoint": self.endpoint,
             "role": self.role,
             "healthy": self.healthy,
+            "metadata": dict(self.metadata),
+            "vcpus": self.vcpus,
+            "ram_mb": self.ram_mb,
         }
 
 

@@ -54,7 +54,9 @@ class BmcAccount:
         if path is not None and path.exists():
             data = json.loads(path.read_text())
             return cls(str(data["username"]), str(data["password"]))
-        account = cls("admin", secrets.token_urlsafe(18))
+        # 20 characters (120 bits): the most an IPMI password holds (the IPMI BMCs share
+        # the account, and ipmitool refuses a longer one).
+        account = cls("admin", secrets.token_urlsafe(15))
         if path is not None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:

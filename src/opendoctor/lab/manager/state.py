@@ -19,7 +19,7 @@ from typing import Any
 from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
 from opendoctor.lab.manager.hostevents import HostEvents
 from opendoctor.lab.manager.lb import LoadBalancer
-from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord
+from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord, Size
 from opendoctor.lab.openstack import state as openstack_power
 from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec
@@ -59,7 +59,9 @@ class Lab:
                 alt_address=spec.host_alt_address(i),
             )  # fmt: skip
             proc.events_sink = (spec.events_url, spec.events_token)
-            self.hosts[name] = HostRecord(name, proc)
+            self.hosts[name] = HostRecord(
+                name, proc, vcpus=spec.host_vcpus, ram_mb=spec.host_ram_mb
+            )
         self.servers: dict[str, ServerRecord] = {}
         self.faults: list[dict[str, Any]] = []
         self.changes = ChangeLog()
@@ -116,8 +118,26 @@ class Lab:
     def _load(self, host: str) -> int:
         return sum(1 for s in self.servers.values() if s.host == host) + self._pending[host]
 
-    def _target(self, requested: str | None, source: str | None) -> HostRecord:
+    def _room(self, host: HostRecord, size: Size) -> str | None:
+        """Why `host` cannot take a server of `size`, or None if it can (as a VIM's
+        scheduler refuses to overcommit)."""
+        on = [s for s in self.servers.values() if s.host == host.name]
+        # A placement in flight is counted at the default size: enough to keep parallel
+        # placements from all taking the last room.
+        pending = self._pending[host.name]
+        used_cpu = sum(s.vcpus for s in on) + pending * Size().vcpus
+        used_ram = sum(s.ram_mb for s in on) + pending * Size().ram_mb
+        if host.vcpus and used_cpu + size.vcpus > host.vcpus:
+            return f"host {host.name} has {host.vcpus - used_cpu} of {size.vcpus} vcpus free"
+        if host.ram_mb and used_ram + size.ram_mb > host.ram_mb:
+            return f"host {host.name} has {host.ram_mb - used_ram} of {size.ram_mb} MB free"
+        return None
+
+    def _target(
+        self, requested: str | None, source: str | None, size: Size | None = None
+    ) -> HostRecord:
         """The requested host if it can take a server, else the least loaded usable host."""
+        size = size or Size()
         if requested is not None:
             target = self.host(requested)
             if target.name == source:
@@ -126,10 +146,18 @@ class Lab:
                 raise LabError(409, f"host {target.name} is not running")
             if target.forced_down:
                 raise LabError(409, f"host {target.name} is forced down")
+            if not target.enabled:
+                raise LabError(409, f"host {target.name} is disabled")
+            if (full := self._room(target, size)) is not None:
+                raise LabError(409, full)
             return target
-        candidates = [h for h in self.hosts.values() if h.schedulable and h.name != source]
+        candidates = [
+            h
+            for h in self.hosts.values()
+            if h.schedulable and h.name != source and self._room(h, size) is None
+        ]
         if not candidates:
-            raise LabError(409, "no host is alive, enabled and not forced down")
+            raise LabError(409, "no host is alive, enabled, not forced down and has room")
         return min(candidates, key=lambda h: self._load(h.name))
 
     @contextlib.asynccontextmanager
@@ -244,12 +272,19 @@ class Lab:
     # ----- servers ------------------------------------------------------------------------
 
     async def create_server(
-        self, name: str, project_id: str, host: str | None = None, role: str = "active"
+        self,
+        name: str,
+        project_id: str,
+        host: str | None = None,
+        role: str = "active",
+        metadata: dict[str, str] | None = None,
+        size: Size | None = None,
     ) -> ServerRecord:
         if name in self._names:
             raise LabError(409, f"a server named {name!r} exists")
         _check_role(role)
-        target = self._target(host, None)
+        size = size or Size()
+        target = self._target(host, None, size)
         self._names.add(name)
         self._vm_count += 1
         server = ServerRecord(
@@ -261,6 +296,9 @@ class Lab:
             port=self.spec.vm_port,
             number=self._vm_count,
             role=role,
+            metadata=dict(metadata or {}),
+            vcpus=size.vcpus,
+            ram_mb=size.ram_mb,
         )
         try:
             async with self._placing(target.name):
@@ -395,7 +433,7 @@ class Lab:
                 raise LabError(409, f"source host {source.name} is not running; evacuate instead")
             if server.status not in ("ACTIVE", "SHUTOFF"):
                 raise LabError(409, f"cannot migrate a server in status {server.status}")
-            target = self._target(target_host, source.name)
+            target = self._target(target_host, source.name, _size(server))
             if server.status == "ACTIVE":
                 async with self._placing(target.name):
                     await self._halt_vm(source, server)
@@ -418,7 +456,7 @@ class Lab:
                 raise LabError(
                     409, f"host {source.name} is up; force it down before evacuating its servers"
                 )
-            target = self._target(target_host, source.name)
+            target = self._target(target_host, source.name, _size(server))
             started = time.monotonic()
             async with self._placing(target.name):
                 # A forced-down host may still run the VM; it must let go of the address.
@@ -433,3 +471,7 @@ class Lab:
                 server.name, source.name, target.name, time.monotonic() - started,
             )  # fmt: skip
         return server
+
+
+def _size(server: ServerRecord) -> Size:
+    return Size(server.vcpus, server.ram_mb)

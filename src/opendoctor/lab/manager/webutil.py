@@ -86,5 +86,27 @@ def field_port(body: dict[str, Any], key: str, default: int | None = None) -> in
     return value
 
 
+def field_count(body: dict[str, Any], key: str, default: int, most: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise LabError(400, f"'{key}' must be a whole number from 1 to {most}")
+    return value
+
+
+METADATA_ITEMS, METADATA_CHARS = 128, 255  # Nova's limits on server metadata
+
+
+def field_metadata(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key, {})
+    if not isinstance(value, dict) or len(value) > METADATA_ITEMS:
+        raise LabError(400, f"'{key}' must be an object of at most {METADATA_ITEMS} items")
+    for k, v in value.items():
+        if not isinstance(v, str) or not 0 < len(k) <= METADATA_CHARS or len(v) > METADATA_CHARS:
+            raise LabError(
+                400, f"'{key}' must map names to strings of at most {METADATA_CHARS} characters"
+            )
+    return dict(value)
+
+
 def lab_of(request: web.Request) -> Lab:
     return request.app[LAB_KEY]
