@@ -19,6 +19,8 @@ RECOVERY_METHODS: tuple[str, ...] = get_args(RecoveryMethod)
 # Masakari's notification types and their lifecycle.
 NOTIFICATION_TYPES = ("COMPUTE_HOST", "VM", "PROCESS")
 NotificationStatus = Literal["new", "running", "finished", "error", "failed", "ignored"]
+# Statuses a notification keeps once it has them: nothing it started is still going on.
+SETTLED_STATUSES: frozenset[str] = frozenset({"finished", "failed", "ignored"})
 
 # The server metadata a server opts in to recovery with (Masakari's key), and the one
 # that orders recovery: lower numbers first, none last.
@@ -77,3 +79,30 @@ def priority(metadata: dict[str, Any]) -> int:
         return int(str(metadata.get(HA_PRIORITY_KEY, "")).strip())
     except ValueError:
         return 1 << 30
+
+
+@dataclass(slots=True)
+class HaNotification:
+    """A Masakari notification: what a masakari-monitor reported about a host of a
+    segment, and what became of it.
+
+    A notification that reports a fault became an event with the notification's own id
+    (`event_id`): the fault that event opened or joined tells its status and progress.
+    Others carry their status themselves (`ignored`, or the outcome of a VIM call)."""
+
+    type: str
+    hostname: str
+    generated_time: float
+    payload: dict[str, Any]
+    status: NotificationStatus = "new"
+    source_host_uuid: str = ""
+    failover_segment_uuid: str = ""
+    event_id: str | None = None
+    message: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: float = 0.0
+    updated_at: float | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED_STATUSES
