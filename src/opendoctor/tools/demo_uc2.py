@@ -116,8 +116,12 @@ async def kill_and_switch(s: Stack, pair: dict[str, Any], traffic: Traffic) -> d
         raise StackError(f"switch-over failed: {switch['error']}")
 
     async def fault() -> dict[str, Any] | None:
-        faults = await s.get("/v1/faults?status=active")
-        return next((f for f in faults if f.get("instance_id") == active.id), None)
+        # Whatever its status (newest first): VM recovery may have restarted the server,
+        # and its fault cleared, by now.
+        faults = await s.get("/v1/faults")
+        return next(
+            (f for f in faults if f.get("instance_id") == active.id and f["started"] >= t00), None
+        )
 
     found = await wait_for(f"the fault of {active.name}", fault, 10)
     # Let clients run on the new active a little, so the tally covers the recovery.
