@@ -32,3 +32,34 @@ def test_bench_notify_reports_percentiles() -> None:
     d2n = result["detection_to_notification"]
     assert 0 < d2n["p50"] <= d2n["p99"] <= d2n["max"] < 1.0
     assert len(result["fault_to_recovered"]) > 0
+
+
+def test_bench_recovery_reports_fenced_evacuated_serving() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opendoctor",
+            "bench",
+            "recovery",
+            "--sizes",
+            "3",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["vms"] == 3 and result["runs"] == 1
+    assert result["failed"] == 0 and result["failed_servers"] == []
+    assert result["unfenced_runs"] == 0
+    [run] = result["per_run"]
+    # Fenced before anything moved, and every server serving only after its move began.
+    assert 0 < run["fenced"] <= run["first_evacuation"] <= run["last_serving"]
+    for figure in ("fenced", "first_evacuation", "last_serving"):
+        assert result[figure]["max"] == run[figure]
+    assert result["masakari"]["ratio_to_our_max"]["first_evacuation"] > 1

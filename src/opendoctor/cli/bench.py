@@ -88,6 +88,61 @@ def bench_notify(
     _emit(results, as_json, bench.print_notify)
 
 
+@app.command("recovery")
+def bench_recovery(
+    sizes: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="N[,N...]",
+            help="servers on the failed host: repeat, or comma-separated (default: 10,100,1000)",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="host failures per size")] = 5,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1000, help="the service's recovery.concurrency: servers moved in parallel"
+        ),
+    ] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Host failure → fenced → first evacuation → last server serving, on the lab.
+
+    For each size, a lab of two hosts with that many servers on one, each host's Redfish
+    BMC its fence device, the service as its own process. Each run powers off the host
+    holding the servers and reads the fault's timeline: detection to fenced (T01→T05), to
+    the first evacuation call (T01→T06) and to the last server serving again elsewhere
+    (T01→T11), beside Masakari's defaults (it waits 180 s before it evacuates). Exits 1
+    if a server did not recover or a host was not fenced.
+    """
+    from opendoctor.infra.httpclient import HttpError
+    from opendoctor.tools import bench_recovery
+    from opendoctor.tools.stack import StackError
+
+    try:
+        chosen = [int(v) for value in sizes or [] for v in value.split(",") if v.strip()]
+    except ValueError:
+        err.print(f"[red]--sizes: whole numbers, not {sizes}[/red]")
+        raise typer.Exit(2) from None
+    if any(n < 1 for n in chosen):
+        err.print("[red]--sizes: at least one server per size[/red]")
+        raise typer.Exit(2)
+    console = Console(stderr=True, quiet=as_json)
+    try:
+        results = asyncio.run(
+            bench_recovery.recovery(
+                chosen or bench_recovery.DEFAULT_SIZES, runs, console, concurrency
+            )
+        )
+    except (StackError, HttpError) as exc:
+        err.print(f"[red]bench recovery failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _emit(results, as_json, bench_recovery.print_recovery)
+    if problems := bench_recovery.problems(results):
+        err.print("[red]not recovered as it should be:[/red]\n" + "\n".join(problems))
+        raise typer.Exit(1)
+
+
 @app.command("switchover")
 def bench_switchover(
     runs: Annotated[int, typer.Option(min=1, help="kills of the active server")] = 20,

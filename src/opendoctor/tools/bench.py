@@ -92,14 +92,24 @@ async def _stack(
             # The next failure's evacuation needs every other compute host back in Nova.
             yield s, cloud.computes_up
         return
+    async with lab_stack(n, workdir, env) as s:
+        yield s, _nothing
+
+
+@contextlib.asynccontextmanager
+async def lab_stack(
+    n: int, workdir: Path, env: dict[str, str], ip_prefix: str = "127.61"
+) -> AsyncIterator[Stack]:
+    """The stack on a lab of two hosts with `n` VMs on compute1, served inline by their
+    host (a thousand of them fit on one machine); `ip_prefix` keeps benchmarks apart."""
     # Inline VMs have no guest agents to measure here: heartbeats off, as a thousand of
     # them would cost the machine a core that this benchmark measures something else with.
     spec = LabSpec(
-        hosts=2, vms=0, projects=PROJECTS, vm_mode="inline", ip_prefix="127.61", heartbeat=False
+        hosts=2, vms=0, projects=PROJECTS, vm_mode="inline", ip_prefix=ip_prefix, heartbeat=False
     )
     async with running_stack(spec, workdir, env) as s:
         await _populate(s, n)
-        yield s, _nothing
+        yield s
 
 
 async def one_size(
