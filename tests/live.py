@@ -14,17 +14,18 @@ import uvicorn
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
+from opendoctor.controller.memory import MemoryVim
 from tests.integration.pipeline.conftest import lab_vim, settings_for
 from tests.tcpproxy import free_port
 
 
 @contextlib.contextmanager
-def live_api(state_dir: Path, **settings: Any) -> Iterator[str]:
-    """The URL of a service over the in-memory VIM of the pipeline tests (`settings` as
-    `settings_for` takes them; `api.port` is the port it listens on)."""
+def live_api(state_dir: Path, vim: MemoryVim | None = None, **settings: Any) -> Iterator[str]:
+    """The URL of a service over the in-memory VIM of the pipeline tests, or `vim`
+    (`settings` as `settings_for` takes them; `api.port` is the port it listens on)."""
     port = free_port()
     api = {**settings.pop("api", {}), "port": port}
-    service = Service(settings_for(state_dir, api=api, **settings), vim=lab_vim())
+    service = Service(settings_for(state_dir, api=api, **settings), vim=vim or lab_vim())
     config = uvicorn.Config(
         create_app(service.facade),
         host="127.0.0.1",

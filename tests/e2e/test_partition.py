@@ -46,6 +46,9 @@ async def test_a_cut_link_warns_and_only_losing_every_path_fences(tmp_path: Path
         # owner was told, and its guests (still answering heartbeats) raised nothing.
         hosts = {h.name: h for h in await s.lab.client.hosts()}
         assert not hosts["compute2"].forced_down
+        # Not fenced either: its BMC (the stack gives every host one) left it powered.
+        powered = {h["name"]: h["alive"] for h in await s.lab.client.host_details()}
+        assert powered["compute2"]
         now = {v["id"]: v for v in await s.get("/v1/servers")}
         assert {i for i, v in now.items() if v["host"] == "compute2"} == on_host
         assert all(now[i]["status"] == "ACTIVE" for i in on_host)

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
-from opendoctor.api import alarms, audit, events, graph, native, templates
+from opendoctor.api import alarms, audit, events, fence_devices, graph, masakari, native, templates
 from opendoctor.api.auth import Monitors
 from opendoctor.api.bounds import BodyLimit
 from opendoctor.api.errors import install_error_handlers
@@ -72,6 +72,8 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(graph.router)
         app.include_router(templates.router)
         app.include_router(audit.router)
+        app.include_router(fence_devices.router)
+        masakari.include(app)
         _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")
@@ -115,8 +117,13 @@ def _declare_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-# The catalog types opendoctor answers for: Aodh's, and its own.
-CATALOG = (("aodh", "alarming"), ("opendoctor", "fault-management"))
+# The catalog types opendoctor answers for: Aodh's, its own, and Masakari's (under its
+# path, api.masakari.PREFIX).
+CATALOG = (
+    ("aodh", "alarming", ""),
+    ("opendoctor", "fault-management", ""),
+    ("masakari", "instance-ha", f"{masakari.PREFIX}/v1"),
+)
 
 
 def _keystone(api: ApiSettings) -> Keystone | None:
@@ -138,9 +145,10 @@ async def _register(keystone: Keystone, api: ApiSettings) -> None:
     """Put opendoctor in the catalog; a catalog it may not change is worth a warning,
     not a service that does not start (an operator may have registered it by hand)."""
     url = api.keystone.public_url or f"http://{api.host}:{api.port}"
-    for name, type_ in CATALOG:
+    for name, type_, path in CATALOG:
         try:
-            await keystone.register(name, type_, url, api.keystone.region)
+            where = url.rstrip("/") + path if path else url
+            await keystone.register(name, type_, where, api.keystone.region)
         except KeystoneError as exc:
             log.warning(
                 "not registered in the Keystone catalog", extra={"type": type_, "error": str(exc)}

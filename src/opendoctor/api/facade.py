@@ -21,7 +21,10 @@ from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.topology_file import Loaded, TopologyIn
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
+from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
+from opendoctor.store.fence_devices import FenceDeviceStore
+from opendoctor.store.segments import SegmentStore
 
 
 class Facade(Protocol):
@@ -123,6 +126,20 @@ class Facade(Protocol):
     async def put_template(self, text: str) -> tuple[Installed, bool, Plan]: ...
 
     async def delete_template(self, name: str) -> Installed | None: ...
+
+    # --- instance HA (Masakari): failover segments and notifications ---------------------
+
+    @property
+    def segments(self) -> SegmentStore:
+        """The failover segments and their hosts."""
+
+    @property
+    def ha_notifications(self) -> NotificationIntake:
+        """Masakari notifications: taken in, and read with their statuses up to date."""
+
+    @property
+    def fence_devices(self) -> FenceDeviceStore | None:
+        """Fence devices registered through the API (passwords sealed)."""
 
     # --- the audit trail -------------------------------------------------------------------
 

@@ -15,8 +15,11 @@ from opendoctor.core.settings import Role, Settings
 from opendoctor.inspector.graph import RxGraph, topology_file
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
+from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
+from opendoctor.store.fence_devices import FenceDeviceStore
 from opendoctor.store.paging import UnknownMarker
+from opendoctor.store.segments import SegmentStore
 
 if TYPE_CHECKING:
     from opendoctor.app.service import Service
@@ -175,6 +178,20 @@ class ServiceFacade:
 
     async def delete_template(self, name: str) -> Installed | None:
         return await self._service.delete_template(name)
+
+    # --- instance HA (Masakari) -------------------------------------------------------------
+
+    @property
+    def segments(self) -> SegmentStore:
+        return self._service.segments
+
+    @property
+    def ha_notifications(self) -> NotificationIntake:
+        return self._service.ha_notifications
+
+    @property
+    def fence_devices(self) -> FenceDeviceStore | None:
+        return self._service.fence_devices
 
     # --- the audit trail -------------------------------------------------------------------
 

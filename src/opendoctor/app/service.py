@@ -24,6 +24,7 @@ from opendoctor.core.ports import Bus, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.secretbox import SecretBox
 from opendoctor.infra.tasks import every
 from opendoctor.inspector.effects import Outcome
 from opendoctor.inspector.fault_graph import FaultGraph
@@ -35,6 +36,7 @@ from opendoctor.inspector.mirror import FaultMirror
 from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry
 from opendoctor.inspector.topology import Topology
+from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.monitor.probing import Probing, open_reports
 from opendoctor.notifier import remote
 from opendoctor.notifier.alarms import AlarmService
@@ -44,12 +46,17 @@ from opendoctor.notifier.notifier import Notifier
 from opendoctor.notifier.signer import ProjectSigner
 from opendoctor.recovery.evacuation import Recovery
 from opendoctor.recovery.fencing import Fencing
+from opendoctor.recovery.guard import FenceGuard
+from opendoctor.recovery.vm import VmRecovery
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.audit import AuditStore
 from opendoctor.store.db import Database
+from opendoctor.store.fence_devices import FenceDeviceStore
+from opendoctor.store.ha_notifications import HaNotificationStore
 from opendoctor.store.leases import LeasePresence, LeaseStore
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
+from opendoctor.store.segments import SegmentStore
 from opendoctor.store.templates import TemplateStore
 from opendoctor.store.topology import TopologyChangeStore
 
@@ -113,6 +120,12 @@ class Service:
         self.resources = ResourceStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.audit = AuditStore(self.db)
+        # Failover segments (edited through the Masakari API, read by recovery).
+        self.segments = SegmentStore(self.db)
+        # Fence devices registered through the API, their passwords sealed by a key that
+        # is not in the database.
+        key_file = settings.recovery.fencing.key_file or settings.state_dir / "fence-devices.key"
+        self.fence_devices = FenceDeviceStore(self.db, SecretBox.from_file(key_file))
         self.index = AlarmIndex(settings.notifier.infrastructure_projects)
         egress = settings.notifier.egress()
         self.alarms = AlarmService(
@@ -175,9 +188,19 @@ class Service:
         self._inspector: Inspector | None = None
         # Scaled out: the other partitions' faults, mirrored into this process's graph.
         self.mirror: FaultMirror | None = None
-        self.fencing: Fencing | None = None  # with fence devices configured
+        self.fencing: Fencing | None = None  # with recovery enabled
         self.started = False
         self.facade = ServiceFacade(self)
+        # Masakari notifications: a fault one reports goes in as any event does (`submit`).
+        self.ha_notifications = NotificationIntake(
+            self.segments,
+            HaNotificationStore(self.db),
+            self.submit,
+            lambda: self.vim,
+            self.facade.fault,
+            lambda: self.topology.servers,
+            settings.masakari,
+        )
 
     @property
     def vim(self) -> VimDriver:
@@ -257,15 +280,28 @@ class Service:
 
     async def _start_inspector(self) -> None:
         recovery = None
+        vm_recovery = None
+        if self.settings.recovery.enabled and self.settings.recovery.vm.enabled:
+            vm_recovery = VmRecovery(
+                self.vim,
+                self.http,
+                self.settings.recovery.vm,
+                self.notify_target,
+                # Not `hosts.get`: a reload of the topology replaces the dict.
+                host_of=lambda name: self.topology.hosts.get(name),
+                on_moved=self.topology.put_server,
+            )
         if self.settings.recovery.enabled:
             fencing = self.settings.recovery.fencing
-            self.fencing = Fencing(fencing) if fencing.devices else None
+            self.fencing = Fencing(fencing, registered=self.fence_devices.device)
             recovery = Recovery(
                 self.vim,
                 self.http,
                 self.settings.recovery,
+                FenceGuard(fencing, self.fencing, self.notify_target),
                 on_moved=self.topology.put_server,
-                fencing=self.fencing,
+                segments=self.segments,
+                running=self.topology.servers_on,
             )
         self._inspector = Inspector(
             self.topology,
@@ -278,6 +314,7 @@ class Service:
             self.fault_graph,
             recover=recovery,
             dedupe=self.settings.bus.kind != "memory",
+            recover_server=vm_recovery,
         )
         await self._inspector.restore()
         await self.topology_sync.load()

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -131,3 +134,15 @@ class EgressPolicy:
         except ValueError:
             return None
         return self.problem(host, port)
+
+
+def checked_allow_list(entries: list[str]) -> list[str]:
+    """`entries` if each is an allowed destination; `ValueError` naming the first that
+    is not (the settings' `egress_allow` validators)."""
+    for entry in entries:
+        parse_allowed(entry)
+    return entries
+
+
+# A settings field of allowed destinations, each checked as the settings load.
+AllowList = Annotated[list[str], AfterValidator(checked_allow_list)]

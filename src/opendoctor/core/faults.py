@@ -16,10 +16,17 @@ class RecoveryItem:
     name: str
     from_host: str
     to_host: str | None = None
-    started: float = 0.0
+    started: float = 0.0  # the first call to the VIM for it (0: none yet)
     finished: float | None = None
-    result: str = "pending"  # pending | ok | failed
+    result: str = "pending"  # pending | ok | failed | cancelled
     error: str | None = None
+    requested: float | None = None  # when recovery took it on
+    serving: float | None = None  # when its application answered again
+    attempts: int = 0  # calls to the VIM (each to another target host)
+    method: str | None = None  # the recovery method it was recovered by
+    # What was last done to it: restart (in place), migrate or evacuate (elsewhere); None
+    # where the recovery that made the record does not say.
+    action: str | None = None
 
 
 @dataclass(slots=True)

@@ -45,11 +45,16 @@ class VimDriver(Protocol):
     async def reset_state(self, server_id: str, state: str) -> None:
         """Set a server's status, as `nova reset-state` (`error` or `active`)."""
 
-    async def stop(self, server_id: str) -> None: ...
+    async def stop(self, server_id: str) -> None:
+        """Power a server off (from any state, error included); returns once it is
+        stopped (SHUTOFF), so that a `start` may follow at once."""
 
-    async def start(self, server_id: str) -> None: ...
+    async def start(self, server_id: str) -> None:
+        """Power a stopped server on; returns once it runs (ACTIVE)."""
 
-    async def migrate(self, server_id: str, target_host: str | None = None) -> Server: ...
+    async def migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        """Move a server of a host that is up to another (cold: it is stopped on the way
+        and comes back as it was, running or stopped); returns it once it is there."""
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         """Rebuild a server of a failed host on a healthy one; returns it once it runs

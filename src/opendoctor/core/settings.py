@@ -14,16 +14,15 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     IPvAnyNetwork,
     SecretStr,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from opendoctor.core.egress import EgressPolicy, parse_allowed
+from opendoctor.core.egress import AllowList, EgressPolicy
+from opendoctor.core.recovery_settings import RecoverySettings
 from opendoctor.core.secretfile import read_secret_file
 
 
@@ -238,7 +237,7 @@ class NotifierSettings(BaseModel):
     sync_interval: float = Field(
         0.5, gt=0, description="seconds between take-ups of other processes' alarm changes"
     )
-    egress_allow: list[str] = Field(
+    egress_allow: AllowList = Field(
         default_factory=list,
         description="addresses or networks, each with an optional port (127.0.0.1:5001, "
         "10.20.0.0/16, [::1]:5001), that alarm actions may reach although they are not "
@@ -255,13 +254,6 @@ class NotifierSettings(BaseModel):
         65_536, gt=0, description="most of a consumer's answer read; the rest is dropped"
     )
 
-    @field_validator("egress_allow")
-    @classmethod
-    def _allowed(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            parse_allowed(entry)  # raises ValueError naming the entry
-        return entries
-
     def egress(self) -> EgressPolicy:
         return EgressPolicy.of(self.egress_allow)
 
@@ -272,43 +264,6 @@ class NotifierSettings(BaseModel):
             found = read_secret_file(self.signing_keys_file, "signing keys file")
             keys.update({p: k.encode() for p, k in found.items()})
         return keys
-
-
-class FenceDeviceSettings(BaseModel):
-    """A host's BMC. The password is a secret: from the environment or a mode-600 file,
-    never logged or shown by the API."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    driver: Literal["redfish"] = "redfish"
-    address: str = Field(
-        ...,
-        pattern=r"^https?://[^\s/]+(/\S*)?$",
-        max_length=2048,
-        description="the Redfish service root, e.g. https://bmc-compute1/redfish/v1",
-    )
-    system: str | None = Field(
-        None, max_length=255, description="the ComputerSystem's id; default: the only one"
-    )
-    username: str = Field(..., min_length=1, max_length=255)
-    password: SecretStr = Field(SecretStr(""), description="the BMC account's password")
-    verify_tls: bool = True
-
-
-class FencingSettings(BaseModel):
-    devices: dict[str, FenceDeviceSettings] = Field(
-        default_factory=dict, description="each host's fence device, by host name"
-    )
-    confirm_timeout: float = Field(
-        10.0, gt=0, le=600, description="seconds for a host to report its power off"
-    )
-
-
-class RecoverySettings(BaseModel):
-    enabled: bool = True
-    fencing: FencingSettings = Field(default_factory=FencingSettings)
-    concurrency: int = Field(8, ge=1, description="servers evacuated in parallel")
-    serve_timeout: float = Field(15.0, gt=0, description="seconds for a server to serve again")
 
 
 class BusSettings(BaseModel):
@@ -371,6 +326,26 @@ class OpenStackSettings(BaseModel):
     notifications_exchange: str = Field("nova", description="Nova's control_exchange")
 
 
+class MasakariSettings(BaseModel):
+    """The Masakari-compatible API (`/instance-ha/v1`): failover segments, their hosts,
+    and the notifications masakari-monitors post."""
+
+    duplicate_window: float = Field(
+        180.0,
+        ge=0,
+        le=86_400,
+        description="seconds within which a notification of the same type, host and "
+        "payload is a duplicate (409), as Masakari's "
+        "duplicate_notification_detection_interval",
+    )
+    expire_after: float = Field(
+        86_400.0,
+        gt=0,
+        description="seconds after which a notification still new or running is failed, "
+        "as Masakari's notifications_expired_interval",
+    )
+
+
 class VimSettings(BaseModel):
     driver: Literal["lab", "openstack"] = "lab"
     lab_url: str | None = Field(None, description="lab API URL; default: read from the lab dir")
@@ -394,6 +369,7 @@ class Settings(BaseSettings):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     vim: VimSettings = Field(default_factory=VimSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    masakari: MasakariSettings = Field(default_factory=MasakariSettings)
     roles: list[Role] = Field(
         default_factory=lambda: list(ROLES),
         min_length=1,

@@ -33,6 +33,11 @@ BUS_HAND_BACKS = Counter(
 VIM_ERRORS = Counter("opendoctor_vim_errors_total", "Failed VIM calls", ["operation"])
 RECOVERIES = Counter("opendoctor_recoveries_total", "Server recoveries by result", ["result"])
 FENCES = Counter("opendoctor_fences_total", "Hosts fenced through their BMC, by result", ["result"])
+FENCING_BLOCKED = Gauge(
+    "opendoctor_fencing_blocked",
+    "Failed hosts whose fence failed (or who have no fence device where one is required): "
+    "their servers wait, not evacuated",
+)
 HOST_PROBES_MISSED = Counter(
     "opendoctor_host_probes_missed_total", "Heartbeat probes hosts did not answer"
 )

@@ -67,14 +67,20 @@ class Outcome:
     # Hosts being forced down and servers being set to error in the VIM, after (or
     # beside) the owners' first attempts; and first attempts that outlasted the wait.
     in_flight: list[asyncio.Future[None]] = field(default_factory=list)
+    # Those of `in_flight` that force hosts down: recovery may fence once they are done.
+    marking: list[asyncio.Future[None]] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
         self.hosts_down += other.hosts_down
         self.servers += other.servers
         self.in_flight += other.in_flight
+        self.marking += other.marking
 
     async def settled(self) -> None:
         await asyncio.gather(*self.in_flight)
+
+    async def marked(self) -> None:
+        await asyncio.gather(*self.marking)
 
 
 Mark = Callable[[Fault, str, float | None], None]
@@ -191,9 +197,8 @@ class Effects:
         # Beside the owners' first attempts, and not awaited here: a VIM that hangs must
         # not keep the fault from being recorded, nor, on a partitioned bus, the next
         # event (another host's owners) from being handled.
-        outcome.in_flight += [
-            self._running.spawn(self._force_down(fault, h, outcome)) for h in hosts
-        ]
+        outcome.marking += [self._running.spawn(self._force_down(fault, h, outcome)) for h in hosts]
+        outcome.in_flight += outcome.marking
         late = await self._notify(fault, groups, causes)
         if late is not None:
             outcome.in_flight.append(self._running.spawn(late))

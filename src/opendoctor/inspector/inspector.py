@@ -17,12 +17,13 @@ import functools
 import logging
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opendoctor.core.faults import Fault
-from opendoctor.core.model import Event, Server
+from opendoctor.core.model import HOST_UNREACHABLE, Event, Server
 from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
@@ -36,7 +37,11 @@ from opendoctor.store.pipeline import EventStore, FaultStore
 
 log = logging.getLogger(__name__)
 
-Recover = Callable[[Fault, list[Server]], Awaitable[None]]
+# Recovery of a fault's servers; the awaitable ends once the VIM has every mark the fault
+# asked for (servers in error): nothing may move before, or a late mark would undo it.
+Recover = Callable[[Fault, list[Server], Awaitable[None]], Awaitable[None]]
+# Recovery of the one server a server's fault is about (restart in place, then move).
+RecoverServer = Callable[[Fault, Server], Awaitable[None]]
 # How long a fault cleared here is remembered as such: longer than the store can lag
 # behind (a save retried in the background).
 CLEARED_MEMORY = 600.0
@@ -57,6 +62,7 @@ class Inspector:
         recover: Recover | None = None,
         workflows: WorkflowRunner | None = None,
         dedupe: bool = False,
+        recover_server: RecoverServer | None = None,
     ) -> None:
         self.topology = topology
         self.vim = vim
@@ -65,6 +71,7 @@ class Inspector:
         self.engine = engine
         self.fault_graph = fault_graph
         self.recover = recover
+        self.recover_server = recover_server
         # A bus that delivers at least once (RabbitMQ) may hand over an event again, to
         # this process or, after a takeover, to another: the store says if it was done.
         self.dedupe = dedupe
@@ -80,6 +87,8 @@ class Inspector:
         self.active: dict[tuple[str, str], Fault] = {}
         self.damping = Damping(settings.hold_down, settings.hold_down_max)
         self._unsaved: set[str] = set()  # faults whose store is being retried
+        # Each fault's save under way (gone once none is): see `_store`.
+        self._saving: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Each active fault's VIM calls (host down, servers in error), maybe still running.
         self._vim_work: dict[str, list[asyncio.Future[None]]] = {}
         self._background = Background()
@@ -267,13 +276,25 @@ class Inspector:
         self._background.spawn(self._finish(fault, outcome))
 
     async def _finish(self, fault: Fault, outcome: Outcome) -> None:
+        settled = asyncio.ensure_future(self._settle(fault, outcome))
         try:
-            if outcome.in_flight:
-                await outcome.settled()
-                await self._save(fault)  # with T03 and T04
+            # Recovery starts once the hosts are down in the VIM: it fences at once, and
+            # moves nothing before the servers' own marks (error) have settled too.
+            await outcome.marked()
             servers = [s for h in outcome.hosts_down for s in self.topology.servers_on(h)]
+            if not servers and fault.type == HOST_UNREACHABLE:
+                # Not marked down (it still runs its servers): recovery's cut-link policy
+                # says whether they are left alone, or the host fenced and evacuated.
+                servers = self.topology.servers_on(fault.hostname)
             if self.recover is not None and servers:
-                await self._recover(fault, servers)
+                await self._recover(fault, servers, settled)
+            await settled
+            if self.recover_server is not None and fault.instance_id is not None:
+                server = self.topology.servers.get(fault.instance_id)
+                # A server on a host at fault is left to that host's recovery, which
+                # moves all of its servers: restarting it there would race that.
+                if server is not None and ("host", server.host) not in self.active:
+                    await self._recover_server(fault, server)
         finally:
             if fault.id in self.done:
                 self.done[fault.id].set()
@@ -283,12 +304,25 @@ class Inspector:
         fault.mark(checkpoint, at)
         metrics.STAGE.labels(checkpoint).observe(max(0.0, at - fault.trace["T01"]))
 
-    async def _recover(self, fault: Fault, servers: list[Server]) -> None:
+    async def _settle(self, fault: Fault, outcome: Outcome) -> None:
+        if outcome.in_flight:
+            await outcome.settled()
+            await self._save(fault)  # with T03 and T04
+
+    async def _recover(self, fault: Fault, servers: list[Server], settled: Awaitable[None]) -> None:
         assert self.recover is not None
-        await self.recover(fault, servers)
+        await self.recover(fault, servers, settled)
         if fault.recovery and all(i.result == "ok" for i in fault.recovery):
             finished = [i.finished for i in fault.recovery if i.finished is not None]
             self._mark(fault, "T11", max(finished))
+        await self._save(fault)
+
+    async def _recover_server(self, fault: Fault, server: Server) -> None:
+        assert self.recover_server is not None
+        await self.recover_server(fault, server)
+        item = next((i for i in fault.recovery if i.server_id == server.id), None)
+        if item is not None and item.result == "ok":
+            self._mark(fault, "T11", item.serving or item.finished)
         await self._save(fault)
 
     def _hold(self, fault: Fault, delay: float, seed: str, details: dict[str, Any]) -> None:
@@ -355,17 +389,24 @@ class Inspector:
         """Store the fault; if the database does not answer, keep trying in the background
         rather than lose it (its handling has gone on: the owners were told)."""
         try:
-            await self.faults.save(fault)
+            await self._store(fault)
         except Exception as exc:
             log.warning("fault not stored yet", extra={"fault": fault.id, "error": str(exc)})
             if fault.id not in self._unsaved:
                 self._unsaved.add(fault.id)
                 self._background.spawn(self._save_later(fault))
 
+    async def _store(self, fault: Fault) -> None:
+        # One save of a fault at a time, each of the fault as it is when its turn comes:
+        # two at once may commit in either order (a fault that clears as its recovery
+        # ends), and the older picture would be the one that stays.
+        async with self._saving.setdefault(fault.id, asyncio.Lock()):
+            await self.faults.save(fault)
+
     async def _save_later(self, fault: Fault) -> None:
         try:
             # The latest state of the fault, whatever happened to it meanwhile.
-            await keep_trying(lambda: self.faults.save(fault), first=0.5, most=10.0)
+            await keep_trying(lambda: self._store(fault), first=0.5, most=10.0)
             log.info("fault stored after all", extra={"fault": fault.id})
         finally:
             self._unsaved.discard(fault.id)

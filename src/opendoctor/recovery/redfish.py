@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opendoctor.core.ports import FenceError
-from opendoctor.core.settings import FenceDeviceSettings
+from opendoctor.core.recovery_settings import FenceDeviceSettings
 
 if TYPE_CHECKING:
     import sushy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -172,3 +172,79 @@ class TopologyChangeRow(Base):
     at: Mapped[float] = mapped_column(Float)
     op: Mapped[str] = mapped_column(String(16))  # add | remove
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SegmentRow(Base):
+    """A failover segment (Masakari's): hosts that recover into each other, and how."""
+
+    __tablename__ = "segments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recovery_method: Mapped[str] = mapped_column(String(32))
+    service_type: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    all_servers: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (UniqueConstraint("name", name="uq_segments_name"),)
+
+
+class SegmentHostRow(Base):
+    """A host of a segment. `service_type` is its segment's, kept here so that the
+    database itself holds a host name to one segment per service type."""
+
+    __tablename__ = "segment_hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    segment_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(255))
+    service_type: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(255))
+    control_attributes: Mapped[str] = mapped_column(Text)
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False)
+    on_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (
+        UniqueConstraint("name", "service_type", name="uq_segment_hosts_name"),
+        Index("ix_segment_hosts_segment", "segment_id"),
+    )
+
+
+class HaNotificationRow(Base):
+    """A Masakari notification and what became of it (`core.segments.HaNotification`)."""
+
+    __tablename__ = "ha_notifications"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    hostname: Mapped[str] = mapped_column(String(255))
+    generated_time: Mapped[float] = mapped_column(Float)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    source_host_uuid: Mapped[str] = mapped_column(String(36))
+    failover_segment_uuid: Mapped[str] = mapped_column(String(36))
+    event_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (
+        # The duplicate check: same host and type, generated recently.
+        Index("ix_ha_notifications_host", "hostname", "type", "generated_time"),
+        Index("ix_ha_notifications_status", "status"),
+    )
+
+
+class FenceDeviceRow(Base):
+    """A host's fence device registered through the API; the password sealed
+    (`infra.secretbox`), never stored in the clear."""
+
+    __tablename__ = "fence_devices"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    driver: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(2048))
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    username: Mapped[str] = mapped_column(String(255))
+    password_sealed: Mapped[str] = mapped_column(Text)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

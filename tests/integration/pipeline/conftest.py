@@ -39,6 +39,14 @@ def lab_vim() -> MemoryVim:
     return MemoryVim(hosts, servers)
 
 
+def opted_in(vim: MemoryVim) -> MemoryVim:
+    """`vim` with every server opted in to recovery (HA_Enabled=True), as hosts in a
+    failover segment need (core.segments)."""
+    for server in vim.servers.values():
+        server.metadata["HA_Enabled"] = "True"
+    return vim
+
+
 @dataclass
 class Consumer:
     url: str
@@ -79,7 +87,9 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
         "state_dir": tmp_path,
         "monitor": {"enabled": False},
         "notifier": {"backoff_initial": 0.05, "backoff_max": 0.2, "timeout": 1.0},
-        "recovery": {"serve_timeout": 2.0},
+        # The in-memory VIM's hosts have no BMCs: evacuated unfenced (test_fencing.py
+        # gives them the lab's).
+        "recovery": {"serve_timeout": 2.0, "fencing": {"without_device": "evacuate"}},
         # Faults clear on the first `up` here; test_flapping.py holds them down.
         "inspector": {"hold_down": 0},
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from opendoctor.core.ports import FenceError
-from opendoctor.core.settings import FenceDeviceSettings, FencingSettings
+from opendoctor.core.recovery_settings import FenceDeviceSettings, FencingSettings
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 from opendoctor.recovery.fencing import Fencing

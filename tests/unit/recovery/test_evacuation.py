@@ -4,11 +4,8 @@ would be waited on for ever, and nobody would hear that a server was not moved."
 from __future__ import annotations
 
 from opendoctor.controller.memory import MemoryVim
-from opendoctor.core.faults import Fault
 from opendoctor.core.model import Host, Server
-from opendoctor.core.settings import RecoverySettings
-from opendoctor.infra.httpclient import HttpClient
-from opendoctor.recovery.evacuation import Recovery
+from tests.unit.recovery.support import Bmc, recover
 
 
 class BrokenVim(MemoryVim):
@@ -28,12 +25,7 @@ async def test_an_unexpected_error_fails_its_server_and_the_others_still_move() 
         Server("vm-broken", "broken", "compute1", "project-a", "ERROR"),
     ]
     vim = BrokenVim(hosts, servers)
-    http = HttpClient()
-    fault = Fault("f1", "compute.host.down", "compute1", 0.0)
-    try:
-        await Recovery(vim, http, RecoverySettings())(fault, servers)
-    finally:
-        await http.close()
+    fault = await recover(vim, servers, bmc=Bmc())
     items = {i.server_id: i for i in fault.recovery}
     assert (items["vm-ok"].result, items["vm-ok"].to_host) == ("ok", "compute2")
     assert items["vm-broken"].result == "failed"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from opendoctor.core.ports import FenceDevice, FenceError
-from opendoctor.core.settings import FencingSettings
+from opendoctor.core.recovery_settings import FencingSettings
 from opendoctor.recovery.fencing import Fencing
 
 
