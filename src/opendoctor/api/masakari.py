@@ -290,11 +290,18 @@ async def delete_host(
     return Response(status_code=204, headers=version_headers(version))
 
 
+NATIVE_NOTIFICATIONS = "/v1/ha"  # /v1/notifications is the native deliveries' list
+
+
 def include(app: FastAPI) -> None:
     """Add the routes to `app`: under `/instance-ha/v1`, and, out of the document, under
-    `/instance-ha/v1/{project_id}` (the catalog URL Masakari is usually given)."""
+    `/instance-ha/v1/{project_id}` (the catalog URL Masakari is usually given). The
+    native API has the same operations: `/v1/segments…`, and the notifications as
+    `/v1/ha/notifications…`."""
     app.include_router(versions)
     for router in (v1, masakari_notifications.router):
         app.include_router(router, prefix=f"{PREFIX}/v1")
         # Not in the document: the same operations again.
         app.include_router(router, prefix=f"{PREFIX}/v1/{{project_id}}", include_in_schema=False)
+    app.include_router(v1, prefix="/v1", tags=["native"])
+    app.include_router(masakari_notifications.router, prefix=NATIVE_NOTIFICATIONS, tags=["native"])

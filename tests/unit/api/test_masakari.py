@@ -521,3 +521,26 @@ async def test_a_notification_still_running_after_expire_after_has_failed(
 
 def _evacuated(ha: Running) -> bool:
     return all(s.host != "compute1" for s in ha.vim.servers.values())
+
+
+async def test_the_native_api_has_the_same_segments_and_notifications(ha: Running) -> None:
+    c = ha.client
+    body = {
+        "segment": {"name": "native", "recovery_method": "rh_priority", "service_type": "COMPUTE"}
+    }
+    resp = await c.post("/v1/segments", json=body, headers=LATEST)
+    assert resp.status_code == 201, resp.text
+    seg = resp.json()["segment"]
+    shown = (await c.get(f"{V1}/segments/{seg['uuid']}", headers=LATEST)).json()["segment"]
+    assert shown["recovery_method"] == "rh_priority"
+    host = {"host": {"name": "compute1", "type": "COMPUTE", "control_attributes": "SSH"}}
+    resp = await c.post(f"/v1/segments/{seg['uuid']}/hosts", json=host, headers=LATEST)
+    assert resp.status_code == 201, resp.text
+    resp = await c.post("/v1/ha/notifications", json=HOSTMONITOR, headers=LATEST)
+    assert resp.status_code == 202, resp.text
+    note = resp.json()["notification"]
+    listed = (await c.get(f"{V1}/notifications", headers=LATEST)).json()["notifications"]
+    assert [n["notification_uuid"] for n in listed] == [note["notification_uuid"]]
+    # The native /v1/notifications is still the deliveries' list, not Masakari's.
+    deliveries = await c.get("/v1/notifications", headers=ADMIN)
+    assert deliveries.status_code == 200 and isinstance(deliveries.json(), list)
