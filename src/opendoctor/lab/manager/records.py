@@ -26,6 +26,25 @@ class Size:
     vcpus: int = 1
     ram_mb: int = 512
 
+    def __add__(self, other: Size) -> Size:
+        return Size(self.vcpus + other.vcpus, self.ram_mb + other.ram_mb)
+
+    def __sub__(self, other: Size) -> Size:
+        return Size(self.vcpus - other.vcpus, self.ram_mb - other.ram_mb)
+
+
+NOTHING = Size(0, 0)
+
+
+def room_problem(name: str, capacity: Size, used: Size, size: Size) -> str | None:
+    """Why a host of `capacity` with `used` taken cannot take a server of `size`, or None
+    if it can (as a VIM's scheduler refuses to overcommit); 0 capacity: no limit."""
+    if capacity.vcpus and used.vcpus + size.vcpus > capacity.vcpus:
+        return f"host {name} has {capacity.vcpus - used.vcpus} of {size.vcpus} vcpus free"
+    if capacity.ram_mb and used.ram_mb + size.ram_mb > capacity.ram_mb:
+        return f"host {name} has {capacity.ram_mb - used.ram_mb} of {size.ram_mb} MB free"
+    return None
+
 
 @dataclass(slots=True)
 class HostRecord:

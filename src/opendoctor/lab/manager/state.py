@@ -19,7 +19,15 @@ from typing import Any
 from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
 from opendoctor.lab.manager.hostevents import HostEvents
 from opendoctor.lab.manager.lb import LoadBalancer
-from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord, Size
+from opendoctor.lab.manager.records import (
+    NOTHING,
+    ChangeLog,
+    HostRecord,
+    LabError,
+    ServerRecord,
+    Size,
+    room_problem,
+)
 from opendoctor.lab.openstack import state as openstack_power
 from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec
@@ -71,6 +79,7 @@ class Lab:
         self._locks: dict[str, asyncio.Lock] = {}
         # Placements in flight count as load, so parallel evacuations spread out.
         self._pending: dict[str, int] = dict.fromkeys(self.hosts, 0)
+        self._pending_use: dict[str, Size] = dict.fromkeys(self.hosts, NOTHING)
         self._gate = asyncio.Semaphore(_START_CONCURRENCY)
         self.lb = LoadBalancer(self._locate, spec.vip_address)
         self.events = HostEvents(self.hosts)
@@ -119,19 +128,10 @@ class Lab:
         return sum(1 for s in self.servers.values() if s.host == host) + self._pending[host]
 
     def _room(self, host: HostRecord, size: Size) -> str | None:
-        """Why `host` cannot take a server of `size`, or None if it can (as a VIM's
-        scheduler refuses to overcommit)."""
-        on = [s for s in self.servers.values() if s.host == host.name]
-        # A placement in flight is counted at the default size: enough to keep parallel
-        # placements from all taking the last room.
-        pending = self._pending[host.name]
-        used_cpu = sum(s.vcpus for s in on) + pending * Size().vcpus
-        used_ram = sum(s.ram_mb for s in on) + pending * Size().ram_mb
-        if host.vcpus and used_cpu + size.vcpus > host.vcpus:
-            return f"host {host.name} has {host.vcpus - used_cpu} of {size.vcpus} vcpus free"
-        if host.ram_mb and used_ram + size.ram_mb > host.ram_mb:
-            return f"host {host.name} has {host.ram_mb - used_ram} of {size.ram_mb} MB free"
-        return None
+        """Why `host` cannot take a server of `size` (placements in flight count), or None."""
+        used = sum((_size(s) for s in self.servers.values() if s.host == host.name), NOTHING)
+        capacity = Size(host.vcpus, host.ram_mb)
+        return room_problem(host.name, capacity, used + self._pending_use[host.name], size)
 
     def _target(
         self, requested: str | None, source: str | None, size: Size | None = None
@@ -161,13 +161,15 @@ class Lab:
         return min(candidates, key=lambda h: self._load(h.name))
 
     @contextlib.asynccontextmanager
-    async def _placing(self, host: str) -> AsyncIterator[None]:
+    async def _placing(self, host: str, size: Size) -> AsyncIterator[None]:
         self._pending[host] += 1
+        self._pending_use[host] += size
         try:
             async with self._gate:
                 yield
         finally:
             self._pending[host] -= 1
+            self._pending_use[host] -= size
 
     def _lock(self, server_id: str) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
@@ -301,7 +303,7 @@ class Lab:
             ram_mb=size.ram_mb,
         )
         try:
-            async with self._placing(target.name):
+            async with self._placing(target.name, size):
                 await self._run_vm(target, server)
         except BaseException:
             self._names.discard(name)
@@ -435,7 +437,7 @@ class Lab:
                 raise LabError(409, f"cannot migrate a server in status {server.status}")
             target = self._target(target_host, source.name, _size(server))
             if server.status == "ACTIVE":
-                async with self._placing(target.name):
+                async with self._placing(target.name, _size(server)):
                     await self._halt_vm(source, server)
                     try:
                         await self._run_vm(target, server)
@@ -458,7 +460,7 @@ class Lab:
                 )
             target = self._target(target_host, source.name, _size(server))
             started = time.monotonic()
-            async with self._placing(target.name):
+            async with self._placing(target.name, _size(server)):
                 # A forced-down host may still run the VM; it must let go of the address.
                 with contextlib.suppress(LabError):
                     await self._halt_vm(source, server)
