@@ -223,7 +223,7 @@ class OpenStackDriver:
             if now.task_state is None and server.status != still:
                 if server.status in wanted:
                     return server
-                fault = now.fault.get("message") if isinstance(now.fault, dict) else None
+                fault = _fault_message(now)
                 raise VimError(
                     f"Nova's {what} of {server_id} left it {server.status}"
                     + (f" ({fault})" if fault else "")
@@ -269,7 +269,7 @@ class OpenStackDriver:
                 if ended is not None and ended.status in ("done", "completed"):
                     return replace(server, host=ended.dest_compute or server.host)
                 if ended is not None and ended.status in ("error", "failed", "cancelled"):
-                    fault = now.fault.get("message") if isinstance(now.fault, dict) else None
+                    fault = _fault_message(now)
                     raise VimError(
                         f"Nova's {what} of {server_id} {ended.status}: the server is "
                         f"{server.status} on {server.host or 'no host'}"
@@ -396,3 +396,8 @@ def _flavor(server: Any, field: str) -> int:
     flavor = server.flavor
     value = flavor.get(field) if isinstance(flavor, dict) else getattr(flavor, field, None)
     return value if isinstance(value, int) else 0
+
+
+def _fault_message(server: Any) -> str | None:
+    """Nova's account of what went wrong with a server (its `fault`), if it gave one."""
+    return server.fault.get("message") if isinstance(server.fault, dict) else None

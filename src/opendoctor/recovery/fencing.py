@@ -21,6 +21,7 @@ from opendoctor.infra import metrics
 
 log = logging.getLogger(__name__)
 POLL = 0.1  # seconds between power-state reads while a power-off lands
+NO_DEVICE = "no fence device is configured for {host}: its servers may still run there"
 
 
 # A host's device registered through the API (with its password), or None.
@@ -90,7 +91,7 @@ class Fencing:
         """Power `host` off and wait until its BMC says it is off; when it did (epoch)."""
         device = await self.device(host)
         if device is None:
-            raise FenceError(f"no fence device is configured for {host}")
+            raise FenceError(NO_DEVICE.format(host=host))
         started = time.monotonic()
         try:
             await device.power_off()

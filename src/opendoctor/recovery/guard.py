@@ -20,7 +20,7 @@ from opendoctor.core.model import NotificationEvent
 from opendoctor.core.ports import FenceError, NotifyTarget
 from opendoctor.core.recovery_settings import FencingSettings
 from opendoctor.infra import metrics
-from opendoctor.recovery.fencing import Fencing
+from opendoctor.recovery.fencing import NO_DEVICE, Fencing
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,9 @@ class FenceGuard:
                 metrics.FENCING_BLOCKED.dec()
 
     async def _once(self, host: str) -> float:
-        if self.fencing is None or await self.fencing.device(host) is None:
-            raise FenceError(
-                f"no fence device is configured for {host}: its servers may still run there"
-            )
-        return await self.fencing.fence(host)
+        if self.fencing is None:
+            raise FenceError(NO_DEVICE.format(host=host))
+        return await self.fencing.fence(host)  # it looks the device up, once
 
     async def _alarm(self, fault: Fault, host: str, reason: str, attempt: int) -> None:
         log.critical(
