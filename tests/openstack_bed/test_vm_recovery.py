@@ -1,6 +1,6 @@
 """VM recovery against the real Nova of the test bed: the `openstack` driver's stop,
-start and cold migration each wait for Nova to finish (Nova answers at once), so that a
-restart (stop, then start) and a move work as they do on the lab."""
+start, cold and live migration each wait for Nova to finish (Nova answers at once), so
+that a restart (stop, then start) and a move work as they do on the lab."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ async def test_vm_recovery_restarts_a_failed_server_in_nova(
     [item] = fault.recovery
     assert (item.action, item.result, item.to_host) == ("restart", "ok", mine.host), item.error
     assert conn.compute.get_server(server.id).status == "ACTIVE"
+
+
+async def test_a_running_server_is_live_migrated(
+    driver: OpenStackDriver, server: NovaServer, conn: Connection
+) -> None:
+    source = server.compute_host
+    moved = await driver.live_migrate(server.id)
+    assert moved.status == "ACTIVE" and moved.host not in (source, "")
+    now = conn.compute.get_server(server.id)
+    # Returned once Nova was done, not once it had accepted.
+    assert (now.compute_host, now.status, now.task_state) == (moved.host, "ACTIVE", None)

@@ -83,6 +83,10 @@ class LabDriver:
         with vim_errors():
             return await self.client.migrate(server_id, target_host)
 
+    async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        with vim_errors():
+            return await self.client.live_migrate(server_id, target_host)
+
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         with vim_errors():
             return await self.client.evacuate(server_id, target_host)

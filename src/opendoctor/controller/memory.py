@@ -114,6 +114,15 @@ class MemoryVim:
         self._changed_server(s)
         return replace(s)
 
+    async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        self._check("live_migrate", server_id, target_host or "")
+        s = self._server(server_id)
+        if s.status != "ACTIVE":
+            raise VimError(f"cannot live-migrate a server in status {s.status}", 409)
+        s.host = self._target(s, target_host)
+        self._changed_server(s)
+        return replace(s)
+
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         self._check("evacuate", server_id, target_host or "")
         s = self._server(server_id)

@@ -237,13 +237,19 @@ class OpenStackDriver:
             await asyncio.sleep(ACTION_POLL)
 
     async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        """A live migration, waited for: the server running on its new host. A migration
+        that fails leaves it running on its source (Nova rolls back): `VimError`."""
+        source = (await self._now(server_id)).host
         await self._call(
             self.conn.compute.live_migrate_server,
             server_id,
             host=target_host,
             block_migration="auto",
         )
-        return await self._now(server_id)
+        moved = await self._idle(server_id, "live migration", {"ACTIVE", "PAUSED"}, "MIGRATING")
+        if moved.host == source:  # no host would take it, or the copy failed
+            raise VimError(f"Nova's live migration of {server_id} left it on {source}", 409)
+        return moved
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         """Evacuate and wait for Nova to finish: the API answers as soon as it has cast

@@ -56,6 +56,11 @@ class VimDriver(Protocol):
         """Move a server of a host that is up to another (cold: it is stopped on the way
         and comes back as it was, running or stopped); returns it once it is there."""
 
+    async def live_migrate(self, server_id: str, target_host: str | None = None) -> Server:
+        """Move a running server to another host without stopping it; returns it once it
+        runs on the new host (raises `VimError` if the VIM could not: Nova leaves it
+        running where it was)."""
+
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         """Rebuild a server of a failed host on a healthy one; returns it once it runs
         there (raises `VimError` if the VIM could not)."""

@@ -227,6 +227,12 @@ class LabClient:
         path = f"/servers/{_q(server_id)}/migrate"
         return server_from_json(await self._call("POST", path, body))
 
+    async def live_migrate(self, server_id: str, host: str | None = None) -> Server:
+        """Move a running server to another host; it stays ACTIVE throughout."""
+        body = {"host": host} if host is not None else {}
+        path = f"/servers/{_q(server_id)}/live-migrate"
+        return server_from_json(await self._call("POST", path, body))
+
     async def evacuate(self, server_id: str, host: str | None = None) -> Server:
         body = {"host": host} if host is not None else {}
         path = f"/servers/{_q(server_id)}/evacuate"

@@ -131,6 +131,23 @@ async def test_server_life_cycle(lab: LabRunner, http: HttpClient) -> None:
     assert len(await client.servers()) == 7
 
 
+async def test_live_migration_moves_a_running_server_only(lab: LabRunner, http: HttpClient) -> None:
+    client = lab.client
+    vm = (await client.servers())[0]
+    assert vm.endpoint is not None
+    moved = await client.live_migrate(vm.id)
+    assert moved.host != vm.host and moved.status == "ACTIVE"
+    assert await served_by(http, vm.endpoint) == f"Served by {vm.name}\n"
+    back = await client.live_migrate(vm.id, vm.host)
+    assert (back.host, back.status) == (vm.host, "ACTIVE")
+    assert (await client.server(vm.id)).host == vm.host
+
+    await refused(client.live_migrate(vm.id, vm.host), 409)  # already there
+    await client.stop(vm.id)
+    error = await refused(client.live_migrate(vm.id), 409)
+    assert "SHUTOFF" in str(error)  # a stopped server is cold-migrated, not live
+
+
 async def test_change_feed_reports_force_down_and_reset_state(lab: LabRunner) -> None:
     client = lab.client
     seq = (await client.health())["seq"]

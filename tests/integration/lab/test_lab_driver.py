@@ -40,6 +40,8 @@ async def test_driver_passes_every_call_through(lab: LabRunner, http: HttpClient
         await driver.start(vm.id)
         assert (await lab.client.server(vm.id)).status == "ACTIVE"
 
+        live = await driver.live_migrate(vm.id, "compute3")
+        assert (live.host, live.status) == ("compute3", "ACTIVE")
         migrated = await driver.migrate(vm.id, "compute2")
         assert migrated.host == "compute2"
         assert vm.endpoint is not None

@@ -111,6 +111,11 @@ async def migrate(request: web.Request) -> web.Response:
     return _json((await _lab(request).migrate(request.match_info["id"], host)).to_json())
 
 
+async def live_migrate(request: web.Request) -> web.Response:
+    host = _field_str(await _body(request, required=False), "host", required=False)
+    return _json((await _lab(request).live_migrate(request.match_info["id"], host)).to_json())
+
+
 async def evacuate(request: web.Request) -> web.Response:
     host = _field_str(await _body(request, required=False), "host", required=False)
     return _json((await _lab(request).evacuate(request.match_info["id"], host)).to_json())
@@ -196,6 +201,7 @@ def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
             web.post("/servers/{id}/stop", stop_server),
             web.post("/servers/{id}/start", start_server),
             web.post("/servers/{id}/migrate", migrate),
+            web.post("/servers/{id}/live-migrate", live_migrate),
             web.post("/servers/{id}/evacuate", evacuate),
             web.post("/servers/{id}/kill", kill_server),
             web.post("/servers/{id}/restart", restart_server),

@@ -437,18 +437,47 @@ class Lab:
                 raise LabError(409, f"cannot migrate a server in status {server.status}")
             target = self._target(target_host, source.name, _size(server))
             if server.status == "ACTIVE":
-                async with self._placing(target.name, _size(server)):
-                    await self._halt_vm(source, server)
-                    try:
-                        await self._run_vm(target, server)
-                    except LabError:
-                        # Put it back where it was rather than lose it.
-                        with contextlib.suppress(LabError):
-                            await self._run_vm(source, server)
-                        raise
+                await self._move_vm(server, source, target)
             server.host = target.name
             self._emit_server(server)
         return server
+
+    async def live_migrate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
+        """Move a running server to another host; its record stays ACTIVE throughout.
+
+        The lab's VMs hold no memory worth copying and keep their address wherever they
+        run, so the move is the VM's process handing over to a new one on the target:
+        clients see one short gap (the new process starting), never a stopped server.
+        """
+        server = self.server(server_id)
+        async with self._lock(server_id):
+            source = self.host(server.host)
+            if not source.alive:
+                raise LabError(409, f"source host {source.name} is not running; evacuate instead")
+            if server.status != "ACTIVE":
+                raise LabError(409, f"cannot live-migrate a server in status {server.status}")
+            target = self._target(target_host, source.name, _size(server))
+            started = time.monotonic()
+            await self._move_vm(server, source, target)
+            server.host = target.name
+            self._emit_server(server)
+            log.info(
+                "live-migrated %s from %s to %s in %.3f s",
+                server.name, source.name, target.name, time.monotonic() - started,
+            )  # fmt: skip
+        return server
+
+    async def _move_vm(self, server: ServerRecord, source: HostRecord, target: HostRecord) -> None:
+        """The running VM from `source` to `target` (the address follows it)."""
+        async with self._placing(target.name, _size(server)):
+            await self._halt_vm(source, server)
+            try:
+                await self._run_vm(target, server)
+            except LabError:
+                # Put it back where it was rather than lose it.
+                with contextlib.suppress(LabError):
+                    await self._run_vm(source, server)
+                raise
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
         server = self.server(server_id)
