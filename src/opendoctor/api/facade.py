@@ -25,6 +25,7 @@ from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
 from opendoctor.store.segments import SegmentStore
+from opendoctor.workflow.service import Workflows
 
 
 class Facade(Protocol):
@@ -140,6 +141,11 @@ class Facade(Protocol):
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         """Fence devices registered through the API (passwords sealed)."""
+
+    @property
+    def workflows(self) -> Workflows | None:
+        """Workflow definitions and executions (None where no engine runs: the api and
+        inspector roles run one)."""
 
     # --- the audit trail -------------------------------------------------------------------
 

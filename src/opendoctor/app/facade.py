@@ -20,6 +20,7 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
 from opendoctor.store.paging import UnknownMarker
 from opendoctor.store.segments import SegmentStore
+from opendoctor.workflow.service import Workflows
 
 if TYPE_CHECKING:
     from opendoctor.app.service import Service
@@ -192,6 +193,10 @@ class ServiceFacade:
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         return self._service.fence_devices
+
+    @property
+    def workflows(self) -> Workflows | None:
+        return self._service.workflow_part.workflows
 
     # --- the audit trail -------------------------------------------------------------------
 

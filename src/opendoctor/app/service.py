@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
 from opendoctor.app.topology_sync import TopologySync
+from opendoctor.app.workflows import WorkflowPart
 from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, new_id
@@ -169,6 +170,9 @@ class Service:
         self.notify_target: NotifyTarget = (
             self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
         )
+        self.workflow_part = WorkflowPart(
+            settings, self.db, self.callbacks, lambda: self.vim, self.notify_target
+        )
         self.probing = Probing(settings, self.submit_one, lambda: open_reports(self.faults))
         self.topology_sync = TopologySync(
             settings.inspector,
@@ -268,6 +272,8 @@ class Service:
                 self.probing.watch(host)
             lease = self.settings.monitor.lease
             await self.probing.start(LeaseStore(self.db) if lease is not None else None)
+        if self.runs("api", "inspector"):
+            await self.workflow_part.start()
         if self.runs("api"):
             self._every(3600, self._prune_audit, "audit prune", first=True)
             # The API accepted these (they are stored) but they may never have reached
@@ -315,6 +321,7 @@ class Service:
             recover=recovery,
             dedupe=self.settings.bus.kind != "memory",
             recover_server=vm_recovery,
+            workflows=self.workflow_part.build(self.fencing),
         )
         await self._inspector.restore()
         await self.topology_sync.load()
@@ -447,6 +454,7 @@ class Service:
         await self.submit([event])
 
     async def stop(self) -> None:
+        await self.workflow_part.stop()
         await self.probing.stop()
         await self.topology_sync.stop()
         tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._reactions]

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from opendoctor.core.egress import AllowList, EgressPolicy
 from opendoctor.core.recovery_settings import RecoverySettings
 from opendoctor.core.secretfile import read_secret_file
+from opendoctor.core.workflow_settings import WorkflowSettings
 
 
 def default_state_dir() -> Path:
@@ -370,6 +371,7 @@ class Settings(BaseSettings):
     vim: VimSettings = Field(default_factory=VimSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     masakari: MasakariSettings = Field(default_factory=MasakariSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     roles: list[Role] = Field(
         default_factory=lambda: list(ROLES),
         min_length=1,

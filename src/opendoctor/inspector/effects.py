@@ -36,28 +36,24 @@ log = logging.getLogger(__name__)
 
 
 class WorkflowRunner(Protocol):
-    """Where `run_workflow` actions go (the workflow engine plugs in here)."""
+    """Where `run_workflow` actions go: the workflow engine (`workflow.service`)."""
 
-    async def run(self, effect: WorkflowEffect, fault: Fault | None) -> None: ...
+    async def run(self, workflow: str, given: dict[str, Any], origin: str) -> str | None:
+        """Start `workflow` with `given` (what the template knows) for template `origin`;
+        the execution's id, or None if it was not started."""
 
 
 class LoggingWorkflows:
-    """The stand-in until a workflow engine is configured: records and logs each request."""
+    """The stand-in where no engine is wired (unit tests): records and logs each request."""
 
     def __init__(self) -> None:
-        self.requested: list[tuple[WorkflowEffect, str | None]] = []
+        self.requested: list[tuple[str, dict[str, Any]]] = []
 
-    async def run(self, effect: WorkflowEffect, fault: Fault | None) -> None:
-        self.requested.append((effect, fault.id if fault else None))
-        metrics.WORKFLOWS_REQUESTED.labels(effect.workflow).inc()
-        log.info(
-            "workflow requested",
-            extra={
-                "workflow": effect.workflow,
-                "target": effect.target,
-                "template": effect.template,
-            },
-        )
+    async def run(self, workflow: str, given: dict[str, Any], origin: str) -> str | None:
+        self.requested.append((workflow, given))
+        metrics.WORKFLOWS_REQUESTED.labels(workflow).inc()
+        log.info("workflow requested", extra={"workflow": workflow, "template": origin})
+        return None
 
 
 @dataclass(slots=True)
@@ -208,10 +204,40 @@ class Effects:
             outcome.in_flight.append(self._running.spawn(self._set_error(fault, to_error)))
         for workflow in plan.workflows:
             try:
-                await self.workflows.run(workflow, fault)
+                given = self.workflow_input(workflow, fault)
+                await self.workflows.run(workflow.workflow, given, workflow.template)
             except Exception:
                 log.exception("workflow request failed", extra={"workflow": workflow.workflow})
         return outcome
+
+    def workflow_input(self, effect: WorkflowEffect, fault: Fault | None) -> dict[str, Any]:
+        """What a workflow that a template starts is given (it takes the names it declares):
+        the template's params; `template`; `resources`, each entity of the match as
+        {type, id}; `target` likewise, and its id under its type's name (`host`,
+        `server`); for a host, `servers`, the ids of those on it; and `fault`."""
+
+        def entity(key: str) -> dict[str, str]:
+            kind, name = split_key(key)
+            return {"type": kind, "id": name}
+
+        given: dict[str, Any] = {**effect.params, "template": effect.template}
+        given["resources"] = {name: entity(key) for name, key in effect.binding.items()}
+        if effect.target is not None:
+            target = given["target"] = entity(effect.target)
+            given[target["type"]] = target["id"]
+            if target["type"] == "server":
+                given["server_id"] = target["id"]
+            if target["type"] == "host":
+                given["servers"] = [s.id for s in self.topology.servers_on(target["id"])]
+        if fault is not None:
+            given["fault"] = {
+                "id": fault.id,
+                "type": fault.type,
+                "hostname": fault.hostname,
+                "instance_id": fault.instance_id,
+                "started": fault.started,
+            }
+        return given
 
     async def _notify(
         self,

@@ -248,3 +248,111 @@ class FenceDeviceRow(Base):
     verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkflowDefinitionRow(Base):
+    """A workflow definition (`core.workflows.WorkflowDefinition`). `builtin` is part of
+    the unique key: an operator's own workflow of a shipped name sits beside the shipped
+    one (and shadows it), even in a project whose id is empty like the shipped ones'."""
+
+    __tablename__ = "workflow_definitions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(16))
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    input: Mapped[str] = mapped_column(Text)
+    definition: Mapped[str] = mapped_column(Text)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (
+        UniqueConstraint(
+            "name", "namespace", "project_id", "builtin", name="uq_workflow_definitions_name"
+        ),
+        Index("ix_workflow_definitions_created", "created_at"),
+    )
+
+
+class WorkflowExecutionRow(Base):
+    """One run of a workflow (`core.workflows.Execution`)."""
+
+    __tablename__ = "workflow_executions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow_name: Mapped[str] = mapped_column(String(255))
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    workflow_namespace: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[str] = mapped_column(Text)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32))
+    state_info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output: Mapped[dict[str, Any]] = mapped_column(JSON)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    task_execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    root_execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (
+        # What engines look for at start and when one's lease ends: unfinished, by owner.
+        Index("ix_workflow_executions_state", "state", "owner"),
+        Index("ix_workflow_executions_parent", "task_execution_id"),
+    )
+
+
+class TaskExecutionRow(Base):
+    """One task of a run (`core.workflows.TaskExecution`). `result` may be any JSON value;
+    a None read back is JSON null (Python has one value for both)."""
+
+    __tablename__ = "task_executions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(255))
+    workflow_name: Mapped[str] = mapped_column(String(255))
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(32))
+    state_info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    in_context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    runtime_context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    processed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_task_executions_execution", "execution_id"),)
+
+
+class ActionExecutionRow(Base):
+    """One call of an action (`core.workflows.ActionExecution`)."""
+
+    __tablename__ = "action_executions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    task_execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    task_name: Mapped[str] = mapped_column(String(255))
+    workflow_name: Mapped[str] = mapped_column(String(255))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    state_info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (
+        Index("ix_action_executions_task", "task_execution_id"),
+        # A resumed run reads its actions by execution.
+        Index("ix_action_executions_execution", "execution_id"),
+    )

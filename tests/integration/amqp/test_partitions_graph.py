@@ -15,7 +15,7 @@ import pytest
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.bus.amqp import partition_of
-from opendoctor.inspector.effects import LoggingWorkflows
+from opendoctor.workflow.service import TemplateWorkflows
 from tests import pg
 from tests.conftest import MONITOR, eventually
 from tests.integration.amqp.conftest import Names
@@ -108,8 +108,8 @@ async def deployment(
 
 def requested(service: Service) -> list[str]:
     workflows = service.inspector.effects.workflows
-    assert isinstance(workflows, LoggingWorkflows)
-    return [effect.workflow for effect, _ in workflows.requested]
+    assert isinstance(workflows, TemplateWorkflows)
+    return [workflow for workflow, _ in workflows.requested]
 
 
 async def test_a_template_over_two_partitions_fires_once_and_every_api_shows_it(

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 
 from opendoctor.api.templates import EXAMPLE_TEMPLATE
-from opendoctor.inspector.effects import LoggingWorkflows
+from opendoctor.core.workflows import FINISHED, Execution
+from opendoctor.store.workflows import WorkflowStore
+from opendoctor.workflow.service import TemplateWorkflows
 from tests.conftest import eventually
 from tests.integration.pipeline.conftest import (
     ADMIN,
@@ -278,7 +280,22 @@ async def _gone(client: httpx.AsyncClient, name: str) -> bool:
     return name not in await graph_alarms(client)
 
 
+PAGE_ONCALL = """
+version: '2.0'
+page-oncall:
+  input: [host, servers, template]
+  output:
+    paged: <% $.host %>
+  tasks:
+    page:
+      action: std.echo output=<% $.servers %>
+"""
+
+
 async def test_an_added_template_acts_on_current_faults(running: Running) -> None:
+    workflows = running.service.workflow_part.workflows
+    assert workflows is not None
+    await workflows.add(PAGE_ONCALL, "admin")
     await running.client.put("/events", json=[host_down("compute1")])
     fault = await eventually(lambda: running.service.inspector.active.get(("host", "compute1")))
     await running.service.inspector.done[fault.id].wait()
@@ -291,12 +308,21 @@ async def test_an_added_template_acts_on_current_faults(running: Running) -> Non
     assert resp.status_code == 201, resp.text
     assert resp.json()["effects"] == {"notifications": 0, "mark_downs": 0, "workflows": 1}
     assert resp.json()["matches"] == 1
-    workflows = running.service.inspector.effects.workflows
-    assert isinstance(workflows, LoggingWorkflows)
-    requested = await eventually(lambda: workflows.requested, what="the workflow requested")
-    [(effect, _)] = requested
-    assert effect.workflow == "page-oncall" and effect.target == "host:compute1"
-    assert effect.template == "page_oncall"
+    runner = running.service.inspector.effects.workflows
+    assert isinstance(runner, TemplateWorkflows)
+    [execution_id] = await eventually(lambda: runner.started, what="the workflow started")
+    done = await eventually(
+        lambda: _ended(workflows.store, execution_id), what="the execution to end"
+    )
+    assert (done.state, done.output) == ("SUCCESS", {"paged": "compute1"})
+    assert done.input["template"] == "page_oncall"
+    servers = {s.id for s in running.service.topology.servers_on("compute1")}
+    assert set(done.input["servers"]) == servers
+
+
+async def _ended(store: WorkflowStore, execution_id: str) -> Execution | None:
+    found = await store.execution(execution_id)
+    return found if found is not None and found.state in FINISHED else None
 
 
 async def test_replacing_a_template(running: Running) -> None:
