@@ -103,7 +103,7 @@ def identity(conn: Connection) -> IdentityV3:
     return cast(IdentityV3, conn.identity)
 
 
-CATALOG_TYPES = ("alarming", "fault-management", "instance-ha")  # what opendoctor registers as
+CATALOG_TYPES = ("alarming", "fault-management", "instance-ha", "workflowv2")  # ours
 
 
 def _unregister(conn: Connection) -> None:

@@ -12,7 +12,17 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opendoctor import __version__
-from opendoctor.api import alarms, audit, events, fence_devices, graph, masakari, native, templates
+from opendoctor.api import (
+    alarms,
+    audit,
+    events,
+    fence_devices,
+    graph,
+    masakari,
+    mistral,
+    native,
+    templates,
+)
 from opendoctor.api.auth import Monitors
 from opendoctor.api.bounds import BodyLimit
 from opendoctor.api.errors import install_error_handlers
@@ -73,6 +83,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(templates.router)
         app.include_router(audit.router)
         app.include_router(fence_devices.router)
+        app.include_router(mistral.router)
         masakari.include(app)
         _declare_schemas(app)
 
@@ -123,6 +134,7 @@ CATALOG = (
     ("aodh", "alarming", ""),
     ("opendoctor", "fault-management", ""),
     ("masakari", "instance-ha", f"{masakari.PREFIX}/v1"),
+    ("mistral", "workflowv2", "/v2"),
 )
 
 

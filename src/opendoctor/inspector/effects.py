@@ -51,7 +51,6 @@ class LoggingWorkflows:
 
     async def run(self, workflow: str, given: dict[str, Any], origin: str) -> str | None:
         self.requested.append((workflow, given))
-        metrics.WORKFLOWS_REQUESTED.labels(workflow).inc()
         log.info("workflow requested", extra={"workflow": workflow, "template": origin})
         return None
 
@@ -203,6 +202,7 @@ class Effects:
             # theirs for the CPU.
             outcome.in_flight.append(self._running.spawn(self._set_error(fault, to_error)))
         for workflow in plan.workflows:
+            metrics.WORKFLOWS_REQUESTED.labels(workflow.workflow).inc()
             try:
                 given = self.workflow_input(workflow, fault)
                 await self.workflows.run(workflow.workflow, given, workflow.template)

@@ -95,9 +95,11 @@ class Workflows:
         description: str = "",
         namespace: str = "",
         admin: bool = False,
+        run_as: str | None = None,
     ) -> Execution:
         """Start a workflow (by id or name) for `project_id` (None: an admin, who runs it in
-        the workflow's own project). `LookupError` if there is no such workflow for them.
+        the workflow's own project, or `run_as`'s). `LookupError` if there is no such
+        workflow for them.
         Only an admin's execution may call the actions on the infrastructure."""
         definition = await self.store.definition(ident, project_id, namespace)
         if definition is None:
@@ -106,7 +108,7 @@ class Workflows:
             definition,
             given,
             params=params,
-            project_id=project_id if project_id is not None else definition.project_id,
+            project_id=run_as or project_id or definition.project_id or SERVICE_PROJECT,
             description=description,
             privileged=admin or project_id is None,
         )

@@ -179,6 +179,9 @@ class TaskSteps:
     async def once(self, attempt: int) -> Outcome:
         await self.run.unpaused.wait()
         if self.spec.workflow:
+            if self.spec.with_items:
+                text = "with-items over a sub-workflow is not supported"
+                return Outcome(False, text, text)
             return await self.child()
         if not self.spec.with_items:
             return await self.call(attempt, 0, {})
