@@ -32,7 +32,7 @@ from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.graph.history import AlarmHistory
-from opendoctor.inspector.inspector import Inspector
+from opendoctor.inspector.inspector import Inspector, Recover, RecoverServer
 from opendoctor.inspector.mirror import FaultMirror
 from opendoctor.inspector.templates import Engine, Plan
 from opendoctor.inspector.templates.registry import Installed, Registry
@@ -285,8 +285,8 @@ class Service:
         log.info("service started", extra={"roles": sorted(self.roles)})
 
     async def _start_inspector(self) -> None:
-        recovery = None
-        vm_recovery = None
+        recovery: Recover | None = None
+        vm_recovery: RecoverServer | None = None
         if self.settings.recovery.enabled and self.settings.recovery.vm.enabled:
             vm_recovery = VmRecovery(
                 self.vim,
@@ -309,6 +309,8 @@ class Service:
                 segments=self.segments,
                 running=self.topology.servers_on,
             )
+        runner = self.workflow_part.build(self.fencing)
+        recovery, vm_recovery = self.workflow_part.recovery(recovery, vm_recovery)
         self._inspector = Inspector(
             self.topology,
             self.vim,
@@ -321,7 +323,7 @@ class Service:
             recover=recovery,
             dedupe=self.settings.bus.kind != "memory",
             recover_server=vm_recovery,
-            workflows=self.workflow_part.build(self.fencing),
+            workflows=runner,
         )
         await self._inspector.restore()
         await self.topology_sync.load()

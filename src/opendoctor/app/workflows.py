@@ -10,12 +10,14 @@ from opendoctor.core.model import NotificationEvent
 from opendoctor.core.ports import NotifyTarget, VimDriver
 from opendoctor.core.settings import Settings
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.inspector.inspector import Recover, RecoverServer
 from opendoctor.recovery.fencing import Fencing
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.workflows import WorkflowStore
 from opendoctor.workflow.actions import Toolbox, builtin_actions
 from opendoctor.workflow.engine import Engine
+from opendoctor.workflow.recovery_runs import RecoveryByWorkflow
 from opendoctor.workflow.service import TemplateWorkflows, Workflows
 
 if TYPE_CHECKING:
@@ -72,6 +74,22 @@ class WorkflowPart:
         self.workflows = Workflows(self.store, self.engine)
         self.templates = TemplateWorkflows(self.workflows)
         return self.templates
+
+    def recovery(
+        self, host: Recover | None, server: RecoverServer | None
+    ) -> tuple[Recover | None, RecoverServer | None]:
+        """The recovery the inspector runs: the built-in steps given, or the workflows
+        `recovery.host_workflow` and `recovery.vm.workflow` name in their place."""
+        settings = self.settings.recovery
+        assert self.workflows is not None
+        by_workflow = RecoveryByWorkflow(
+            self.workflows, settings.host_workflow, settings.vm.workflow
+        )
+        if host is not None and settings.host_workflow:
+            host = by_workflow.host
+        if server is not None and settings.vm.workflow:
+            server = by_workflow.server
+        return host, server
 
     async def _fence(self, host: str) -> None:
         if self.fencing is None:

@@ -146,6 +146,13 @@ class VmRecoverySettings(BaseModel):
     )
     migrate: bool = Field(True, description="move the server once its restarts have failed")
     concurrency: int = Field(8, ge=1, le=1000, description="servers restarted or moved at once")
+    workflow: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="recover a failed server by this workflow instead of the built-in steps "
+        "(`opendoctor.vm_recovery`, or your copy: docs/workflows.md); it is given `server_id`",
+    )
 
 
 class RecoverySettings(BaseModel):
@@ -161,6 +168,14 @@ class RecoverySettings(BaseModel):
     )
     evacuate_attempts: int = Field(
         3, ge=1, le=10, description="target hosts tried per server before it is given up"
+    )
+    host_workflow: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="recover a failed host by this workflow instead of the built-in steps "
+        "(`opendoctor.host_recovery`, or your copy: docs/workflows.md); it is given `host` "
+        "and `servers`, and its output's `moved` lists the servers it moved",
     )
     cut_link: Literal["leave", "fence-and-evacuate"] = Field(
         "leave",

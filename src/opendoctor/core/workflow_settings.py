@@ -28,6 +28,14 @@ class WorkflowSettings(BaseModel):
     max_input_bytes: int = Field(
         1_048_576, ge=1024, le=16_777_216, description="the largest execution input, as JSON"
     )
+    definition_cache_ttl: float = Field(
+        2.0,
+        ge=0.0,
+        le=60.0,
+        description="seconds a workflow definition read to start an execution is kept: a "
+        "change made through another process shows in starts after at most this (one made "
+        "here, at once); 0 reads it every time",
+    )
     builtin: bool = Field(
         True, description="add the shipped workflows (host and VM recovery, switch-over) at start"
     )

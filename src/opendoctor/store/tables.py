@@ -356,3 +356,15 @@ class ActionExecutionRow(Base):
         # A resumed run reads its actions by execution.
         Index("ix_action_executions_execution", "execution_id"),
     )
+
+
+class WorkflowRequestRow(Base):
+    """A state an execution was asked to take (pause, resume, cancel) through a process
+    that does not run it: its engine reads it and acts. A table of its own, not a column
+    of the execution, which its engine rewrites whole with every step."""
+
+    __tablename__ = "workflow_requests"
+    execution_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -8,8 +8,10 @@ operator replaces a shipped workflow by adding one of the same name, never by ed
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Table, and_, case, delete, exists, or_, select, update
 from sqlalchemy.engine import RowMapping
@@ -19,6 +21,9 @@ from opendoctor.core.workflows import WorkflowDefinition
 from opendoctor.store.db import Database, dialect_insert
 from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import WorkflowDefinitionRow
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFINITIONS = cast(Table, WorkflowDefinitionRow.__table__)
 _COLUMNS = tuple(c.name for c in DEFINITIONS.c)
@@ -59,10 +64,31 @@ def _shadowed(project_id: str) -> ColumnElement[bool]:
     )
 
 
+def _changes(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Count a change to definitions as it begins and as it ends: a read made while it
+    was under way (of the old or the new rows) is not taken for current afterwards."""
+
+    @functools.wraps(method)
+    async def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, DefinitionStore)
+        store.generation += 1
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            store.generation += 1
+
+    return counted
+
+
 class DefinitionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Counts this process's changes to definitions (begun, whether or not they
+        # commit): a cache of definitions drops what it read under an older count.
+        self.generation = 0
 
+    @_changes
     async def add_definitions(self, defs: list[WorkflowDefinition]) -> None:
         """Insert all of `defs` or none: `DefinitionExists` if a name is taken in its
         (namespace, project) by a definition other than a built-in one."""
@@ -94,6 +120,7 @@ class DefinitionStore:
                 + ", ".join(sorted({d.name for d in defs}))
             ) from None
 
+    @_changes
     async def replace_definitions(self, defs: list[WorkflowDefinition]) -> list[WorkflowDefinition]:
         """Replace the text (and what comes of it: scope, tags, input) of each definition
         found by (name, namespace, project_id), keeping its id and creation time; all or
@@ -124,6 +151,7 @@ class DefinitionStore:
                 out.append(_definition(row))
         return out
 
+    @_changes
     async def put_builtin(self, defs: list[WorkflowDefinition]) -> None:
         """Insert or update the shipped definitions (public, of no project). One that did
         not change keeps its updated_at, so that a restart is not an edit."""
@@ -212,6 +240,7 @@ class DefinitionStore:
             rows = (await session.execute(query)).mappings().all()
         return [_definition(r) for r in rows]
 
+    @_changes
     async def delete_definition(self, id: str) -> bool:
         """False if there is no such definition, or it is a built-in one (never deleted)."""
         where = and_(DEFINITIONS.c.id == id, DEFINITIONS.c.builtin.is_(False))

@@ -23,19 +23,27 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, String, Table, Text, delete, or_, select, update
-from sqlalchemy.engine import RowMapping
+import orjson
+from sqlalchemy import JSON, ColumnElement, Select, String, Table, Text, delete, or_, select, update
+from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
 from opendoctor.core.workflows import ActionExecution, Execution, TaskExecution
 from opendoctor.store.db import Database, dialect_insert
 from opendoctor.store.paging import after_marker
-from opendoctor.store.tables import ActionExecutionRow, TaskExecutionRow, WorkflowExecutionRow
+from opendoctor.store.sqlite_writer import SqliteWriter
+from opendoctor.store.tables import (
+    ActionExecutionRow,
+    TaskExecutionRow,
+    WorkflowExecutionRow,
+    WorkflowRequestRow,
+)
 
 EXECUTIONS = cast(Table, WorkflowExecutionRow.__table__)
 TASKS = cast(Table, TaskExecutionRow.__table__)
 ACTIONS = cast(Table, ActionExecutionRow.__table__)
+REQUESTS = cast(Table, WorkflowRequestRow.__table__)
 UNFINISHED: tuple[str, ...] = ("IDLE", "RUNNING", "PAUSED")
 _REPLACEMENT = "\ufffd"
 # Ids per statement when reading many runs: well under SQLite's limit of bound values.
@@ -68,6 +76,26 @@ class _Shape:
         every = {name: insert.excluded[name] for name in self.columns if name != "id"}
         self.upsert = insert.on_conflict_do_update(index_elements=["id"], set_=every)
         self.no_nul = db.engine.dialect.name == "postgresql"
+        # The same upsert as SQLite's own SQL, for `SqliteWriter`: rows as tuples, JSON
+        # encoded here as the engine's JSON type would (store/db.py).
+        self.json = tuple(i for i, c in enumerate(table.c) if isinstance(c.type, JSON))
+        names = ", ".join(f'"{n}"' for n in self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        sets = ", ".join(f'"{n}" = excluded."{n}"' for n in self.columns if n != "id")
+        self.sqlite = (
+            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}) '
+            f'ON CONFLICT ("id") DO UPDATE SET {sets}'
+        )
+
+    def tuples(self, records: Iterable[Any]) -> list[tuple[Any, ...]]:
+        """`rows` as the SQLite driver takes them."""
+        out = []
+        for row in self.rows(records):
+            values = list(row.values())
+            for i in self.json:
+                values[i] = orjson.dumps(values[i]).decode()
+            out.append(tuple(values))
+        return out
 
     def rows(self, records: Iterable[Any]) -> list[dict[str, Any]]:
         # The last record of an id wins, as it would across two commits; PostgreSQL would
@@ -90,6 +118,12 @@ class _Shape:
 class RunStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        path = make_url(str(db.engine.url)).database
+        self._writer = (
+            SqliteWriter(path)
+            if db.engine.dialect.name == "sqlite" and path and path != ":memory:"
+            else None
+        )
         self._shapes = [
             _Shape(db, EXECUTIONS),
             _Shape(db, TASKS, wrapped=("result",)),
@@ -104,10 +138,20 @@ class RunStore:
         if not writes:
             return
         groups: tuple[list[Any], ...] = (writes.executions, writes.tasks, writes.actions)
+        if self._writer is not None:
+            shaped = zip(self._shapes, groups, strict=True)
+            await self._writer.write([(s.sqlite, s.tuples(r)) for s, r in shaped if r])
+            return
         async with self.db.engine.begin() as conn:
             for shape, records in zip(self._shapes, groups, strict=True):
                 if records:
                     await conn.execute(shape.upsert, shape.rows(records))
+
+    async def close_writer(self) -> None:
+        """Close the engine's writer (its connection and thread), if it has one."""
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
 
     async def run(self, execution_id: str) -> Run | None:
         """An execution with its task and action executions (oldest first): all the
@@ -150,6 +194,24 @@ class RunStore:
         async with self.db.engine.begin() as conn:
             result = await conn.execute(stmt)
         return bool(result.rowcount)
+
+    async def claim_many(
+        self, execution_ids: Collection[str], owner: str, expected: str | None
+    ) -> list[str]:
+        """`claim` for several executions of one old owner, in one statement; the ids
+        this call claimed."""
+        if not execution_ids:
+            return []
+        current = EXECUTIONS.c.owner
+        same = current.is_(None) if expected is None else current == expected
+        stmt = (
+            update(EXECUTIONS)
+            .where(EXECUTIONS.c.id.in_(list(execution_ids)), same)
+            .values(owner=owner)
+            .returning(EXECUTIONS.c.id)
+        )
+        async with self.db.engine.begin() as conn:
+            return list((await conn.scalars(stmt)).all())
 
     async def owned(self, owner: str) -> list[str]:
         """The ids of the unfinished executions `owner` holds."""
@@ -269,6 +331,7 @@ class RunStore:
             await conn.execute(delete(ACTIONS).where(ACTIONS.c.task_execution_id.in_(tasks)))
             await conn.execute(delete(TASKS).where(TASKS.c.execution_id.in_(ids)))
             await conn.execute(delete(EXECUTIONS).where(EXECUTIONS.c.id.in_(ids)))
+            await conn.execute(delete(REQUESTS).where(REQUESTS.c.execution_id.in_(ids)))
         return True
 
     async def _page(

@@ -27,6 +27,7 @@ from opendoctor.core.workflow_settings import WorkflowSettings
 from opendoctor.core.workflows import FINISHED, Execution, TaskExecution, WorkflowDefinition
 from opendoctor.infra.tasks import Background
 from opendoctor.store.leases import LeaseStore
+from opendoctor.store.workflows import Run as StoredRun
 from opendoctor.store.workflows import WorkflowStore
 from opendoctor.workflow.actions import ActionRegistry
 from opendoctor.workflow.commit import GroupCommit
@@ -37,6 +38,10 @@ from opendoctor.workflow.spec import REQUIRED, WorkflowSpec, parse
 log = logging.getLogger(__name__)
 
 LEASE_PREFIX = "workflow-engine:"
+# How often an engine reads the states asked of its executions through other processes,
+# and how long the asking process waits for it to take one.
+REQUEST_POLL = 0.25
+REQUEST_WAIT = 10.0
 _SPEC_CACHE = 256
 
 
@@ -82,6 +87,7 @@ class Engine:
         self.started = True
         await self.take_over(at_start=True)
         self._background.spawn(self._keep())
+        self._background.spawn(self._follow_requests())
 
     async def stop(self) -> None:
         """Stop running (the executions stay as stored, ours, for the next start or for
@@ -93,6 +99,7 @@ class Engine:
                 driver.cancel()
             await asyncio.gather(*run.drivers.values(), return_exceptions=True)
         await self.commit.close()
+        await self.store.close_writer()
         self.runs.clear()
         try:
             await self.leases.release(self.lease, self.name)
@@ -116,6 +123,23 @@ class Engine:
             except Exception as exc:  # the database is back later; so are we
                 log.warning("workflow engine could not look around", extra={"error": repr(exc)})
 
+    async def _follow_requests(self) -> None:
+        """Take the states other processes asked of our executions (pause, resume, ...)."""
+        while True:
+            await asyncio.sleep(REQUEST_POLL)
+            try:
+                for execution_id, state, info in await self.store.requests_for(self.name):
+                    try:
+                        await self.set_state(execution_id, state, info)
+                    except (LookupError, ValueError, NotHere) as exc:
+                        log.info(
+                            "a workflow request was not taken",
+                            extra={"execution": execution_id, "state": state, "error": str(exc)},
+                        )
+                    await self.store.drop_request(execution_id, state)
+            except Exception as exc:  # the database is back later; so are the requests
+                log.warning("workflow requests not read", extra={"error": repr(exc)})
+
     async def take_over(self, at_start: bool = False) -> list[str]:
         """Claim and resume executions nobody alive runs; returns their ids."""
         found = [e for e in await self.store.unfinished(None) if e.id not in self.runs]
@@ -128,22 +152,26 @@ class Engine:
             alive = await self.leases.holders([LEASE_PREFIX + o for o in owners])
             dead = {e.owner for e in found if LEASE_PREFIX + str(e.owner) not in alive}
             dead.discard(self.name)
-        taken = []
+        by_owner: dict[str | None, list[str]] = {}
         for execution in found:
-            if execution.owner in dead and await self.store.claim(
-                execution.id, self.name, execution.owner
-            ):
-                taken.append(execution.id)
-        for execution_id in taken:
-            await self.resume(execution_id)
+            if execution.owner in dead:
+                by_owner.setdefault(execution.owner, []).append(execution.id)
+        taken = []
+        for owner, ids in by_owner.items():
+            taken += await self.store.claim_many(ids, self.name, owner)
+        # Read together, resumed together: their first writes share commits.
+        stored = await self.store.runs(taken)
+        await asyncio.gather(*(self._resume(stored[i]) for i in taken if i in stored))
         if taken:
             log.info("workflow executions taken over", extra={"count": len(taken)})
         return taken
 
     async def resume(self, execution_id: str) -> None:
         stored = await self.store.run(execution_id)
-        if stored is None:
-            return
+        if stored is not None:
+            await self._resume(stored)
+
+    async def _resume(self, stored: StoredRun) -> None:
         execution, tasks, actions = stored
         execution.owner = self.name
         if execution.state in FINISHED:
@@ -289,6 +317,36 @@ class Engine:
             if waiter.done():
                 self._children.pop(child_id, None)
 
+    async def finished(self, execution_id: str) -> Execution:
+        """Wait until the execution has ended (and is stored so); returns it."""
+        while True:
+            run = self.runs.get(execution_id)
+            if run is not None:
+                await asyncio.shield(run.ended)
+                return run.execution
+            stored = await self.store.execution(execution_id)
+            if stored is None:
+                raise LookupError(execution_id)
+            if stored.state in FINISHED:
+                return stored
+            # Another engine's (or about to be taken over): its record tells when.
+            await asyncio.sleep(self.settings.takeover_interval / 4)
+
+    async def _ask(self, stored: Execution, state: str, info: str | None) -> None:
+        """Ask the engine that runs the execution to take `state`, and wait until it has
+        (`NotHere` if it has not within `REQUEST_WAIT`: it may still)."""
+        await self.store.request_state(stored.id, state, info)
+        deadline = time.monotonic() + REQUEST_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(REQUEST_POLL / 2)
+            now = await self.store.execution(stored.id)
+            if now is None or now.state == state or now.state in FINISHED:
+                return
+        raise NotHere(
+            f"asked engine {stored.owner}, which runs the execution, to make it {state}; "
+            f"not done within {REQUEST_WAIT:.0f} s"
+        )
+
     def ended(self, run: Run) -> None:
         self.runs.pop(run.execution.id, None)
         waiter = self._children.get(run.execution.id)
@@ -309,7 +367,8 @@ class Engine:
             owner = stored.owner
             alive = await self.leases.holders([LEASE_PREFIX + str(owner)]) if owner else {}
             if owner and owner != self.name and alive:
-                raise NotHere(f"the execution is run by engine {owner}")
+                await self._ask(stored, state, info)
+                return
             if not await self.store.claim(execution_id, self.name, owner):
                 raise NotHere("another engine took the execution over meanwhile")
             await self.resume(execution_id)

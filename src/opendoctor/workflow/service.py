@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from importlib import resources
 from typing import Any
 
@@ -16,6 +17,7 @@ from opendoctor.workflow.spec import REQUIRED, WorkflowSpec, parse
 log = logging.getLogger(__name__)
 
 BUILTIN_PACKAGE = "opendoctor.workflow.builtin"
+_CACHE_MOST = 1024  # definitions kept for starts, at most
 # Whom the workflows that rule templates start belong to: the operator's.
 SERVICE_PROJECT = "admin"
 
@@ -42,6 +44,31 @@ class Workflows:
     def __init__(self, store: WorkflowStore, engine: Engine) -> None:
         self.store = store
         self.engine = engine
+        # Definitions read to start executions: (ident, project, namespace) -> (the
+        # store's generation then, when read, the definition). A start is the hot path
+        # of a recovery; reading the definition was half of its time to the first action.
+        self._definitions: dict[
+            tuple[str, str | None, str], tuple[int, float, WorkflowDefinition]
+        ] = {}
+
+    async def definition(
+        self, ident: str, project_id: str | None, namespace: str = ""
+    ) -> WorkflowDefinition | None:
+        """`store.definition`, kept `workflow.definition_cache_ttl` seconds (a change made
+        through this process's store shows at once)."""
+        key = (ident, project_id, namespace)
+        ttl = self.engine.settings.definition_cache_ttl
+        found = self._definitions.get(key)
+        now = time.monotonic()
+        if found is not None and found[0] == self.store.generation and now - found[1] < ttl:
+            return found[2]
+        generation = self.store.generation
+        definition = await self.store.definition(ident, project_id, namespace)
+        if definition is not None and ttl > 0:
+            if len(self._definitions) >= _CACHE_MOST:
+                self._definitions.clear()
+            self._definitions[key] = (generation, now, definition)
+        return definition
 
     def validate(self, text: str) -> dict[str, WorkflowSpec]:
         """Parse and check a definition file (`SpecError` names the line and the problem)."""
@@ -101,7 +128,7 @@ class Workflows:
         the workflow's own project, or `run_as`'s). `LookupError` if there is no such
         workflow for them.
         Only an admin's execution may call the actions on the infrastructure."""
-        definition = await self.store.definition(ident, project_id, namespace)
+        definition = await self.definition(ident, project_id, namespace)
         if definition is None:
             raise LookupError(f"no workflow {ident!r}")
         return await self.engine.start_execution(
@@ -115,6 +142,26 @@ class Workflows:
 
     async def set_state(self, execution_id: str, state: str, info: str | None = None) -> None:
         await self.engine.set_state(execution_id, state, info)
+
+    async def start_for_service(
+        self, workflow: str, given: dict[str, Any], description: str
+    ) -> Execution:
+        """Start `workflow` on opendoctor's own behalf (a rule template, recovery): in the
+        workflow's project (the admin's for a shipped one), privileged, given those of
+        `given` that it declares as input. `LookupError` if there is no such workflow,
+        `InputError` if `given` lacks a required input."""
+        definition = await self.definition(workflow, None)
+        if definition is None:
+            raise LookupError(f"no workflow {workflow!r}")
+        spec = self.engine.spec_of(definition.definition, definition.name)
+        declared = {name for name, _ in spec.input}
+        return await self.engine.start_execution(
+            definition,
+            {k: v for k, v in given.items() if k in declared},
+            project_id=definition.project_id or SERVICE_PROJECT,
+            description=description,
+            privileged=True,
+        )
 
 
 class TemplateWorkflows:
@@ -130,23 +177,11 @@ class TemplateWorkflows:
 
     async def run(self, workflow: str, given: dict[str, Any], origin: str) -> str | None:
         self.requested.append((workflow, given))
-        definition = await self.workflows.store.definition(workflow, None)
-        if definition is None:
-            log.warning(
-                "no workflow for a template", extra={"workflow": workflow, "template": origin}
-            )
-            return None
-        spec = self.workflows.engine.spec_of(definition.definition, definition.name)
-        declared = {name for name, _ in spec.input}
         try:
-            execution = await self.workflows.engine.start_execution(
-                definition,
-                {k: v for k, v in given.items() if k in declared},
-                project_id=definition.project_id or SERVICE_PROJECT,
-                description=f"started by template {origin}",
-                privileged=True,
+            execution = await self.workflows.start_for_service(
+                workflow, given, f"started by template {origin}"
             )
-        except InputError as exc:
+        except (LookupError, InputError) as exc:
             log.warning(
                 "workflow not started for a template",
                 extra={"workflow": workflow, "template": origin, "error": str(exc)},

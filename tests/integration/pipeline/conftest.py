@@ -18,6 +18,8 @@ from opendoctor.app.service import Service
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server, iso
 from opendoctor.core.settings import Settings
+from opendoctor.lab.runner import LabRunner
+from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.consumer import ARRIVALS, RECEIVED, make_app
 from tests.conftest import MONITOR
 from tests.tcpproxy import free_port
@@ -158,3 +160,11 @@ def host_down(host: str, status: str = "down") -> dict[str, Any]:
         "type": "compute.host.down",
         "details": {"hostname": host, "status": status, "monitor": "test", "monitor_event_id": "1"},
     }
+
+
+@pytest.fixture
+async def bmcs(tmp_path: Path) -> AsyncIterator[LabRunner]:
+    """Hosts compute1..3 of a real lab, each with its BMC (Redfish, IPMI), named as the
+    in-memory VIM's hosts are: the fencing tests power them off."""
+    async with LabRunner(LabSpec(hosts=3, vms=0, ip_prefix="127.225"), tmp_path / "lab") as lab:
+        yield lab

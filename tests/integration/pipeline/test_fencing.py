@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opendoctor.lab.runner import LabRunner
-from opendoctor.lab.spec import LabSpec
 from opendoctor.recovery.guard import FENCING_FAILED
 from opendoctor.tools.stack import fence_devices
 from tests.integration.pipeline.conftest import (
@@ -28,13 +26,6 @@ from tests.integration.pipeline.conftest import (
 from tests.integration.pipeline.test_host_fault import register_all, settled_fault
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def bmcs(tmp_path: Path) -> AsyncIterator[LabRunner]:
-    """Hosts compute1..3, each with its BMC, named as the in-memory VIM's are."""
-    async with LabRunner(LabSpec(hosts=3, vms=0, ip_prefix="127.225"), tmp_path / "lab") as lab:
-        yield lab
 
 
 def devices(lab: LabRunner, password: str | None = None) -> dict[str, Any]:

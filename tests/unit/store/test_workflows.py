@@ -317,6 +317,22 @@ async def test_of_two_engines_taking_an_execution_over_one_wins(store: WorkflowS
     assert await store.claim("nope", "e1", None) is False
 
 
+async def test_claiming_many_takes_only_those_still_of_the_old_owner(
+    store: WorkflowStore,
+) -> None:
+    dead = [_execution(at=float(i), owner="dead") for i in range(4)]
+    dead[3].owner = "alive"
+    await store.write(RunWrites(dead))
+    ids = [e.id for e in dead]
+    claims = await asyncio.gather(*(store.claim_many(ids, f"e{i}", "dead") for i in range(2)))
+    # Each execution went to one claimer, and only those the dead owner held.
+    assert sorted(claims[0] + claims[1]) == sorted(ids[:3])
+    assert not set(claims[0]) & set(claims[1])
+    owners = {e.id: e.owner for e in [await store.execution(i) for i in ids] if e}
+    assert owners[ids[3]] == "alive"
+    assert await store.claim_many([], "e0", "dead") == []
+
+
 async def test_unfinished_executions_by_owner(store: WorkflowStore) -> None:
     nobody = _execution(1.0, state="IDLE")
     mine = _execution(2.0, state="RUNNING", owner="me")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from opendoctor.controller.memory import MemoryVim
@@ -29,6 +31,20 @@ from opendoctor.workflow.actions import (
 from opendoctor.workflow.engine import Engine
 from opendoctor.workflow.service import Workflows
 from tests.conftest import eventually
+
+
+@asynccontextmanager
+async def bed_on(url: str) -> AsyncIterator[Bed]:
+    """A started bed on the (empty) database at `url`; its engines stopped afterwards."""
+    db = Database(url)
+    await db.migrate()
+    bed = Bed(db)
+    await bed.start()
+    try:
+        yield bed
+    finally:
+        await bed.close()
+        await db.close()
 
 
 def lab_vim() -> MemoryVim:
@@ -143,3 +159,20 @@ class Bed:
         for engine in self.engines:
             if engine.started:
                 await engine.stop()
+
+
+# A chain whose middle task can be held (`gates["two"]`); SAFE is its safe-rerun.
+CHAIN = """
+version: '2.0'
+chain:
+  tasks:
+    one:
+      action: test.count key=one
+      on-success: [two]
+    two:
+      action: test.count key=two
+      safe-rerun: SAFE
+      on-success: [three]
+    three:
+      action: test.count key=three
+"""

@@ -5,25 +5,11 @@ are written afresh after its examples, and each checks what an operator would lo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from opendoctor.store.db import Database
 from opendoctor.workflow.engine import InputError
 from tests.unit.workflow.bed import Bed, lab_vim
-
-
-@pytest.fixture
-async def bed(tmp_path: object) -> AsyncIterator[Bed]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/wf.db")
-    await db.migrate()
-    bed = Bed(db)
-    await bed.start()
-    yield bed
-    await bed.close()
-    await db.close()
-
 
 CHAIN = """
 version: '2.0'
@@ -472,3 +458,12 @@ def test_the_shipped_workflows_are_valid() -> None:
     for text in builtin_texts().values():
         names |= set(parse(text, known_action=registry.__contains__))
     assert names == {"opendoctor.host_recovery", "opendoctor.vm_recovery", "opendoctor.switch_over"}
+
+
+async def test_a_changed_definition_starts_at_once(bed: Bed) -> None:
+    await bed.add(CHAIN)
+    first = await bed.run("greet", {"name": "a"})
+    assert first.output["text"] == "Hello, a!"
+    await bed.workflows.update(CHAIN.replace("greeting: Hello", "greeting: Hi"), "p1")
+    second = await bed.run("greet", {"name": "a"})
+    assert second.output["text"] == "Hi, a!"

@@ -6,40 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from opendoctor.store.db import Database
 from tests.conftest import eventually
-from tests.unit.workflow.bed import Bed
-
-
-@pytest.fixture
-async def bed(tmp_path: object) -> AsyncIterator[Bed]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/wf.db")
-    await db.migrate()
-    bed = Bed(db)
-    await bed.start()
-    yield bed
-    await bed.close()
-    await db.close()
-
-
-CHAIN = """
-version: '2.0'
-chain:
-  tasks:
-    one:
-      action: test.count key=one
-      on-success: [two]
-    two:
-      action: test.count key=two
-      safe-rerun: SAFE
-      on-success: [three]
-    three:
-      action: test.count key=three
-"""
+from tests.unit.workflow.bed import CHAIN, Bed
 
 
 async def _calls(bed: Bed, key: str, n: int) -> None:
