@@ -25,6 +25,13 @@ class WorkflowSettings(BaseModel):
         le=1_000_000,
         description="executions one engine runs at once; a start beyond it is refused (429)",
     )
+    max_tasks: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="task executions one execution may have; beyond, it fails (a loop "
+        "without end); each item of a with-items task counts as an action, not a task",
+    )
     max_input_bytes: int = Field(
         1_048_576, ge=1024, le=16_777_216, description="the largest execution input, as JSON"
     )

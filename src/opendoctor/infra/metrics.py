@@ -48,6 +48,26 @@ HOST_ALT_PATH_LOST = Counter(
 WORKFLOWS_REQUESTED = Counter(
     "opendoctor_workflows_requested_total", "run_workflow actions fired by templates", ["workflow"]
 )
+WORKFLOW_EXECUTIONS = Counter(
+    "opendoctor_workflow_executions_total",
+    "Workflow executions that ended here, by their end state",
+    ["workflow", "state"],
+)
+WORKFLOW_RUNNING = Gauge(
+    "opendoctor_workflow_executions_running", "Workflow executions this engine runs now"
+)
+WORKFLOW_COMMIT_RECORDS = Histogram(
+    "opendoctor_workflow_commit_records",
+    "Records (executions, tasks, action executions) written by one group commit",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+WORKFLOW_COMMIT = Histogram(
+    "opendoctor_workflow_commit_seconds", "Time of one group commit", buckets=_BUCKETS
+)
+WORKFLOW_TAKEOVERS = Counter(
+    "opendoctor_workflow_takeovers_total",
+    "Workflow executions this engine took over from a stopped or dead one",
+)
 RULE_EVALUATION = Histogram(
     "opendoctor_rule_evaluation_seconds",
     "Time to bring the rule templates' matches up to date after a change",

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 
 from opendoctor.core.workflows import ActionExecution, Execution, TaskExecution
+from opendoctor.infra import metrics
 from opendoctor.store.workflows import RunWrites, WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class GroupCommit:
                 )
                 done, self._done = self._done, None
                 self._executions, self._tasks, self._actions = {}, {}, {}
+                began = time.perf_counter()
                 try:
                     await self.store.write(writes)
                 except Exception as exc:
@@ -76,7 +79,10 @@ class GroupCommit:
                     done.exception()  # a writer that was cancelled must not warn on it
                     continue
                 self.commits += 1
-                self.records += len(writes.executions) + len(writes.tasks) + len(writes.actions)
+                count = len(writes.executions) + len(writes.tasks) + len(writes.actions)
+                self.records += count
+                metrics.WORKFLOW_COMMIT.observe(time.perf_counter() - began)
+                metrics.WORKFLOW_COMMIT_RECORDS.observe(count)
                 done.set_result(None)
         finally:
             self._flusher = None

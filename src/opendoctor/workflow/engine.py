@@ -25,6 +25,7 @@ import orjson
 
 from opendoctor.core.workflow_settings import WorkflowSettings
 from opendoctor.core.workflows import FINISHED, Execution, TaskExecution, WorkflowDefinition
+from opendoctor.infra import metrics
 from opendoctor.infra.tasks import Background
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.workflows import Run as StoredRun
@@ -163,6 +164,8 @@ class Engine:
         stored = await self.store.runs(taken)
         await asyncio.gather(*(self._resume(stored[i]) for i in taken if i in stored))
         if taken:
+            metrics.WORKFLOW_TAKEOVERS.inc(len(taken))
+            metrics.WORKFLOW_RUNNING.set(len(self.runs))
             log.info("workflow executions taken over", extra={"count": len(taken)})
         return taken
 
@@ -265,6 +268,7 @@ class Engine:
         )
         run = Run(self, execution, spec)
         self.runs[execution.id] = run
+        metrics.WORKFLOW_RUNNING.set(len(self.runs))
         if parent is not None:
             parent.runtime_context = {**parent.runtime_context, "child": execution.id}
             self._children.setdefault(execution.id, asyncio.get_running_loop().create_future())
@@ -349,6 +353,8 @@ class Engine:
 
     def ended(self, run: Run) -> None:
         self.runs.pop(run.execution.id, None)
+        metrics.WORKFLOW_RUNNING.set(len(self.runs))
+        metrics.WORKFLOW_EXECUTIONS.labels(run.execution.workflow_name, run.execution.state).inc()
         waiter = self._children.get(run.execution.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(run.execution)

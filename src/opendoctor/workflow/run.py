@@ -1,4 +1,5 @@
-"""One execution in memory: which tasks run, what follows each, when the run is over.
+"""One execution in memory: its tasks, starting and resuming, its end, and the commands
+from outside (pause, unpause, stop).
 
 A `Run` is rebuilt from its stored records alone (`Run.resume`), so everything it
 decides is written before it acts on it: a task's end, what it published and the tasks
@@ -7,9 +8,9 @@ successors are decided is marked `processed` and never looked at again; a finish
 that is not (the run was paused, or the process died between the two) is decided
 again on resume, from the same records, to the same successors.
 
-Direct workflows follow their transitions (`on-success`, `on-error`, `on-complete`,
-with guards, joins and the engine commands); reverse workflows run what the target task
-`requires`, each task once its requirements have succeeded.
+What follows a finished task (direct transitions, joins, engine commands; a reverse
+workflow's requirements) is decided in `transitions`; the steps of one task (its
+action calls, retries, with-items) are in `steps`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from opendoctor.core.workflows import FINISHED, ActionExecution, Execution, TaskExecution
+from opendoctor.workflow import transitions
 from opendoctor.workflow.expressions import ExpressionError, Scope, evaluate
-from opendoctor.workflow.spec import TaskSpec, Transition, WorkflowSpec
+from opendoctor.workflow.spec import WorkflowSpec
 from opendoctor.workflow.steps import TaskSteps
 
 if TYPE_CHECKING:
@@ -101,31 +103,12 @@ class Run:
         now = time.time()
         e = self.execution
         e.state, e.updated_at = "RUNNING", now
-        started = [self.new_task(name, dict(e.context)) for name in self.first_tasks()]
+        started = [self.new_task(name, dict(e.context)) for name in transitions.first_tasks(self)]
         await self.engine.commit.write([e], started, self.prepared(started))
         if not started:
             await self.settle()
         for task in started:
             self.launch(task)
-
-    def first_tasks(self) -> list[str]:
-        if self.spec.type == "reverse":
-            needed = self.needed()
-            return [n for n in needed if not self.spec.tasks[n].requires]
-        return self.spec.start_tasks()
-
-    def needed(self) -> list[str]:
-        """A reverse workflow's tasks the target task needs, itself included, in file order."""
-        target = str(self.execution.params.get("task_name") or "")
-        seen: set[str] = set()
-        stack = [target]
-        while stack:
-            name = stack.pop()
-            if name in seen or name not in self.spec.tasks:
-                continue
-            seen.add(name)
-            stack.extend(self.spec.tasks[name].requires)
-        return [n for n in self.spec.tasks if n in seen]
 
     async def resume(
         self, tasks: Iterable[TaskExecution], actions: Iterable[ActionExecution]
@@ -156,8 +139,8 @@ class Run:
         finished = [t for t in self.tasks.values() if t.state in FINISHED and not t.processed]
         started: list[TaskExecution] = []
         for task in sorted(finished, key=lambda t: t.finished_at or 0.0):
-            started += self.decide(task)
-        self.wake_joins(started)
+            started += transitions.decide(self, task)
+        transitions.wake_joins(self, started)
         self.check_end()
         await self.engine.commit.write([self.execution], finished + started, self.prepared(started))
         self.after_commit(started)
@@ -221,13 +204,24 @@ class Run:
             # Paused: the task's end is kept; what follows it is decided on resume.
             await self.engine.commit.write([], [task], self.finished_actions(task))
             return
-        started = self.decide(task)
-        self.wake_joins(started)
+        started = transitions.decide(self, task)
+        transitions.wake_joins(self, started)
+        self.check_bounds(started)
         self.check_end()
         await self.engine.commit.write(
             [self.execution], [task, *started], self.finished_actions(task) + self.prepared(started)
         )
         self.after_commit(started)
+
+    def check_bounds(self, started: list[TaskExecution]) -> None:
+        """End a run whose transitions loop without end (a task that leads to itself with
+        no wait): it would fill the database and hold a CPU for good."""
+        most = self.engine.settings.max_tasks
+        if len(self.tasks) > most:
+            for task in started:
+                task.state, task.state_info = "CANCELLED", "not started: too many tasks"
+                task.processed = True
+            self.fail(f"more than {most} task executions (workflow.max_tasks): a loop without end?")
 
     def after_commit(self, started: list[TaskExecution]) -> None:
         if self.execution.state in FINISHED:
@@ -240,118 +234,7 @@ class Run:
     def finished_actions(self, task: TaskExecution) -> list[ActionExecution]:
         return TaskSteps.pending_actions(self, task)
 
-    # --- transitions ---------------------------------------------------------------------
-
-    def decide(self, task: TaskExecution) -> list[TaskExecution]:
-        """Mark `task` processed and create (in memory) the tasks it starts."""
-        task.processed = True
-        if self.execution.state in FINISHED:
-            return []
-        if self.spec.type == "reverse":
-            return self.reverse_next(task)
-        ts = self.spec.tasks[task.name]
-        chosen: list[Transition] = []
-        if task.state == "SUCCESS":
-            chosen += ts.on_success
-        elif task.state == "ERROR":
-            chosen += ts.on_error
-        chosen += ts.on_complete if task.state in ("SUCCESS", "ERROR") else ()
-        context = {**task.in_context, **task.published}
-        started: list[TaskExecution] = []
-        for transition in chosen:
-            try:
-                if transition.guard is not None and not evaluate(
-                    transition.guard, self.scope(context, task)
-                ):
-                    continue
-            except ExpressionError as exc:
-                self.fail(f"task {task.name}: transition guard failed: {exc}")
-                return []
-            if transition.target == "pause":
-                if task.runtime_context.get("paused_here"):
-                    continue  # resumed: the transitions after the pause go on
-                # Decided again on resume, from here on: nothing it starts is created yet.
-                task.runtime_context = {**task.runtime_context, "paused_here": True}
-                task.processed = False
-                for created in started:
-                    if created.state != "WAITING":
-                        self.tasks.pop(created.id, None)
-                self.command(transition, context, task)
-                return []
-            if transition.target in ("succeed", "fail"):
-                self.command(transition, context, task)
-                return started
-            arrived = self.arrive(transition.target, task, context)
-            if arrived is not None:
-                started.append(arrived)
-        return started
-
-    def arrive(
-        self, name: str, source: TaskExecution, context: dict[str, Any]
-    ) -> TaskExecution | None:
-        ts = self.spec.tasks[name]
-        if ts.join is None:
-            return self.new_task(name, context)
-        join = next(
-            (t for t in self.tasks.values() if t.name == name and t.runtime_context.get("join")),
-            None,
-        )
-        if join is None:
-            join = self.new_task(name, {}, state="WAITING")
-            join.runtime_context = {**join.runtime_context, "join": [], "joined": False}
-        rc = join.runtime_context
-        if rc["joined"]:
-            return None  # a join of n that has run already: later arrivals start nothing
-        join.runtime_context = {**rc, "join": [*rc["join"], source.name]}
-        join.in_context = {**join.in_context, **context}
-        join.updated_at = time.time()
-        return join
-
-    def wake_joins(self, started: list[TaskExecution]) -> None:
-        for join in [t for t in self.tasks.values() if t.state == "WAITING"]:
-            if self.join_satisfied(join, self.spec.tasks[join.name]):
-                join.state, join.started_at = "RUNNING", time.time()
-                join.runtime_context = {**join.runtime_context, "joined": True}
-                if not any(t is join for t in started):
-                    started.append(join)
-
-    def join_satisfied(self, join: TaskExecution, ts: TaskSpec) -> bool:
-        arrived = set(join.runtime_context.get("join", []))
-        if ts.join == "all":
-            return arrived >= set(self.spec.inbound(join.name))
-        return len(join.runtime_context.get("join", [])) >= int(ts.join or 0)
-
-    def reverse_next(self, task: TaskExecution) -> list[TaskExecution]:
-        if task.state != "SUCCESS":
-            return []
-        done = {t.name: t for t in self.tasks.values() if t.state == "SUCCESS"}
-        created = {t.name for t in self.tasks.values()}
-        started = []
-        for name in self.needed():
-            ts = self.spec.tasks[name]
-            if name in created or task.name not in ts.requires:
-                continue
-            if all(r in done for r in ts.requires):
-                context: dict[str, Any] = {}
-                for r in ts.requires:
-                    context |= {**done[r].in_context, **done[r].published}
-                started.append(self.new_task(name, context))
-        return started
-
     # --- the end of a run ----------------------------------------------------------------
-
-    def command(self, transition: Transition, context: dict[str, Any], task: TaskExecution) -> None:
-        params = evaluate(transition.params, self.scope(context, task))
-        message = str(params.get("msg") or "") or None
-        if transition.target == "succeed":
-            self.finish("SUCCESS", message)
-        elif transition.target == "fail":
-            self.fail(message or f"failed by task {task.name}")
-        else:
-            self.execution.state = "PAUSED"
-            self.execution.state_info = message or f"paused by task {task.name}"
-            self.execution.updated_at = time.time()
-            self.unpaused.clear()
 
     def fail(self, reason: str) -> None:
         self.finish("ERROR", reason)

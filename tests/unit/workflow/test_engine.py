@@ -467,3 +467,42 @@ async def test_a_changed_definition_starts_at_once(bed: Bed) -> None:
     await bed.workflows.update(CHAIN.replace("greeting: Hello", "greeting: Hi"), "p1")
     second = await bed.run("greet", {"name": "a"})
     assert second.output["text"] == "Hi, a!"
+
+
+async def test_ended_executions_and_commits_are_counted(bed: Bed) -> None:
+    from prometheus_client import REGISTRY
+
+    def ended(state: str) -> float:
+        labels = {"workflow": "greet", "state": state}
+        return REGISTRY.get_sample_value("opendoctor_workflow_executions_total", labels) or 0.0
+
+    commits = REGISTRY.get_sample_value("opendoctor_workflow_commit_seconds_count") or 0.0
+    await bed.add(CHAIN)
+    before = ended("SUCCESS")
+    await bed.run("greet", {"name": "x"})
+    assert ended("SUCCESS") == before + 1
+    assert (REGISTRY.get_sample_value("opendoctor_workflow_commit_seconds_count") or 0) > commits
+
+
+LOOP = """
+version: '2.0'
+forever:
+  tasks:
+    begin:
+      action: std.noop
+      on-success: [again]
+    again:
+      action: std.noop
+      on-success: [again]
+"""
+
+
+async def test_a_loop_without_end_is_stopped_at_the_task_bound(bed: Bed) -> None:
+    bed.engine.settings = bed.engine.settings.model_copy(update={"max_tasks": 20})
+    await bed.add(LOOP)
+    done = await bed.run("forever")
+    assert done.state == "ERROR"
+    assert "more than 20 task executions" in (done.state_info or "")
+    tasks = await bed.store.tasks(None, 100, execution_id=done.id)
+    assert len(tasks) == 21
+    assert not [t for t in tasks if t.state not in ("SUCCESS", "CANCELLED")]

@@ -2,6 +2,10 @@
 
 The records play the VIM (what Nova would believe); the processes are the truth. The
 two differ on purpose after a fault until someone (opendoctor) tells the VIM.
+
+Where a server may go (room, load, placements in flight) is decided in `placement`;
+migrations and evacuations are done in `moves`, with the helpers `Lab` lends them
+(`lock`, `target`, `run_vm`, `halt_vm`, `emit_server`).
 """
 
 from __future__ import annotations
@@ -10,31 +14,22 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from opendoctor.lab.manager import moves
 from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
 from opendoctor.lab.manager.hostevents import HostEvents
 from opendoctor.lab.manager.lb import LoadBalancer
-from opendoctor.lab.manager.records import (
-    NOTHING,
-    ChangeLog,
-    HostRecord,
-    LabError,
-    ServerRecord,
-    Size,
-    room_problem,
-)
+from opendoctor.lab.manager.placement import Placement
+from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord, Size
 from opendoctor.lab.openstack import state as openstack_power
 from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec
 
 log = logging.getLogger("opendoctor.lab.manager")
-
-_START_CONCURRENCY = 64
 
 
 async def _all(aws: Iterable[Coroutine[Any, Any, Any]]) -> None:
@@ -78,9 +73,7 @@ class Lab:
         self._names: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         # Placements in flight count as load, so parallel evacuations spread out.
-        self._pending: dict[str, int] = dict.fromkeys(self.hosts, 0)
-        self._pending_use: dict[str, Size] = dict.fromkeys(self.hosts, NOTHING)
-        self._gate = asyncio.Semaphore(_START_CONCURRENCY)
+        self.placement = Placement(self.hosts, lambda: self.servers.values())
         self.lb = LoadBalancer(self._locate, spec.vip_address)
         self.events = HostEvents(self.hosts)
 
@@ -124,57 +117,17 @@ class Lab:
         server = self.servers.get(server_id)
         return None if server is None else (server.name, server.address, server.port)
 
-    def _load(self, host: str) -> int:
-        return sum(1 for s in self.servers.values() if s.host == host) + self._pending[host]
-
-    def _room(self, host: HostRecord, size: Size) -> str | None:
-        """Why `host` cannot take a server of `size` (placements in flight count), or None."""
-        used = sum((_size(s) for s in self.servers.values() if s.host == host.name), NOTHING)
-        capacity = Size(host.vcpus, host.ram_mb)
-        return room_problem(host.name, capacity, used + self._pending_use[host.name], size)
-
-    def _target(
+    def target(
         self, requested: str | None, source: str | None, size: Size | None = None
     ) -> HostRecord:
         """The requested host if it can take a server, else the least loaded usable host."""
-        size = size or Size()
-        if requested is not None:
-            target = self.host(requested)
-            if target.name == source:
-                raise LabError(409, f"server is already on host {source}")
-            if not target.alive:
-                raise LabError(409, f"host {target.name} is not running")
-            if target.forced_down:
-                raise LabError(409, f"host {target.name} is forced down")
-            if not target.enabled:
-                raise LabError(409, f"host {target.name} is disabled")
-            if (full := self._room(target, size)) is not None:
-                raise LabError(409, full)
-            return target
-        candidates = [
-            h
-            for h in self.hosts.values()
-            if h.schedulable and h.name != source and self._room(h, size) is None
-        ]
-        if not candidates:
-            raise LabError(409, "no host is alive, enabled, not forced down and has room")
-        return min(candidates, key=lambda h: self._load(h.name))
+        wanted = None if requested is None else self.host(requested)
+        return self.placement.target(wanted, source, size)
 
-    @contextlib.asynccontextmanager
-    async def _placing(self, host: str, size: Size) -> AsyncIterator[None]:
-        self._pending[host] += 1
-        self._pending_use[host] += size
-        try:
-            async with self._gate:
-                yield
-        finally:
-            self._pending[host] -= 1
-            self._pending_use[host] -= size
-
-    def _lock(self, server_id: str) -> asyncio.Lock:
+    def lock(self, server_id: str) -> asyncio.Lock:
         return self._locks.setdefault(server_id, asyncio.Lock())
 
-    async def _run_vm(self, host: HostRecord, server: ServerRecord, announce: bool = False) -> None:
+    async def run_vm(self, host: HostRecord, server: ServerRecord, announce: bool = False) -> None:
         """Start the server's VM on `host` with its application's role and health."""
         try:
             await host.proc.start_vm(
@@ -184,7 +137,7 @@ class Lab:
         except HostCallError as exc:
             raise LabError(502, f"starting {server.name} on {host.name} failed: {exc}") from exc
 
-    async def _halt_vm(self, host: HostRecord, server: ServerRecord) -> None:
+    async def halt_vm(self, host: HostRecord, server: ServerRecord) -> None:
         if not host.alive:
             return  # a dead host runs nothing
         try:
@@ -195,7 +148,7 @@ class Lab:
     def _emit_host(self, host: HostRecord) -> None:
         self.changes.append("host", "upsert", host.to_json())
 
-    def _emit_server(self, server: ServerRecord, op: str = "upsert") -> None:
+    def emit_server(self, server: ServerRecord, op: str = "upsert") -> None:
         self.changes.append("server", op, server.to_json())
 
     # ----- hosts --------------------------------------------------------------------------
@@ -286,7 +239,7 @@ class Lab:
             raise LabError(409, f"a server named {name!r} exists")
         _check_role(role)
         size = size or Size()
-        target = self._target(host, None, size)
+        target = self.target(host, None, size)
         self._names.add(name)
         self._vm_count += 1
         server = ServerRecord(
@@ -303,23 +256,23 @@ class Lab:
             ram_mb=size.ram_mb,
         )
         try:
-            async with self._placing(target.name, size):
-                await self._run_vm(target, server)
+            async with self.placement.placing(target.name, size):
+                await self.run_vm(target, server)
         except BaseException:
             self._names.discard(name)
             raise
         self.servers[server.id] = server
-        self._emit_server(server)
+        self.emit_server(server)
         return server
 
     async def delete_server(self, server_id: str) -> None:
         server = self.server(server_id)
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             with contextlib.suppress(LabError):
-                await self._halt_vm(self.host(server.host), server)
+                await self.halt_vm(self.host(server.host), server)
             if self.servers.pop(server_id, None) is not None:
                 self._names.discard(server.name)
-                self._emit_server(server, "delete")
+                self.emit_server(server, "delete")
         self._locks.pop(server_id, None)
 
     def reset_state(self, server_id: str, state: str) -> ServerRecord:
@@ -329,20 +282,20 @@ class Lab:
             raise LabError(400, f"state must be 'error' or 'active', got {state!r}")
         if server.status != status:
             server.status = status
-            self._emit_server(server)
+            self.emit_server(server)
         return server
 
     async def stop_server(self, server_id: str) -> ServerRecord:
         server = self.server(server_id)
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             if server.status == "SHUTOFF":
                 raise LabError(409, f"server {server.name} is already stopped")
             host = self.host(server.host)
             if not host.alive:
                 raise LabError(409, f"host {host.name} of server {server.name} is not running")
-            await self._halt_vm(host, server)
+            await self.halt_vm(host, server)
             server.status = "SHUTOFF"
-            self._emit_server(server)
+            self.emit_server(server)
         return server
 
     async def _vm_running(self, host: HostRecord, server: ServerRecord) -> bool:
@@ -355,7 +308,7 @@ class Lab:
     async def start_server(self, server_id: str) -> ServerRecord:
         """Start a stopped server, or one whose VM died (killed) while the VIM thought it ran."""
         server = self.server(server_id)
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             host = self.host(server.host)
             if server.status != "SHUTOFF" and (
                 not host.alive or await self._vm_running(host, server)
@@ -363,30 +316,30 @@ class Lab:
                 raise LabError(409, f"server {server.name} is {server.status}, not SHUTOFF")
             if not host.alive:
                 raise LabError(409, f"host {host.name} of server {server.name} is not running")
-            await self._run_vm(host, server, announce=True)
+            await self.run_vm(host, server, announce=True)
             if server.status != "ACTIVE":
                 server.status = "ACTIVE"
-                self._emit_server(server)
+                self.emit_server(server)
         return server
 
     async def restart_server(self, server_id: str) -> ServerRecord:
         """A hard reboot: the VM's process is replaced, whatever state it was in."""
         server = self.server(server_id)
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             host = self.host(server.host)
             if not host.alive:
                 raise LabError(409, f"host {host.name} of server {server.name} is not running")
-            await self._halt_vm(host, server)
-            await self._run_vm(host, server, announce=True)
+            await self.halt_vm(host, server)
+            await self.run_vm(host, server, announce=True)
             if server.status != "ACTIVE":
                 server.status = "ACTIVE"
-                self._emit_server(server)
+                self.emit_server(server)
         return server
 
     async def kill_server(self, server_id: str) -> dict[str, Any]:
         """SIGKILL the server's VM process. The VIM is not told; the host reports the exit."""
         server = self.server(server_id)
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             host = self.host(server.host)
             if not host.alive or not await self._vm_running(host, server):
                 raise LabError(409, f"server {server.name} is not running")
@@ -415,7 +368,7 @@ class Lab:
             change["role"] = _check_role(role)
         if healthy is not None:
             change["healthy"] = healthy
-        async with self._lock(server_id):
+        async with self.lock(server_id):
             host = self.hosts[server.host]
             if change and host.alive:
                 try:
@@ -427,82 +380,13 @@ class Lab:
             server.healthy = change.get("healthy", server.healthy)
         return server
 
+    # ----- moving servers (the moves themselves are in `moves`) -------------------------
+
     async def migrate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
-        server = self.server(server_id)
-        async with self._lock(server_id):
-            source = self.host(server.host)
-            if not source.alive:
-                raise LabError(409, f"source host {source.name} is not running; evacuate instead")
-            if server.status not in ("ACTIVE", "SHUTOFF"):
-                raise LabError(409, f"cannot migrate a server in status {server.status}")
-            target = self._target(target_host, source.name, _size(server))
-            if server.status == "ACTIVE":
-                await self._move_vm(server, source, target)
-            server.host = target.name
-            self._emit_server(server)
-        return server
+        return await moves.migrate(self, server_id, target_host)
 
     async def live_migrate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
-        """Move a running server to another host; its record stays ACTIVE throughout.
-
-        The lab's VMs hold no memory worth copying and keep their address wherever they
-        run, so the move is the VM's process handing over to a new one on the target:
-        clients see one short gap (the new process starting), never a stopped server.
-        """
-        server = self.server(server_id)
-        async with self._lock(server_id):
-            source = self.host(server.host)
-            if not source.alive:
-                raise LabError(409, f"source host {source.name} is not running; evacuate instead")
-            if server.status != "ACTIVE":
-                raise LabError(409, f"cannot live-migrate a server in status {server.status}")
-            target = self._target(target_host, source.name, _size(server))
-            started = time.monotonic()
-            await self._move_vm(server, source, target)
-            server.host = target.name
-            self._emit_server(server)
-            log.info(
-                "live-migrated %s from %s to %s in %.3f s",
-                server.name, source.name, target.name, time.monotonic() - started,
-            )  # fmt: skip
-        return server
-
-    async def _move_vm(self, server: ServerRecord, source: HostRecord, target: HostRecord) -> None:
-        """The running VM from `source` to `target` (the address follows it)."""
-        async with self._placing(target.name, _size(server)):
-            await self._halt_vm(source, server)
-            try:
-                await self._run_vm(target, server)
-            except LabError:
-                # Put it back where it was rather than lose it.
-                with contextlib.suppress(LabError):
-                    await self._run_vm(source, server)
-                raise
+        return await moves.live_migrate(self, server_id, target_host)
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
-        server = self.server(server_id)
-        async with self._lock(server_id):
-            source = self.host(server.host)
-            if source.alive and not source.forced_down:
-                raise LabError(
-                    409, f"host {source.name} is up; force it down before evacuating its servers"
-                )
-            target = self._target(target_host, source.name, _size(server))
-            started = time.monotonic()
-            async with self._placing(target.name, _size(server)):
-                # A forced-down host may still run the VM; it must let go of the address.
-                with contextlib.suppress(LabError):
-                    await self._halt_vm(source, server)
-                await self._run_vm(target, server)
-            server.host = target.name
-            server.status = "ACTIVE"
-            self._emit_server(server)
-            log.info(
-                "evacuated %s from %s to %s in %.3f s",
-                server.name, source.name, target.name, time.monotonic() - started,
-            )  # fmt: skip
-        return server
-
-
-def _size(server: ServerRecord) -> Size:
-    return Size(server.vcpus, server.ram_mb)
+        return await moves.evacuate(self, server_id, target_host)
