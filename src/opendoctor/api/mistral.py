@@ -16,28 +16,29 @@ from fastapi import APIRouter, Query, Request, Response
 
 from opendoctor.api import mistral_executions, mistral_tasks
 from opendoctor.api.audit import audit_target
-from opendoctor.api.mistral_routing import Caller, new_router, project_of, workflows_of
+from opendoctor.api.mistral_routing import (
+    Caller,
+    deleting,
+    new_router,
+    project_of,
+    read_page,
+    workflows_of,
+)
 from opendoctor.api.mistral_schema import (
     E404,
     E409,
     E413,
     MAX_NAME,
     MAX_TEXT,
-    Fields,
-    Limit,
-    Marker,
     NameFilter,
     Namespace,
+    Page,
     Scope,
-    SortDirs,
-    SortKeys,
     WorkflowIdent,
     filter_value,
     listed,
-    paging,
     workflow_view,
 )
-from opendoctor.api.native import known_marker
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
 from opendoctor.core.workflows import WorkflowDefinition
@@ -76,6 +77,15 @@ def _definitions(
     if not defs:
         raise RequestError(400, "the definition holds no workflow", "definition")
     return defs
+
+
+async def _sent(
+    request: Request, identity: Identity, scope: str, namespace: str
+) -> tuple[Workflows, list[WorkflowDefinition]]:
+    """The workflows of the definition sent, as the caller's own."""
+    ws = workflows_of(request)
+    text = await _definition_text(request)
+    return ws, _definitions(ws, text, identity.project_id, scope, namespace)
 
 
 # The definition travels as its YAML text (mistralclient sends text/plain).
@@ -118,8 +128,7 @@ async def create_workflows(
 ) -> dict[str, Any]:
     """Each workflow of the file becomes one, with the whole text as its definition;
     all or none (a name taken in the namespace is a 409)."""
-    ws = workflows_of(request)
-    defs = _definitions(ws, await _definition_text(request), identity.project_id, scope, namespace)
+    ws, defs = await _sent(request, identity, scope, namespace)
     try:
         await ws.store.add_definitions(defs)
     except DefinitionExists as exc:
@@ -137,8 +146,7 @@ async def create_workflows(
 async def update_workflows(
     request: Request, identity: Caller, scope: Scope = "private", namespace: Namespace = ""
 ) -> dict[str, Any]:
-    ws = workflows_of(request)
-    defs = _definitions(ws, await _definition_text(request), identity.project_id, scope, namespace)
+    ws, defs = await _sent(request, identity, scope, namespace)
     try:
         stored = await ws.store.replace_definitions(defs)
     except LookupError as exc:
@@ -205,29 +213,22 @@ async def update_workflow(
 async def list_workflows(
     request: Request,
     identity: Caller,
-    limit: Limit = None,
-    marker: Marker = None,
-    sort_keys: SortKeys = "",
-    sort_dirs: SortDirs = "",
-    fields: Fields = "",
+    page: Page,
     name: NameFilter = None,
     namespace: Annotated[str | None, Query(max_length=MAX_NAME + 3)] = None,
 ) -> dict[str, Any]:
     """Oldest first: the project's own, the public ones and the built-in ones (one that
     a workflow of the same name replaces for the project is left out)."""
-    page = paging(limit, marker, sort_keys, sort_dirs, fields)
     if page.descending:
         raise RequestError(400, "workflows are listed oldest first only", "sort_dirs")
-    ws = workflows_of(request)
-    with known_marker():
-        defs = await ws.store.definitions(
-            project_of(identity),
-            page.limit,
-            page.marker,
-            name=filter_value(name, "name"),
-            namespace=filter_value(namespace, "namespace"),
-        )
-    last = defs[-1].id if len(defs) == page.limit else None
+    reading = workflows_of(request).store.definitions(
+        project_of(identity),
+        page.limit,
+        page.marker,
+        name=filter_value(name, "name"),
+        namespace=filter_value(namespace, "namespace"),
+    )
+    defs, last = await read_page(page, reading)
     return listed(request, "workflows", [workflow_view(d) for d in defs], page, last)
 
 
@@ -242,13 +243,7 @@ async def get_workflow(
     return workflow_view(found)
 
 
-@workflows.delete(
-    "/workflows/{identifier}",
-    status_code=204,
-    response_class=Response,
-    summary="Delete a workflow (its executions stay)",
-    responses={**E404, **E409},
-)
+@deleting(workflows, "/workflows/{identifier}", "Delete a workflow (its executions stay)")
 async def delete_workflow(
     request: Request,
     identifier: WorkflowIdent,

@@ -3,7 +3,6 @@ runs, pause, resume, cancel, fail or succeed one, delete one that is over."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
@@ -12,8 +11,10 @@ from opendoctor.api.audit import audit_target
 from opendoctor.api.mistral_routing import (
     Caller,
     Refused,
+    deleting,
     new_router,
     project_of,
+    read_page,
     visible_execution,
     workflows_of,
 )
@@ -21,28 +22,23 @@ from opendoctor.api.mistral_schema import (
     E404,
     E409,
     E429,
+    MAX_LIMIT,
     ExecutionChange,
     ExecutionIn,
-    Fields,
     Id,
     IdFilter,
-    Limit,
-    Marker,
     NameFilter,
-    SortDirs,
-    SortKeys,
+    Page,
     StateFilter,
     execution_view,
     filter_value,
     json_object,
     listed,
-    paging,
     state_filter,
 )
-from opendoctor.api.native import known_marker, service_of
+from opendoctor.api.native import service_of
 from opendoctor.core.errors import RequestError
-from opendoctor.core.workflows import EXECUTION_STATES, FINISHED
-from opendoctor.store.workflows import RunWrites
+from opendoctor.core.workflows import EXECUTION_STATES, FINISHED, Execution
 from opendoctor.workflow.engine import Busy, InputError, NotHere
 from opendoctor.workflow.service import Workflows
 from opendoctor.workflow.spec import SpecError
@@ -107,11 +103,7 @@ async def create_execution(request: Request, body: ExecutionIn, identity: Caller
 async def list_executions(
     request: Request,
     identity: Caller,
-    limit: Limit = None,
-    marker: Marker = None,
-    sort_keys: SortKeys = "",
-    sort_dirs: SortDirs = "",
-    fields: Fields = "",
+    page: Page,
     workflow_name: NameFilter = None,
     state: StateFilter = None,
     task_execution_id: IdFilter = None,
@@ -122,23 +114,21 @@ async def list_executions(
 ) -> dict[str, Any]:
     """Oldest first, or newest first (`sort_dirs=desc`, what `mistral execution-list`
     asks for)."""
-    page = paging(limit, marker, sort_keys, sort_dirs, fields)
     empty = {n.strip() for n in nulls.split(",") if n.strip()}
     if not empty <= {"root_execution_id", "task_execution_id"}:
         raise RequestError(400, "only root_execution_id and task_execution_id", "nulls")
     ws = workflows_of(request)
-    with known_marker():
-        found = await ws.store.executions(
-            project_of(identity),
-            page.limit,
-            page.marker,
-            state=state_filter(state, "state", EXECUTION_STATES),
-            workflow_name=filter_value(workflow_name, "workflow_name"),
-            task_execution_id=filter_value(task_execution_id, "task_execution_id"),
-            root_execution_id=filter_value(root_execution_id, "root_execution_id"),
-            descending=page.descending,
-        )
-    last = found[-1].id if len(found) == page.limit else None
+    reading = ws.store.executions(
+        project_of(identity),
+        page.limit,
+        page.marker,
+        state=state_filter(state, "state", EXECUTION_STATES),
+        workflow_name=filter_value(workflow_name, "workflow_name"),
+        task_execution_id=filter_value(task_execution_id, "task_execution_id"),
+        root_execution_id=filter_value(root_execution_id, "root_execution_id"),
+        descending=page.descending,
+    )
+    found, last = await read_page(page, reading)
     # Top-level executions (`--rootsonly`) are picked from the page; `next` still
     # follows the page as read.
     kept = [e for e in found if not any(getattr(e, n) for n in empty)]
@@ -150,22 +140,72 @@ async def get_execution(request: Request, id: Id, identity: Caller) -> dict[str,
     return execution_view(await visible_execution(workflows_of(request), identity, id))
 
 
-async def _describe(ws: Workflows, execution_id: str, description: str) -> None:
-    """A new description: on the record the engine runs, if it runs it (it writes whole
-    records), else on the stored one of an execution that is over."""
-    run = ws.engine.runs.get(execution_id)
-    if run is not None:
-        run.execution.description = description
-        await ws.engine.commit.write([run.execution])
-        return
-    stored = await ws.store.execution(execution_id)
-    if stored is None:
-        raise RequestError(404, f"no execution {execution_id}", "id")
-    if stored.state not in FINISHED:
-        raise RequestError(
-            409, "the execution is run by another engine: change its description there", "id"
-        )
-    await ws.store.write(RunWrites(executions=[replace(stored, description=description)]))
+def _yes(value: str, field: str) -> bool:
+    """A flag as mistralclient sends it: empty when unset, else `True`."""
+    found = value.strip().lower()
+    if found not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise RequestError(400, f"{value!r} is neither true nor false", field)
+    return found in ("true", "1", "yes")
+
+
+async def _with_subs(
+    ws: Workflows, project_id: str | None, top: Execution, max_depth: int, errors_only: bool
+) -> list[Execution]:
+    """`top`, then each execution its tasks started followed by those below it, down to
+    `max_depth` levels (-1: all); with `errors_only`, through failed tasks only. A tree
+    larger than one answer is refused rather than cut short unsaid."""
+    found: list[Execution] = []
+    seen: set[str] = set()
+    too_many = RequestError(
+        400, f"more than {MAX_LIMIT} executions or tasks: ask for fewer levels", "max_depth"
+    )
+
+    async def walk(execution: Execution, depth: int) -> None:
+        # A (corrupt) cycle of sub-executions must not loop forever.
+        if execution.id in seen:
+            return
+        seen.add(execution.id)
+        found.append(execution)
+        if len(found) > MAX_LIMIT:
+            raise too_many
+        if 0 <= max_depth <= depth:
+            return
+        tasks = await ws.store.tasks(project_id, MAX_LIMIT, execution_id=execution.id)
+        if len(tasks) == MAX_LIMIT:
+            raise too_many
+        for task in tasks:
+            if task.type != "WORKFLOW" or (errors_only and task.state != "ERROR"):
+                continue
+            subs = await ws.store.executions(project_id, MAX_LIMIT, task_execution_id=task.id)
+            for sub in subs:
+                await walk(sub, depth + 1)
+
+    await walk(top, 0)
+    return found
+
+
+@router.get(
+    "/executions/{id}/executions",
+    summary="List an execution and the sub-executions below it",
+    responses=E404,
+)
+async def list_sub_executions(
+    request: Request,
+    id: Id,
+    identity: Caller,
+    max_depth: Annotated[
+        int, Query(ge=-1, le=1000, description="levels below the execution (-1: all)")
+    ] = -1,
+    errors_only: Annotated[
+        str, Query(max_length=5, description="true: only below tasks that failed")
+    ] = "",
+) -> dict[str, Any]:
+    """The execution first, then depth first, each sub-execution followed by its own."""
+    failed_only = _yes(errors_only, "errors_only")
+    ws = workflows_of(request)
+    top = await visible_execution(ws, identity, id)
+    found = await _with_subs(ws, project_of(identity), top, max_depth, failed_only)
+    return {"executions": [execution_view(e) for e in found]}
 
 
 @router.put(
@@ -196,16 +236,19 @@ async def update_execution(
         except ValueError as exc:
             raise RequestError(409, str(exc), "state") from None
     if body.description is not None:
-        await _describe(ws, id, body.description)
+        try:
+            await ws.describe(id, body.description)
+        except NotHere as exc:
+            raise RequestError(409, str(exc), "id") from None
+        except LookupError:
+            raise RequestError(404, f"no execution {id}", "id") from None
     return execution_view(await visible_execution(ws, identity, id))
 
 
-@router.delete(
+@deleting(
+    router,
     "/executions/{id}",
-    status_code=204,
-    response_class=Response,
-    summary="Delete an execution that is over, with its tasks and sub-executions",
-    responses={**E404, **E409},
+    "Delete an execution that is over, with its tasks and sub-executions",
 )
 async def delete_execution(
     request: Request,

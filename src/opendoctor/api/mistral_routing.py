@@ -4,8 +4,8 @@ project."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -13,14 +13,15 @@ from fastapi.routing import APIRoute
 
 from opendoctor.api.auth import current_identity
 from opendoctor.api.errors import answer, error_body, validation_errors
-from opendoctor.api.mistral_schema import E503
-from opendoctor.api.native import service_of
+from opendoctor.api.mistral_schema import E404, E409, E503, Paging
+from opendoctor.api.native import known_marker, service_of
 from opendoctor.core.errors import RequestError
 from opendoctor.core.identity import Identity
-from opendoctor.core.workflows import Execution
+from opendoctor.core.workflows import Execution, TaskExecution
 from opendoctor.workflow.service import Workflows
 
 TAGS: list[Any] = ["workflows (Mistral)"]
+Route = TypeVar("Route", bound=Callable[..., Any])
 
 
 class Refused(RequestError):
@@ -57,6 +58,18 @@ def new_router() -> APIRouter:
     return APIRouter(tags=TAGS, route_class=MistralRoute, responses=E503)
 
 
+def deleting(router: APIRouter, path: str, summary: str) -> Callable[[Route], Route]:
+    """A DELETE route: 204 and no body when done; 404 if there is no such thing, 409
+    if it may not go (yet)."""
+    return router.delete(
+        path,
+        status_code=204,
+        response_class=Response,
+        summary=summary,
+        responses={**E404, **E409},
+    )
+
+
 Caller = Annotated[Identity, Depends(current_identity)]
 
 
@@ -72,17 +85,61 @@ def project_of(identity: Identity) -> str | None:
     return None if identity.is_admin else identity.project_id
 
 
-async def visible_execution(ws: Workflows, identity: Identity, execution_id: str) -> Execution:
-    found = await ws.store.execution(execution_id)
+class _Owned(Protocol):
+    @property
+    def project_id(self) -> str: ...
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _OfExecution(Protocol):
+    @property
+    def execution_id(self) -> str | None: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=_Owned)
+ListedT = TypeVar("ListedT", bound=_Listed)
+InRunT = TypeVar("InRunT", bound=_OfExecution)
+
+
+def visible(identity: Identity, found: OwnedT | None, what: str, ident: str) -> OwnedT:
+    """`found` if the caller may see it; another project's answers as one that does not
+    exist, so that its ids tell nothing."""
     if found is None or not identity.can_see(found.project_id):
-        raise RequestError(404, f"no execution {execution_id}", "id")
+        raise RequestError(404, f"no {what} {ident}", "id")
     return found
 
 
-async def namespaces_of(ws: Workflows, execution_ids: set[str]) -> dict[str, str]:
-    """The namespace of each execution's workflow (tasks show it, and do not keep it)."""
-    found = {}
-    for execution_id in execution_ids:
-        e = await ws.store.execution(execution_id)
-        found[execution_id] = e.workflow_namespace if e is not None else ""
-    return found
+async def visible_execution(ws: Workflows, identity: Identity, execution_id: str) -> Execution:
+    return visible(identity, await ws.store.execution(execution_id), "execution", execution_id)
+
+
+async def visible_task(ws: Workflows, identity: Identity, task_id: str) -> TaskExecution:
+    return visible(identity, await ws.store.task(task_id), "task execution", task_id)
+
+
+async def read_page(
+    page: Paging, reading: Awaitable[list[ListedT]]
+) -> tuple[list[ListedT], str | None]:
+    """A page read from the store, and the id to read the next one after when it is full
+    (a shorter page is the last)."""
+    with known_marker():
+        items = await reading
+    return items, items[-1].id if len(items) == page.limit else None
+
+
+async def with_namespaces(
+    ws: Workflows, records: Sequence[InRunT], view: Callable[[InRunT, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Views of task or action executions: they show their workflow's namespace, which
+    only their execution keeps, read here once for the lot."""
+    executions = await ws.store.executions_by_ids(
+        {r.execution_id for r in records if r.execution_id is not None}
+    )
+    return [
+        view(r, e.workflow_namespace if (e := executions.get(r.execution_id or "")) else "")
+        for r in records
+    ]

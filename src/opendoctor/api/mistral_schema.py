@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from opendoctor.api.bounds import MAX_DEPTH, too_deep
@@ -200,72 +200,62 @@ def workflow_view(d: WorkflowDefinition) -> dict[str, Any]:
     }
 
 
-def execution_view(e: Execution) -> dict[str, Any]:
+def _run_record(r: Execution | TaskExecution | ActionExecution) -> dict[str, Any]:
+    """What executions, task and action executions show alike."""
     return {
-        "id": e.id,
+        "id": r.id,
+        "workflow_name": r.workflow_name,
+        "tags": [],
+        "state": r.state,
+        "state_info": r.state_info,
+        "project_id": r.project_id,
+        "created_at": when(r.created_at),
+        "updated_at": when(r.updated_at),
+    }
+
+
+def execution_view(e: Execution) -> dict[str, Any]:
+    return _run_record(e) | {
         "workflow_id": e.workflow_id,
-        "workflow_name": e.workflow_name,
         "workflow_namespace": e.workflow_namespace,
         "description": e.description,
-        "tags": [],
         "params": as_text(e.params),
         "task_execution_id": e.task_execution_id,
         "root_execution_id": e.root_execution_id,
-        "state": e.state,
-        "state_info": e.state_info,
         "input": as_text(e.input),
         "output": as_text(e.output),
-        "project_id": e.project_id,
-        "created_at": when(e.created_at),
-        "updated_at": when(e.updated_at),
     }
 
 
 def task_view(t: TaskExecution, namespace: str) -> dict[str, Any]:
-    return {
-        "id": t.id,
+    return _run_record(t) | {
         "name": t.name,
         "type": t.type,
-        "workflow_name": t.workflow_name,
         "workflow_namespace": namespace,
         "workflow_id": t.workflow_id,
         "workflow_execution_id": t.execution_id,
-        "tags": [],
-        "state": t.state,
-        "state_info": t.state_info,
         "result": as_text(t.result),
         "published": as_text(t.published),
         "runtime_context": as_text(t.runtime_context),
         "processed": t.processed,
         "reset": False,
-        "project_id": t.project_id,
-        "created_at": when(t.created_at),
-        "updated_at": when(t.updated_at),
         "started_at": when(t.started_at),
         "finished_at": when(t.finished_at),
     }
 
 
 def action_execution_view(a: ActionExecution, namespace: str) -> dict[str, Any]:
-    return {
-        "id": a.id,
+    return _run_record(a) | {
         "name": a.name,
-        "workflow_name": a.workflow_name,
         "workflow_namespace": namespace,
         "task_name": a.task_name,
         "task_execution_id": a.task_execution_id,
-        "state": a.state,
-        "state_info": a.state_info,
         "accepted": a.accepted,
         "description": "",
-        "tags": [],
         "input": as_text(a.input),
         # Mistral keeps an action's outcome under "result" (the CLI's get-output shows it).
         "output": as_text({"result": a.output}),
         "params": "{}",
-        "project_id": a.project_id,
-        "created_at": when(a.created_at),
-        "updated_at": when(a.updated_at),
     }
 
 
@@ -301,7 +291,11 @@ class Paging:
 
 
 def paging(
-    limit: int | None, marker: str | None, sort_keys: str, sort_dirs: str, fields: str
+    limit: Limit = None,
+    marker: Marker = None,
+    sort_keys: SortKeys = "",
+    sort_dirs: SortDirs = "",
+    fields: Fields = "",
 ) -> Paging:
     """The page asked for. Lists are kept in creation order (ties by id), so that is the
     one order served, either way."""
@@ -315,6 +309,10 @@ def paging(
         raise RequestError(400, f"{sort_dirs!r}: each direction is asc or desc", "sort_dirs")
     shown = tuple(f.strip() for f in fields.split(",") if f.strip())
     return Paging(limit or MAX_LIMIT, marker or None, dirs[0] == "desc", shown)
+
+
+# One dependency for the paging and sorting parameters, so that every list takes them alike.
+Page = Annotated[Paging, Depends(paging)]
 
 
 def listed(

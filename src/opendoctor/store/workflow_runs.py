@@ -256,6 +256,22 @@ class RunStore:
         )
         return [Execution(**r) for r in rows]
 
+    async def executions_by_ids(self, ids: Collection[str]) -> dict[str, Execution]:
+        """The executions of `ids` by id (those not found are left out): a page of tasks
+        finds the executions it shows in a statement or two, not one each."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Execution] = {}
+        if not wanted:
+            return found
+        async with self.db.engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(EXECUTIONS).where(
+                    EXECUTIONS.c.id.in_(wanted[start : start + _CHUNK])
+                )
+                for row in (await conn.execute(query)).mappings():
+                    found[row["id"]] = Execution(**row)
+        return found
+
     async def task(self, id: str) -> TaskExecution | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(select(TASKS).where(TASKS.c.id == id))).mappings().first()
@@ -269,8 +285,10 @@ class RunStore:
         execution_id: str | None = None,
         state: str | None = None,
         name: str | None = None,
+        descending: bool = False,
     ) -> list[TaskExecution]:
-        """The project's task executions (None: all), oldest first, after `marker`."""
+        """The project's task executions (None: all), by creation time (newest first if
+        `descending`), after `marker` (`UnknownMarker`)."""
         c = TASKS.c
         where = _equal(
             (c.project_id, project_id),
@@ -279,7 +297,9 @@ class RunStore:
             (c.name, name),
         )
         row_class = TaskExecutionRow
-        rows = await self._page(TASKS, row_class.id, row_class.created_at, where, limit, marker)
+        rows = await self._page(
+            TASKS, row_class.id, row_class.created_at, where, limit, marker, descending
+        )
         return [_task(r) for r in rows]
 
     async def action_execution(self, id: str) -> ActionExecution | None:
@@ -296,8 +316,10 @@ class RunStore:
         task_execution_id: str | None = None,
         execution_id: str | None = None,
         state: str | None = None,
+        descending: bool = False,
     ) -> list[ActionExecution]:
-        """The project's action executions (None: all), oldest first, after `marker`."""
+        """The project's action executions (None: all), by creation time (newest first if
+        `descending`), after `marker` (`UnknownMarker`)."""
         c = ACTIONS.c
         where = _equal(
             (c.project_id, project_id),
@@ -306,7 +328,9 @@ class RunStore:
             (c.state, state),
         )
         row_class = ActionExecutionRow
-        rows = await self._page(ACTIONS, row_class.id, row_class.created_at, where, limit, marker)
+        rows = await self._page(
+            ACTIONS, row_class.id, row_class.created_at, where, limit, marker, descending
+        )
         return [_action(r) for r in rows]
 
     async def delete_execution(self, id: str) -> bool:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-from opendoctor.core.workflows import Execution, WorkflowDefinition
-from opendoctor.store.workflows import WorkflowStore
-from opendoctor.workflow.engine import Engine, InputError
+from opendoctor.core.workflows import FINISHED, Execution, WorkflowDefinition
+from opendoctor.store.workflows import RunWrites, WorkflowStore
+from opendoctor.workflow.engine import Engine, InputError, NotHere
 from opendoctor.workflow.spec import REQUIRED, WorkflowSpec, parse
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,25 @@ class Workflows:
 
     async def set_state(self, execution_id: str, state: str, info: str | None = None) -> None:
         await self.engine.set_state(execution_id, state, info)
+
+    async def describe(self, execution_id: str, description: str) -> None:
+        """Give an execution a new description. `LookupError` if there is no such
+        execution, `NotHere` if another engine runs it.
+
+        The engine writes its records whole, so a change to a run it holds goes through
+        its record, else the next commit would put the old description back; only the
+        stored record of an execution that is over is nobody's to overwrite."""
+        run = self.engine.runs.get(execution_id)
+        if run is not None:
+            run.execution.description = description
+            await self.engine.commit.write([run.execution])
+            return
+        stored = await self.store.execution(execution_id)
+        if stored is None:
+            raise LookupError(f"no execution {execution_id}")
+        if stored.state not in FINISHED:
+            raise NotHere("the execution is run by another engine: change its description there")
+        await self.store.write(RunWrites(executions=[replace(stored, description=description)]))
 
     async def start_for_service(
         self, workflow: str, given: dict[str, Any], description: str

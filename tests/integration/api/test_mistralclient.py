@@ -26,34 +26,7 @@ from mistralclient.commands.v2 import workflows as workflow_cmd
 
 from tests.conftest import eventually
 from tests.live import live_api
-
-GREET = """\
-version: '2.0'
-greet:
-  description: Say hello, then nothing.
-  input:
-    - who
-    - greeting: hello
-  tasks:
-    say:
-      action: std.echo output=<% $.greeting + ', ' + $.who %>
-      publish:
-        said: <% task().result %>
-      on-success: [rest]
-    rest:
-      action: std.noop
-  output:
-    said: <% $.said %>
-"""
-
-SLOW = """\
-version: '2.0'
-slow:
-  tasks:
-    nap:
-      action: std.sleep seconds=30
-"""
-
+from tests.workflow_texts import GREET, NESTED, SLOW
 
 # Without the shipped workflows, so that a project's list is what the test added
 # (tests/unit/api/test_mistral.py covers them).
@@ -195,3 +168,30 @@ async def test_the_mistral_commands_list_and_show(live: str, tmp_path: Path) -> 
     [action] = cli(action_execution_cmd.List, say["ID"])
     assert action["Name"] == "std.echo" and action["Task name"] == "say"
     assert any(a["Name"] == "std.noop" for a in cli(action_cmd.List))
+
+
+async def test_mistralclient_lists_an_executions_sub_executions(live: str) -> None:
+    m = client(live)
+    m.workflows.create(NESTED)
+    top = m.executions.create("family")
+    await eventually(lambda: m.executions.get(top.id).state == "SUCCESS", what="SUCCESS")
+
+    tree = m.executions.get_ex_sub_executions(top.id)
+    assert [e.workflow_name for e in tree] == ["family", "parent", "child", "parent", "child"]
+    assert all(e.root_execution_id == top.id for e in tree[1:])
+    # Depth first: each child right after the parent whose task started it.
+    for parent, child in ((tree[1], tree[2]), (tree[3], tree[4])):
+        assert m.tasks.get(child.task_execution_id).workflow_execution_id == parent.id
+    one_level = m.executions.get_ex_sub_executions(top.id, max_depth=1)
+    assert [e.id for e in one_level] == [top.id, tree[1].id, tree[3].id]
+    assert [e.id for e in m.executions.get_ex_sub_executions(top.id, max_depth=0)] == [top.id]
+    # Nothing failed: only the execution itself.
+    assert [e.id for e in m.executions.get_ex_sub_executions(top.id, errors_only=True)] == [top.id]
+    below = m.executions.get_ex_sub_executions(tree[1].id)
+    assert [e.id for e in below] == [tree[1].id, tree[2].id]
+
+    rows = Mistral(m)(execution_cmd.SubExecutionsLister, top.id, "--max-depth", "1")
+    assert [r["ID"] for r in rows] == [e.id for e in one_level]
+    with pytest.raises(base.APIException) as raised:
+        client(live, project="project-b").executions.get_ex_sub_executions(top.id)
+    assert raised.value.error_code == 404

@@ -14,37 +14,11 @@ import pytest
 
 from tests.conftest import eventually
 from tests.integration.pipeline.conftest import ADMIN, Running, lab_vim, serving, settings_for
+from tests.workflow_texts import GREET, SLOW
 
 MEMBER = {"X-Project-Id": "project-a", "X-User-Id": "vnfm-a", "X-Roles": "member"}
 OTHER = {"X-Project-Id": "project-b", "X-User-Id": "vnfm-b", "X-Roles": "member"}
 TEXT = {"content-type": "text/plain"}
-
-ECHO = """\
-version: '2.0'
-greet:
-  input:
-    - who
-    - greeting: hello
-  tasks:
-    say:
-      action: std.echo output=<% $.greeting + ' ' + $.who %>
-      publish:
-        said: <% task().result %>
-      on-success: [done]
-    done:
-      action: std.noop
-  output:
-    said: <% $.said %>
-"""
-
-# Waits on a timer, so that it is still running while a test pauses, resumes or cancels it.
-SLOW = """\
-version: '2.0'
-slow:
-  tasks:
-    nap:
-      action: std.sleep seconds=30
-"""
 
 BROKEN = """\
 version: '2.0'
@@ -90,10 +64,10 @@ def problem(resp: Any) -> tuple[str, str]:
 
 
 async def test_workflows_are_added_listed_shown_updated_and_deleted(api: Running) -> None:
-    [wf] = await add(api, ECHO)
+    [wf] = await add(api, GREET)
     assert wf["name"] == "greet" and wf["scope"] == "private"
     assert wf["input"] == 'who, greeting="hello"' and wf["project_id"] == "project-a"
-    assert wf["definition"] == ECHO
+    assert wf["definition"] == GREET
     assert len(wf["created_at"]) == len("2024-01-01 12:00:00")
     listed = (await api.client.get("/v2/workflows", headers=MEMBER)).json()["workflows"]
     names = [w["name"] for w in listed]
@@ -102,17 +76,17 @@ async def test_workflows_are_added_listed_shown_updated_and_deleted(api: Running
         shown = await api.client.get(f"/v2/workflows/{ident}", headers=MEMBER)
         assert shown.status_code == 200 and shown.json()["id"] == wf["id"]
 
-    changed = ECHO.replace("greeting: hello", "greeting: hi")
+    changed = GREET.replace("greeting: hello", "greeting: hi")
     resp = await api.client.put("/v2/workflows", content=changed, headers={**MEMBER, **TEXT})
     assert resp.status_code == 200, resp.text
     [updated] = resp.json()["workflows"]
     assert updated["id"] == wf["id"] and updated["input"] == 'who, greeting="hi"'
     by_id = await api.client.put(
-        f"/v2/workflows/{wf['id']}", content=ECHO, headers={**MEMBER, **TEXT}
+        f"/v2/workflows/{wf['id']}", content=GREET, headers={**MEMBER, **TEXT}
     )
     assert by_id.status_code == 200 and by_id.json()["input"] == 'who, greeting="hello"'
 
-    again = await api.client.post("/v2/workflows", content=ECHO, headers={**MEMBER, **TEXT})
+    again = await api.client.post("/v2/workflows", content=GREET, headers={**MEMBER, **TEXT})
     assert again.status_code == 409 and problem(again)[0] == "definition"
     resp = await api.client.delete("/v2/workflows/greet", headers=MEMBER)
     assert resp.status_code == 204
@@ -126,7 +100,7 @@ async def test_validation_names_the_line_and_stores_nothing(api: Running) -> Non
     body = resp.json()
     assert body["valid"] is False and body["error"].startswith("line 5:")
     assert "no.such_action" in body["error"]
-    ok = await api.client.post("/v2/workflows/validate", content=ECHO, headers=TEXT | MEMBER)
+    ok = await api.client.post("/v2/workflows/validate", content=GREET, headers=TEXT | MEMBER)
     assert ok.json() == {"valid": True}
 
     resp = await api.client.post("/v2/workflows", content=BROKEN, headers=TEXT | MEMBER)
@@ -139,7 +113,7 @@ async def test_validation_names_the_line_and_stores_nothing(api: Running) -> Non
     empty = await api.client.post("/v2/workflows", content=b"  ", headers=TEXT | MEMBER)
     assert empty.status_code == 400 and problem(empty)[0] == "body"
     scope = await api.client.post(
-        "/v2/workflows", content=ECHO, params={"scope": "world"}, headers=TEXT | MEMBER
+        "/v2/workflows", content=GREET, params={"scope": "world"}, headers=TEXT | MEMBER
     )
     assert scope.status_code == 400 and problem(scope)[0] == "scope"
     listed = (await api.client.get("/v2/workflows?name=broken", headers=MEMBER)).json()
@@ -147,32 +121,41 @@ async def test_validation_names_the_line_and_stores_nothing(api: Running) -> Non
 
 
 async def test_an_execution_runs_and_shows_its_tasks_and_actions(api: Running) -> None:
-    await add(api, ECHO)
+    await add(api, GREET)
     execution = await start(api, "greet", {"who": "world"})
     assert execution["workflow_name"] == "greet" and execution["description"] == "a test"
     assert json.loads(execution["input"]) == {"who": "world"}
     assert execution["project_id"] == "project-a" and execution["task_execution_id"] is None
     await eventually(lambda: _is(api, execution["id"], "SUCCESS"), what="the execution")
     done = (await api.client.get(f"/v2/executions/{execution['id']}", headers=MEMBER)).json()
-    assert json.loads(done["output"]) == {"said": "hello world"}
+    assert json.loads(done["output"]) == {"said": "hello, world"}
 
     tasks = await api.client.get(f"/v2/executions/{execution['id']}/tasks", headers=MEMBER)
     by_name = {t["name"]: t for t in tasks.json()["tasks"]}
-    assert set(by_name) == {"say", "done"}
+    assert set(by_name) == {"say", "rest"}
     say = by_name["say"]
-    assert say["state"] == "SUCCESS" and json.loads(say["result"]) == "hello world"
-    assert json.loads(say["published"]) == {"said": "hello world"}
+    assert say["state"] == "SUCCESS" and json.loads(say["result"]) == "hello, world"
+    assert json.loads(say["published"]) == {"said": "hello, world"}
     assert say["workflow_execution_id"] == execution["id"] and say["type"] == "ACTION"
     same = (await api.client.get(f"/v2/tasks?workflow_execution_id={execution['id']}",
                                  headers=MEMBER)).json()["tasks"]  # fmt: skip
     assert {t["id"] for t in same} == {t["id"] for t in by_name.values()}
     one = (await api.client.get(f"/v2/tasks/{say['id']}", headers=MEMBER)).json()
     assert one["name"] == "say"
+    newest = await api.client.get(
+        f"/v2/executions/{execution['id']}/tasks",
+        params={"sort_dirs": "desc", "limit": 1},
+        headers=MEMBER,
+    )
+    assert [t["name"] for t in newest.json()["tasks"]] == ["rest"]
+    older = (await api.client.get(newest.json()["next"], headers=MEMBER)).json()
+    assert [t["name"] for t in older["tasks"]] == ["say"]
+    assert older["tasks"][0]["workflow_namespace"] == ""
 
     actions = await api.client.get(f"/v2/tasks/{say['id']}/action_executions", headers=MEMBER)
     [action] = actions.json()["action_executions"]
     assert action["name"] == "std.echo" and action["state"] == "SUCCESS"
-    assert json.loads(action["output"]) == {"result": "hello world"}
+    assert json.loads(action["output"]) == {"result": "hello, world"}
     assert action["task_name"] == "say" and action["workflow_name"] == "greet"
     shown = await api.client.get(f"/v2/action_executions/{action['id']}", headers=MEMBER)
     assert shown.json()["id"] == action["id"]
@@ -203,7 +186,7 @@ async def _is(r: Running, execution_id: str, state: str) -> bool:
 async def test_a_bad_start_is_refused_and_stores_nothing(
     api: Running, body: dict[str, Any], field: str, says: str
 ) -> None:
-    await add(api, ECHO)
+    await add(api, GREET)
     resp = await api.client.post("/v2/executions", json=body, headers=MEMBER)
     assert resp.status_code == 400, resp.text
     assert problem(resp)[0] == field and says in problem(resp)[1]
@@ -219,7 +202,7 @@ async def test_an_unknown_workflow_is_404(api: Running) -> None:
 
 
 async def test_another_project_sees_nothing_of_ours(api: Running) -> None:
-    [wf] = await add(api, ECHO)
+    [wf] = await add(api, GREET)
     execution = await start(api, "greet", {"who": "a"})
     await eventually(lambda: _is(api, execution["id"], "SUCCESS"), what="the execution")
     [task] = [
@@ -250,7 +233,7 @@ async def test_another_project_sees_nothing_of_ours(api: Running) -> None:
     # The admin role sees it all.
     assert (await api.client.get(f"/v2/executions/{execution['id']}", headers=ADMIN)).is_success
     # A public workflow is everyone's to read and start, its project's to delete.
-    [public] = await add(api, ECHO.replace("greet:", "hello:"), scope="public")
+    [public] = await add(api, GREET.replace("greet:", "hello:"), scope="public")
     other_run = await start(api, public["id"], {"who": "b"}, headers=OTHER)
     assert other_run["project_id"] == "project-b"
     refused = await api.client.delete(f"/v2/workflows/{public['id']}", headers=OTHER)
@@ -266,7 +249,7 @@ async def test_a_builtin_workflow_is_never_deleted(api: Running) -> None:
 
 async def test_lists_page_with_a_marker_and_a_next_link(api: Running) -> None:
     for i in range(5):
-        await add(api, ECHO.replace("greet:", f"greet{i}:"))
+        await add(api, GREET.replace("greet:", f"greet{i}:"))
     mine = {"X-Project-Id": "project-a", "X-Roles": "member"}
     first = (await api.client.get("/v2/workflows?limit=4", headers=mine)).json()
     assert len(first["workflows"]) == 4 and "marker=" in first["next"]
@@ -354,7 +337,7 @@ async def test_actions_are_listed_from_the_registry(api: Running) -> None:
 async def test_every_route_needs_an_identity(api: Running) -> None:
     resp = await api.client.get("/v2/workflows", headers={"X-Project-Id": ""})
     assert resp.status_code == 401
-    resp = await api.client.post("/v2/workflows", content=ECHO, headers=TEXT)
+    resp = await api.client.post("/v2/workflows", content=GREET, headers=TEXT)
     assert resp.status_code == 401
 
 
@@ -364,3 +347,64 @@ async def test_the_openapi_document_declares_the_errors(api: Running) -> None:
     assert {"201", "400", "404", "409", "429", "503"} <= set(post)
     put = doc["paths"]["/v2/workflows"]["put"]
     assert "text/plain" in put["requestBody"]["content"]
+
+
+# One sub-workflow succeeds, the other fails, and so the top one.
+HALF_FAILING = """\
+version: '2.0'
+top:
+  tasks:
+    fine:
+      workflow: works
+    broken:
+      workflow: fails
+works:
+  tasks:
+    nothing:
+      action: std.noop
+fails:
+  tasks:
+    boom:
+      action: std.fail
+"""
+
+
+async def test_sub_executions_through_failed_tasks_only(api: Running) -> None:
+    await add(api, HALF_FAILING)
+    top = await start(api, "top", {})
+    await eventually(lambda: _is(api, top["id"], "ERROR"), what="the execution failing")
+    path = f"/v2/executions/{top['id']}/executions"
+
+    every = (await api.client.get(path, headers=MEMBER)).json()["executions"]
+    assert every[0]["id"] == top["id"]
+    assert sorted(e["workflow_name"] for e in every[1:]) == ["fails", "works"]
+    failed = await api.client.get(path, params={"errors_only": "True"}, headers=MEMBER)
+    assert [e["workflow_name"] for e in failed.json()["executions"]] == ["top", "fails"]
+    unset = await api.client.get(path, params={"errors_only": "", "max_depth": -1}, headers=MEMBER)
+    assert len(unset.json()["executions"]) == 3
+
+    bad = await api.client.get(path, params={"errors_only": "maybe"}, headers=MEMBER)
+    assert bad.status_code == 400 and problem(bad)[0] == "errors_only"
+    bad = await api.client.get(path, params={"max_depth": -2}, headers=MEMBER)
+    assert bad.status_code == 400 and problem(bad)[0] == "max_depth"
+    assert (await api.client.get(path, headers=OTHER)).status_code == 404
+
+
+async def test_tasks_and_actions_show_their_workflows_namespace(api: Running) -> None:
+    await add(api, GREET, namespace="team")
+    body = {"workflow_name": "greet", "workflow_namespace": "team", "input": '{"who": "x"}'}
+    resp = await api.client.post("/v2/executions", json=body, headers=MEMBER)
+    assert resp.status_code == 201, resp.text
+    execution_id = resp.json()["id"]
+    await eventually(lambda: _is(api, execution_id, "SUCCESS"), what="the execution")
+
+    tasks = (await api.client.get("/v2/tasks", headers=MEMBER)).json()["tasks"]
+    assert len(tasks) == 2 and {t["workflow_namespace"] for t in tasks} == {"team"}
+    one = (await api.client.get(f"/v2/tasks/{tasks[0]['id']}", headers=MEMBER)).json()
+    assert one["workflow_namespace"] == "team"
+    actions = (await api.client.get("/v2/action_executions", headers=MEMBER)).json()
+    assert {a["workflow_namespace"] for a in actions["action_executions"]} == {"team"}
+    shown = await api.client.get(
+        f"/v2/action_executions/{actions['action_executions'][0]['id']}", headers=MEMBER
+    )
+    assert shown.json()["workflow_namespace"] == "team"

@@ -13,30 +13,9 @@ from typer.testing import CliRunner
 
 from opendoctor.cli import app
 from tests.live import live_api
+from tests.workflow_texts import GREET, SLOW
 
 runner = CliRunner()
-
-GREET = """\
-version: '2.0'
-greet:
-  input:
-    - who
-    - greeting: hello
-  tasks:
-    say:
-      action: std.echo output=<% $.greeting + ', ' + $.who %>
-      on-success: [rest]
-    rest:
-      action: std.noop
-"""
-
-SLOW = """\
-version: '2.0'
-slow:
-  tasks:
-    nap:
-      action: std.sleep seconds=30
-"""
 
 
 @pytest.mark.parametrize(
@@ -76,11 +55,11 @@ def test_validate_prints_the_problem_with_its_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["workflow", "validate", str(tmp_path / "bad.yaml")])
     assert result.exit_code == 1
     assert "is not a valid workflow file" in result.output
-    assert "line 11:" in result.output and "std.nope" in result.output
+    assert "line 14:" in result.output and "std.nope" in result.output
     as_json = runner.invoke(app, ["workflow", "validate", "--json", str(tmp_path / "bad.yaml")])
     assert as_json.exit_code == 1
     body = json.loads(as_json.stdout)
-    assert body["valid"] is False and body["error"].startswith("line 11:")
+    assert body["valid"] is False and body["error"].startswith("line 14:")
 
 
 @pytest.fixture

@@ -268,6 +268,50 @@ async def test_runs_page_by_creation_with_a_marker_and_filters(store: WorkflowSt
     assert await store.action_executions("p2", 10) == []
 
 
+async def test_tasks_and_action_executions_page_newest_first(store: WorkflowStore) -> None:
+    execution = _execution()
+    # t1 and t2 share a creation time: newest first keeps ties by id, as oldest first does.
+    times = [0.0, 1.0, 1.0, 2.0, 3.0]
+    tasks = [_task(execution, f"t{i}", at=at, id=f"task-{i}") for i, at in enumerate(times)]
+    tasks.append(_task(execution, "theirs", at=9.0, id="task-x", project_id="p2"))
+    actions = [_action(tasks[0], at=float(i), id=f"action-{i}", index=i) for i in range(4)]
+    await store.write(RunWrites([execution], tasks, actions))
+
+    first = await store.tasks("p1", 2, descending=True)
+    assert [t.name for t in first] == ["t4", "t3"]
+    rest = await store.tasks("p1", 10, marker=first[-1].id, descending=True)
+    assert [t.name for t in rest] == ["t1", "t2", "t0"]
+    after_tie = await store.tasks("p1", 10, marker="task-1", descending=True)
+    assert [t.name for t in after_tie] == ["t2", "t0"]
+    # The same marker pages the other way oldest first.
+    assert [t.name for t in await store.tasks("p1", 10, marker="task-2")] == ["t3", "t4"]
+    assert [t.name for t in await store.tasks(None, 1, descending=True)] == ["theirs"]
+    with pytest.raises(UnknownMarker):
+        await store.tasks(None, 10, marker="nope", descending=True)
+
+    newest = await store.action_executions("p1", 3, task_execution_id="task-0", descending=True)
+    assert [a.index for a in newest] == [3, 2, 1]
+    older = await store.action_executions(
+        "p1", 3, task_execution_id="task-0", marker=newest[-1].id, descending=True
+    )
+    assert [a.index for a in older] == [0]
+    later = await store.action_executions("p1", 3, marker=newest[-1].id)
+    assert [a.index for a in later] == [2, 3]
+    with pytest.raises(UnknownMarker):
+        await store.action_executions(None, 10, marker="nope", descending=True)
+
+
+async def test_executions_are_read_by_ids_at_once(store: WorkflowStore) -> None:
+    executions = [_execution(float(i), id=f"e-{i}") for i in range(3)]
+    await store.write(RunWrites(executions))
+    found = await store.executions_by_ids(["e-2", "e-0", "e-2", "nowhere"])
+    assert set(found) == {"e-0", "e-2"}
+    assert found["e-2"].created_at == 2.0 and found["e-0"].workflow_name == "wf"
+    assert await store.executions_by_ids([]) == {}
+    many = await store.executions_by_ids([f"x-{i}" for i in range(1200)] + ["e-1"])
+    assert list(many) == ["e-1"]
+
+
 async def test_deleting_an_execution_takes_its_sub_executions_along(
     store: WorkflowStore,
 ) -> None:
