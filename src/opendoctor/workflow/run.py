@@ -269,7 +269,8 @@ class Run:
 
     def final_context(self) -> dict[str, Any]:
         context = dict(self.execution.context)
-        done = [t for t in self.tasks.values() if t.state == "SUCCESS"]
+        # A failed task's `published` holds what its publish-on-error set.
+        done = [t for t in self.tasks.values() if t.state in ("SUCCESS", "ERROR")]
         for task in sorted(done, key=lambda t: t.finished_at or 0.0):
             context |= task.published
         return context

@@ -16,6 +16,7 @@ from typing import Any
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server
 from opendoctor.core.workflow_settings import WorkflowSettings
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.core.workflows import FINISHED, Execution, TaskExecution
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
@@ -34,11 +35,11 @@ from tests.conftest import eventually
 
 
 @asynccontextmanager
-async def bed_on(url: str) -> AsyncIterator[Bed]:
+async def bed_on(url: str, http: HttpClient | None = None) -> AsyncIterator[Bed]:
     """A started bed on the (empty) database at `url`; its engines stopped afterwards."""
     db = Database(url)
     await db.migrate()
-    bed = Bed(db)
+    bed = Bed(db, http=http)
     await bed.start()
     try:
         yield bed
@@ -57,9 +58,12 @@ def lab_vim() -> MemoryVim:
 
 
 class Bed:
-    def __init__(self, db: Database, vim: MemoryVim | None = None) -> None:
+    def __init__(
+        self, db: Database, vim: MemoryVim | None = None, http: HttpClient | None = None
+    ) -> None:
         self.db = db
         self.vim = vim or lab_vim()
+        self.http = http
         self.store = WorkflowStore(db)
         self.calls: Counter[str] = Counter()
         self.running = 0
@@ -71,7 +75,7 @@ class Bed:
         self.workflows = Workflows(self.store, self.engine)
 
     def new_engine(self) -> Engine:
-        registry = builtin_actions(Toolbox(vim=self.vim))
+        registry = builtin_actions(Toolbox(vim=self.vim, http=self.http))
         for d in self._test_actions():
             registry.add(d)
         engine = Engine(

@@ -506,3 +506,47 @@ async def test_a_loop_without_end_is_stopped_at_the_task_bound(bed: Bed) -> None
     tasks = await bed.store.tasks(None, 100, execution_id=done.id)
     assert len(tasks) == 21
     assert not [t for t in tasks if t.state not in ("SUCCESS", "CANCELLED")]
+
+
+DEFAULTS = """
+version: '2.0'
+defaults:
+  input: [hosts, ports]
+  output:
+    pairs: <% $.pairs %>
+    why: <% $.why %>
+  task-defaults:
+    on-error: [report]
+    retry:
+      count: 1
+      delay: 0
+  tasks:
+    zip:
+      with-items:
+        - host in <% $.hosts %>
+        - port in <% $.ports %>
+      action: std.echo output="<% $.host %>:<% $.port %>"
+      publish:
+        pairs: <% task().result %>
+      on-success: [broken]
+    broken:
+      action: std.fail error_data="disk on fire"
+      publish-on-error:
+        why: <% task().result %>
+    report:
+      action: test.count key=report
+      on-error: []
+"""
+
+
+async def test_task_defaults_publish_on_error_and_zipped_items(bed: Bed) -> None:
+    await bed.add(DEFAULTS)
+    done = await bed.run("defaults", {"hosts": ["a", "b"], "ports": [1, 2]})
+    assert done.state == "SUCCESS", done.state_info  # the failure went to `report`
+    assert done.output == {"pairs": ["a:1", "b:2"], "why": "disk on fire"}
+    tasks = await bed.tasks(done.id)
+    assert tasks["broken"].state == "ERROR"
+    # The default retry: `broken` was called twice (once, then one retry).
+    actions = await bed.store.action_executions(None, 10, task_execution_id=tasks["broken"].id)
+    assert [a.attempt for a in actions] == [0, 1]
+    assert bed.calls["report"] == 1
