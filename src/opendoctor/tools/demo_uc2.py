@@ -17,8 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from opendoctor.core.model import CHECKPOINTS
+from opendoctor.core.model import CHECKPOINTS, Server
 from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.lab.client import LabClient
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.stack import Stack, StackError, alarm_body, owner, running_stack, wait_for
 
@@ -66,9 +67,9 @@ class Traffic:
         return [r for r in self.results if start <= r[0] <= end and r[1] != 200]
 
 
-async def setup_pair(s: Stack) -> dict[str, Any]:
-    """Two servers of one owner on two hosts, behind one pool; alarms; the VNFM's pair."""
-    lab = s.lab.client
+async def create_pair(lab: LabClient) -> tuple[Server, Server, dict[str, Any]]:
+    """An active and a standby server of one owner on two hosts, behind one pool whose
+    only enabled member is the active one: (active, standby, pool)."""
     active = await lab.create_server("server1", PROJECT, host="compute1", role="active")
     standby = await lab.create_server("server2", PROJECT, host="compute2", role="standby")
     pool = await lab.create_pool(
@@ -78,6 +79,12 @@ async def setup_pair(s: Stack) -> dict[str, Any]:
             {"server_id": standby.id, "admin_state_up": False},
         ],
     )
+    return active, standby, pool
+
+
+async def setup_pair(s: Stack) -> dict[str, Any]:
+    """Two servers of one owner on two hosts, behind one pool; alarms; the VNFM's pair."""
+    active, standby, pool = await create_pair(s.lab.client)
 
     async def known() -> bool:
         ids = {v["id"] for v in await s.get("/v1/servers")}

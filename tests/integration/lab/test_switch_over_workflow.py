@@ -15,9 +15,8 @@ from opendoctor.core.egress import EgressPolicy
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
+from opendoctor.tools.demo_uc2 import PROJECT, create_pair
 from tests.unit.workflow.bed import Bed, bed_on
-
-PROJECT = "project-a"
 
 
 @pytest.fixture
@@ -39,17 +38,8 @@ async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
 
 
 async def pair(lab: LabRunner) -> dict[str, Any]:
-    client = lab.client
-    active = await client.create_server("server1", PROJECT, host="compute1", role="active")
-    standby = await client.create_server("server2", PROJECT, host="compute2", role="standby")
-    pool = await client.create_pool(
-        "web",
-        [
-            {"server_id": active.id, "admin_state_up": True},
-            {"server_id": standby.id, "admin_state_up": False},
-        ],
-    )
-    members = {m["server_id"]: m["id"] for m in await client.lb_members(pool["id"])}
+    active, standby, pool = await create_pair(lab.client)
+    members = {m["server_id"]: m["id"] for m in await lab.client.lb_members(pool["id"])}
     return {
         "api": lab.url,
         "failed": active.id,

@@ -16,8 +16,8 @@ from typing import Any
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server
 from opendoctor.core.workflow_settings import WorkflowSettings
-from opendoctor.infra.httpclient import HttpClient
 from opendoctor.core.workflows import FINISHED, Execution, TaskExecution
+from opendoctor.infra.httpclient import HttpClient
 from opendoctor.store.db import Database
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.workflows import WorkflowStore
