@@ -139,7 +139,7 @@ class Run:
         finished = [t for t in self.tasks.values() if t.state in FINISHED and not t.processed]
         started: list[TaskExecution] = []
         for task in sorted(finished, key=lambda t: t.finished_at or 0.0):
-            started += transitions.decide(self, task)
+            started += self.decide(task)
         transitions.wake_joins(self, started)
         self.check_end()
         await self.engine.commit.write([self.execution], finished + started, self.prepared(started))
@@ -204,7 +204,7 @@ class Run:
             # Paused: the task's end is kept; what follows it is decided on resume.
             await self.engine.commit.write([], [task], self.finished_actions(task))
             return
-        started = transitions.decide(self, task)
+        started = self.decide(task)
         transitions.wake_joins(self, started)
         self.check_bounds(started)
         self.check_end()
@@ -222,6 +222,15 @@ class Run:
                 task.state, task.state_info = "CANCELLED", "not started: too many tasks"
                 task.processed = True
             self.fail(f"more than {most} task executions (workflow.max_tasks): a loop without end?")
+
+    def decide(self, task: TaskExecution) -> list[TaskExecution]:
+        """`transitions.decide`; an engine fault there ends the run, not leaves it hanging."""
+        try:
+            return transitions.decide(self, task)
+        except Exception as exc:
+            log.exception("workflow transitions failed in the engine", extra={"task": task.id})
+            self.fail(f"engine error after task {task.name}: {exc!r}")
+            return []
 
     def after_commit(self, started: list[TaskExecution]) -> None:
         if self.execution.state in FINISHED:

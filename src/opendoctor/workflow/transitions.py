@@ -108,7 +108,7 @@ def _arrive(
     if ts.join is None:
         return run.new_task(name, context)
     join = next(
-        (t for t in run.tasks.values() if t.name == name and t.runtime_context.get("join")),
+        (t for t in run.tasks.values() if t.name == name and "join" in t.runtime_context),
         None,
     )
     if join is None:
@@ -152,7 +152,11 @@ def _command(
     run: Run, transition: Transition, context: dict[str, Any], task: TaskExecution
 ) -> None:
     """An engine command (`succeed`, `fail`, `pause`) reached by a transition."""
-    params = evaluate(transition.params, run.scope(context, task))
+    try:
+        params = evaluate(transition.params, run.scope(context, task))
+    except ExpressionError as exc:
+        run.fail(f"task {task.name}: {transition.target}: {exc}")
+        return
     message = str(params.get("msg") or "") or None
     if transition.target == "succeed":
         run.finish("SUCCESS", message)

@@ -550,3 +550,21 @@ async def test_task_defaults_publish_on_error_and_zipped_items(bed: Bed) -> None
     actions = await bed.store.action_executions(None, 10, task_execution_id=tasks["broken"].id)
     assert [a.attempt for a in actions] == [0, 1]
     assert bed.calls["report"] == 1
+
+
+BAD_MESSAGE = """
+version: '2.0'
+bad_message:
+  tasks:
+    one:
+      action: std.noop
+      on-success:
+        - fail(msg=<% $.nowhere %>)
+"""
+
+
+async def test_a_command_whose_message_fails_still_ends_the_run(bed: Bed) -> None:
+    await bed.add(BAD_MESSAGE)
+    done = await bed.run("bad_message")
+    assert done.state == "ERROR"
+    assert "nowhere" in (done.state_info or "")
