@@ -20,7 +20,7 @@ from typing import Any
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Server
 from opendoctor.core.workflows import Execution
-from opendoctor.workflow.engine import InputError
+from opendoctor.workflow.engine import Busy
 from opendoctor.workflow.service import Workflows
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class RecoveryByWorkflow:
         """Start the workflow and wait for its end; (the ended execution, why it failed)."""
         try:
             started = await self.workflows.start_for_service(name, given, what)
-        except (LookupError, InputError) as exc:
+        except (LookupError, ValueError, Busy) as exc:  # ValueError: InputError, SpecError
             log.error("recovery workflow not started", extra={"workflow": name, "error": str(exc)})
             return None, f"workflow {name} not started: {exc}"
         ended = await self.workflows.engine.finished(started.id)

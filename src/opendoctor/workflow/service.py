@@ -12,7 +12,7 @@ from typing import Any
 
 from opendoctor.core.workflows import FINISHED, Execution, WorkflowDefinition
 from opendoctor.store.workflows import RunWrites, WorkflowStore
-from opendoctor.workflow.engine import Engine, InputError, NotHere
+from opendoctor.workflow.engine import Busy, Engine, NotHere
 from opendoctor.workflow.spec import REQUIRED, WorkflowSpec, parse
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class TemplateWorkflows:
             execution = await self.workflows.start_for_service(
                 workflow, given, f"started by template {origin}"
             )
-        except (LookupError, InputError) as exc:
+        except (LookupError, ValueError, Busy) as exc:  # ValueError: InputError, SpecError
             log.warning(
                 "workflow not started for a template",
                 extra={"workflow": workflow, "template": origin, "error": str(exc)},
