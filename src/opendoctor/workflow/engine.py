@@ -76,7 +76,6 @@ class Engine:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.commit = GroupCommit(store)
         self.runs: dict[str, Run] = {}
-        self._children: dict[str, asyncio.Future[Execution]] = {}
         self._specs: OrderedDict[tuple[int, str], dict[str, WorkflowSpec]] = OrderedDict()
         self._background = Background()
         self.started = False
@@ -271,7 +270,6 @@ class Engine:
         metrics.WORKFLOW_RUNNING.set(len(self.runs))
         if parent is not None:
             parent.runtime_context = {**parent.runtime_context, "child": execution.id}
-            self._children.setdefault(execution.id, asyncio.get_running_loop().create_future())
             await self.commit.write([execution], [parent])
         await run.begin()
         return execution
@@ -306,23 +304,9 @@ class Engine:
             privileged=e.privileged,
         )
 
-    async def wait_child(self, child_id: str) -> Execution:
-        waiter = self._children.setdefault(child_id, asyncio.get_running_loop().create_future())
-        if not waiter.done() and child_id not in self.runs:
-            # Resumed after a restart: the child may have ended before, or be another
-            # engine's; its stored state tells.
-            stored = await self.store.execution(child_id)
-            if stored is not None and stored.state in FINISHED:
-                self._children.pop(child_id, None)
-                return stored
-        try:
-            return await asyncio.shield(waiter)
-        finally:
-            if waiter.done():
-                self._children.pop(child_id, None)
-
     async def finished(self, execution_id: str) -> Execution:
-        """Wait until the execution has ended (and is stored so); returns it."""
+        """Wait until the execution has ended (and is stored so); returns it. A parent task
+        waits for its sub-workflow here too, whichever engine runs the sub-workflow."""
         while True:
             run = self.runs.get(execution_id)
             if run is not None:
@@ -355,9 +339,6 @@ class Engine:
         self.runs.pop(run.execution.id, None)
         metrics.WORKFLOW_RUNNING.set(len(self.runs))
         metrics.WORKFLOW_EXECUTIONS.labels(run.execution.workflow_name, run.execution.state).inc()
-        waiter = self._children.get(run.execution.id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(run.execution)
 
     # --- commands ------------------------------------------------------------------------
 

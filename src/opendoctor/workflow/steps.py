@@ -305,7 +305,7 @@ class TaskSteps:
             except (ExpressionError, LookupError, ValueError) as exc:
                 return Outcome(False, str(exc), f"sub-workflow: {exc}")
             child_id = child.id
-        ended = await engine.wait_child(child_id)
+        ended = await engine.finished(child_id)
         if ended.state == "SUCCESS":
             return Outcome(True, ended.output)
         info = f"sub-workflow {ended.workflow_name} {ended.state}: {ended.state_info}"

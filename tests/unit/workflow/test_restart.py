@@ -126,3 +126,38 @@ async def test_a_paused_execution_stays_paused_across_a_restart(bed: Bed) -> Non
 async def _task_state(bed: Bed, execution_id: str, name: str, state: str) -> bool:
     tasks = await bed.tasks(execution_id)
     return name in tasks and tasks[name].state == state
+
+
+NESTED = """
+version: '2.0'
+outer:
+  output:
+    inner: <% $.inner %>
+  tasks:
+    call:
+      workflow: inner
+      publish:
+        inner: <% task().result.said %>
+inner:
+  output:
+    said: <% $.said %>
+  tasks:
+    hold:
+      action: test.read key=inner value=done
+      publish:
+        said: <% task().result %>
+"""
+
+
+async def test_a_parent_waiting_on_its_sub_workflow_goes_on_after_a_restart(bed: Bed) -> None:
+    await bed.add(NESTED)
+    bed.gates["inner"] = asyncio.Event()
+    started = await bed.workflows.start("outer", {}, "p1")
+    await _calls(bed, "inner", 1)
+    await bed.crash()
+    await _calls(bed, "inner", 2)  # a read: called again
+    bed.gates["inner"].set()
+    done = await bed.finished(started.id)
+    assert (done.state, done.output) == ("SUCCESS", {"inner": "done"}), done.state_info
+    children = await bed.store.executions(None, 10, root_execution_id=started.id)
+    assert [c.state for c in children] == ["SUCCESS"]
