@@ -137,12 +137,19 @@ class Run:
 
     async def decide_unprocessed(self) -> None:
         finished = [t for t in self.tasks.values() if t.state in FINISHED and not t.processed]
+        await self.advance(sorted(finished, key=lambda t: t.finished_at or 0.0))
+
+    async def advance(self, finished: list[TaskExecution]) -> None:
+        """Decide what follows these finished tasks, store their ends with the tasks they
+        start (one commit), then start those."""
         started: list[TaskExecution] = []
-        for task in sorted(finished, key=lambda t: t.finished_at or 0.0):
+        for task in finished:
             started += self.decide(task)
         transitions.wake_joins(self, started)
+        self.check_bounds(started)
         self.check_end()
-        await self.engine.commit.write([self.execution], finished + started, self.prepared(started))
+        actions = [a for t in finished for a in self.take_dirty(t)] + self.prepared(started)
+        await self.engine.commit.write([self.execution], finished + started, actions)
         self.after_commit(started)
 
     # --- tasks ---------------------------------------------------------------------------
@@ -202,16 +209,9 @@ class Run:
             return
         if not self.unpaused.is_set():
             # Paused: the task's end is kept; what follows it is decided on resume.
-            await self.engine.commit.write([], [task], self.finished_actions(task))
+            await self.engine.commit.write([], [task], self.take_dirty(task))
             return
-        started = self.decide(task)
-        transitions.wake_joins(self, started)
-        self.check_bounds(started)
-        self.check_end()
-        await self.engine.commit.write(
-            [self.execution], [task, *started], self.finished_actions(task) + self.prepared(started)
-        )
-        self.after_commit(started)
+        await self.advance([task])
 
     def check_bounds(self, started: list[TaskExecution]) -> None:
         """End a run whose transitions loop without end (a task that leads to itself with
@@ -240,8 +240,13 @@ class Run:
             if task.state == "RUNNING":
                 self.launch(task)
 
-    def finished_actions(self, task: TaskExecution) -> list[ActionExecution]:
-        return TaskSteps.pending_actions(self, task)
+    def mark_dirty(self, task: TaskExecution, action: ActionExecution) -> None:
+        """`action` changed: it goes with the task's next write."""
+        self.dirty.setdefault(task.id, []).append(action)
+
+    def take_dirty(self, task: TaskExecution) -> list[ActionExecution]:
+        """The action executions of `task` changed since they were last written."""
+        return self.dirty.pop(task.id, [])
 
     # --- the end of a run ----------------------------------------------------------------
 

@@ -95,11 +95,6 @@ class TaskSteps:
             return None  # the task's own run reports it
         return TaskSteps(run, task).new_action(0, 0, given)
 
-    @staticmethod
-    def pending_actions(run: Run, task: TaskExecution) -> list[ActionExecution]:
-        """Action executions of `task` changed since they were last written."""
-        return run.dirty.pop(task.id, [])
-
     # --- the task's run ------------------------------------------------------------------
 
     async def execute(self) -> None:
@@ -122,7 +117,7 @@ class TaskSteps:
                 if action.state == "RUNNING":
                     action.state, action.state_info = "ERROR", text
                     action.updated_at = time.time()
-                    self.run.dirty.setdefault(self.task.id, []).append(action)
+                    self.run.mark_dirty(self.task, action)
             self.complete(Outcome(False, text, text))
 
     async def body(self) -> None:
@@ -290,7 +285,7 @@ class TaskSteps:
             # An item's end is written at once: a restart must not call it again.
             await self.run.engine.commit.write(actions=[action])
         else:
-            self.run.dirty.setdefault(self.task.id, []).append(action)
+            self.run.mark_dirty(self.task, action)
         return outcome
 
     # --- a sub-workflow ------------------------------------------------------------------
@@ -344,9 +339,7 @@ class TaskSteps:
     async def delay(self, due: float) -> None:
         task = self.task
         task.state, task.updated_at = "RUNNING_DELAYED", time.time()
-        await self.run.engine.commit.write(
-            tasks=[task], actions=TaskSteps.pending_actions(self.run, task)
-        )
+        await self.run.engine.commit.write(tasks=[task], actions=self.run.take_dirty(task))
         await asyncio.sleep(max(0.0, due - time.time()))
         task.state, task.updated_at = "RUNNING", time.time()
 
