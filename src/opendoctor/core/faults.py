@@ -54,6 +54,16 @@ class Fault:
     def key(self) -> tuple[str, str]:
         return resource_key(self.hostname, self.instance_id)
 
+    def brief(self) -> dict[str, Any]:
+        """What a workflow the fault sets off is given as its `fault` input."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "hostname": self.hostname,
+            "instance_id": self.instance_id,
+            "started": self.started,
+        }
+
     def mark(self, checkpoint: str, at: float) -> None:
         # Keep the first time a checkpoint was reached: later repeats say nothing new.
         self.trace.setdefault(checkpoint, at)

@@ -230,13 +230,7 @@ class Effects:
             if target["type"] == "host":
                 given["servers"] = [s.id for s in self.topology.servers_on(target["id"])]
         if fault is not None:
-            given["fault"] = {
-                "id": fault.id,
-                "type": fault.type,
-                "hostname": fault.hostname,
-                "instance_id": fault.instance_id,
-                "started": fault.started,
-            }
+            given["fault"] = fault.brief()
         return given
 
     async def _notify(

@@ -26,16 +26,6 @@ from opendoctor.workflow.service import Workflows
 log = logging.getLogger(__name__)
 
 
-def _fault_view(fault: Fault) -> dict[str, Any]:
-    return {
-        "id": fault.id,
-        "type": fault.type,
-        "hostname": fault.hostname,
-        "instance_id": fault.instance_id,
-        "started": fault.started,
-    }
-
-
 class RecoveryByWorkflow:
     def __init__(
         self, workflows: Workflows, host_workflow: str | None, vm_workflow: str | None
@@ -68,7 +58,7 @@ class RecoveryByWorkflow:
             by_host.setdefault(server.host, []).append(server)
 
         async def one(host: str, on_it: list[Server]) -> None:
-            given = {"host": host, "servers": [s.id for s in on_it], "fault": _fault_view(fault)}
+            given = {"host": host, "servers": [s.id for s in on_it], "fault": fault.brief()}
             ended, problem = await self._run(name, given, f"recovery of host {host}")
             moved: dict[str, Any] = {}
             if ended is not None and ended.state == "SUCCESS":
@@ -99,7 +89,7 @@ class RecoveryByWorkflow:
             method=f"workflow {name}",
         )
         fault.recovery.append(item)
-        given = {"server_id": server.id, "fault": _fault_view(fault)}
+        given = {"server_id": server.id, "fault": fault.brief()}
         ended, problem = await self._run(name, given, f"recovery of server {server.id}")
         item.started = ended.created_at if ended is not None else item.requested or 0.0
         item.finished = ended.updated_at if ended is not None else time.time()
