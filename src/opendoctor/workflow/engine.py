@@ -13,6 +13,7 @@ and a restart resumes at once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -76,7 +77,7 @@ class Engine:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.commit = GroupCommit(store)
         self.runs: dict[str, Run] = {}
-        self._specs: OrderedDict[tuple[int, str], dict[str, WorkflowSpec]] = OrderedDict()
+        self._specs: OrderedDict[bytes, dict[str, WorkflowSpec]] = OrderedDict()
         self._background = Background()
         self.started = False
 
@@ -185,7 +186,8 @@ class Engine:
     # --- specs and input -----------------------------------------------------------------
 
     def specs(self, text: str) -> dict[str, WorkflowSpec]:
-        key = (hash(text), text[:64])
+        # By digest: two texts must never share a parse (Python's hash may collide).
+        key = hashlib.sha256(text.encode()).digest()
         found = self._specs.get(key)
         if found is None:
             found = parse(text, known_action=self.registry.__contains__)
