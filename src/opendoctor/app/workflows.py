@@ -57,7 +57,6 @@ class WorkflowPart:
         self.fencing: Fencing | None = None
         self.engine: Engine | None = None
         self.workflows: Workflows | None = None
-        self.templates: TemplateWorkflows | None = None
 
     def build(self, fencing: Fencing | None) -> TemplateWorkflows:
         self.fencing = fencing
@@ -72,8 +71,7 @@ class WorkflowPart:
             single_process=self._db.engine.dialect.name == "sqlite",
         )
         self.workflows = Workflows(self.store, self.engine)
-        self.templates = TemplateWorkflows(self.workflows)
-        return self.templates
+        return TemplateWorkflows(self.workflows)
 
     def recovery(
         self, host: Recover | None, server: RecoverServer | None
