@@ -3,23 +3,17 @@ live migration itself."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from opendoctor.controller.memory import MemoryVim
 from opendoctor.core.model import Host, Server
 from opendoctor.core.ports import FenceError, VimError
 from opendoctor.workflow.actions import (
-    ActionContext,
-    ActionError,
-    ActionRegistry,
     Toolbox,
     builtin_actions,
 )
 from opendoctor.workflow.vim_actions import server_dict
-
-CTX = ActionContext("ex-1", "task-1", "act-1", "project-a")
+from tests.unit.workflow.test_actions import call, failure
 
 
 def cloud() -> MemoryVim:
@@ -30,18 +24,6 @@ def cloud() -> MemoryVim:
         Server("vm-3", "three", "compute2", "project-a", "SHUTOFF", vcpus=2),
     ]
     return MemoryVim(hosts, servers)
-
-
-async def call(registry: ActionRegistry, name: str, **given: Any) -> Any:
-    d = registry.get(name)
-    assert d is not None, name
-    return await d.run(given, CTX)
-
-
-async def failure(registry: ActionRegistry, name: str, **given: Any) -> ActionError:
-    with pytest.raises(ActionError) as failed:
-        await call(registry, name, **given)
-    return failed.value
 
 
 # ----- the memory VIM's live migration ------------------------------------------------------
