@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from opendoctor.store.db import Database
 from tests import pg
 
 T = TypeVar("T")
@@ -86,6 +87,15 @@ async def db_url(
         yield pg.url_for(name)
     finally:
         await pg_databases.give_back(name)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """An empty store on each engine (see `db_url`), migrated to the newest schema."""
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.close()
 
 
 async def eventually(

@@ -21,14 +21,6 @@ from tests.conftest import MONITOR
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 def store(db: Database) -> AlarmStore:
     return AlarmStore(db)
 

@@ -3,8 +3,6 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from opendoctor.core.model import Event
@@ -15,14 +13,6 @@ from opendoctor.store.ha_notifications import HaNotificationStore
 from opendoctor.store.paging import UnknownMarker
 from opendoctor.store.pipeline import EventStore
 from opendoctor.store.segments import Conflict, SegmentStore
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 async def _segment(store: SegmentStore, name: str, at: float, **kw: object) -> Segment:

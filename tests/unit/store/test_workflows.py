@@ -4,7 +4,6 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,14 +16,6 @@ from opendoctor.core.workflows import (
 )
 from opendoctor.store.db import Database
 from opendoctor.store.workflows import DefinitionExists, RunWrites, UnknownMarker, WorkflowStore
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 @pytest.fixture
