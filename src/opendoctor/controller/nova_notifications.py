@@ -7,6 +7,11 @@ keys `versioned_notifications.info` and `.error`. This reader binds a queue of i
 consumer) and turns each `instance.*` and `service.update` notification into a
 `VimChange`: within milliseconds of Nova's own change, where polling takes seconds.
 A message it cannot read is logged and dropped: the poll corrects what it missed.
+
+Each change carries when it was true (`Stamped`): Nova's services publish on several
+connections, so an older state of a server can arrive after a newer one, and a poll's
+answer, read before a notification came, can arrive after it. `Newest` keeps the graph
+from going back to such a state (a server evacuated, ACTIVE, shown in ERROR for good).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.infra.amqp import Broker, Delivery
@@ -39,6 +46,46 @@ STATUS = {
 }
 
 
+class Stamped(NamedTuple):
+    change: VimChange
+    at: float  # when the VIM had it so (epoch seconds)
+
+
+class Newest:
+    """Which changes to a server are newer than what was applied (per server, by stamp)."""
+
+    # Servers remembered at most; beyond it, those not changed for `FORGET` seconds go.
+    LIMIT = 200_000
+    FORGET = 600.0
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def admit(self, stamped: Stamped) -> bool:
+        server = stamped.change.server
+        if server is None:
+            return True
+        if stamped.at < self._at.get(server.id, float("-inf")):
+            return False
+        if len(self._at) >= self.LIMIT:
+            horizon = time.time() - self.FORGET
+            self._at = {k: v for k, v in self._at.items() if v >= horizon}
+        self._at[server.id] = stamped.at
+        return True
+
+
+def _emitted(message: dict[str, Any]) -> float:
+    """When Nova sent the notification (oslo.messaging's `timestamp`, UTC); now if it
+    does not say."""
+    raw = message.get("timestamp")
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
 def _data(obj: Any) -> dict[str, Any]:
     """The fields of a serialized Nova object (`nova_object.data`)."""
     if isinstance(obj, dict):
@@ -47,12 +94,18 @@ def _data(obj: Any) -> dict[str, Any]:
     return {}
 
 
-def parse(body: bytes, heartbeat_port: int = 0) -> VimChange | None:
-    """The change a notification says, or None (not one the graph follows)."""
+def parse(body: bytes, heartbeat_port: int = 0) -> Stamped | None:
+    """The change a notification says, with when Nova sent it; None if not one the
+    graph follows."""
     envelope = json.loads(body)
     message = envelope.get("oslo.message", envelope)
     if isinstance(message, str):  # oslo.messaging's 2.0 envelope: the message as text
         message = json.loads(message)
+    change = _change(message, heartbeat_port)
+    return None if change is None else Stamped(change, _emitted(message))
+
+
+def _change(message: dict[str, Any], heartbeat_port: int) -> VimChange | None:
     event = str(message.get("event_type", ""))
     payload = _data(message.get("payload"))
     if event.startswith("instance."):
@@ -100,7 +153,7 @@ class NovaNotifications:
         self.exchange = exchange
         self.topic = topic
         self.heartbeat_port = heartbeat_port
-        self._queue: asyncio.Queue[VimChange] = asyncio.Queue()
+        self._queue: asyncio.Queue[Stamped] = asyncio.Queue()
 
     async def _on(self, delivery: Delivery) -> None:
         try:
@@ -120,7 +173,7 @@ class NovaNotifications:
         queue = await self.broker.declare_queue(durable=False, exclusive=True, bind=keys)
         await self.broker.consume(queue, self._on, prefetch=64)
 
-    async def changes(self) -> AsyncIterator[VimChange]:
+    async def changes(self) -> AsyncIterator[Stamped]:
         while True:
             yield await self._queue.get()
 

@@ -13,7 +13,8 @@ cloud`, or `OS_CLOUD`) or from the `OS_*` variables, as every OpenStack client's
 Changes: Nova's versioned notifications on its RabbitMQ (`notifications_url`), as they
 come; and a poll every `poll_interval` seconds, servers by `changes-since` (which also
 reports deleted ones) and compute services whole, reporting what differs from the last
-poll, which catches whatever the notifications missed.
+poll, which catches whatever the notifications missed. A server's change older than one
+already reported (a notification overtaken, a poll read before it) is dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opendoctor.controller.nova_notifications import NovaNotifications
+from opendoctor.controller.nova_notifications import Newest, NovaNotifications, Stamped
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.core.settings import OpenStackSettings
@@ -313,14 +314,17 @@ class OpenStackDriver:
     async def changes(self) -> AsyncIterator[VimChange]:
         """Nova's notifications as they come (if `notifications_url` is set), and a poll
         every `poll_interval` seconds that catches what they missed."""
-        out: asyncio.Queue[VimChange] = asyncio.Queue()
+        out: asyncio.Queue[Stamped] = asyncio.Queue()
+        newest = Newest()
         tasks = [asyncio.create_task(_pump(self._poll(), out), name="nova-poll")]
         notes = await self._notifications()
         if notes is not None:
             tasks.append(asyncio.create_task(_pump(self._noted(notes), out), name="nova-notes"))
         try:
             while True:
-                yield await out.get()
+                stamped = await out.get()
+                if newest.admit(stamped):
+                    yield stamped.change
         finally:
             for task in tasks:
                 task.cancel()
@@ -347,8 +351,9 @@ class OpenStackDriver:
             return None
         return notes
 
-    async def _noted(self, notes: NovaNotifications) -> AsyncIterator[VimChange]:
-        async for change in notes.changes():
+    async def _noted(self, notes: NovaNotifications) -> AsyncIterator[Stamped]:
+        async for stamped in notes.changes():
+            change = stamped.change
             host = change.host
             if host is not None and not host.address:
                 # The notification does not say where the host answers: keep what the
@@ -359,9 +364,9 @@ class OpenStackDriver:
                 change = VimChange(
                     change.kind, change.op, host=replace(host, address=known.address)
                 )
-            yield change
+            yield Stamped(change, stamped.at)
 
-    async def _poll(self) -> AsyncIterator[VimChange]:
+    async def _poll(self) -> AsyncIterator[Stamped]:
         # The clock first: whatever changes once the first read began is reported.
         since = datetime.now(UTC)
         hosts = {h.name: h for h in await self.list_hosts()}
@@ -377,23 +382,25 @@ class OpenStackDriver:
                 log.warning("Nova not polled", extra={"error": str(exc)})
                 continue
             since = polled
+            # What was read is at least as new as the moment the reading began.
+            at = polled.timestamp()
             for name, host in fresh.items():
                 if hosts.get(name) != host:
-                    yield VimChange("host", "upsert", host=host)
+                    yield Stamped(VimChange("host", "upsert", host=host), at)
             for name in hosts.keys() - fresh.keys():
-                yield VimChange("host", "delete", host=hosts[name])
+                yield Stamped(VimChange("host", "delete", host=hosts[name]), at)
             hosts = fresh
             for s in changed:
                 status = (s.status or "").upper()
                 op = "delete" if status in ("DELETED", "SOFT_DELETED") else "upsert"
-                yield VimChange("server", op, server=self._server(s))
+                yield Stamped(VimChange("server", op, server=self._server(s)), at)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.conn.close)
 
 
-async def _pump(source: AsyncIterator[VimChange], out: asyncio.Queue[VimChange]) -> None:
+async def _pump(source: AsyncIterator[Stamped], out: asyncio.Queue[Stamped]) -> None:
     async for change in source:
         out.put_nowait(change)
 
