@@ -115,6 +115,7 @@ async def up(
         progress("compute services")
         await _computes_up(session, urls["nova"], spec.hosts, timeout)
         await provision.discover_hosts(spec)
+        await _placeable(session, urls["placement"], spec.hosts, timeout)
         await catalog.flavor_and_image(session, urls)
     except BaseException:
         save_state(spec, state)
@@ -155,6 +156,32 @@ async def _computes_up(
             return
         await asyncio.sleep(0.5)
     raise BedError(f"compute services not all up after {timeout:.0f}s: {seen}")
+
+
+async def _placeable(
+    session: catalog.Session, placement: str, hosts: tuple[str, ...], timeout: float
+) -> None:
+    """Until Placement has every compute's resource provider with its inventory: a
+    compute's service is up before it has reported what it holds, and a server created
+    in that moment finds no host (NoValidHost: ERROR)."""
+    deadline = time.monotonic() + timeout
+    ready: set[str] = set()
+    while time.monotonic() < deadline:
+        found = await session.call("GET", f"{placement}/resource_providers")
+        for provider in found["resource_providers"]:
+            name = provider["name"]
+            if name in hosts and name not in ready:
+                inventory = await session.call(
+                    "GET", f"{placement}/resource_providers/{provider['uuid']}/inventories"
+                )
+                if "VCPU" in inventory.get("inventories", {}):
+                    ready.add(name)
+        if ready >= set(hosts):
+            return
+        await asyncio.sleep(0.5)
+    raise BedError(
+        f"Placement has no inventory for {sorted(set(hosts) - ready)} after {timeout:.0f}s"
+    )
 
 
 def _stop_leftovers(spec: BedSpec) -> list[str]:
