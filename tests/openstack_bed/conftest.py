@@ -103,7 +103,8 @@ def identity(conn: Connection) -> IdentityV3:
     return cast(IdentityV3, conn.identity)
 
 
-CATALOG_TYPES = ("alarming", "fault-management", "instance-ha", "workflowv2")  # ours
+# Ours.
+CATALOG_TYPES = ("alarming", "fault-management", "instance-ha", "workflowv2", "maintenance")
 
 
 def _unregister(conn: Connection) -> None:

@@ -21,6 +21,7 @@ from opendoctor.cli import audit as cli_audit
 from opendoctor.cli import bench as cli_bench
 from opendoctor.cli import cluster as cli_cluster
 from opendoctor.cli import graph as cli_graph
+from opendoctor.cli import maintenance as cli_maintenance
 from opendoctor.cli import openstack_lab as cli_openstack_lab
 from opendoctor.cli import templates as cli_templates
 from opendoctor.cli import workflow as cli_workflow
@@ -41,6 +42,7 @@ app.command()(cli_graph.rca)
 app.command()(cli_audit.audit)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_workflow.app, name="workflow")
+app.add_typer(cli_maintenance.app, name="maintenance")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")
 app.add_typer(cli_openstack_lab.app, name="openstack-lab")

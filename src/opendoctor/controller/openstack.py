@@ -114,21 +114,24 @@ class OpenStackDriver:
 
     def _hosts(self) -> list[Host]:
         compute = self.conn.compute
-        addresses = {
-            h.service_details.get("host") if h.service_details else h.name: h.host_ip
+        hypervisors = {
+            h.service_details.get("host") if h.service_details else h.name: h
             for h in compute.hypervisors(details=True)
         }
         hosts = []
         for svc in compute.services(binary=COMPUTE):
             self._services[svc.host] = svc.id
+            hypervisor = hypervisors.get(svc.host)
+            version = getattr(hypervisor, "hypervisor_version", None)
             hosts.append(
                 Host(
                     name=svc.host,
-                    address=addresses.get(svc.host) or "",
+                    address=getattr(hypervisor, "host_ip", None) or "",
                     heartbeat_port=self.settings.heartbeat_port,
                     state=svc.state or "down",
                     forced_down=bool(svc.is_forced_down),
                     enabled=svc.status == "enabled",
+                    version="" if version is None else str(version),
                 )
             )
         self._hosts_seen = {h.name: h for h in hosts}

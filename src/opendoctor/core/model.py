@@ -175,6 +175,9 @@ class Host:
     # What the host can run, as the VIM reports it; 0 where it does not say.
     vcpus: int = 0
     ram_mb: int = 0
+    # What it runs, as the VIM reports it (a hypervisor's version): maintenance tells an
+    # upgraded host by it. "" where the VIM does not say.
+    version: str = ""
 
 
 @dataclass(slots=True)

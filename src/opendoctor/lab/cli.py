@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from opendoctor.lab import lbcli, servercli
@@ -49,14 +50,18 @@ def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
     for s in snapshot["servers"]:
         load[s["host"]] = load.get(s["host"], 0) + 1
     hosts = Table(title=f"hosts ({url})")
-    for column in ("name", "address", "state", "forced", "enabled", "alive", "pid"):
+    for column in ("name", "address", "state", "forced", "enabled", "alive", "pid", "version"):
         hosts.add_column(column, no_wrap=True)
     hosts.add_column("servers", justify="right")
     for h in snapshot["hosts"]:
         alive = "[green]yes[/green]" if h["alive"] else "[red]no[/red]"
+        # Versions are whatever an operator staged: shown as text, never as rich markup.
+        version = escape(h.get("version") or "-")
+        if h.get("staged_version"):
+            version += escape(f" (next boot: {h['staged_version']})")
         hosts.add_row(
             h["name"], h["address"], h["state"], yes(h["forced_down"]), yes(h["enabled"]),
-            alive, str(h["pid"] or "-"), str(load.get(h["name"], 0)),
+            alive, str(h["pid"] or "-"), version, str(load.get(h["name"], 0)),
         )  # fmt: skip
     servers = Table(title="servers")
     for column in ("name", "id", "host", "project", "status", "endpoint", "role", "healthy"):
@@ -182,7 +187,8 @@ def restore_host(
     """Power a failed host on again. It comes back empty (no VMs) and answers heartbeats."""
     url = lab_url(state_dir_of(state_dir))
     host = call(url, lambda c: c.restore_host(name))
-    out.print(f"{host.name} is running again at {host.address} (VIM state: {host.state})")
+    state = escape(f"VIM state: {host.state}, version {host.version or '-'}")
+    out.print(f"{host.name} is running again at {host.address} ({state})")
 
 
 @app.command("cut-link")

@@ -43,6 +43,7 @@ def host_from_json(data: dict[str, Any]) -> Host:
         alt_address=data.get("alt_address"),
         vcpus=int(data.get("vcpus", 0)),
         ram_mb=int(data.get("ram_mb", 0)),
+        version=str(data.get("version") or ""),
     )
 
 
@@ -169,6 +170,13 @@ class LabClient:
     async def set_enabled(self, host: str, enabled: bool) -> Host:
         body = {"enabled": enabled}
         return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/enabled", body))
+
+    async def stage_version(self, host: str, version: str) -> dict[str, Any]:
+        """The version `host` boots into at its next power-on (through its BMC or
+        `restore_host`); its details, with `version` and `staged_version`."""
+        path = f"/hosts/{_q(host)}/staged-version"
+        result: dict[str, Any] = await self._call("PUT", path, {"version": version})
+        return result
 
     async def fail_host(self, host: str) -> dict[str, Any]:
         """Power off a host (and its VMs); `{"host", "t00", "kind"}` with T00 just before."""

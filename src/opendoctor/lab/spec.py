@@ -26,6 +26,18 @@ _PER_OCTET = 254
 VIP_OCTET = 250
 ALT_OCTET = 251
 
+DEFAULT_HOST_VERSION = "1.0"
+VERSION_CHARS = 64
+
+
+def version_problem(value: object) -> str | None:
+    """Why `value` cannot be a host's version string, or None if it can."""
+    if not isinstance(value, str) or not 0 < len(value) <= VERSION_CHARS:
+        return f"must be a string of 1 to {VERSION_CHARS} characters"
+    if not value.isprintable():
+        return "must be printable (no control characters)"
+    return None
+
 
 @dataclass(slots=True)
 class LabSpec:
@@ -50,6 +62,8 @@ class LabSpec:
     # What each host can run (a server takes its flavor's vcpus and RAM); 0: no limit.
     host_vcpus: int = 0
     host_ram_mb: int = 0
+    # What every host runs at start (a host may boot into another: a staged version).
+    host_version: str = DEFAULT_HOST_VERSION
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +75,8 @@ class LabSpec:
             raise ValueError(f"vms must not be negative, got {self.vms}")
         if self.host_vcpus < 0 or self.host_ram_mb < 0:
             raise ValueError("host_vcpus and host_ram_mb must not be negative (0: no limit)")
+        if (problem := version_problem(self.host_version)) is not None:
+            raise ValueError(f"host_version {problem}, got {self.host_version!r}")
         if not self.projects or any(not p for p in self.projects):
             raise ValueError("projects must be a non-empty list of non-empty names")
         if self.vm_mode not in VM_MODES:
@@ -143,6 +159,7 @@ class LabSpec:
             "--heartbeat" if self.heartbeat else "--no-heartbeat",
             "--host-vcpus", str(self.host_vcpus),
             "--host-ram-mb", str(self.host_ram_mb),
+            "--host-version", self.host_version,
         ]  # fmt: skip
 
 
@@ -165,6 +182,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--host-vcpus", type=int, default=d.host_vcpus, help="0: no limit")
     parser.add_argument("--host-ram-mb", type=int, default=d.host_ram_mb, help="0: no limit")
+    parser.add_argument("--host-version", default=d.host_version, help="what hosts run at start")
 
 
 def spec_from_args(ns: argparse.Namespace) -> LabSpec:
@@ -185,6 +203,7 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         heartbeat=ns.heartbeat,
         host_vcpus=ns.host_vcpus,
         host_ram_mb=ns.host_ram_mb,
+        host_version=ns.host_version,
     )
 
 

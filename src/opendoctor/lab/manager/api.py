@@ -20,6 +20,7 @@ from opendoctor.lab.manager.webutil import field_opt_str as _field_opt_str
 from opendoctor.lab.manager.webutil import field_str as _field_str
 from opendoctor.lab.manager.webutil import json_response as _json
 from opendoctor.lab.manager.webutil import lab_of as _lab
+from opendoctor.lab.spec import version_problem
 
 MAX_WAIT = 60.0
 
@@ -70,6 +71,13 @@ async def force_down(request: web.Request) -> web.Response:
 async def set_enabled(request: web.Request) -> web.Response:
     enabled = _field_bool(await _body(request), "enabled")
     return _json(_lab(request).set_enabled(request.match_info["name"], enabled).to_json())
+
+
+async def stage_version(request: web.Request) -> web.Response:
+    version = (await _body(request)).get("version")
+    if not isinstance(version, str):
+        raise LabError(400, f"'version' {version_problem(version)}")
+    return _json(_lab(request).stage_version(request.match_info["name"], version).to_json())
 
 
 async def fail_host(request: web.Request) -> web.Response:
@@ -188,6 +196,7 @@ def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
             web.get("/hosts/{name}", get_host),
             web.post("/hosts/{name}/force-down", force_down),
             web.post("/hosts/{name}/enabled", set_enabled),
+            web.put("/hosts/{name}/staged-version", stage_version),
             web.post("/hosts/{name}/fail", fail_host),
             web.post("/hosts/{name}/restore", restore_host),
             web.post("/hosts/{name}/cut-link", cut_link),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opendoctor.lab.manager.hostctl import HostProc
+from opendoctor.lab.spec import DEFAULT_HOST_VERSION
 
 
 class LabError(Exception):
@@ -54,6 +55,10 @@ class HostRecord:
     enabled: bool = True
     vcpus: int = 0  # capacity; 0: no limit
     ram_mb: int = 0
+    # What it runs (as a hypervisor reports its version), and what it boots into next
+    # (an upgrade an operator staged): taken at the next power-on.
+    version: str = DEFAULT_HOST_VERSION
+    staged_version: str | None = None
 
     @property
     def address(self) -> str:
@@ -79,6 +84,8 @@ class HostRecord:
             "enabled": self.enabled,
             "vcpus": self.vcpus,
             "ram_mb": self.ram_mb,
+            "version": self.version,
+            "staged_version": self.staged_version,
             "alive": self.proc.alive,
             "pid": self.proc.pid,
             # Lab truth too: probes on `address` go unanswered (alt_address still answers).

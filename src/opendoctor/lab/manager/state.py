@@ -27,7 +27,7 @@ from opendoctor.lab.manager.placement import Placement
 from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord, Size
 from opendoctor.lab.openstack import state as openstack_power
 from opendoctor.lab.procs.vm import ROLES
-from opendoctor.lab.spec import LabSpec
+from opendoctor.lab.spec import LabSpec, version_problem
 
 log = logging.getLogger("opendoctor.lab.manager")
 
@@ -63,8 +63,9 @@ class Lab:
             )  # fmt: skip
             proc.events_sink = (spec.events_url, spec.events_token)
             self.hosts[name] = HostRecord(
-                name, proc, vcpus=spec.host_vcpus, ram_mb=spec.host_ram_mb
-            )
+                name, proc, vcpus=spec.host_vcpus, ram_mb=spec.host_ram_mb,
+                version=spec.host_version,
+            )  # fmt: skip
         self.servers: dict[str, ServerRecord] = {}
         self.faults: list[dict[str, Any]] = []
         self.changes = ChangeLog()
@@ -167,6 +168,15 @@ class Lab:
             self._emit_host(host)
         return host
 
+    def stage_version(self, name: str, version: str) -> HostRecord:
+        """What the host runs after its next power-on (an upgrade an operator staged)."""
+        problem = version_problem(version)
+        if problem is not None:
+            raise LabError(400, f"'version' {problem}")
+        host = self.host(name)
+        host.staged_version = version
+        return host
+
     async def fail_host(self, name: str, kind: str = "power-off") -> dict[str, Any]:
         """Cut the host's power (`kind` says who: a fault injected, or its BMC)."""
         host = self.host(name)
@@ -193,6 +203,12 @@ class Lab:
         except HostCallError as exc:
             raise LabError(502, str(exc)) from exc
         log.info("restored %s", name)
+        if host.staged_version is not None:
+            # It booted into the staged version: the VIM sees it as a hypervisor reports
+            # its new version once its compute service is back.
+            host.version, host.staged_version = host.staged_version, None
+            log.info("%s now runs version %s", name, host.version)
+            self._emit_host(host)
         bed = openstack_power.tied_bed()
         if bed is not None and openstack_power.start_compute(bed, name) is not None:
             log.info("started the OpenStack bed's nova-compute of %s again", name)
