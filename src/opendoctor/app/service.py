@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
+from opendoctor.app.maintenance import MaintenancePart
 from opendoctor.app.topology_sync import TopologySync
 from opendoctor.app.workflows import WorkflowPart
 from opendoctor.bus import InProcessBus
@@ -173,6 +174,17 @@ class Service:
         self.workflow_part = WorkflowPart(
             settings, self.db, self.callbacks, lambda: self.vim, self.notify_target
         )
+        self.maintenance_part = MaintenancePart(
+            settings,
+            self.db,
+            lambda: self.vim,
+            self.topology,
+            self.graph_feed,
+            self.notify_target,
+            self.fence_devices,
+            self._faulted_hosts,
+            lambda: self.workflow_part.workflows,
+        )
         self.probing = Probing(settings, self.submit_one, lambda: open_reports(self.faults))
         self.topology_sync = TopologySync(
             settings.inspector,
@@ -233,6 +245,11 @@ class Service:
             for topic in sorted(own.keys() | standby.keys())
         }
 
+    def _faulted_hosts(self) -> set[str]:
+        if self._inspector is None:
+            return set()
+        return {f.hostname for f in self._inspector.active.values() if f.instance_id is None}
+
     def _project_of(self, entry: OutboxEntry) -> str:
         alarm = self.index.get(entry.alarm_id)
         return alarm.project_id if alarm is not None else ""
@@ -274,6 +291,10 @@ class Service:
             await self.probing.start(LeaseStore(self.db) if lease is not None else None)
         if self.runs("api", "inspector"):
             await self.workflow_part.start()
+        if self.runs("inspector"):
+            # Sessions run beside the inspector, whose marks (a host in maintenance going
+            # down is no fault) they set; an api process only records what it is told.
+            await self.maintenance_part.start()
         if self.runs("api"):
             self._every(3600, self._prune_audit, "audit prune", first=True)
             # The API accepted these (they are stored) but they may never have reached
@@ -456,6 +477,7 @@ class Service:
         await self.submit([event])
 
     async def stop(self) -> None:
+        await self.maintenance_part.stop()
         await self.workflow_part.stop()
         await self.probing.stop()
         await self.topology_sync.stop()

@@ -8,6 +8,8 @@
 - `Presence`: claims that say a process is there (database leases, `opendoctor.store`).
 - `FenceDevice`: a host's power switch, its BMC (Redfish, IPMI, `opendoctor.recovery`).
 - `SegmentSource`: the failover segments recovery decides from (`opendoctor.store`).
+- `HostMaintainer`: what is done to an emptied host during planned maintenance (its
+  BMC's power cycle in `opendoctor.recovery`, a workflow, nothing).
 """
 
 from __future__ import annotations
@@ -156,3 +158,11 @@ class SegmentSource(Protocol):
     async def set_reserved(self, segment_id: str, host: str, reserved: bool) -> None:
         """Mark a host of the segment reserved or not (a reserved host taken into use
         for a recovery is reserved no more)."""
+
+
+class HostMaintainer(Protocol):
+    """The work on one host while it is out of service (a session's host action)."""
+
+    async def maintain(self, host: str, metadata: dict[str, Any]) -> None:
+        """Do it; return once it is done (the host may have been off and on again: the
+        caller waits for it to be back in the VIM). Raises on failure, with the reason."""

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opendoctor.core.egress import AllowList, EgressPolicy
+from opendoctor.core.maintenance_settings import MaintenanceSettings
 from opendoctor.core.recovery_settings import RecoverySettings
 from opendoctor.core.secretfile import read_secret_file
 from opendoctor.core.workflow_settings import WorkflowSettings
@@ -372,6 +373,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     masakari: MasakariSettings = Field(default_factory=MasakariSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     roles: list[Role] = Field(
         default_factory=lambda: list(ROLES),
         min_length=1,

@@ -16,6 +16,8 @@ class Topology:
         self.hosts: dict[str, Host] = {}
         self.servers: dict[str, Server] = {}
         self._by_host: dict[str, dict[str, Server]] = {}
+        # Hosts out of service for planned maintenance: their going down is expected.
+        self.maintenance: set[str] = set()
 
     def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
         self.hosts = {h.name: h for h in hosts}

@@ -368,3 +368,48 @@ class WorkflowRequestRow(Base):
     state: Mapped[str] = mapped_column(String(32))
     info: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class MaintenanceSessionRow(Base):
+    """A planned-maintenance session (`core.maintenance.Session`), one JSON document that
+    its engine rewrites whole after every step. `state` and `created` are copied out of
+    it for what lists sessions: running ones at start, the newest for the API."""
+
+    __tablename__ = "maintenance_sessions"
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    doc: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_maintenance_sessions_state", "state"),
+        Index("ix_maintenance_sessions_created", "created"),
+    )
+
+
+class MaintenanceInstanceGroupRow(Base):
+    """An owner's constraints on an instance group (`core.maintenance`
+    `InstanceGroupConstraints`), as a JSON document."""
+
+    __tablename__ = "maintenance_instance_groups"
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    updated: Mapped[float] = mapped_column(Float)
+    doc: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_maintenance_instance_groups_project", "project_id"),)
+
+
+class MaintenanceInstanceRow(Base):
+    """An owner's constraints on one instance (`core.maintenance.InstanceConstraints`),
+    as a JSON document."""
+
+    __tablename__ = "maintenance_instances"
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    group_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    updated: Mapped[float] = mapped_column(Float)
+    doc: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_maintenance_instances_project", "project_id"),
+        Index("ix_maintenance_instances_group", "group_id"),
+    )

@@ -20,6 +20,9 @@ class GraphFeed:
         self.graph = graph
         self._host_of: dict[str, str] = {}  # server id -> host name it is linked under
         self._known: set[str] = set()  # vertices that came from the VIM
+        self._hosts: dict[str, Host] = {}
+        # Hosts in planned maintenance show so, whatever their power (DESIGN §4 states).
+        self.maintenance: set[str] = set()
 
     def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> int:
         """Take a full snapshot; what the VIM no longer has is removed (returns how many).
@@ -38,14 +41,28 @@ class GraphFeed:
             self.graph.remove(key)
             if key.startswith("server:"):
                 self._host_of.pop(key.removeprefix("server:"), None)
+            elif key.startswith("host:"):
+                self._hosts.pop(key.removeprefix("host:"), None)
         return len(stale)
 
     def owns(self, key: str) -> bool:
         """Whether the vertex came from the VIM (and is the VIM's to remove)."""
         return key in self._known
 
+    def set_maintenance(self, name: str, on: bool) -> None:
+        if on:
+            self.maintenance.add(name)
+        else:
+            self.maintenance.discard(name)
+        host = self._hosts.get(name)
+        if host is not None:
+            self.host(host)
+
     def host(self, host: Host) -> None:
+        self._hosts[host.name] = host
         state = "down" if host.forced_down or host.state == "down" else "up"
+        if host.name in self.maintenance:
+            state = "maintenance"
         self._known.add(make_key("host", host.name))
         self.graph.upsert(
             RESOURCE,
@@ -79,6 +96,7 @@ class GraphFeed:
             if change.op == "delete":
                 self.graph.remove(make_key("host", change.host.name))
                 self._known.discard(make_key("host", change.host.name))
+                self._hosts.pop(change.host.name, None)
             else:
                 self.host(change.host)
         elif change.server is not None:

@@ -1,0 +1,156 @@
+"""Emptying one host as its owners agreed: each instance moved (migrate, live-migrate)
+or left to its owner (OWN_ACTION), never more of a group at once than the group allows
+(`max_impacted_members`), and a group's member given its `recovery_time` before the
+next may go. Moves run concurrently up to `max_parallel_moves`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from opendoctor.core.maintenance import (
+    INSTANCE_ACTION_DONE,
+    INSTANCE_DONE,
+    INSTANCE_FAILED,
+    INSTANCE_MOVING,
+    LIVE_MIGRATE,
+    MIGRATE,
+    OWN_ACTION,
+    InstanceConstraints,
+    InstanceGroupConstraints,
+    InstanceProgress,
+    Session,
+)
+from opendoctor.core.ports import VimError
+from opendoctor.maintenance.owners import Owners
+from opendoctor.maintenance.reach import Reach
+
+log = logging.getLogger(__name__)
+
+
+class Drain:
+    def __init__(
+        self,
+        reach: Reach,
+        session: Session,
+        owners: Owners,
+        save: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.reach = reach
+        self.session = session
+        self.owners = owners
+        self.save = save
+        self._moves = asyncio.Semaphore(reach.settings.max_parallel_moves)
+        self._groups: dict[str, asyncio.Semaphore] = {}
+
+    def _group_slot(self, group: InstanceGroupConstraints | None) -> asyncio.Semaphore | None:
+        if group is None:
+            return None
+        slot = self._groups.get(group.group_id)
+        if slot is None:
+            slot = self._groups[group.group_id] = asyncio.Semaphore(
+                max(1, group.max_impacted_members)
+            )
+        return slot
+
+    async def empty(
+        self,
+        host: str,
+        items: list[InstanceProgress],
+        constraints: dict[str, InstanceConstraints],
+        groups: dict[str, InstanceGroupConstraints],
+    ) -> list[InstanceProgress]:
+        """Move every item off `host`; returns those that failed."""
+        await asyncio.gather(
+            *(self._one(host, item, constraints.get(item.instance_id), groups) for item in items)
+        )
+        return [i for i in items if i.state == INSTANCE_FAILED]
+
+    async def _one(
+        self,
+        host: str,
+        item: InstanceProgress,
+        constraint: InstanceConstraints | None,
+        groups: dict[str, InstanceGroupConstraints],
+    ) -> None:
+        if item.state == INSTANCE_DONE:
+            return
+        group = groups.get(item.group_id) if item.group_id else None
+        slot = self._group_slot(group)
+        if slot is not None:
+            await slot.acquire()
+        try:
+            async with self._moves:
+                await self._move(host, item, constraint)
+            if group is not None and group.recovery_time and item.state == INSTANCE_DONE:
+                # The group's next member waits until this one has recovered.
+                await asyncio.sleep(min(group.recovery_time, 3600))
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _move(
+        self, host: str, item: InstanceProgress, constraint: InstanceConstraints | None
+    ) -> None:
+        settings = self.reach.settings
+        item.state, item.started = INSTANCE_MOVING, time.time()
+        await self.save()
+        try:
+            if not self._still_on(host, item.instance_id):
+                item.to_host = None  # gone already (an owner's own action, a scale-in)
+            elif item.action == OWN_ACTION:
+                await self._own_action(host, item, constraint)
+            else:
+                vim = self.reach.vim()
+                call = vim.live_migrate if item.action == LIVE_MIGRATE else vim.migrate
+                moved = await asyncio.wait_for(call(item.instance_id), settings.move_timeout)
+                item.to_host = moved.host
+        except (VimError, TimeoutError) as exc:
+            item.state, item.finished = INSTANCE_FAILED, time.time()
+            item.error = str(exc) or exc.__class__.__name__
+            self.session.note(f"{item.action} of {item.instance_id} failed: {item.error}")
+            log.warning(
+                "maintenance move failed",
+                extra={"session": self.session.session_id, "server": item.instance_id,
+                       "error": item.error},
+            )  # fmt: skip
+            await self.save()
+            return
+        item.state, item.finished = INSTANCE_DONE, time.time()
+        self.session.note(f"{item.instance_id} off {host} ({item.action}) to {item.to_host}")
+        await self.save()
+        await self.owners.tell(INSTANCE_ACTION_DONE, item.project_id, item.instance_id)
+
+    def _still_on(self, host: str, instance_id: str) -> bool:
+        return any(s.id == instance_id for s in self.reach.servers_on(host))
+
+    async def _own_action(
+        self, host: str, item: InstanceProgress, constraint: InstanceConstraints | None
+    ) -> None:
+        """The owner moves (or deletes) the instance itself: wait until it is off."""
+        limit = self.reach.settings.own_action_timeout
+        if constraint is not None and constraint.lead_time:
+            limit = max(limit, float(constraint.lead_time))
+        deadline = time.monotonic() + limit
+        while self._still_on(host, item.instance_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"its owner did not take it off {host} in {limit:.0f} s")
+            await asyncio.sleep(self.reach.settings.step_interval)
+        where = [h for h in self.reach.hosts() if h != host and self._still_on(h, item.instance_id)]
+        item.to_host = where[0] if where else None
+
+
+def default_action(
+    asked: dict[str, str],
+    instance_id: str,
+    constraint: InstanceConstraints | None,
+    fallback: str,
+) -> str:
+    """The owner's choice, else the instance's `migration_type`, else the default."""
+    if instance_id in asked:
+        return asked[instance_id]
+    if constraint is not None and constraint.migration_type:
+        return constraint.migration_type
+    return fallback if fallback in (MIGRATE, LIVE_MIGRATE) else MIGRATE
