@@ -17,6 +17,7 @@ from opendoctor.api import (
     audit,
     events,
     fence_devices,
+    fenix,
     graph,
     masakari,
     mistral,
@@ -84,6 +85,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(audit.router)
         app.include_router(fence_devices.router)
         app.include_router(mistral.router)
+        app.include_router(fenix.router)
         masakari.include(app)
         _declare_schemas(app)
 
@@ -128,13 +130,15 @@ def _declare_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-# The catalog types opendoctor answers for: Aodh's, its own, and Masakari's (under its
-# path, api.masakari.PREFIX).
+# The catalog types opendoctor answers for: Aodh's, its own, Masakari's (under its path,
+# api.masakari.PREFIX), Mistral's and Fenix's (its clients add `/maintenance`,
+# `/instance` to the endpoint, as Doctor's VNF manager does).
 CATALOG = (
     ("aodh", "alarming", ""),
     ("opendoctor", "fault-management", ""),
     ("masakari", "instance-ha", f"{masakari.PREFIX}/v1"),
     ("mistral", "workflowv2", "/v2"),
+    ("fenix", "maintenance", "/v1"),
 )
 
 

@@ -21,6 +21,7 @@ from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.topology_file import Loaded, TopologyIn
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
+from opendoctor.maintenance.service import Maintenance
 from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
@@ -146,6 +147,11 @@ class Facade(Protocol):
     def workflows(self) -> Workflows | None:
         """Workflow definitions and executions (None where no engine runs: the api and
         inspector roles run one)."""
+
+    @property
+    def maintenance(self) -> Maintenance | None:
+        """Planned-maintenance sessions and the owners' constraints (None where it is off
+        or does not run in this process)."""
 
     # --- the audit trail -------------------------------------------------------------------
 

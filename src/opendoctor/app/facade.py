@@ -15,6 +15,7 @@ from opendoctor.core.settings import Role, Settings
 from opendoctor.inspector.graph import RxGraph, topology_file
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
+from opendoctor.maintenance.service import Maintenance
 from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
@@ -197,6 +198,13 @@ class ServiceFacade:
     @property
     def workflows(self) -> Workflows | None:
         return self._service.workflow_part.workflows
+
+    @property
+    def maintenance(self) -> Maintenance | None:
+        # Looked up, not assumed: a process built without the maintenance part has none.
+        part = getattr(self._service, "maintenance_part", None)
+        found = getattr(part, "service", None)
+        return found if isinstance(found, Maintenance) else None
 
     # --- the audit trail -------------------------------------------------------------------
 
