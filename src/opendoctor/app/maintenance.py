@@ -105,6 +105,12 @@ class MaintenancePart:
                 self.engine,
             )
 
+    def listening(self, url: str) -> None:
+        """The API's address once bound: the base of the links notices carry, unless
+        `maintenance.public_url` names the one owners reach (behind a proxy)."""
+        if self.settings.maintenance.public_url is None:
+            self.reach.base_url = url.rstrip("/")
+
     def mark(self, host: str, on: bool) -> None:
         if on:
             self._topology.maintenance.add(host)

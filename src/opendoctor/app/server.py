@@ -48,6 +48,8 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     sockets = [s for srv in server.servers for s in srv.sockets]
     port = sockets[0].getsockname()[1] if sockets else settings.api.port
     url = f"http://{settings.api.host}:{port}"
+    # The port bound (0 picks one): what owners' notices link to, unless configured.
+    service.maintenance_part.listening(url)
     announce_ready(ready_file, url)
     await task
 

@@ -86,7 +86,8 @@ class Owners:
         )
 
     async def tell(self, state: str, project_id: str, instance_id: str) -> None:
-        """A notice that asks nothing (INSTANCE_ACTION_DONE): no answer is waited for."""
+        """A notice that asks nothing (INSTANCE_ACTION_DONE): it carries no `reply_url`,
+        as no answer is waited for."""
         session = self.session
         event = NotificationEvent.build(
             SCHEDULED,
@@ -96,7 +97,6 @@ class Owners:
             session_id=session.session_id,
             instance_ids=self.project_url(project_id),
             instance_id=instance_id,
-            reply_url=self.project_url(project_id),
             metadata=json.dumps(session.metadata),
         )
         await self.reach.notify.notify_many([([event], {"event_type": SCHEDULED})])

@@ -48,3 +48,9 @@ async def test_a_host_in_maintenance_going_down_is_no_fault(service: Service) ->
     await service.submit([down("compute1")])
     await service.bus.drain()
     assert ("host", "compute1") in service.inspector.active
+
+
+async def test_notices_link_to_the_port_the_api_bound(service: Service) -> None:
+    # `api.port = 0` picks a port: owners must be sent where the API really listens.
+    service.maintenance_part.listening("http://127.0.0.1:45678/")
+    assert service.maintenance_part.reach.base_url == "http://127.0.0.1:45678"

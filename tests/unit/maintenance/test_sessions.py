@@ -131,6 +131,9 @@ async def test_a_rolling_session_asks_moves_maintains_and_returns_every_host(
     p1 = [n["state"] for n in cloud.notices.of("p1")]
     assert p1[0] == "MAINTENANCE" and p1[-1] == "MAINTENANCE_COMPLETE"
     assert p1.count("INSTANCE_ACTION_DONE") == 2
+    done_notices = cloud.notices.of("p1", "INSTANCE_ACTION_DONE")
+    assert {n["instance_id"] for n in done_notices} == {"compute1-vm0", "compute2-vm0"}
+    assert all("reply_url" not in n for n in done_notices)  # nothing to answer
     first = cloud.notices.of("p1", "MAINTENANCE")[0]
     assert first["reply_url"].endswith(f"/v1/maintenance/{done.session_id}/p1")
     assert decoded(first["allowed_actions"]) == ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
