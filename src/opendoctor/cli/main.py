@@ -316,6 +316,69 @@ def consumer(
     asyncio.run(consumer_mod.serve(host, port, ready_file, quiet, lab_url, pairs, amqp))
 
 
+@app.command()
+def vnfm(
+    api: Annotated[str, typer.Option(help="opendoctor API URL")],
+    project: Annotated[str, typer.Option(help="the project it manages the instances of")],
+    host: Annotated[
+        str, typer.Option(help="address to listen on (opendoctor must reach it: the alarm's URL)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0 picks a free one)")] = 5002,
+    lab_url: Annotated[
+        str | None, typer.Option(help="its servers' lab: switch pairs over, scale in and out")
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(help="ACTIVE_ID=STANDBY_ID: switch to the standby before the active moves"),
+    ] = None,
+    migration_type: Annotated[
+        str, typer.Option(help="what it asks for its instances: MIGRATE, LIVE_MIGRATE, OWN_ACTION")
+    ] = "MIGRATE",
+    constraints: Annotated[
+        bool, typer.Option(help="register its instance group's and instances' constraints")
+    ] = False,
+    group_id: Annotated[
+        str | None, typer.Option(help="its instance group (default: PROJECT-group)")
+    ] = None,
+    recovery_time: Annotated[
+        int, typer.Option(help="seconds a moved instance needs before the next may go")
+    ] = 0,
+    lead_time: Annotated[int, typer.Option(help="seconds it needs before an instance moves")] = 0,
+    nack: Annotated[
+        list[str] | None, typer.Option(help="refuse this state (NACK_<STATE>); repeatable")
+    ] = None,
+    silent: Annotated[bool, typer.Option(help="never answer: the defaults apply")] = False,
+    quiet: Annotated[bool, typer.Option(help="do not print what it does")] = False,
+    ready_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Run the sample VNF manager: one project's application manager in planned maintenance.
+
+    It subscribes to the project's maintenance.scheduled notices (an event alarm whose
+    action is its /maintenance) and answers each on the session's reply URL: its
+    instances (MAINTENANCE), one extra server deleted (SCALE_IN), how each instance is to
+    move (PREPARE_MAINTENANCE, PLANNED_MAINTENANCE: a pair's active is first switched
+    over to its standby, load balancer included), and those servers created again
+    (MAINTENANCE_COMPLETE). GET /status tells what it did.
+    """
+    from opendoctor.tools import consumer as consumer_mod
+    from opendoctor.tools import vnfm as vnfm_mod
+
+    config = vnfm_mod.make_config(
+        api,
+        project,
+        migration_type=migration_type,
+        nack=nack,
+        silent=silent,
+        constraints=constraints,
+        group_id=group_id,
+        recovery_time=recovery_time,
+        lead_time=lead_time,
+        quiet=quiet,
+    )
+    pairs = consumer_mod.parse_pairs(pair or [])
+    asyncio.run(vnfm_mod.serve(host, port, ready_file, config, lab_url, pairs))
+
+
 Story = tuple[int, dict[str, Any]]  # a demo's exit status and its result
 
 

@@ -8,6 +8,10 @@ failure switches back: but only to a standby that is well. Before switching, the
 standby must be ACTIVE in the VIM, say it is healthy, and answer on its endpoint; if it
 does not (the server that failed last time, not yet repaired), nothing is switched and
 the switch-over is reported as having no healthy standby.
+
+Planned maintenance switches the same way, before the active is moved (`claim` then
+`switch(record, demote=True)`, awaited: `opendoctor.tools.vnfm_manager`); the old active's
+application is then made standby, as it is still running.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Switchover:
-    failed: str
+    failed: str  # the active taken out of service: failed, or about to be moved
     standby: str
     notified: float  # T09: the failure notification arrived
     done: float | None = None  # T10: standby active and the load balancer switched
     error: str | None = None
+    reason: str = "failure"  # or "maintenance"
 
 
 class Switcher:
@@ -44,15 +49,26 @@ class Switcher:
     def set_pair(self, active: str, standby: str) -> None:
         self.pairs[active] = standby
 
+    def claim(
+        self, active: str | None, notified: float, reason: str = "failure"
+    ) -> Switchover | None:
+        """The switch-over of `active`'s pair, if it is a pair's active server, for
+        `switch` to carry out. The pair is out of `pairs` until then: a repeated
+        notification meanwhile starts nothing."""
+        standby = self.pairs.pop(active, None) if active else None
+        if standby is None or active is None:
+            return None
+        record = Switchover(failed=active, standby=standby, notified=notified, reason=reason)
+        self.history.append(record)
+        return record
+
     def on_failure(self, instance_id: str | None, arrived: float) -> bool:
         """Start a switch-over if `instance_id` is a pair's active server."""
-        standby = self.pairs.pop(instance_id, None) if instance_id else None
-        if standby is None or instance_id is None:
+        record = self.claim(instance_id, arrived)
+        if record is None:
             return False
-        record = Switchover(failed=instance_id, standby=standby, notified=arrived)
-        self.history.append(record)
         # The callback is answered at once; the switch-over runs beside it.
-        task = asyncio.ensure_future(self._switch(record))
+        task = asyncio.ensure_future(self.switch(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -71,7 +87,9 @@ class Switcher:
             return f"it does not answer at {detail['endpoint']}: {exc}"
         return None
 
-    async def _switch(self, record: Switchover) -> None:
+    async def switch(self, record: Switchover, demote: bool = False) -> None:
+        """Carry out a claimed switch-over; `record` says how it went. With `demote`, the
+        old active's application is made standby afterwards (it is still running)."""
         try:
             problem = await self.standby_problem(record.standby)
             if problem is not None:
@@ -100,6 +118,14 @@ class Switcher:
             # Put the pair back so a repeated notification can try again.
             self.pairs[record.failed] = record.standby
             log.exception("switch-over failed")
+            return
+        if demote:
+            # Only once no client is sent to it: until then it serves as it did.
+            try:
+                await self.lab.set_role(record.failed, "standby")
+            except Exception as exc:
+                record.error = f"switched over, but {record.failed} not made standby: {exc}"
+                log.warning("old active not made standby", extra={"server": record.failed})
 
     def report(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.history]
