@@ -47,6 +47,11 @@ class MemoryVim:
     def _changed_server(self, server: Server) -> None:
         self._publish(VimChange("server", "upsert", server=replace(server)))
 
+    def delete_server(self, server_id: str) -> None:
+        """An owner deletes its server (a scale-in): gone, and the feed says so."""
+        server = self.servers.pop(server_id)
+        self._publish(VimChange("server", "delete", server=replace(server)))
+
     async def list_hosts(self) -> list[Host]:
         self._check("list_hosts")
         return [replace(h) for h in self.hosts.values()]

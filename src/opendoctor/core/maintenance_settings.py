@@ -50,6 +50,14 @@ class MaintenanceSettings(BaseModel):
     max_parallel_moves: int = Field(
         8, ge=1, le=256, description="instances moving at once (a group's own limit applies too)"
     )
+    max_parallel_hosts: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="hosts taken out at once where the constraints allow (no group more "
+        "impacted than its max_impacted_members, room left for what moves); a session's "
+        "`metadata.max_parallel_hosts` overrides it",
+    )
     pause_on_fault: bool = Field(
         True,
         description="hold a session between hosts while another host has an active fault "

@@ -57,14 +57,13 @@ class Drain:
 
     async def empty(
         self,
-        host: str,
         items: list[InstanceProgress],
         constraints: dict[str, InstanceConstraints],
         groups: dict[str, InstanceGroupConstraints],
     ) -> list[InstanceProgress]:
-        """Move every item off `host`; returns those that failed."""
+        """Move every item off its host; returns those that failed."""
         await asyncio.gather(
-            *(self._one(host, item, constraints.get(item.instance_id), groups) for item in items)
+            *(self._one(i.host, i, constraints.get(i.instance_id), groups) for i in items)
         )
         return [i for i in items if i.state == INSTANCE_FAILED]
 

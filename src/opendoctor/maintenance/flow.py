@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 from opendoctor.core.maintenance import (
     HOST_DRAINING,
-    HOST_FAILED,
     HOST_IN_MAINTENANCE,
     HOST_RETURNED,
-    IN_MAINTENANCE,
+    HOST_WAITING,
     MAINTENANCE,
     MAINTENANCE_CANCELLED,
     MAINTENANCE_COMPLETE,
@@ -29,16 +29,24 @@ from opendoctor.core.maintenance import (
     MAINTENANCE_FAILED,
     PLANNED_MAINTENANCE,
     PREPARE_MAINTENANCE,
+    SCALE_IN,
     START_MAINTENANCE,
+    InstanceConstraints,
+    InstanceGroupConstraints,
     InstanceProgress,
     Session,
 )
-from opendoctor.core.ports import VimError
 from opendoctor.maintenance.drain import Drain, default_action
+from opendoctor.maintenance.hosts import HostWork
 from opendoctor.maintenance.owners import Owners
+from opendoctor.maintenance.plan import next_batch, room_problem
 from opendoctor.maintenance.reach import Reach, Saver, Stop, Waker, wait_until
 
 log = logging.getLogger(__name__)
+
+
+# The states a session works through hosts in (or is about to).
+STEPS = (MAINTENANCE, SCALE_IN, PREPARE_MAINTENANCE, START_MAINTENANCE, PLANNED_MAINTENANCE)
 
 
 class Cancelled(Exception):
@@ -53,6 +61,7 @@ class Flow:
         self.waker = waker
         self.owners = Owners(reach, session)
         self.drain = Drain(reach, session, self.owners, self.save)
+        self.hosts = HostWork(reach, session, self.owners, self.save, lambda: self._event)
 
     async def save(self) -> None:
         await self.take_up_changes()
@@ -90,12 +99,13 @@ class Flow:
         try:
             if session.state == MAINTENANCE:
                 await self._consent()
-            if session.state in (MAINTENANCE, PREPARE_MAINTENANCE, START_MAINTENANCE,
-                                 PLANNED_MAINTENANCE):  # fmt: skip
+            if session.state in (MAINTENANCE, SCALE_IN):
+                await self._room()
+            if session.state in STEPS:
                 await self._hosts()
             await self._complete(MAINTENANCE_DONE)
         except Cancelled:
-            await self._back_in_service()
+            await self.hosts.back_in_service()
             await self._complete(MAINTENANCE_CANCELLED)
         except Stop as exc:
             session.error = str(exc)
@@ -104,7 +114,7 @@ class Flow:
                 "maintenance session failed",
                 extra={"session": session.session_id, "error": str(exc)},
             )
-            await self._back_in_service()
+            await self.hosts.back_in_service()
             await self._complete(MAINTENANCE_FAILED)
 
     # -- steps ---------------------------------------------------------------------------
@@ -186,62 +196,102 @@ class Flow:
 
         await wait_until(free, float("inf"), self._event, self.reach.settings.step_interval)
 
+    async def _room(self) -> None:
+        """SCALE_IN: if the hosts left in service could not take the instances of the
+        fullest host, the owners are asked to scale in first; if they still could not,
+        the session fails rather than strand an instance."""
+        session = self.session
+        left = [h for h, p in session.host_progress.items() if p.state != HOST_RETURNED]
+        if not left:
+            return
+        fullest = max(left, key=lambda h: len(self.reach.servers_on(h)))
+        if room_problem([fullest], self.reach.hosts(), self.reach.servers_on) is None:
+            return
+        session.state = SCALE_IN
+        projects = self._owners_on(left)
+        deadline = time.time() + self.reach.settings.reply_timeout
+        await self.owners.ask(SCALE_IN, projects, deadline)
+        await self.save()
+        await self._answers(list(projects))
+        problem = room_problem([fullest], self.reach.hosts(), self.reach.servers_on)
+        if problem is not None:
+            raise Stop(f"no room to empty {fullest} even after scaling in: {problem}")
+
     async def _hosts(self) -> None:
         session = self.session
+        limit = int(
+            session.metadata.get("max_parallel_hosts") or self.reach.settings.max_parallel_hosts
+        )
         while True:
             await self._held()
-            left = [h for h, p in session.host_progress.items() if p.state != HOST_RETURNED]
+            progress = session.host_progress
+            left = [h for h, p in progress.items() if p.state != HOST_RETURNED]
             if not left:
                 return
-            # The host being worked on first (after a restart), then the emptiest.
-            left.sort(key=lambda h: (session.host_progress[h].state == "waiting",
-                                     len(self.reach.servers_on(h))))  # fmt: skip
-            await self._one_host(left[0])
+            # The hosts in hand first (a session resumed after a restart).
+            batch = [h for h in left if progress[h].state != HOST_WAITING]
+            if not batch:
+                servers = [s.id for h in left for s in self.reach.servers_on(h)]
+                constraints = await self.reach.store.instances_by_ids(servers)
+                groups = await self._groups(constraints.values())
+                batch = next_batch(
+                    left, limit, self.reach.hosts(), self.reach.servers_on, constraints, groups
+                )
+            await self._batch(batch)
 
-    async def _one_host(self, host: str) -> None:
+    async def _groups(
+        self, constraints: Iterable[InstanceConstraints]
+    ) -> dict[str, InstanceGroupConstraints]:
+        groups: dict[str, InstanceGroupConstraints] = {}
+        for c in constraints:
+            if c.group_id and c.group_id not in groups:
+                group = await self.reach.store.get_group(c.group_id)
+                if group is not None:
+                    groups[c.group_id] = group
+        return groups
+
+    async def _batch(self, hosts: list[str]) -> None:
+        """Empty `hosts` together, then maintain and return them together."""
         session = self.session
-        progress = session.host_progress[host]
-        session.current_host = host
-        if progress.started is None:
-            progress.started = time.time()
-        if progress.state != HOST_IN_MAINTENANCE:
+        session.current_host = ", ".join(hosts)
+        to_empty = [h for h in hosts if session.host_progress[h].state != HOST_IN_MAINTENANCE]
+        if to_empty:
             first = not any(p.state == HOST_RETURNED for p in session.host_progress.values())
             session.state = PREPARE_MAINTENANCE if first else PLANNED_MAINTENANCE
-            progress.state = HOST_DRAINING
-            await self._set_enabled(host, False)
-            session.note(f"{host}: disabled, to be emptied")
+            for host in to_empty:
+                progress = session.host_progress[host]
+                progress.started = progress.started or time.time()
+                progress.state = HOST_DRAINING
+                await self.hosts.set_enabled(host, False)
+                session.note(f"{host}: disabled, to be emptied")
             await self.save()
-            await self._empty(host, session.state)
+            await self._empty(to_empty, session.state)
         session.state = START_MAINTENANCE
-        await self._maintain(host)
+        await asyncio.gather(*(self.hosts.maintain(h) for h in hosts))
+        session.current_host = None
 
-    async def _empty(self, host: str, state: str) -> None:
+    async def _empty(self, hosts: list[str], state: str) -> None:
         session = self.session
-        servers = self.reach.servers_on(host)
-        for server in servers:
-            if server.id not in session.instances:
-                session.instances[server.id] = InstanceProgress(
-                    server.id, server.project_id, host, name=server.name
-                )
-        items = [i for i in session.instances.values() if i.host == host]
+        for host in hosts:
+            for server in self.reach.servers_on(host):
+                if server.id not in session.instances:
+                    session.instances[server.id] = InstanceProgress(
+                        server.id, server.project_id, host, name=server.name
+                    )
+        items = [i for i in session.instances.values() if i.host in hosts]
         projects: dict[str, list[str]] = {}
         for item in items:
             projects.setdefault(item.project_id, []).append(item.instance_id)
         if projects:
             deadline = time.time() + self.reach.settings.reply_timeout
-            await self.owners.ask(state, projects, deadline, round_key=host)
+            await self.owners.ask(state, projects, deadline, round_key=",".join(sorted(hosts)))
             await self.save()
             await self._answers(list(projects))
-        store = self.reach.store
-        constraints = await store.instances_by_ids([i.instance_id for i in items])
-        groups = {}
+        constraints = await self.reach.store.instances_by_ids([i.instance_id for i in items])
+        groups = await self._groups(constraints.values())
         for item in items:
             c = constraints.get(item.instance_id)
             item.group_id = c.group_id if c is not None else item.group_id
-            if item.group_id and item.group_id not in groups:
-                group = await store.get_group(item.group_id)
-                if group is not None:
-                    groups[item.group_id] = group
             if item.action is None:
                 asked = session.projects[item.project_id].instance_actions
                 item.action = default_action(
@@ -249,13 +299,13 @@ class Flow:
                 )
         await self.save()
         self._checkpoint()
-        failed = await self.drain.empty(host, items, constraints, groups)
+        failed = await self.drain.empty(items, constraints, groups)
         if failed:
             raise Stop(
-                f"{host} not emptied: "
-                + "; ".join(f"{i.instance_id}: {i.error}" for i in failed[:5])
+                "not emptied: " + "; ".join(f"{i.instance_id}: {i.error}" for i in failed[:5])
             )
-        await self._wait_empty(host)
+        for host in hosts:
+            await self._wait_empty(host)
 
     async def _wait_empty(self, host: str) -> None:
         async def empty() -> bool:
@@ -265,81 +315,6 @@ class Flow:
         if not await wait_until(empty, deadline, self._event, self.reach.settings.step_interval):
             left = ", ".join(s.id for s in self.reach.servers_on(host)[:5])
             raise Stop(f"{host} still runs {left} after every move")
-
-    async def _maintain(self, host: str) -> None:
-        session = self.session
-        progress = session.host_progress[host]
-        progress.state = HOST_IN_MAINTENANCE
-        self.reach.mark(host, True)
-        session.note(f"{host}: in maintenance")
-        await self.save()
-        await self.owners.host_notice(host, IN_MAINTENANCE)
-        actions = session.actions or [self._default_action()]
-        try:
-            for action in actions:
-                plugin = str(action.get("plugin"))
-                maintainer = self.reach.maintainers.get(plugin)
-                if maintainer is None:
-                    raise Stop(f"no host action {plugin!r} here")
-                metadata = dict(action.get("metadata") or {})
-                await maintainer.maintain(host, metadata)
-            await self._back_up(host)
-        except Stop:
-            progress.state, progress.error = HOST_FAILED, session.error
-            raise
-        except Exception as exc:
-            progress.state, progress.error = HOST_FAILED, f"{exc.__class__.__name__}: {exc}"
-            raise Stop(f"{host}: maintenance failed: {progress.error}") from exc
-        await self._set_enabled(host, True)
-        self.reach.mark(host, False)
-        known = self.reach.hosts().get(host)
-        progress.version_after = known.version if known is not None else None
-        progress.state, progress.finished = HOST_RETURNED, time.time()
-        session.current_host = None
-        session.note(f"{host}: back in service")
-        await self.save()
-        await self.owners.host_notice(host, MAINTENANCE_COMPLETE)
-
-    def _default_action(self) -> dict[str, object]:
-        name = self.reach.settings.default_host_action
-        if name.startswith("workflow:"):
-            return {"plugin": "workflow", "metadata": {"workflow": name.split(":", 1)[1]}}
-        return {"plugin": name, "metadata": {}}
-
-    async def _back_up(self, host: str) -> None:
-        """The VIM has the host up again (it may have been powered off and on)."""
-
-        async def up() -> bool:
-            try:
-                hosts = {h.name: h for h in await self.reach.vim().list_hosts()}
-            except VimError:
-                return False
-            known = hosts.get(host)
-            return known is not None and known.state == "up" and not known.forced_down
-
-        deadline = time.time() + self.reach.settings.host_timeout
-        if not await wait_until(up, deadline, self._event, self.reach.settings.step_interval):
-            raise Stop(f"{host} not back up after {self.reach.settings.host_timeout:.0f} s")
-
-    async def _set_enabled(self, host: str, enabled: bool) -> None:
-        try:
-            await self.reach.vim().set_host_enabled(host, enabled)
-        except VimError as exc:
-            raise Stop(
-                f"the VIM did not {'enable' if enabled else 'disable'} {host}: {exc}"
-            ) from exc
-
-    async def _back_in_service(self) -> None:
-        """After a cancel or a failure: a host taken out and not maintained goes back."""
-        for host, progress in self.session.host_progress.items():
-            if progress.state in (HOST_DRAINING, HOST_IN_MAINTENANCE, HOST_FAILED):
-                self.reach.mark(host, False)
-                try:
-                    await self.reach.vim().set_host_enabled(host, True)
-                except VimError as exc:
-                    self.session.note(f"{host}: could not be enabled again: {exc}")
-                if progress.state == HOST_DRAINING:
-                    progress.state = "waiting"
 
     async def _complete(self, final: str) -> None:
         session = self.session

@@ -92,6 +92,14 @@ class Maintenance:
                 raise RequestError(
                     400, "a workflow action names its workflow", f"actions[{i}].metadata.workflow"
                 )
+        parallel = (metadata or {}).get("max_parallel_hosts")
+        if parallel is not None and (
+            not isinstance(parallel, int) or isinstance(parallel, bool) or not 1 <= parallel <= 100
+        ):
+            raise RequestError(
+                400, "an integer from 1 to 100 (hosts taken out at once)",
+                "metadata.max_parallel_hosts",
+            )  # fmt: skip
         running = await self.store.active()
         if len(running) >= self.settings.max_sessions:
             raise RequestError(
@@ -185,6 +193,8 @@ class Maintenance:
         instance_actions: dict[str, str] | None = None,
     ) -> Session:
         """An owner's answer (`ACK_<state>` or `NACK_<state>`) to what it was asked."""
+        # Doctor's sample application manager names SCALE_IN by its older name.
+        state = state.replace("DOWN_SCALE", "SCALE_IN")
         session = await self._running(session_id)
         progress = session.projects.get(project_id)
         if progress is None or progress.asked is None:

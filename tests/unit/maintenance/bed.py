@@ -74,9 +74,10 @@ class Cloud:
     follower: asyncio.Task[None] | None = None
 
     @classmethod
-    def make(cls, hosts: int, servers: dict[str, list[str]]) -> Cloud:
-        """`servers`: host -> the projects of the servers on it (one server each)."""
-        hs = [Host(f"compute{i}", f"127.0.0.{i}", vcpus=8) for i in range(1, hosts + 1)]
+    def make(cls, hosts: int, servers: dict[str, list[str]], vcpus: int = 8) -> Cloud:
+        """`servers`: host -> the projects of the servers on it (one server of 1 vCPU
+        each); every host has `vcpus`."""
+        hs = [Host(f"compute{i}", f"127.0.0.{i}", vcpus=vcpus) for i in range(1, hosts + 1)]
         ss = []
         for host, projects in servers.items():
             for n, project in enumerate(projects):
