@@ -35,7 +35,8 @@ async def test_owners_scale_in_when_the_other_hosts_have_no_room(db: Database) -
         await answer(SCALE_IN)
         cloud.vim.delete_server("compute1-vm1")
         await eventually(lambda: "compute1-vm1" not in cloud.topology.servers, 5, "the feed")
-        await running.service.project_reply(session_id, "p1", "ACK_SCALE_IN")
+        # As Doctor's sample application manager names it.
+        await running.service.project_reply(session_id, "p1", "ACK_DOWN_SCALE")
         await answer("PREPARE_MAINTENANCE")
         await running.service.project_reply(session_id, "p1", "ACK_PREPARE_MAINTENANCE")
 
