@@ -98,7 +98,8 @@ class Drain:
         await self.save()
         try:
             if not self._still_on(host, item.instance_id):
-                item.to_host = None  # gone already (an owner's own action, a scale-in)
+                # Off already (its owner's own action, a scale-in): where is it now?
+                item.to_host = self._where(host, item.instance_id)
             elif item.action == OWN_ACTION:
                 await self._own_action(host, item, constraint)
             else:
@@ -137,8 +138,12 @@ class Drain:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"its owner did not take it off {host} in {limit:.0f} s")
             await asyncio.sleep(self.reach.settings.step_interval)
-        where = [h for h in self.reach.hosts() if h != host and self._still_on(h, item.instance_id)]
-        item.to_host = where[0] if where else None
+        item.to_host = self._where(host, item.instance_id)
+
+    def _where(self, left: str, instance_id: str) -> str | None:
+        """The host the instance runs on now, other than `left`; None if it is gone."""
+        hosts = (h for h in self.reach.hosts() if h != left)
+        return next((h for h in hosts if self._still_on(h, instance_id)), None)
 
 
 def default_action(

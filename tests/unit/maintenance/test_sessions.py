@@ -17,6 +17,7 @@ from opendoctor.core.maintenance import (
     MAINTENANCE_DONE,
     MAINTENANCE_FAILED,
     MIGRATE,
+    OWN_ACTION,
     InstanceConstraints,
     InstanceGroupConstraints,
     Session,
@@ -276,3 +277,31 @@ async def test_a_fault_on_another_host_holds_the_session_until_it_clears(
     finally:
         await running.engine.stop()
     assert done.state == MAINTENANCE_DONE, done.error
+
+
+async def test_an_owner_that_moves_its_instance_itself_is_waited_for(db: Database) -> None:
+    cloud = Cloud.make(2, {"compute1": ["p1"]})
+    running = await start(cloud, db, settings(reply_timeout=5))
+    owner = Owner(running, "p1", action=OWN_ACTION)
+
+    async def own_move() -> None:
+        await eventually(lambda: cloud.notices.of("p1", "PREPARE_MAINTENANCE"), 10, "asked")
+        # Its own way (say, a new instance elsewhere): here, a migration it asks for.
+        await cloud.vim.migrate("compute1-vm0", "compute2")
+
+    mover = asyncio.create_task(own_move())
+    try:
+        session = await running.service.create(["compute1"], None)
+        await mover
+        done = await ended(running, session.session_id)
+    finally:
+        await owner.close()
+        await running.engine.stop()
+        await cloud.close()
+    assert done.state == MAINTENANCE_DONE, done.error
+    item = done.instances["compute1-vm0"]
+    assert (item.action, item.state, item.to_host) == (OWN_ACTION, INSTANCE_DONE, "compute2")
+    # opendoctor moved nothing itself.
+    assert [c for c in cloud.vim.calls if c[0] in ("migrate", "live_migrate")] == [
+        ("migrate", "compute1-vm0")
+    ]
