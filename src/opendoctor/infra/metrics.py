@@ -45,6 +45,20 @@ HOST_ALT_PATH_LOST = Counter(
     "opendoctor_host_alt_path_lost_total",
     "Times a host's alt address went silent while its address answered",
 )
+MAINTENANCE_RUNNING = Gauge(
+    "opendoctor_maintenance_sessions_running", "Maintenance sessions this process runs"
+)
+MAINTENANCE_SESSIONS = Counter(
+    "opendoctor_maintenance_sessions_total", "Maintenance sessions ended, by end state", ["state"]
+)
+MAINTENANCE_MOVES = Counter(
+    "opendoctor_maintenance_moves_total",
+    "Instances moved off hosts in maintenance, by action and result",
+    ["action", "result"],
+)
+MAINTENANCE_HOSTS = Counter(
+    "opendoctor_maintenance_hosts_total", "Hosts maintained, by result", ["result"]
+)
 WORKFLOWS_REQUESTED = Counter(
     "opendoctor_workflows_requested_total", "run_workflow actions fired by templates", ["workflow"]
 )

@@ -24,6 +24,7 @@ from opendoctor.core.maintenance import (
     Session,
 )
 from opendoctor.core.ports import VimError
+from opendoctor.infra import metrics
 from opendoctor.maintenance.owners import Owners
 from opendoctor.maintenance.reach import Reach
 
@@ -110,6 +111,7 @@ class Drain:
         except (VimError, TimeoutError) as exc:
             item.state, item.finished = INSTANCE_FAILED, time.time()
             item.error = str(exc) or exc.__class__.__name__
+            metrics.MAINTENANCE_MOVES.labels(item.action or "", "failed").inc()
             self.session.note(f"{item.action} of {item.instance_id} failed: {item.error}")
             log.warning(
                 "maintenance move failed",
@@ -119,6 +121,7 @@ class Drain:
             await self.save()
             return
         item.state, item.finished = INSTANCE_DONE, time.time()
+        metrics.MAINTENANCE_MOVES.labels(item.action or "", "done").inc()
         self.session.note(f"{item.instance_id} off {host} ({item.action}) to {item.to_host}")
         await self.save()
         await self.owners.tell(INSTANCE_ACTION_DONE, item.project_id, item.instance_id)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from opendoctor.core.maintenance import Session
+from opendoctor.infra import metrics
 from opendoctor.maintenance.flow import Flow
 from opendoctor.maintenance.reach import Reach, Saver, Waker
 from opendoctor.store.leases import LeaseStore
@@ -60,6 +61,7 @@ class Engine:
         if not self.started or session.session_id in self._tasks or session.done:
             return
         self._live[session.session_id] = session
+        metrics.MAINTENANCE_RUNNING.set(len(self._live))
         task = asyncio.create_task(self._run(session), name=f"maintenance {session.session_id}")
         self._tasks[session.session_id] = task
 
@@ -105,6 +107,9 @@ class Engine:
                 await asyncio.gather(renew, return_exceptions=True)
             self._tasks.pop(session.session_id, None)
             self._live.pop(session.session_id, None)
+            metrics.MAINTENANCE_RUNNING.set(len(self._live))
+            if session.done:
+                metrics.MAINTENANCE_SESSIONS.labels(session.state).inc()
             self.waker.forget(session.session_id)
             self.saver.forget(session.session_id)
             if self.leases is not None:

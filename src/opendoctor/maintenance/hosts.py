@@ -19,6 +19,7 @@ from opendoctor.core.maintenance import (
     Session,
 )
 from opendoctor.core.ports import VimError
+from opendoctor.infra import metrics
 from opendoctor.maintenance.owners import Owners
 from opendoctor.maintenance.reach import Reach, Stop, wait_until
 
@@ -56,15 +57,18 @@ class HostWork:
             await self._back_up(host)
         except Stop as exc:
             progress.state, progress.error = HOST_FAILED, str(exc)
+            metrics.MAINTENANCE_HOSTS.labels("failed").inc()
             raise
         except Exception as exc:
             progress.state, progress.error = HOST_FAILED, f"{exc.__class__.__name__}: {exc}"
+            metrics.MAINTENANCE_HOSTS.labels("failed").inc()
             raise Stop(f"{host}: maintenance failed: {progress.error}") from exc
         await self.set_enabled(host, True)
         self.reach.mark(host, False)
         known = self.reach.hosts().get(host)
         progress.version_after = known.version if known is not None else None
         progress.state, progress.finished = HOST_RETURNED, time.time()
+        metrics.MAINTENANCE_HOSTS.labels("returned").inc()
         session.note(f"{host}: back in service")
         await self.save()
         await self.owners.host_notice(host, MAINTENANCE_COMPLETE)

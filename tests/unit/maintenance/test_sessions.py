@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from opendoctor.core.maintenance import (
     HOST_RETURNED,
@@ -26,6 +27,14 @@ from opendoctor.core.model import Server
 from opendoctor.store.db import Database
 from tests.conftest import eventually
 from tests.unit.maintenance.bed import Cloud, Gate, Running, decoded, settings, start
+
+
+def moves(result: str) -> float:
+    total = 0.0
+    for action in ("MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"):
+        labels = {"action": action, "result": result}
+        total += REGISTRY.get_sample_value("opendoctor_maintenance_moves_total", labels) or 0.0
+    return total
 
 
 class Owner:
@@ -100,6 +109,7 @@ async def test_a_rolling_session_asks_moves_maintains_and_returns_every_host(
     cloud: Cloud, db: Database
 ) -> None:
     watch = Watch(cloud)
+    before = moves("done")
     # p2 never answers: its instances move the default way once its time is over.
     config = settings(reply_timeout=0.5, default_host_action="watch")
     running = await start(cloud, db, config, {"watch": watch})
@@ -126,6 +136,7 @@ async def test_a_rolling_session_asks_moves_maintains_and_returns_every_host(
         "compute1-vm0": LIVE_MIGRATE, "compute1-vm1": MIGRATE, "compute2-vm0": LIVE_MIGRATE,
     }  # fmt: skip
     assert all(i.state == INSTANCE_DONE and i.to_host != i.host for i in moved.values())
+    assert moves("done") - before == 3  # as /metrics counts them
     assert done.projects["p2"].defaults == ["MAINTENANCE", "PLANNED_MAINTENANCE"]
     assert done.projects["p1"].defaults == []
     # The owners heard each step in DESIGN §5's order, and of each instance once moved.
