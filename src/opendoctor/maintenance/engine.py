@@ -26,8 +26,15 @@ LEASE_TTL = 15.0
 
 
 class Engine:
-    def __init__(self, reach: Reach, leases: LeaseStore | None, holder: str) -> None:
+    def __init__(
+        self,
+        reach: Reach,
+        leases: LeaseStore | None,
+        holder: str,
+        lease_ttl: float = LEASE_TTL,
+    ) -> None:
         self.reach = reach
+        self.lease_ttl = lease_ttl
         self.leases = leases
         self.holder = holder
         self.waker = Waker()
@@ -92,7 +99,7 @@ class Engine:
         name = f"maintenance:{session.session_id}"
         try:
             if self.leases is not None:
-                if not await self.leases.acquire(name, self.holder, LEASE_TTL):
+                if not await self.leases.acquire(name, self.holder, self.lease_ttl):
                     return  # another process runs it
                 renew = asyncio.create_task(self._renew(session.session_id))
             log.info("maintenance session running", extra={"session": session.session_id})
@@ -119,8 +126,9 @@ class Engine:
     async def _renew(self, session_id: str) -> None:
         assert self.leases is not None
         while True:
-            await asyncio.sleep(LEASE_TTL / 3)
-            if not await self.leases.acquire(f"maintenance:{session_id}", self.holder, LEASE_TTL):
+            await asyncio.sleep(self.lease_ttl / 3)
+            name = f"maintenance:{session_id}"
+            if not await self.leases.acquire(name, self.holder, self.lease_ttl):
                 # Another process has it now: stop here rather than run it twice.
                 log.warning("maintenance session lease lost", extra={"session": session_id})
                 task = self._tasks.get(session_id)
@@ -136,7 +144,7 @@ class Engine:
 
     async def _keep_taking_up(self) -> None:
         while True:
-            await asyncio.sleep(LEASE_TTL / 2)
+            await asyncio.sleep(self.lease_ttl / 2)
             try:
                 await self._take_up()
             except Exception:
