@@ -118,15 +118,17 @@ class MaintenancePart:
             self._topology.maintenance.discard(host)
         self._graph_feed.set_maintenance(host, on)
 
-    async def start(self) -> None:
-        if self.service is None:
-            return
-        # Hosts a session had out of service before a restart are still out.
+    async def restore_marks(self) -> None:
+        """Hosts a session had in maintenance before a restart are still: marked before
+        the inspector handles the first event (their monitors may report them down)."""
         for session in await self.store.active():
             for name, progress in session.host_progress.items():
                 if progress.state == "in_maintenance":
                     self.mark(name, True)
-        await self.engine.start()
+
+    async def start(self) -> None:
+        if self.service is not None:
+            await self.engine.start()
 
     async def stop(self) -> None:
         if self.engine.started:

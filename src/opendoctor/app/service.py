@@ -269,6 +269,7 @@ class Service:
         if self.runs("api", "notifier"):
             await self.alarms.load()
         if self.runs("inspector"):
+            await self.maintenance_part.restore_marks()
             await self._start_inspector()
         elif self.runs("api", "monitor"):
             # What the API checks events against and shows, what the monitor probes.

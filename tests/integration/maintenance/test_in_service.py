@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from opendoctor.app.service import Service
+from opendoctor.core.maintenance import (
+    HOST_IN_MAINTENANCE,
+    START_MAINTENANCE,
+    HostProgress,
+    Session,
+)
 from opendoctor.core.model import Event
 from opendoctor.inspector.graph.model import make_key
+from opendoctor.store.db import Database
+from opendoctor.store.maintenance import MaintenanceStore
 from tests.integration.pipeline.conftest import lab_vim, settings_for
 
 
@@ -54,3 +62,26 @@ async def test_notices_link_to_the_port_the_api_bound(service: Service) -> None:
     # `api.port = 0` picks a port: owners must be sent where the API really listens.
     service.maintenance_part.listening("http://127.0.0.1:45678/")
     assert service.maintenance_part.reach.base_url == "http://127.0.0.1:45678"
+
+
+async def test_a_host_in_maintenance_before_a_restart_is_still_after_it(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    db = Database(settings.db_url)
+    await db.migrate()
+    # What a session left when the process stopped: compute2 powered off for its upkeep,
+    # the session paused by the admin (so it stays so while this is looked at).
+    session = Session(hosts=["compute2"], maintenance_at=0.0, state=START_MAINTENANCE)
+    session.host_progress["compute2"] = HostProgress("compute2", state=HOST_IN_MAINTENANCE)
+    session.paused = True
+    await MaintenanceStore(db).add(session)
+    await db.close()
+    running = Service(settings, vim=lab_vim())
+    await running.start()
+    try:
+        assert "compute2" in running.topology.maintenance
+        assert host_state(running, "compute2") == "maintenance"
+        await running.submit([down("compute2")])
+        await running.bus.drain()
+        assert not running.inspector.active
+    finally:
+        await running.stop()
