@@ -189,7 +189,9 @@ async def test_only_admins_use_it_and_the_version_documents_are_open(ha: Running
     resp = await c.get(f"{V1}/admin/segments/{seg['uuid']}", headers=ADMIN)
     assert resp.json()["segment"]["name"] == "seg"
     document = (await c.get("/openapi.json")).json()["paths"]
-    assert f"{V1}/segments" in document and not any("project_id" in p for p in document)
+    # Its copies under the project's id are not documented twice.
+    assert f"{V1}/segments" in document
+    assert not any(p.startswith(f"{V1}/{{project_id}}") for p in document)
     assert "409" in document[f"{V1}/segments"]["post"]["responses"]
 
 
