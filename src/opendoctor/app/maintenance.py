@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _settle(settings: Settings) -> float:
+    """How long this process's monitor takes to notice a host that went off."""
+    monitor = settings.monitor
+    return monitor.interval * (monitor.misses + 1) if monitor.enabled else 0.0
+
+
 class ByWorkflow:
     """The `workflow` host action: the workflow named in its metadata, given `host` (and
     the rest of the metadata), run to its end; anything but SUCCESS fails the host."""
@@ -90,6 +96,8 @@ class MaintenancePart:
             mark=self.mark,
             faulted_hosts=faulted_hosts,
             base_url=base_url.rstrip("/"),
+            heard=lambda host: host not in self._topology.maintenance_down,
+            settle=_settle(settings),
             shared=db.engine.dialect.name != "sqlite",
         )
         shared = self.reach.shared

@@ -142,18 +142,17 @@ class Inspector:
                 fault = None
             if stored is not None and fault is None:
                 fault = self._adopt(event, stored)
-        if (
-            event.active
-            and fault is None
-            and event.instance_id is None
-            and event.hostname in self.topology.maintenance
-        ):
-            # Planned: its servers were moved off before it went down; nobody is told.
-            metrics.EVENTS.labels(event.type, "in_maintenance").inc()
-            log.info("host in maintenance: no fault", extra={"event": event.id,
-                                                             "host": event.hostname})  # fmt: skip
-            await self.events.mark_processed(event, None)
-            return
+        if fault is None and event.instance_id is None:
+            if event.active and event.hostname in self.topology.maintenance:
+                # Planned: its servers were moved off before it went down; nobody is told.
+                self.topology.maintenance_down.add(event.hostname)
+                metrics.EVENTS.labels(event.type, "in_maintenance").inc()
+                where = {"event": event.id, "host": event.hostname}
+                log.info("host in maintenance: no fault", extra=where)
+                await self.events.mark_processed(event, None)
+                return
+            if not event.active:
+                self.topology.maintenance_down.discard(event.hostname)
         if self.damping.holding(event.key):
             await self.damping.settle(event.key, event.active)
             fault = self.active.get(event.key)  # gone if its clearance was under way

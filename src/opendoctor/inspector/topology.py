@@ -18,6 +18,9 @@ class Topology:
         self._by_host: dict[str, dict[str, Server]] = {}
         # Hosts out of service for planned maintenance: their going down is expected.
         self.maintenance: set[str] = set()
+        # Of those (or those just returned), the ones a monitor reported down and not
+        # yet up again: a host is returned only once its monitor hears it again.
+        self.maintenance_down: set[str] = set()
 
     def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
         self.hosts = {h.name: h for h in hosts}

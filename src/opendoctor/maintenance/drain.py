@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from opendoctor.core.maintenance import (
@@ -23,9 +24,11 @@ from opendoctor.core.maintenance import (
     InstanceProgress,
     Session,
 )
+from opendoctor.core.model import Server
 from opendoctor.core.ports import VimError
 from opendoctor.infra import metrics
 from opendoctor.maintenance.owners import Owners
+from opendoctor.maintenance.plan import target_for
 from opendoctor.maintenance.reach import Reach
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,10 @@ class Drain:
         self.save = save
         self._moves = asyncio.Semaphore(reach.settings.max_parallel_moves)
         self._groups: dict[str, asyncio.Semaphore] = {}
+        # Hosts a move must not go to (the session's, not yet maintained: an instance
+        # put there would have to move again), and vCPUs on their way to each host.
+        self.avoid: set[str] = set()
+        self._placing: Counter[str] = Counter()
 
     def _group_slot(self, group: InstanceGroupConstraints | None) -> asyncio.Semaphore | None:
         if group is None:
@@ -104,9 +111,7 @@ class Drain:
             elif item.action == OWN_ACTION:
                 await self._own_action(host, item, constraint)
             else:
-                vim = self.reach.vim()
-                call = vim.live_migrate if item.action == LIVE_MIGRATE else vim.migrate
-                moved = await asyncio.wait_for(call(item.instance_id), settings.move_timeout)
+                moved = await asyncio.wait_for(self._vim_move(host, item), settings.move_timeout)
                 item.to_host = moved.host
         except (VimError, TimeoutError) as exc:
             item.state, item.finished = INSTANCE_FAILED, time.time()
@@ -124,7 +129,30 @@ class Drain:
         metrics.MAINTENANCE_MOVES.labels(item.action or "", "done").inc()
         self.session.note(f"{item.instance_id} off {host} ({item.action}) to {item.to_host}")
         await self.save()
-        await self.owners.tell(INSTANCE_ACTION_DONE, item.project_id, item.instance_id)
+        await self.owners.tell(INSTANCE_ACTION_DONE, item.project_id, item.instance_id, host)
+
+    async def _vim_move(self, host: str, item: InstanceProgress) -> Server:
+        vim = self.reach.vim()
+        call = vim.live_migrate if item.action == LIVE_MIGRATE else vim.migrate
+        server = next((s for s in self.reach.servers_on(host) if s.id == item.instance_id), None)
+        target = None
+        if server is not None:
+            target = target_for(
+                server, self.reach.hosts(), self.reach.servers_on, self.avoid, self._placing
+            )
+        if target is None:
+            return await call(item.instance_id)
+        size = server.vcpus if server is not None else 0
+        self._placing[target] += size
+        try:
+            return await call(item.instance_id, target)
+        except VimError as exc:
+            if exc.status != 400:
+                raise
+            # A VIM that takes no target here (an older API): its scheduler chooses.
+            return await call(item.instance_id)
+        finally:
+            self._placing[target] -= size
 
     def _still_on(self, host: str, instance_id: str) -> bool:
         return any(s.id == instance_id for s in self.reach.servers_on(host))

@@ -22,6 +22,7 @@ from opendoctor.core.maintenance import (
     HOST_IN_MAINTENANCE,
     HOST_RETURNED,
     HOST_WAITING,
+    INSTANCE_DONE,
     MAINTENANCE,
     MAINTENANCE_CANCELLED,
     MAINTENANCE_COMPLETE,
@@ -274,7 +275,10 @@ class Flow:
         session = self.session
         for host in hosts:
             for server in self.reach.servers_on(host):
-                if server.id not in session.instances:
+                known = session.instances.get(server.id)
+                if known is None or (known.host not in hosts and known.state == INSTANCE_DONE):
+                    # New to the session, or moved here off a host emptied before: it
+                    # moves (again) off this one.
                     session.instances[server.id] = InstanceProgress(
                         server.id, server.project_id, host, name=server.name
                     )
@@ -299,6 +303,7 @@ class Flow:
                 )
         await self.save()
         self._checkpoint()
+        self.drain.avoid = {h for h, p in session.host_progress.items() if p.state != HOST_RETURNED}
         failed = await self.drain.empty(items, constraints, groups)
         if failed:
             raise Stop(

@@ -95,6 +95,15 @@ class HostWork:
         deadline = time.time() + settings.host_timeout
         if not await wait_until(up, deadline, self.event(), settings.step_interval):
             raise Stop(f"{host} not back up after {settings.host_timeout:.0f} s")
+        # The VIM may say up before the monitors have even noticed the host went off:
+        # it stays marked for as long as they take to notice, then until they hear it.
+        await asyncio.sleep(self.reach.settle)
+
+        async def heard() -> bool:
+            return self.reach.heard(host)
+
+        if not await wait_until(heard, deadline, self.event(), settings.step_interval):
+            raise Stop(f"{host}: its monitor has not heard it since it went down")
 
     async def set_enabled(self, host: str, enabled: bool) -> None:
         try:

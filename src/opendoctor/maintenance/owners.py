@@ -85,13 +85,13 @@ class Owners:
             metadata=json.dumps(session.metadata),
         )
 
-    async def tell(self, state: str, project_id: str, instance_id: str) -> None:
+    async def tell(self, state: str, project_id: str, instance_id: str, host: str = "") -> None:
         """A notice that asks nothing (INSTANCE_ACTION_DONE): it carries no `reply_url`,
         as no answer is waited for."""
         session = self.session
         event = NotificationEvent.build(
             SCHEDULED,
-            message_id=_message_id(session.session_id, project_id, state, instance_id),
+            message_id=_message_id(session.session_id, project_id, state, instance_id, host),
             project_id=project_id,
             state=state,
             session_id=session.session_id,

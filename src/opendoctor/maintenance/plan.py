@@ -81,3 +81,37 @@ def next_batch(
         batch.append(host)
         impacted.update(members)
     return batch
+
+
+def target_for(
+    server: Server,
+    hosts: Mapping[str, Host],
+    servers_on: ServersOn,
+    avoid: set[str],
+    placing: Mapping[str, int],
+) -> str | None:
+    """Where to move `server`: a host in service that the session will not take out
+    later (one already maintained, or not in the session), with room for it, the least
+    loaded first; None if there is none (the VIM's scheduler then chooses). `placing`:
+    vCPUs already on their way to each host."""
+
+    def room(host: Host) -> bool:
+        if not host.vcpus:
+            return True
+        used = sum(s.vcpus for s in servers_on(host.name)) + placing.get(host.name, 0)
+        return used + server.vcpus <= host.vcpus
+
+    usable = [
+        h
+        for h in hosts.values()
+        if h.name not in avoid
+        and h.name != server.host
+        and h.enabled
+        and not h.forced_down
+        and h.state == "up"
+        and room(h)
+    ]
+    if not usable:
+        return None
+    best = min(usable, key=lambda h: (len(servers_on(h.name)) + placing.get(h.name, 0), h.name))
+    return best.name

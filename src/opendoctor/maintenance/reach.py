@@ -35,6 +35,10 @@ class Reach:
     # Hosts with an active fault now (a session holds between hosts while there are).
     faulted_hosts: Callable[[], set[str]]
     base_url: str
+    # Whether the monitors hear the host again (no down reported while it was out that
+    # has not had its up); and how long they take to notice a host that went off.
+    heard: Callable[[str], bool] = lambda host: True
+    settle: float = 0.0
     # Other processes serve the API (scaled out): owners' answers and admins' changes
     # reach a running session through the store, and are taken up from it.
     shared: bool = False

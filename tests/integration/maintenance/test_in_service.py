@@ -38,6 +38,10 @@ def down(host: str) -> Event:
     return Event("compute.host.down", host, "down", time.time(), monitor="test")
 
 
+def up(host: str) -> Event:
+    return Event("compute.host.down", host, "up", time.time(), monitor="test")
+
+
 def host_state(service: Service, host: str) -> str | None:
     vertex = service.graph.get(make_key("host", host))
     return None if vertex is None else vertex.raw_state
@@ -50,6 +54,12 @@ async def test_a_host_in_maintenance_going_down_is_no_fault(service: Service) ->
     await service.bus.drain()
     assert await service.faults.active_for("compute1", None) is None
     assert not service.inspector.active
+    # Not returned until its monitor hears it again.
+    heard = service.maintenance_part.reach.heard
+    assert not heard("compute1")
+    await service.submit([up("compute1")])
+    await service.bus.drain()
+    assert heard("compute1")
 
     service.maintenance_part.mark("compute1", False)
     assert host_state(service, "compute1") == "up"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opendoctor.core.maintenance import InstanceConstraints, InstanceGroupConstraints
 from opendoctor.core.model import Host, Server
-from opendoctor.maintenance.plan import next_batch, room_problem
+from opendoctor.maintenance.plan import next_batch, room_problem, target_for
 
 
 def cloud(
@@ -57,3 +57,15 @@ def test_a_group_is_never_more_impacted_than_it_allows() -> None:
         "a",
         "b",
     ]
+
+
+def test_a_move_goes_where_it_will_not_have_to_move_again() -> None:
+    hosts, on = cloud({"a": 4, "b": 4, "c": 4, "d": 4}, {"a": 1, "b": 0, "c": 3, "d": 1})
+    server = on["a"][0]
+    servers_on = lambda h: on.get(h, [])  # noqa: E731
+    # b is still to be maintained; c and d are done (or not in the session): d, the
+    # emptier of the two.
+    assert target_for(server, hosts, servers_on, {"a", "b"}, {}) == "d"
+    # Three more on their way to d make c the emptier; none fits when nothing has room.
+    assert target_for(server, hosts, servers_on, {"a", "b"}, {"d": 3}) == "c"
+    assert target_for(server, hosts, servers_on, {"a", "b", "c", "d"}, {}) is None

@@ -316,3 +316,19 @@ async def test_an_owner_that_moves_its_instance_itself_is_waited_for(db: Databas
     assert [c for c in cloud.vim.calls if c[0] in ("migrate", "live_migrate")] == [
         ("migrate", "compute1-vm0")
     ]
+
+
+async def test_each_instance_moves_once_to_a_host_already_maintained(db: Database) -> None:
+    cloud = Cloud.make(3, {"compute1": ["p1"], "compute2": ["p1"]})
+    running = await start(cloud, db, settings(reply_timeout=0.2))
+    try:
+        session = await running.service.create([], None)
+        done = await ended(running, session.session_id)
+    finally:
+        await running.engine.stop()
+        await cloud.close()
+    assert done.state == MAINTENANCE_DONE, done.error
+    # compute3, empty, went first; each server then moved once, onto a maintained host.
+    moves = [c for c in cloud.vim.calls if c[0] == "migrate"]
+    assert sorted(moves) == [("migrate", "compute1-vm0"), ("migrate", "compute2-vm0")]
+    assert done.instances["compute1-vm0"].to_host == "compute3"
