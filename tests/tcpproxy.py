@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from opendoctor.infra.procs import free_port
 
 
 class TcpProxy:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-        return port
+from opendoctor.infra.procs import free_port
 
 
 @dataclass

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from opendoctor.infra.httpclient import HttpClient, HttpError
-from opendoctor.infra.procs import pid_alive, terminate
+from opendoctor.infra.procs import free_port, pid_alive, terminate
 from opendoctor.lab.openstack import catalog, configs, install, procs, provision
-from opendoctor.lab.openstack.spec import ADMIN, APIS, BedSpec, Secrets, free_port, write_private
+from opendoctor.lab.openstack.spec import ADMIN, APIS, BedSpec, Secrets, write_private
 from opendoctor.lab.openstack.state import STATE_FILE, read_state, save_state
 
 CLOUD = "opendoctor-bed"
