@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def _settle(settings: Settings) -> float:
-    """How long this process's monitor takes to notice a host that went off."""
+    """How long this process's monitor takes to notice a host that went off (its
+    misses, a round to judge them, one more for the report to arrive)."""
     monitor = settings.monitor
-    return monitor.interval * (monitor.misses + 1) if monitor.enabled else 0.0
+    return monitor.interval * (monitor.misses + 2) if monitor.enabled else 0.0
 
 
 class ByWorkflow:

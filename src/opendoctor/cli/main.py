@@ -357,7 +357,8 @@ def vnfm(
     action is its /maintenance) and answers each on the session's reply URL: its
     instances (MAINTENANCE), one extra server deleted (SCALE_IN), how each instance is to
     move (PREPARE_MAINTENANCE, PLANNED_MAINTENANCE: a pair's active is first switched
-    over to its standby, load balancer included), and those servers created again
+    over to its standby, load balancer included; a standby on the same host is first
+    moved off by the manager itself, OWN_ACTION), and those servers created again
     (MAINTENANCE_COMPLETE). GET /status tells what it did.
     """
     from opendoctor.tools import consumer as consumer_mod
@@ -386,12 +387,17 @@ class Scenario(StrEnum):
     all = "all"
     uc1 = "uc1"
     uc2 = "uc2"
+    maintenance = "maintenance"
 
 
 @app.command()
 def demo(
     scenario: Annotated[
-        Scenario, typer.Argument(help="uc1 (a host fails), uc2 (a VM of a pair fails), or all")
+        Scenario,
+        typer.Argument(
+            help="uc1 (a host fails), uc2 (a VM of a pair fails), maintenance (every host "
+            "upgraded, one after another), or all"
+        ),
     ] = Scenario.all,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     workdir: Annotated[
@@ -411,12 +417,19 @@ def demo(
     host and its nova-compute, the 6 servers being Nova's); every owner is told, the host
     marked down, its VMs set to error and evacuated. UC2: server1 (active) and server2
     (standby) behind a load balancer; server1's process is killed; its owner switches
-    the load balancer to server2 while clients keep sending requests. Exits non-zero if
-    an owner was not notified, notification took 1 s or more, or the switch-over failed.
+    the load balancer to server2 while clients keep sending requests. Maintenance: the
+    same pair (its VNF manager answers every notice, switching the pair over before its
+    active's host is emptied) and a server of a project that never answers; a new version
+    staged on 3 hosts, which a session empties, power-cycles and returns one by one while
+    clients keep sending requests. Exits non-zero if an owner was not notified,
+    notification took 1 s or more, or the switch-over failed; for maintenance, if the
+    session did not end MAINTENANCE_DONE, a client request failed, a server was lost, a
+    host did not come back with the new version or a fault was opened meanwhile. --vim
+    openstack runs UC1 only.
     """
     from opendoctor.infra.httpclient import HttpError
     from opendoctor.tools import demo as demo_uc1
-    from opendoctor.tools import demo_uc2
+    from opendoctor.tools import demo_maintenance, demo_uc2
     from opendoctor.tools.stack import StackError
 
     console = Console()
@@ -424,12 +437,15 @@ def demo(
     runs: dict[str, Callable[[Path, Console, bool], Coroutine[Any, Any, Story]]] = {
         "uc1": functools.partial(demo_uc1.run, vim=vim.value),
         "uc2": demo_uc2.run,
+        "maintenance": demo_maintenance.run,
     }
     if vim is VimChoice.openstack:
-        if scenario is Scenario.uc2:
-            err.print("[red]UC2 runs on the lab only[/red] (its load balancer is the lab's)")
+        if scenario in (Scenario.uc2, Scenario.maintenance):
+            what = "UC2" if scenario is Scenario.uc2 else "The maintenance demo"
+            err.print(f"[red]{what} runs on the lab only[/red] (its load balancer is the lab's)")
             raise typer.Exit(2)
         runs.pop("uc2")
+        runs.pop("maintenance")
     chosen = list(runs) if scenario is Scenario.all else [scenario.value]
     results: dict[str, Any] = {}
     code = 0

@@ -82,15 +82,26 @@ async def create_pair(lab: LabClient) -> tuple[Server, Server, dict[str, Any]]:
     return active, standby, pool
 
 
-async def setup_pair(s: Stack) -> dict[str, Any]:
-    """Two servers of one owner on two hosts, behind one pool; alarms; the VNFM's pair."""
-    active, standby, pool = await create_pair(s.lab.client)
+def vip_url(pool: dict[str, Any]) -> str:
+    """Where clients reach a pool: its virtual IP."""
+    return f"http://{pool['vip_address']}:{pool['vip_port']}/"
+
+
+async def servers_known(s: Stack, servers: list[Server], what: str = "the pair") -> None:
+    """Until the service has learnt of `servers` from the VIM (owners' requests about
+    them are refused until then)."""
 
     async def known() -> bool:
         ids = {v["id"] for v in await s.get("/v1/servers")}
-        return {active.id, standby.id} <= ids
+        return {server.id for server in servers} <= ids
 
-    await wait_for("the service to learn about the pair", known, 10)
+    await wait_for(f"the service to learn about {what}", known, 10)
+
+
+async def setup_pair(s: Stack) -> dict[str, Any]:
+    """Two servers of one owner on two hosts, behind one pool; alarms; the VNFM's pair."""
+    active, standby, pool = await create_pair(s.lab.client)
+    await servers_known(s, [active, standby])
     consumer = s.consumers[PROJECT]
     headers = owner(PROJECT)
     for server in (active, standby):
@@ -103,8 +114,7 @@ async def setup_pair(s: Stack) -> dict[str, Any]:
     )
     if not resp.ok:
         raise StackError(f"the consumer refused the pair: {resp.body[:300]!r}")
-    vip = f"http://{pool['vip_address']}:{pool['vip_port']}/"
-    return {"active": active, "standby": standby, "pool": pool, "vip": vip}
+    return {"active": active, "standby": standby, "pool": pool, "vip": vip_url(pool)}
 
 
 async def kill_and_switch(s: Stack, pair: dict[str, Any], traffic: Traffic) -> dict[str, Any]:

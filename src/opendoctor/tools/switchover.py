@@ -109,7 +109,13 @@ class Switcher:
                 changes.append(self.lab.set_member(members[record.standby]["id"], True))
             if record.failed in members:
                 changes.append(self.lab.set_member(members[record.failed]["id"], False))
-            await asyncio.gather(*changes)
+            if demote:
+                # Planned: the old active still serves, so the pool is never left empty
+                # for a moment; the standby is in before the active goes out.
+                for change in changes:
+                    await change
+            else:
+                await asyncio.gather(*changes)
             record.done = time.time()
             self.pairs[record.standby] = record.failed
             log.info("switched over", extra={"failed": record.failed, "to": record.standby})

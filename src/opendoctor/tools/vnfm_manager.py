@@ -20,7 +20,7 @@ from typing import Any
 
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.infra.tasks import Background
-from opendoctor.lab.client import LabClient
+from opendoctor.lab.client import LabClient, LabError
 from opendoctor.tools.switchover import Switcher
 from opendoctor.tools.vnfm_api import OpendoctorApi, VnfmConfig, VnfmError
 from opendoctor.tools.vnfm_notice import (
@@ -29,6 +29,7 @@ from opendoctor.tools.vnfm_notice import (
     MAINTENANCE,
     MAINTENANCE_COMPLETE,
     MIGRATE,
+    OWN_ACTION,
     PLANNED_MAINTENANCE,
     PREPARE_MAINTENANCE,
     SCALE_IN,
@@ -65,6 +66,7 @@ class VnfManager:
         self.replies: list[dict[str, Any]] = []
         self.actions_done: list[dict[str, Any]] = []
         self.scaled_in: list[dict[str, Any]] = []
+        self.own_moves: list[dict[str, Any]] = []  # standbys moved ahead of their active
         self.scaled_out: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self._to_recreate: list[dict[str, Any]] = []  # lab details of servers scaled in
@@ -177,16 +179,21 @@ class VnfManager:
     async def _make_way(self, notice: Notice) -> None:
         """Switch each pair whose active is to move over to its standby, then say how each
         instance is to be moved."""
-        action = self._action(notice.traits.get("allowed_actions"))
+        allowed = notice.traits.get("allowed_actions")
+        action = self._action(allowed)
         if action is None:
             self._error(notice, f"{self.config.migration_type} and MIGRATE are not allowed")
             await self._reply(notice, f"NACK_{notice.state}")
             return
         ids = await self.api.instance_ids(notice)
         moving = set(ids)
+        own_ok = not isinstance(allowed, list) or not allowed or OWN_ACTION in allowed
+        moved: set[str] = set()  # standbys it took off the host itself
         for instance_id in ids:
-            await self._switch_away(instance_id, moving, notice)
-        actions = dict.fromkeys(ids, action)
+            # A standby moved off already serves now: it is not to be switched away from.
+            if instance_id not in moved:
+                await self._switch_away(instance_id, moving, moved if own_ok else None, notice)
+        actions = {i: OWN_ACTION if i in moved else action for i in ids}
         await self._reply(notice, f"ACK_{notice.state}", instance_actions=actions)
 
     def _action(self, allowed: Any) -> str | None:
@@ -196,22 +203,47 @@ class VnfManager:
         allowed = [str(a) for a in allowed]
         if self.config.migration_type in allowed:
             return self.config.migration_type
-        # Never OWN_ACTION in its stead: this manager does not move instances itself.
+        # Never OWN_ACTION in its stead: it moves only a standby ahead of its active.
         return next((a for a in (MIGRATE, LIVE_MIGRATE) if a in allowed), None)
 
-    async def _switch_away(self, active: str, moving: set[str], notice: Notice) -> None:
+    async def _switch_away(
+        self, active: str, moving: set[str], moved: set[str] | None, notice: Notice
+    ) -> None:
+        """Switch `active`'s pair over to its standby before the active moves. A standby
+        on the same host goes first, moved by this manager (OWN_ACTION, if the session
+        allows it, into `moved`): otherwise the session may move the serving half while
+        the other is on its way too."""
         switcher = self.switcher
         if switcher is None or active not in switcher.pairs:
             return
-        if switcher.pairs[active] in moving:
-            self._error(notice, f"not switched over: {active}'s standby is to move too")
-            return
+        standby = switcher.pairs[active]
+        if standby in moving:
+            if moved is None or not await self._move_first(standby, notice):
+                self._error(notice, f"not switched over: {active}'s standby is to move too")
+                return
+            moved.add(standby)
         record = switcher.claim(active, time.time(), reason="maintenance")
         if record is not None:
             # A standby that cannot serve is not switched to (the switch-over's error says
             # so); the instance is given up all the same: the session does not wait on it.
             await switcher.switch(record, demote=True)
             self._say(f"switched {active} over to {record.standby}: {record.error or 'done'}")
+
+    async def _move_first(self, standby: str, notice: Notice) -> bool:
+        """Migrate `standby` off the host being emptied (the VIM picks where: not that
+        host, which is disabled); False if it could not."""
+        assert self.lab is not None  # pairs are switched through the lab
+        started = time.time()
+        try:
+            before = (await self.lab.server(standby)).host
+            server = await self.lab.migrate(standby)
+        except LabError as exc:
+            self._error(notice, f"{standby} not moved ahead of its active: {exc}")
+            return False
+        entry = {"instance_id": standby, "from": before, "to": server.host, "started": started}
+        _keep(self.own_moves, entry | {"session_id": notice.session_id, "done": time.time()})
+        self._say(f"moved standby {standby} from {before} to {server.host} itself")
+        return True
 
     # -- scaling ---------------------------------------------------------------------------
 
@@ -289,6 +321,7 @@ class VnfManager:
             "repeats": self.repeats,
             "replies": self.replies,
             "switchovers": self.switcher.report() if self.switcher is not None else [],
+            "own_moves": self.own_moves,
             "scaled_in": self.scaled_in,
             "scaled_out": self.scaled_out,
             "instance_action_done": self.actions_done,

@@ -502,17 +502,50 @@ async def test_a_pair_is_switched_over_before_its_active_is_given_up_to_maintena
     assert status["pairs"] == {active.id: standby.id}
 
 
-async def test_a_pair_whose_standby_moves_too_is_not_switched(
+@pytest.mark.parametrize("listed", ["active first", "standby first"])
+async def test_a_standby_on_the_host_too_is_moved_first_and_the_pair_switched_to_it(
+    od: FakeOpendoctor, start_vnfm: StartVnfm, lab: LabRunner, listed: str
+) -> None:
+    active, standby, pool = await create_pair(lab.client)
+    # Both on compute1, the host being emptied (disabled, as the session has it).
+    await lab.client.migrate(standby.id, "compute1")
+    await lab.client.set_enabled("compute1", False)
+    ids = [active.id, standby.id]
+    od.instance_ids = ids if listed == "active first" else ids[::-1]
+    v = await start_vnfm(lab, {active.id: standby.id})
+    await v.notify("PLANNED_MAINTENANCE")
+    [reply] = await v.replies(1)
+    assert reply["instance_actions"] == {active.id: "MIGRATE", standby.id: "OWN_ACTION"}
+    status = await v.status()
+    [moved] = status["own_moves"]
+    assert (moved["instance_id"], moved["from"], moved["to"]) == (
+        standby.id,
+        "compute1",
+        "compute2",
+    )
+    [switch] = status["switchovers"]
+    assert (switch["failed"], switch["standby"], switch["error"]) == (active.id, standby.id, None)
+    members = {m["server_id"]: m["admin_state_up"] for m in await lab.client.lb_members()}
+    assert members == {active.id: False, standby.id: True}
+    http = HttpClient(timeout=5.0)
+    try:
+        served = await http.get(f"http://{pool['vip_address']}:{pool['vip_port']}/")
+    finally:
+        await http.close()
+    assert served.body.decode().strip() == "Served by server2"
+
+
+async def test_a_pair_whose_standby_moves_too_is_not_switched_without_own_action(
     od: FakeOpendoctor, start_vnfm: StartVnfm, lab: LabRunner
 ) -> None:
     active, standby, _ = await create_pair(lab.client)
     od.instance_ids = [active.id, standby.id]
     v = await start_vnfm(lab, {active.id: standby.id})
-    await v.notify("PLANNED_MAINTENANCE")
+    await v.notify("PLANNED_MAINTENANCE", allowed_actions=json.dumps(["MIGRATE", "LIVE_MIGRATE"]))
     [reply] = await v.replies(1)
     assert reply["instance_actions"] == {active.id: "MIGRATE", standby.id: "MIGRATE"}
     status = await v.status()
-    assert status["switchovers"] == []
+    assert status["switchovers"] == [] and status["own_moves"] == []
     assert "standby is to move too" in status["errors"][0]["error"]
     members = {m["server_id"]: m["admin_state_up"] for m in await lab.client.lb_members()}
     assert members == {active.id: True, standby.id: False}
