@@ -116,6 +116,17 @@ class InstanceProgress:
     started: float | None = None
     finished: float | None = None
     error: str | None = None
+    # Its earlier moves in this session (moved onto a host the session emptied later).
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "to_host": self.to_host,
+            "action": self.action,
+            "started": self.started,
+            "finished": self.finished,
+        }
 
 
 @dataclass(slots=True)

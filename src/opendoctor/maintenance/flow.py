@@ -279,9 +279,10 @@ class Flow:
                 if known is None or (known.host not in hosts and known.state == INSTANCE_DONE):
                     # New to the session, or moved here off a host emptied before: it
                     # moves (again) off this one.
-                    session.instances[server.id] = InstanceProgress(
-                        server.id, server.project_id, host, name=server.name
-                    )
+                    item = InstanceProgress(server.id, server.project_id, host, name=server.name)
+                    if known is not None:
+                        item.earlier = [*known.earlier, known.summary()]
+                    session.instances[server.id] = item
         items = [i for i in session.instances.values() if i.host in hosts]
         projects: dict[str, list[str]] = {}
         for item in items:

@@ -332,3 +332,21 @@ async def test_each_instance_moves_once_to_a_host_already_maintained(db: Databas
     moves = [c for c in cloud.vim.calls if c[0] == "migrate"]
     assert sorted(moves) == [("migrate", "compute1-vm0"), ("migrate", "compute2-vm0")]
     assert done.instances["compute1-vm0"].to_host == "compute3"
+
+
+async def test_an_instance_moved_twice_keeps_its_first_move_on_record(db: Database) -> None:
+    # Two hosts, both in use: what leaves compute1 can only go to compute2, and must
+    # leave it again when compute2's turn comes.
+    cloud = Cloud.make(2, {"compute1": ["p1"], "compute2": ["p1"]})
+    running = await start(cloud, db, settings(reply_timeout=0.2))
+    try:
+        session = await running.service.create([], None)
+        done = await ended(running, session.session_id)
+    finally:
+        await running.engine.stop()
+        await cloud.close()
+    assert done.state == MAINTENANCE_DONE, done.error
+    twice = done.instances["compute1-vm0"]
+    assert (twice.host, twice.to_host) == ("compute2", "compute1")
+    assert [(m["host"], m["to_host"]) for m in twice.earlier] == [("compute1", "compute2")]
+    assert done.instances["compute2-vm0"].earlier == []
