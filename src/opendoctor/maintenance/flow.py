@@ -179,7 +179,9 @@ class Flow:
             if session.paused:
                 return "paused by the admin"
             if self.reach.settings.pause_on_fault:
-                faulted = self.reach.faulted_hosts() - set(session.hosts)
+                # Any host's, the session's own too (one still to be maintained that
+                # failed is recovery's first); a host in maintenance raises none.
+                faulted = self.reach.faulted_hosts()
                 if faulted:
                     return f"fault on {', '.join(sorted(faulted))}"
             return None
