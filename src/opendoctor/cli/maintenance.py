@@ -99,7 +99,7 @@ def _metadata(pairs: list[str]) -> dict[str, Any]:
 @app.command()
 def start(
     hosts: Annotated[
-        list[str] | None, typer.Argument(help="the hosts to maintain, in this order")
+        list[str] | None, typer.Argument(help="the hosts to maintain (taken out emptiest first)")
     ] = None,
     all_hosts: Annotated[
         bool, typer.Option("--all", help="every host the service knows, instead of naming them")
@@ -127,7 +127,9 @@ def start(
             "--metadata",
             "-m",
             help="KEY=VALUE handed to the owners with each notice (KEY:=JSON for a value "
-            "that is not a string: count:=2, hosts:='[\"c1\"]'); repeat for more",
+            "that is not a string: count:=2, hosts:='[\"c1\"]'); repeat for more. "
+            "max_parallel_hosts:=2 takes up to 2 hosts out at once where the constraints "
+            "allow",
         ),
     ] = None,
     api: API = DEFAULT_API,
