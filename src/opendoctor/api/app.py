@@ -22,6 +22,7 @@ from opendoctor.api import (
     masakari,
     mistral,
     native,
+    stream,
     templates,
 )
 from opendoctor.api.auth import Monitors
@@ -86,6 +87,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(fence_devices.router)
         app.include_router(mistral.router)
         app.include_router(fenix.router)
+        app.include_router(stream.router)
         masakari.include(app)
         _declare_schemas(app)
 

@@ -17,6 +17,7 @@ from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.settings import Role, Settings
+from opendoctor.infra.live import Hub
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.topology_file import Loaded, TopologyIn
 from opendoctor.inspector.templates import Plan, Template
@@ -94,6 +95,13 @@ class Facade(Protocol):
     @property
     def alarms(self) -> AlarmService:
         """The Aodh-compatible alarms."""
+
+    # --- what changes, as it happens -----------------------------------------------------
+
+    @property
+    def live(self) -> Hub:
+        """Live events: faults, the graph, maintenance sessions, workflow executions
+        (`GET /v1/stream`)."""
 
     # --- the entity graph (kept by the inspector role) -----------------------------------
 

@@ -12,6 +12,7 @@ from opendoctor.core.faults import Fault
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.settings import Role, Settings
+from opendoctor.infra.live import Hub
 from opendoctor.inspector.graph import RxGraph, topology_file
 from opendoctor.inspector.templates import Plan, Template
 from opendoctor.inspector.templates.registry import Installed
@@ -142,6 +143,10 @@ class ServiceFacade:
     @property
     def alarms(self) -> AlarmService:
         return self._service.alarms
+
+    @property
+    def live(self) -> Hub:
+        return self._service.live
 
     # --- the entity graph ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor.core.ports import HostMaintainer, NotifyTarget, VimDriver
 from opendoctor.core.settings import Settings
+from opendoctor.infra.live import Publish, nowhere
 from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.topology import Topology
 from opendoctor.maintenance.engine import Engine
@@ -71,6 +72,7 @@ class MaintenancePart:
         fence_devices: FenceDeviceStore,
         faulted_hosts: Callable[[], set[str]],
         workflows: Callable[[], Workflows | None],
+        publish: Publish = nowhere,
     ) -> None:
         self.settings = settings
         self.store = MaintenanceStore(db)
@@ -100,6 +102,7 @@ class MaintenancePart:
             heard=lambda host: host not in self._topology.maintenance_down,
             settle=_settle(settings),
             shared=db.engine.dialect.name != "sqlite",
+            publish=publish,
         )
         shared = self.reach.shared
         holder = f"{socket.gethostname()}:{os.getpid()}"

@@ -26,6 +26,7 @@ from opendoctor.core.ports import Bus, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.live import Hub
 from opendoctor.infra.secretbox import SecretBox
 from opendoctor.infra.tasks import every
 from opendoctor.inspector.effects import Outcome
@@ -33,6 +34,7 @@ from opendoctor.inspector.fault_graph import FaultGraph
 from opendoctor.inspector.graph import RxGraph
 from opendoctor.inspector.graph.feed import GraphFeed
 from opendoctor.inspector.graph.history import AlarmHistory
+from opendoctor.inspector.graph.live import GraphEvents
 from opendoctor.inspector.inspector import Inspector, Recover, RecoverServer
 from opendoctor.inspector.mirror import FaultMirror
 from opendoctor.inspector.templates import Engine, Plan
@@ -106,9 +108,12 @@ class Service:
             timeout=settings.notifier.timeout, connections=settings.notifier.connections
         )
         self.topology = Topology()
+        # What changes, as it happens, for whoever follows `GET /v1/stream` (the dashboard).
+        self.live = Hub()
         # The entity graph (for the correlation engine and /v1/topology): fed beside the
         # topology, from the VIM's snapshot and change feed.
         self.graph = RxGraph()
+        self.graph.observers.add(GraphEvents(self.graph, self.live))
         self.graph_feed = GraphFeed(self.graph)
         self.alarm_history = AlarmHistory()
         self.fault_graph = FaultGraph(self.graph, self.alarm_history)
@@ -172,7 +177,7 @@ class Service:
             self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
         )
         self.workflow_part = WorkflowPart(
-            settings, self.db, self.callbacks, lambda: self.vim, self.notify_target
+            settings, self.db, self.callbacks, lambda: self.vim, self.notify_target, self.live
         )
         self.maintenance_part = MaintenancePart(
             settings,
@@ -184,6 +189,7 @@ class Service:
             self.fence_devices,
             self._faulted_hosts,
             lambda: self.workflow_part.workflows,
+            publish=self.live.publish,
         )
         self.probing = Probing(settings, self.submit_one, lambda: open_reports(self.faults))
         self.topology_sync = TopologySync(
@@ -346,6 +352,7 @@ class Service:
             dedupe=self.settings.bus.kind != "memory",
             recover_server=vm_recovery,
             workflows=runner,
+            live=self.live,
         )
         await self._inspector.restore()
         await self.topology_sync.load()
@@ -478,6 +485,7 @@ class Service:
         await self.submit([event])
 
     async def stop(self) -> None:
+        self.live.close()  # the streams end: nothing more will change
         await self.maintenance_part.stop()
         await self.workflow_part.stop()
         await self.probing.stop()

@@ -10,6 +10,7 @@ from opendoctor.core.model import NotificationEvent
 from opendoctor.core.ports import NotifyTarget, VimDriver
 from opendoctor.core.settings import Settings
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.live import Hub
 from opendoctor.inspector.inspector import Recover, RecoverServer
 from opendoctor.recovery.fencing import Fencing
 from opendoctor.store.db import Database
@@ -47,9 +48,11 @@ class WorkflowPart:
         http: HttpClient,
         vim: Callable[[], VimDriver],
         notify: NotifyTarget,
+        live: Hub | None = None,
     ) -> None:
         self.settings = settings
         self.store = WorkflowStore(db)
+        self._live = live
         self._vim = vim
         self._http = http
         self._notify = notify
@@ -69,6 +72,7 @@ class WorkflowPart:
             builtin_actions(toolbox),
             self.settings.workflow,
             single_process=self._db.engine.dialect.name == "sqlite",
+            live=self._live,
         )
         self.workflows = Workflows(self.store, self.engine)
         return TemplateWorkflows(self.workflows)

@@ -27,6 +27,7 @@ from opendoctor.core.model import HOST_UNREACHABLE, Event, Server
 from opendoctor.core.ports import NotifyTarget, VimDriver, VimError
 from opendoctor.core.settings import InspectorSettings
 from opendoctor.infra import metrics
+from opendoctor.infra.live import Hub
 from opendoctor.infra.tasks import Background, keep_trying
 from opendoctor.inspector.damping import Damping
 from opendoctor.inspector.effects import Effects, LoggingWorkflows, Outcome, WorkflowRunner
@@ -63,6 +64,7 @@ class Inspector:
         workflows: WorkflowRunner | None = None,
         dedupe: bool = False,
         recover_server: RecoverServer | None = None,
+        live: Hub | None = None,
     ) -> None:
         self.topology = topology
         self.vim = vim
@@ -72,6 +74,8 @@ class Inspector:
         self.fault_graph = fault_graph
         self.recover = recover
         self.recover_server = recover_server
+        # Faults opened, changed and cleared, as they happen (the dashboard's stream).
+        self.live = live if live is not None else Hub()
         # A bus that delivers at least once (RabbitMQ) may hand over an event again, to
         # this process or, after a takeover, to another: the store says if it was done.
         self.dedupe = dedupe
@@ -227,6 +231,7 @@ class Inspector:
 
     async def _new_fault(self, event: Event) -> None:
         fault = self._open(event)
+        self._announce("fault.opened", fault)
         severity = event.details.get("severity")
         self.fault_graph.raised(fault, severity if isinstance(severity, str) else None)
         if self.engine.graph.get(resource_of(fault)) is None:
@@ -343,6 +348,7 @@ class Inspector:
         fault.status = "cleared"
         fault.cleared = time.time()
         fault.held_until = None
+        self._announce("fault.cleared", fault)
         self.damping.cleared(fault)
         marked_before = self.engine.marked()
         self.fault_graph.cleared(fault)
@@ -362,7 +368,7 @@ class Inspector:
         # (host up): sent side by side, the VIM could apply them in either order.
         await asyncio.gather(*self._vim_work.pop(fault.id, []), return_exceptions=True)
         await self.release(marked_before)
-        await self._save(fault)
+        await self._save(fault, announce=False)  # announced as cleared above
 
     def forget(self, fault_ids: set[str]) -> None:
         """Drop faults another inspector has cleared (their partition went back to it,
@@ -396,9 +402,32 @@ class Inspector:
         if wanted:
             log.info("marks lifted after the VIM refused", extra={"marks": sorted(wanted)})
 
-    async def _save(self, fault: Fault) -> None:
-        """Store the fault; if the database does not answer, keep trying in the background
-        rather than lose it (its handling has gone on: the owners were told)."""
+    def _announce(self, kind: str, fault: Fault) -> None:
+        live = self.live
+        if not live.listening:
+            return
+        # A host's fault is the infrastructure's (admins'); a server's, its owner's too.
+        project = None
+        if fault.instance_id is not None:
+            server = self.topology.servers.get(fault.instance_id)
+            project = server.project_id if server is not None else None
+        data = {
+            "id": fault.id,
+            "type": fault.type,
+            "hostname": fault.hostname,
+            "instance_id": fault.instance_id,
+            "status": fault.status,
+            "trace": dict(fault.trace),  # as it is now: the fault goes on changing
+        }
+        live.publish(kind, data, project)
+
+    async def _save(self, fault: Fault, announce: bool = True) -> None:
+        """Store the fault, and tell the live stream it changed; if the database does not
+        answer, keep trying in the background rather than lose it (its handling has gone
+        on: the owners were told)."""
+        if announce:
+            # Before the write, which may take a while: the event carries what changed.
+            self._announce("fault.changed", fault)
         try:
             await self._store(fault)
         except Exception as exc:

@@ -38,7 +38,7 @@ class Engine:
         self.leases = leases
         self.holder = holder
         self.waker = Waker()
-        self.saver = Saver(reach.store)
+        self.saver = Saver(reach.store, reach.publish)
         self._live: dict[str, Session] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._takeover: asyncio.Task[None] | None = None

@@ -13,6 +13,7 @@ from opendoctor.core.maintenance import Session
 from opendoctor.core.maintenance_settings import MaintenanceSettings
 from opendoctor.core.model import Host, Server
 from opendoctor.core.ports import HostMaintainer, NotifyTarget, VimDriver
+from opendoctor.infra.live import Publish, nowhere
 from opendoctor.store.maintenance import MaintenanceStore
 
 
@@ -42,6 +43,8 @@ class Reach:
     # Other processes serve the API (scaled out): owners' answers and admins' changes
     # reach a running session through the store, and are taken up from it.
     shared: bool = False
+    # Each saved step of a session, as it happens (the dashboard's live stream).
+    publish: Publish = nowhere
 
 
 class Saver:
@@ -49,14 +52,25 @@ class Saver:
     interleave, and two writes in flight at once may land in either order (the older
     record last)."""
 
-    def __init__(self, store: MaintenanceStore) -> None:
+    def __init__(self, store: MaintenanceStore, publish: Publish = nowhere) -> None:
         self.store = store
+        self.publish = publish
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def save(self, session: Session) -> None:
         lock = self._locks.setdefault(session.session_id, asyncio.Lock())
         async with lock:
             await self.store.save(session)
+        # After the write: a page that reads the session on this news finds it so. A
+        # session is the admins' (it is about hosts), so of no project.
+        progress = {
+            "session_id": session.session_id,
+            "state": session.state,
+            "percent_done": session.percent_done(),
+            "current_host": session.current_host,
+            "waiting": session.waiting,
+        }
+        self.publish("maintenance.session", progress, None)
 
     def forget(self, session_id: str) -> None:
         self._locks.pop(session_id, None)

@@ -27,6 +27,7 @@ import orjson
 from opendoctor.core.workflow_settings import WorkflowSettings
 from opendoctor.core.workflows import FINISHED, Execution, TaskExecution, WorkflowDefinition
 from opendoctor.infra import metrics
+from opendoctor.infra.live import Hub
 from opendoctor.infra.tasks import Background
 from opendoctor.store.leases import LeaseStore
 from opendoctor.store.workflows import Run as StoredRun
@@ -68,6 +69,7 @@ class Engine:
         settings: WorkflowSettings,
         single_process: bool,
         name: str | None = None,
+        live: Hub | None = None,
     ) -> None:
         self.store = store
         self.leases = leases
@@ -80,6 +82,8 @@ class Engine:
         self._specs: OrderedDict[bytes, dict[str, WorkflowSpec]] = OrderedDict()
         self._background = Background()
         self.started = False
+        # Executions started, paused, resumed and ended, as they happen (the dashboard).
+        self.live = live if live is not None else Hub()
 
     # --- life ----------------------------------------------------------------------------
 
@@ -274,6 +278,8 @@ class Engine:
             parent.runtime_context = {**parent.runtime_context, "child": execution.id}
             await self.commit.write([execution], [parent])
         await run.begin()
+        if execution.state not in FINISHED:  # else `ended` has told already
+            self._announce(execution)
         return execution
 
     async def start_child(
@@ -341,6 +347,17 @@ class Engine:
         self.runs.pop(run.execution.id, None)
         metrics.WORKFLOW_RUNNING.set(len(self.runs))
         metrics.WORKFLOW_EXECUTIONS.labels(run.execution.workflow_name, run.execution.state).inc()
+        self._announce(run.execution)
+
+    def _announce(self, execution: Execution) -> None:
+        if self.live.listening:
+            data = {
+                "id": execution.id,
+                "workflow_name": execution.workflow_name,
+                "state": execution.state,
+                "project": execution.project_id,
+            }
+            self.live.publish("workflow.execution", data, execution.project_id)
 
     # --- commands ------------------------------------------------------------------------
 
@@ -366,10 +383,12 @@ class Engine:
                 return
         if state == "PAUSED":
             await run.pause("paused by request")
+            self._announce(run.execution)
         elif state == "RUNNING":
             await run.unpause()
+            self._announce(run.execution)
         else:
-            await run.stop(state, info or f"{state.lower()} by request")
+            await run.stop(state, info or f"{state.lower()} by request")  # told by `ended`
         # Sub-workflows follow their parent (those the parent's tasks started).
         for child in list(self.runs.values()):
             if child.execution.task_execution_id in run.tasks:

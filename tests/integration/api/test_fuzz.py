@@ -39,6 +39,9 @@ def live(tmp_path: Path) -> Iterator[str]:
 def test_no_generated_request_breaks_the_server_or_its_document(live: str) -> None:
     schema = schemathesis.openapi.from_url(live + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
+    # The live stream answers for as long as the client listens: a request to it never
+    # ends (tests/unit/api/test_stream.py covers it).
+    operations = [op for op in operations if op.path != "/v1/stream"]
     sent = 0
     failures: list[str] = []
     for operation in operations:

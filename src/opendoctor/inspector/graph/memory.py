@@ -15,6 +15,7 @@ from opendoctor.inspector.graph.model import (
     Direction,
     Edge,
     GraphListener,
+    Observers,
     Vertex,
     apply_fields,
     make_key,
@@ -31,6 +32,7 @@ class MemoryGraph:
         self._out: dict[str, set[tuple[str, str]]] = {}
         self._in: dict[str, set[tuple[str, str]]] = {}
         self.listener: GraphListener | None = None
+        self.observers = Observers()
 
     def upsert(
         self,
@@ -54,6 +56,8 @@ class MemoryGraph:
             apply_fields(vertex, category, name, project, raw_state, props, time.time())
         if self.listener is not None:
             self.listener.vertex_changed(key, fresh)
+        if self.observers:
+            self.observers.vertex_changed(key, fresh)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -62,9 +66,12 @@ class MemoryGraph:
     def remove(self, key: str) -> bool:
         if key not in self._v:
             return False
-        if self.listener is not None:
+        if self.listener is not None or self.observers:
             near = [k for k in self._adjacent(key, None, "both") if k != key]
-            self.listener.vertex_removed(key, near)
+            if self.observers:  # first, as RxGraph does: while the vertex is there to read
+                self.observers.vertex_removed(key, near)
+            if self.listener is not None:
+                self.listener.vertex_removed(key, near)
         del self._v[key]
         for target, label in self._out.pop(key):
             self._in[target].discard((key, label))
@@ -88,6 +95,8 @@ class MemoryGraph:
         self._in[target_key].add((source_key, label))
         if self.listener is not None:
             self.listener.edge_changed(source_key, target_key)
+        if self.observers:
+            self.observers.edge_changed(source_key, target_key)
 
     def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
         out = self._out.get(source_key)
@@ -96,12 +105,18 @@ class MemoryGraph:
         doomed = {(t, lab) for t, lab in out if t == target_key and label in (None, lab)}
         out -= doomed
         self._in[target_key] -= {(source_key, lab) for _, lab in doomed}
-        if doomed and self.listener is not None:
-            self.listener.edge_changed(source_key, target_key)
+        if doomed:
+            if self.listener is not None:
+                self.listener.edge_changed(source_key, target_key)
+            if self.observers:
+                self.observers.edge_changed(source_key, target_key)
         return bool(doomed)
 
     def has_edge(self, source_key: str, target_key: str, label: str) -> bool:
         return (target_key, label) in self._out.get(source_key, ())
+
+    def labels(self, source_key: str, target_key: str) -> list[str]:
+        return [lab for t, lab in self._out.get(source_key, ()) if t == target_key]
 
     def _adjacent(self, key: str, label: str | None, direction: Direction) -> list[str]:
         pairs: list[tuple[str, str]] = []

@@ -7,12 +7,15 @@ indices of the underlying library, which are reused after a removal.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from opendoctor.inspector.graph.states import Category, aggregate, normalize
+
+log = logging.getLogger(__name__)
 
 Direction = Literal["out", "in", "both"]
 
@@ -97,6 +100,9 @@ class TopologyGraph(Protocol):
 
     def has_edge(self, source_key: str, target_key: str, label: str) -> bool: ...
 
+    def labels(self, source_key: str, target_key: str) -> list[str]:
+        """The labels of the edges from one to the other (none: no edge)."""
+
     def edges(self, key: str) -> list[Edge]: ...
 
     def subgraph(self, root_key: str, depth: int) -> tuple[list[Vertex], list[Edge]]: ...
@@ -119,6 +125,9 @@ class TopologyGraph(Protocol):
     listener: GraphListener | None
     """Told of every change (the rule engine's feed)."""
 
+    observers: Observers
+    """Also told of every change (the live events, say)."""
+
 
 class GraphListener(Protocol):
     def vertex_changed(self, key: str, fresh: bool) -> None:
@@ -127,6 +136,51 @@ class GraphListener(Protocol):
     def edge_changed(self, source: str, target: str) -> None: ...
 
     def vertex_removed(self, key: str, neighbors: list[str]) -> None: ...
+
+
+class Observers:
+    """Whoever follows the graph's changes besides its `listener` (the rule engine, which
+    hears of them first), such as the live events. A removal is told to observers before
+    the listener, while the vertex can still be read (what project it was of). The graph
+    is on the fault path: an observer that fails is logged and passed over."""
+
+    __slots__ = ("_each",)
+
+    def __init__(self) -> None:
+        self._each: tuple[GraphListener, ...] = ()
+
+    def add(self, observer: GraphListener) -> None:
+        self._each = (*self._each, observer)
+
+    def remove(self, observer: GraphListener) -> None:
+        self._each = tuple(o for o in self._each if o is not observer)
+
+    def __bool__(self) -> bool:
+        return bool(self._each)
+
+    def __len__(self) -> int:
+        return len(self._each)
+
+    def vertex_changed(self, key: str, fresh: bool) -> None:
+        for observer in self._each:
+            try:
+                observer.vertex_changed(key, fresh)
+            except Exception:
+                log.exception("graph observer failed", extra={"key": key})
+
+    def edge_changed(self, source: str, target: str) -> None:
+        for observer in self._each:
+            try:
+                observer.edge_changed(source, target)
+            except Exception:
+                log.exception("graph observer failed", extra={"key": source})
+
+    def vertex_removed(self, key: str, neighbors: list[str]) -> None:
+        for observer in self._each:
+            try:
+                observer.vertex_removed(key, neighbors)
+            except Exception:
+                log.exception("graph observer failed", extra={"key": key})
 
 
 def placeholder_vertex(key: str) -> Vertex:

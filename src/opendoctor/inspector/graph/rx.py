@@ -16,6 +16,7 @@ from opendoctor.inspector.graph.model import (
     Direction,
     Edge,
     GraphListener,
+    Observers,
     Vertex,
     apply_fields,
     make_key,
@@ -32,6 +33,7 @@ class RxGraph:
         self._g: rx.PyDiGraph[Vertex, str] = rx.PyDiGraph(multigraph=True)
         self._index: dict[str, int] = {}
         self.listener: GraphListener | None = None
+        self.observers = Observers()
 
     def upsert(
         self,
@@ -56,6 +58,8 @@ class RxGraph:
             apply_fields(vertex, category, name, project, raw_state, props, time.time())
         if self.listener is not None:
             self.listener.vertex_changed(key, fresh)
+        if self.observers:
+            self.observers.vertex_changed(key, fresh)
         return vertex
 
     def get(self, key: str) -> Vertex | None:
@@ -63,12 +67,17 @@ class RxGraph:
         return None if idx is None else self._g[idx]
 
     def remove(self, key: str) -> bool:
-        # rustworkx hands the freed index to the next add_node, so the key must go first.
-        idx = self._index.pop(key, None)
+        idx = self._index.get(key)
         if idx is None:
             return False
-        if self.listener is not None:
+        near: list[str] = []
+        if self.listener is not None or self.observers:
             near = [self._g[i].key for i in set(self._adjacent(idx, None, "both")) if i != idx]
+        if self.observers:
+            self.observers.vertex_removed(key, near)
+        # rustworkx hands the freed index to the next add_node, so the key must go first.
+        del self._index[key]
+        if self.listener is not None:
             self.listener.vertex_removed(key, near)
         self._g.remove_node(idx)
         return True
@@ -87,6 +96,8 @@ class RxGraph:
         self._g.add_edge(a, b, label)
         if self.listener is not None:
             self.listener.edge_changed(source_key, target_key)
+        if self.observers:
+            self.observers.edge_changed(source_key, target_key)
 
     def unlink(self, source_key: str, target_key: str, label: str | None = None) -> bool:
         a = self._index.get(source_key)
@@ -100,8 +111,11 @@ class RxGraph:
         ]
         for e in doomed:
             self._g.remove_edge_from_index(e)
-        if doomed and self.listener is not None:
-            self.listener.edge_changed(source_key, target_key)
+        if doomed:
+            if self.listener is not None:
+                self.listener.edge_changed(source_key, target_key)
+            if self.observers:
+                self.observers.edge_changed(source_key, target_key)
         return bool(doomed)
 
     def has_edge(self, source_key: str, target_key: str, label: str) -> bool:
@@ -110,6 +124,13 @@ class RxGraph:
         if a is None or b is None or not self._g.has_edge(a, b):
             return False
         return label in self._g.get_all_edge_data(a, b)
+
+    def labels(self, source_key: str, target_key: str) -> list[str]:
+        a = self._index.get(source_key)
+        b = self._index.get(target_key)
+        if a is None or b is None or not self._g.has_edge(a, b):
+            return []
+        return list(self._g.get_all_edge_data(a, b))
 
     def _adjacent(self, idx: int, label: str | None, direction: Direction) -> Iterable[int]:
         g = self._g
