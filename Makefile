@@ -4,7 +4,21 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-openstack lint imports typecheck check bench clean
+.PHONY: demo test test-openstack test-browser lint imports typecheck check bench clean web
+
+# The dashboard's libraries, from the npm registry at build time (never a CDN at run
+# time): their browser builds are copied next to the dashboard's own files.
+WEB      = src/opendoctor/web
+MODULES  = $(WEB)/frontend/node_modules
+VENDOR   = $(WEB)/static/vendor
+WEBSTAMP = $(VENDOR)/.built
+VENDORED = $(MODULES)/cytoscape/dist/cytoscape.min.js \
+           $(MODULES)/layout-base/layout-base.js \
+           $(MODULES)/cose-base/cose-base.js \
+           $(MODULES)/cytoscape-fcose/cytoscape-fcose.js \
+           $(MODULES)/dagre/dist/dagre.min.js \
+           $(MODULES)/cytoscape-dagre/cytoscape-dagre.js \
+           $(MODULES)/chart.js/dist/chart.umd.js
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,11 +26,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(WEBSTAMP): $(WEB)/frontend/package-lock.json
+	npm ci --prefix $(WEB)/frontend --no-audit --no-fund --silent
+	mkdir -p $(VENDOR)
+	cp $(VENDORED) $(VENDOR)/
+	touch $@
+
+web: $(WEBSTAMP)
+
+demo: $(STAMP) $(WEBSTAMP)
 	$(BIN)/opendoctor demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not openstack"
+test: $(STAMP) $(WEBSTAMP)
+	$(BIN)/python -m pytest -q -m "not openstack and not browser"
+
+# The dashboard in Debian's Chromium (apt install chromium), against a live service.
+test-browser: $(STAMP) $(WEBSTAMP)
+	$(BIN)/python -m pytest -q -m browser
 
 # Against real Keystone, Placement and Nova: the OpenStack test bed (a running one, or
 # one brought up for the run: MariaDB and RabbitMQ needed; docs/openstack.md).
@@ -34,10 +60,10 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test test-openstack
+check: lint typecheck test test-browser test-openstack
 
 bench: $(STAMP)
 	$(BIN)/opendoctor bench notify --vms 1 --vms 50 --vms 1000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(MODULES) $(VENDOR)

@@ -33,7 +33,10 @@ def _vertex(v: Vertex) -> dict[str, Any]:
     }
 
 
-@router.get("/topology", summary="The entity graph, whole or from a root to a depth (admin)")
+@router.get(
+    "/topology",
+    summary="The entity graph, whole or from a root to a depth (a project: its own part)",
+)
 async def topology(
     request: Request,
     identity: Identity = Depends(current_identity),
@@ -61,17 +64,28 @@ async def topology(
     created, updated and `props.<name>`; `==`, `!=` and `in` on state and category
     ignore case. A query that cannot be compiled answers 400 naming the culprit's JSON
     path, e.g. `query.and[1].==.typ`. Without a root, `limit` applies to the vertices the
-    query keeps."""
-    require_admin(identity)
+    query keeps.
+
+    A project's caller gets the part of the graph that is its own (its servers, and
+    what else carries its project): never the hosts, switches or other projects."""
     keep = None
     if query is not None:
         try:
             keep = parse_query(query)
         except QueryError as exc:
             raise RequestError(400, str(exc), exc.field) from None
+    if not identity.is_admin:
+        asked, project = keep, identity.project_id
+        keep = (
+            (lambda v: v.project == project)
+            if asked is None
+            else (lambda v: v.project == project and asked(v))
+        )
     graph = service_of(request).graph
     if root is not None:
-        if graph.get(root) is None:
+        start = graph.get(root)
+        # A project learns nothing of what is not its own, not even that it exists.
+        if start is None or (keep is not None and not identity.is_admin and not keep(start)):
             raise RequestError(404, f"no vertex {root!r}", "root")
         vertices, edges = graph.subgraph(root, depth)
         if keep is not None:

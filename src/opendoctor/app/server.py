@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -11,7 +12,9 @@ import uvicorn
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
 from opendoctor.core.settings import Settings
+from opendoctor.infra.live import Hub
 from opendoctor.infra.procs import announce_ready
+from opendoctor.web import routes as web
 
 # Seconds the API keeps an idle connection open: longer than clients keep theirs
 # (`infra.httpclient.KEEPALIVE`, 15 s; most HTTP clients are alike), so that a client
@@ -20,9 +23,25 @@ from opendoctor.infra.procs import announce_ready
 KEEP_ALIVE = 75
 
 
+class Server(uvicorn.Server):
+    """uvicorn, ending the live streams (`GET /v1/stream`) as it begins to shut down: it
+    waits for every response to end before the lifespan stops the service, and a stream
+    does not end by itself."""
+
+    def __init__(self, config: uvicorn.Config, live: Hub) -> None:
+        super().__init__(config)
+        self.live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.live.close()
+        await super().shutdown(sockets)
+
+
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     service = Service(settings)
     app = create_app(service.facade)
+    # The dashboard, beside the API it reads.
+    web.mount(app)
     config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -33,7 +52,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         loop="none",
         timeout_keep_alive=KEEP_ALIVE,
     )
-    server = uvicorn.Server(config)
+    server = Server(config, service.live)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -198,7 +198,7 @@ async def run(
     ):
         async with uc1_stack(vim, workdir, say) as s:
             say(
-                f"lab at {s.lab.url}; service at {s.api}/docs; consumers: "
+                f"lab at {s.lab.url}; service at {s.api}/docs, dashboard {s.api}/ui/; consumers: "
                 + ", ".join(f"{p} {c.ready}" for p, c in s.consumers.items())
             )
             alarms = await s.register_alarms()

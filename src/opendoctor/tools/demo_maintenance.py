@@ -246,6 +246,7 @@ async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict
     say("[bold]opendoctor demo — planned maintenance: every host upgraded, clients served[/bold]")
     async with maintenance_lab(workdir) as lab:
         s = lab.s
+        say(f"dashboard: {s.api}/ui/ (sign in as admin)")
         hosts = [SPEC.host_name(i) for i in range(1, SPEC.hosts + 1)]
         before = {v.id: v for v in await s.lab.client.servers()}
         versions = {h["name"]: h["version"] for h in await s.lab.client.host_details()}

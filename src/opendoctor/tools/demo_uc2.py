@@ -183,6 +183,7 @@ async def run(workdir: Path, console: Console, as_json: bool) -> tuple[int, dict
     say = (lambda *a, **k: None) if as_json else console.print
     say("[bold]opendoctor demo — UC2: one VM of an active/standby pair fails[/bold]")
     async with running_stack(UC2_SPEC, workdir) as s:
+        say(f"dashboard: {s.api}/ui/ (sign in as admin)")
         pair = await setup_pair(s)
         traffic = Traffic(pair["vip"])
         traffic.start()

@@ -11,6 +11,7 @@ from opendoctor.app.service import Service
 from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import (
     ADMIN,
+    PROJECT_A,
     Running,
     host_down,
     lab_vim,
@@ -67,8 +68,23 @@ async def test_bad_topology_queries(running: Running) -> None:
     assert resp.status_code == 404 and resp.json()["error"]["errors"][0]["field"] == "root"
     resp = await running.client.get("/v1/topology?limit=2", headers=ADMIN)
     assert resp.status_code == 400 and "give a root" in resp.json()["error"]["message"]
-    resp = await running.client.get("/v1/topology", headers={"X-Project-Id": "p"})
-    assert resp.status_code == 403
+
+
+async def test_a_project_sees_its_own_servers_and_nothing_else(running: Running) -> None:
+    headers = {"X-Project-Id": PROJECT_A, "X-Roles": "member"}
+    body = (await running.client.get("/v1/topology", headers=headers)).json()
+    mine = {f"server:{s.id}" for s in running.vim.servers.values() if s.project_id == PROJECT_A}
+    assert keys(body) == mine and body["edges"] == []
+    # Not by a root, nor by a query either: another project's, or the hosts, stay out.
+    around = await running.client.get("/v1/topology?root=host:compute1&depth=1", headers=headers)
+    assert around.status_code == 404  # as if there were no such host
+    root = next(iter(mine))
+    around = await running.client.get(f"/v1/topology?root={root}&depth=2", headers=headers)
+    assert keys(around.json()) == {root}
+    asked = await running.client.get(
+        "/v1/topology", params={"query": '{"==": {"type": "host"}}'}, headers=headers
+    )
+    assert asked.json()["vertices"] == []
 
 
 async def test_the_topology_file_adds_what_the_vim_does_not_know(
