@@ -403,3 +403,24 @@ def bench_workflow_command(
     if problems := bench_workflow.problems(result):
         err.print("[red]not as it should be:[/red]\n" + "\n".join(problems))
         raise typer.Exit(1)
+
+
+@app.command("ui")
+def bench_ui(
+    sizes: Annotated[
+        str, typer.Option(help="entities in the graph, comma-separated (the floor, 2, is added)")
+    ] = "1000,10000",
+    runs: Annotated[int, typer.Option(min=1, help="page loads per size")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """The dashboard's topology page: from navigation to the graph on screen, in Debian's
+    Chromium (apt install chromium), with graphs of the given sizes beside a graph of
+    two entities (the floor). The goal: under 1 s with 10,000 entities."""
+    from opendoctor.tools import bench_ui as bench
+
+    try:
+        wanted = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        err.print(f"[red]--sizes:[/red] comma-separated counts, not {sizes!r}")
+        raise typer.Exit(2) from None
+    _emit(asyncio.run(bench.measure(wanted, runs)), as_json, bench.table)

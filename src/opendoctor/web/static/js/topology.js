@@ -140,9 +140,13 @@ export async function topologyPage(root, live) {
     const many = cy.nodes().length > 400;
     cy.layout(many ? { name: "grid", avoidOverlap: true } : { name: "fcose", animate: false, randomize: true }).run();
     ui.count.textContent = `${data.vertices.length} entities` + (folded ? " (servers folded into their hosts: click one)" : "");
-    ui.graph.dataset.drawn = String(cy.nodes().length);
-    // For the browser tests and the first-paint benchmark (and a curious operator).
-    window.opendoctorTopology = { firstPaint: performance.now() - started, nodes: cy.nodes().length, cy };
+    // Once the frame with the graph is on screen: paintedAt counts from the navigation's
+    // start (the benchmark's first paint), firstPaint from the page's own start.
+    requestAnimationFrame(() => {
+      const now = performance.now();
+      window.opendoctorTopology = { firstPaint: now - started, paintedAt: now, nodes: cy.nodes().length, cy };
+      ui.graph.dataset.drawn = String(cy.nodes().length);
+    });
   }
 
   async function load() {
