@@ -32,6 +32,7 @@ from opendoctor.api.mistral_schema import (
     StateFilter,
     execution_view,
     filter_value,
+    graph_view,
     json_object,
     listed,
     state_filter,
@@ -135,9 +136,23 @@ async def list_executions(
     return listed(request, "executions", [execution_view(e) for e in kept], page, last)
 
 
+def _graph(ws: Workflows, execution: Execution) -> dict[str, Any] | None:
+    """The tasks and transitions of the workflow as the execution runs it (its own copy
+    of the definition); None if that no longer parses."""
+    try:
+        return graph_view(ws.engine.spec_of(execution.spec, execution.workflow_name))
+    except (SpecError, LookupError):
+        return None
+
+
 @router.get("/executions/{id}", summary="Show an execution", responses=E404)
 async def get_execution(request: Request, id: Id, identity: Caller) -> dict[str, Any]:
-    return execution_view(await visible_execution(workflows_of(request), identity, id))
+    """Mistral's fields, and `graph`: the workflow's tasks and the transitions between
+    them (`{type, tasks: [{name, action, workflow}], transitions: [{source, target, on,
+    guard}]}`), which the dashboard draws."""
+    ws = workflows_of(request)
+    execution = await visible_execution(ws, identity, id)
+    return execution_view(execution) | {"graph": _graph(ws, execution)}
 
 
 def _yes(value: str, field: str) -> bool:

@@ -30,6 +30,7 @@ from opendoctor.core.workflows import (
     WorkflowDefinition,
 )
 from opendoctor.workflow.actions import ActionDef
+from opendoctor.workflow.spec import WorkflowSpec
 
 MAX_TEXT = 1_048_576  # a definition file, as text
 MAX_LIMIT = 1000
@@ -225,6 +226,32 @@ def execution_view(e: Execution) -> dict[str, Any]:
         "input": as_text(e.input),
         "output": as_text(e.output),
     }
+
+
+def graph_view(spec: WorkflowSpec) -> dict[str, Any]:
+    """A workflow's tasks and the transitions between them, for the dashboard to draw.
+    `on`: on-success, on-error or on-complete (a direct workflow), or requires (a reverse
+    one: from the task required to the task requiring it). A target that is no task is
+    an engine command (succeed, fail, pause)."""
+    tasks = [
+        {"name": t.name, "action": t.action, "workflow": t.workflow} for t in spec.tasks.values()
+    ]
+    transitions: list[dict[str, Any]] = []
+    for t in spec.tasks.values():
+        if spec.type == "reverse":
+            transitions += [
+                {"source": r, "target": t.name, "on": "requires", "guard": None} for r in t.requires
+            ]
+            continue
+        for on, given in (
+            ("on-success", t.on_success),
+            ("on-error", t.on_error),
+            ("on-complete", t.on_complete),
+        ):
+            transitions += [
+                {"source": t.name, "target": tr.target, "on": on, "guard": tr.guard} for tr in given
+            ]
+    return {"type": spec.type, "tasks": tasks, "transitions": transitions}
 
 
 def task_view(t: TaskExecution, namespace: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from opendoctor.cli import graph as cli_graph
 from opendoctor.cli import maintenance as cli_maintenance
 from opendoctor.cli import openstack_lab as cli_openstack_lab
 from opendoctor.cli import templates as cli_templates
+from opendoctor.cli import ui as cli_ui
 from opendoctor.cli import workflow as cli_workflow
 from opendoctor.cli.bench import VimChoice
 from opendoctor.lab.cli import app as lab_app
@@ -46,6 +47,7 @@ app.add_typer(cli_maintenance.app, name="maintenance")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")
 app.add_typer(cli_openstack_lab.app, name="openstack-lab")
+app.add_typer(cli_ui.app, name="ui")
 
 err = Console(stderr=True)
 

@@ -279,7 +279,7 @@ class Engine:
             await self.commit.write([execution], [parent])
         await run.begin()
         if execution.state not in FINISHED:  # else `ended` has told already
-            self._announce(execution)
+            self.announce(execution)
         return execution
 
     async def start_child(
@@ -347,9 +347,9 @@ class Engine:
         self.runs.pop(run.execution.id, None)
         metrics.WORKFLOW_RUNNING.set(len(self.runs))
         metrics.WORKFLOW_EXECUTIONS.labels(run.execution.workflow_name, run.execution.state).inc()
-        self._announce(run.execution)
+        self.announce(run.execution)
 
-    def _announce(self, execution: Execution) -> None:
+    def announce(self, execution: Execution) -> None:
         if self.live.listening:
             data = {
                 "id": execution.id,
@@ -382,11 +382,10 @@ class Engine:
             if run is None:
                 return
         if state == "PAUSED":
-            await run.pause("paused by request")
-            self._announce(run.execution)
+            await run.pause("paused by request")  # told by the pause
         elif state == "RUNNING":
             await run.unpause()
-            self._announce(run.execution)
+            self.announce(run.execution)
         else:
             await run.stop(state, info or f"{state.lower()} by request")  # told by `ended`
         # Sub-workflows follow their parent (those the parent's tasks started).

@@ -333,6 +333,7 @@ class Run:
         self.execution.state, self.execution.state_info = "PAUSED", info
         self.execution.updated_at = time.time()
         self.unpaused.clear()
+        self.engine.announce(self.execution)
         await self.engine.commit.write([self.execution])
 
     async def unpause(self) -> None:

@@ -168,3 +168,4 @@ def _command(
         e.state_info = message or f"paused by task {task.name}"
         e.updated_at = time.time()
         run.unpaused.clear()
+        run.engine.announce(e)

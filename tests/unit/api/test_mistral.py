@@ -129,6 +129,12 @@ async def test_an_execution_runs_and_shows_its_tasks_and_actions(api: Running) -
     await eventually(lambda: _is(api, execution["id"], "SUCCESS"), what="the execution")
     done = (await api.client.get(f"/v2/executions/{execution['id']}", headers=MEMBER)).json()
     assert json.loads(done["output"]) == {"said": "hello, world"}
+    # Beside Mistral's fields, the task graph the dashboard draws.
+    assert done["graph"]["type"] == "direct"
+    assert [t["name"] for t in done["graph"]["tasks"]] == ["say", "rest"]
+    assert done["graph"]["transitions"] == [
+        {"source": "say", "target": "rest", "on": "on-success", "guard": None}
+    ]
 
     tasks = await api.client.get(f"/v2/executions/{execution['id']}/tasks", headers=MEMBER)
     by_name = {t["name"]: t for t in tasks.json()["tasks"]}

@@ -297,6 +297,22 @@ async def test_pause_before_holds_the_execution_until_it_is_resumed(bed: Bed) ->
     assert bed.calls["p2"] == 1
 
 
+async def test_the_live_stream_hears_an_execution_pause_and_go_on(bed: Bed) -> None:
+    await bed.add(PAUSING)
+    with bed.engine.live.subscribe(lambda project: True, kinds={"workflow.execution"}) as heard:
+        started = await bed.workflows.start("careful", {}, "p1")
+        await bed.state(started.id, "PAUSED")
+        await bed.workflows.set_state(started.id, "RUNNING")
+        await bed.finished(started.id)
+        states = []
+        while (event := await heard.get(timeout=1.0)) is not None:
+            states.append(event.data["state"])
+            if event.data["state"] == "SUCCESS":
+                break
+    # Paused by its own pause-before, not only by a request: a dashboard sees it so.
+    assert states == ["RUNNING", "PAUSED", "RUNNING", "SUCCESS"]
+
+
 COMMANDS = """
 version: '2.0'
 commands:

@@ -33,7 +33,8 @@ function headers() {
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body && body.detail ? body.detail : `HTTP ${status}`);
+    // This API answers {"error": {"message"}}; some routes (FastAPI's) {"detail"}.
+    super(body?.error?.message || body?.detail || `HTTP ${status}`);
     this.status = status;
     this.body = body;
   }

@@ -1,8 +1,20 @@
 // The dashboard's frame: sign-in, the pages, the live indicator.
 import { ApiError, get, identity, signIn, signOut } from "./api.js";
+import { alarmsPage } from "./alarms.js";
+import { faultsPage } from "./faults.js";
+import { maintenancePage } from "./maintenance.js";
+import { templatesPage } from "./templates.js";
 import { topologyPage } from "./topology.js";
+import { workflowsPage } from "./workflows.js";
 
-const PAGES = { topology: topologyPage };
+const PAGES = {
+  topology: topologyPage,
+  alarms: alarmsPage,
+  faults: faultsPage,
+  workflows: workflowsPage,
+  maintenance: maintenancePage,
+  templates: templatesPage,
+};
 let leave = null;
 
 async function showLogin(message) {
@@ -50,6 +62,9 @@ async function route() {
   }
   const root = document.getElementById("page");
   root.replaceChildren();
+  // Dark until the new page's stream (if it has one) is up.
+  document.getElementById("live").classList.remove("on");
+  document.getElementById("live").textContent = "○ live";
   try {
     leave = await page(root, (on) => {
       document.getElementById("live").classList.toggle("on", on);

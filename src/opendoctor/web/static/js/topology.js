@@ -12,8 +12,9 @@ function colour(state, raw) {
   if ((raw || "").toLowerCase() === "maintenance") return "#1565c0";
   switch (state) {
     case "OK": return "#2e7d32";
-    case "SUBOPTIMAL": case "TRANSIENT": return "#f9a825";
-    case "ERROR": case "DELETED": return "#c62828";
+    // Alarms' severities beside resources' states.
+    case "SUBOPTIMAL": case "TRANSIENT": case "WARNING": return "#f9a825";
+    case "ERROR": case "DELETED": case "CRITICAL": case "SEVERE": return "#c62828";
     default: return "#9e9e9e";
   }
 }
