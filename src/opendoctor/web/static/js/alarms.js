@@ -7,6 +7,7 @@
 // root-cause graphs run through hosts, switches and other projects' servers, which the
 // API shows only to admins, so a click shows the alarm's own state history instead.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
+import { el, when } from "./dom.js";
 
 const HISTORY = 100;
 // Live events come in bursts (a host's fault raises an alarm per server): one reload
@@ -35,16 +36,6 @@ function colour(severity) {
     case "OK": return "#2e7d32";
     default: return "#9e9e9e";
   }
-}
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children);
-  return node;
-}
-
-function when(epoch) {
-  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
 }
 
 // Aodh's timestamps are ISO 8601 in UTC, without the zone.

@@ -6,6 +6,7 @@
 // project's user is told so and pointed at its alarms, which fire when a fault hits its
 // servers.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
+import { el, when } from "./dom.js";
 
 // A fault changes in bursts (several checkpoints within a few milliseconds): one
 // re-read of its notifications and recovery per burst.
@@ -21,16 +22,6 @@ const PHASES = [
 function phaseColour(checkpoint) {
   const found = PHASES.find(([names]) => names.includes(checkpoint));
   return found ? found[1] : "#9e9e9e";
-}
-
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children);
-  return node;
-}
-
-function when(epoch) {
-  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
 }
 
 function ms(seconds) {

@@ -4,6 +4,7 @@
 // asked and answered (or let default), and its log. Kept current by the live stream
 // (`maintenance.session`).
 import { ApiError, get, stream } from "./api.js";
+import { el } from "./dom.js";
 
 // Sessions write themselves after every step: one reread per burst of events.
 const COALESCE_MS = 150;
@@ -32,18 +33,6 @@ const STATE_CLASS = {
 const ENDED = new Set(["MAINTENANCE_DONE", "MAINTENANCE_FAILED", "MAINTENANCE_CANCELLED"]);
 
 // --- small DOM helpers: text only, never HTML ------------------------------------------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key === "style") Object.assign(node.style, value);
-    else node[key] = value;
-  }
-  // Strings become text nodes: whatever the API sent is shown, never parsed.
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 function stateBadge(state) {
   return el("span", { className: `state ${STATE_CLASS[state] || "none"}` }, state || "");

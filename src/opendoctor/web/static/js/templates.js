@@ -2,22 +2,12 @@
 // matches it holds in the graph now; one shown as its YAML, as text. The matches follow
 // the faults: the list is read again when one opens, changes or clears.
 import { ApiError, get, stream } from "./api.js";
+import { el } from "./dom.js";
 
 // Faults come in bursts (a host down: its servers with it): one reread per burst.
 const COALESCE_MS = 300;
 
 // --- small DOM helpers: text only, never HTML ------------------------------------------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else node[key] = value;
-  }
-  // Strings become text nodes: whatever the API sent is shown, never parsed.
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 function selectionFromHash() {
   const query = location.hash.split("?")[1] || "";

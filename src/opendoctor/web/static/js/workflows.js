@@ -3,6 +3,7 @@
 // shows its input, result, what it published and its timings. New executions and
 // state changes arrive through the live stream (`workflow.execution`).
 import { get, stream } from "./api.js";
+import { el } from "./dom.js";
 
 const LIST_LIMIT = 100;
 // The stream tells of an execution's start and end, not of each task: while the
@@ -62,18 +63,6 @@ const GRAPH_STYLE = [
 ];
 
 // --- small DOM helpers: text only, never HTML ------------------------------------------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key === "style") Object.assign(node.style, value);
-    else node[key] = value;
-  }
-  // Strings become text nodes: whatever the API sent is shown, never parsed.
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 function stateBadge(state) {
   return el("span", { className: `state ${stateClass(state)}` }, state || "");

@@ -1,0 +1,19 @@
+// Building the pages' DOM: elements from data as text only (never parsed as HTML), and
+// times as people read them.
+
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "style") Object.assign(node.style, value);
+    else node[key] = value;
+  }
+  // Strings become text nodes: whatever the API sent is shown, never parsed.
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+// An epoch in seconds, in the reader's locale.
+export function when(epoch) {
+  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
+}
