@@ -7,7 +7,7 @@
 // root-cause graphs run through hosts, switches and other projects' servers, which the
 // API shows only to admins, so a click shows the alarm's own state history instead.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
-import { el, when } from "./dom.js";
+import { chosenInAddress, el, keepInAddress, when } from "./dom.js";
 
 const HISTORY = 100;
 // Live events come in bursts (a host's fault raises an alarm per server): one reload
@@ -82,18 +82,6 @@ function debounced(fn) {
   return call;
 }
 
-// The alarm's key from the address (`#/alarms?key=...`), so that a view can be linked.
-function wanted(param) {
-  const query = location.hash.split("?")[1] || "";
-  return new URLSearchParams(query).get(param);
-}
-
-function remember(param, value) {
-  const base = location.hash.split("?")[0] || "#/alarms";
-  // replaceState: no hashchange, so the frame does not rebuild the page.
-  history.replaceState(null, "", value ? `${base}?${new URLSearchParams({ [param]: value })}` : base);
-}
-
 // ---------------------------------------------------------------------------------------
 // An admin: the graph's alarms, their causal chains, their history.
 
@@ -145,7 +133,7 @@ async function adminPage(root, live, first) {
   // maxZoom: an alarm with neither cause nor effect is one box, not a wall of red.
   const cy = withDagre()({ container: graph, style: RCA_STYLE, maxZoom: 1.5, autoungrabify: true });
   let alarms = new Map(first.alarms.map((a) => [a.key, a])); // key -> alarm
-  let chosen = wanted("key");
+  let chosen = chosenInAddress("key");
   let drawing = 0; // the newest draw wins over a slower one
 
   function label(key) {
@@ -171,7 +159,7 @@ async function adminPage(root, live, first) {
       row.classList.toggle("current", a.key === chosen);
       row.onclick = () => {
         chosen = a.key;
-        remember("key", chosen);
+        keepInAddress("key", chosen);
         for (const r of list.body.children) r.classList.toggle("current", r === row);
         drawChain().catch((err) => { chainNote.textContent = `Could not draw the chain: ${err.message}`; });
       };
@@ -270,7 +258,7 @@ async function projectPage(root, live) {
   const pastTitle = el("h3", { textContent: "History" });
   const past = table("alarm-history", ["time", "type", "detail"]);
   root.append(el("h2", { textContent: "Alarms" }), counts, list.table, note, el("section", {}, pastTitle, past.table));
-  let chosen = wanted("alarm");
+  let chosen = chosenInAddress("alarm");
 
   async function showHistory() {
     if (!chosen) return;
@@ -302,7 +290,7 @@ async function projectPage(root, live) {
       row.classList.toggle("current", a.alarm_id === chosen);
       row.onclick = () => {
         chosen = a.alarm_id;
-        remember("alarm", chosen);
+        keepInAddress("alarm", chosen);
         for (const r of list.body.children) r.classList.toggle("current", r === row);
         pastTitle.textContent = `History of ${a.name}`;
         showHistory().catch((err) => { pastTitle.textContent = `Could not read the history: ${err.message}`; });

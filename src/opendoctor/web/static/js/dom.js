@@ -17,3 +17,15 @@ export function el(tag, props = {}, ...children) {
 export function when(epoch) {
   return epoch ? new Date(epoch * 1000).toLocaleString() : "";
 }
+
+// What a page has chosen, kept in the address (`#/faults?id=...`) so that a view can be
+// linked. Written with replaceState, which fires no hashchange: the frame does not
+// rebuild the page.
+export function chosenInAddress(param) {
+  return new URLSearchParams(location.hash.split("?")[1] || "").get(param);
+}
+
+export function keepInAddress(param, value) {
+  const base = location.hash.split("?")[0];
+  history.replaceState(null, "", value ? `${base}?${new URLSearchParams({ [param]: value })}` : base);
+}

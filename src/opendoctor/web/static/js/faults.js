@@ -6,7 +6,7 @@
 // project's user is told so and pointed at its alarms, which fire when a fault hits its
 // servers.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
-import { el, when } from "./dom.js";
+import { chosenInAddress, el, keepInAddress, when } from "./dom.js";
 
 // A fault changes in bursts (several checkpoints within a few milliseconds): one
 // re-read of its notifications and recovery per burst.
@@ -107,7 +107,7 @@ async function adminPage(root, live, first) {
   root.append(el("h2", { textContent: "Faults" }), list.table, detail);
 
   const rows = new Map(); // fault id -> its row
-  let chosen = new URLSearchParams(location.hash.split("?")[1] || "").get("id");
+  let chosen = chosenInAddress("id");
   let shown = null; // the chosen fault as last read
   let labels = {}; // checkpoint -> what it means, as the API names them
   let chart = null;
@@ -128,8 +128,7 @@ async function adminPage(root, live, first) {
     statusCell(row, fault);
     row.onclick = () => {
       chosen = fault.id;
-      // replaceState: no hashchange, so the frame does not rebuild the page.
-      history.replaceState(null, "", `#/faults?${new URLSearchParams({ id: chosen })}`);
+      keepInAddress("id", chosen);
       for (const r of rows.values()) r.classList.toggle("current", r === row);
       readChosen();
     };

@@ -4,7 +4,7 @@
 // asked and answered (or let default), and its log. Kept current by the live stream
 // (`maintenance.session`).
 import { ApiError, get, stream } from "./api.js";
-import { el } from "./dom.js";
+import { chosenInAddress, el, keepInAddress } from "./dom.js";
 
 // Sessions write themselves after every step: one reread per burst of events.
 const COALESCE_MS = 150;
@@ -57,16 +57,6 @@ function arrow(from, to) {
   return `${from || "?"} → ${to || "…"}`;
 }
 
-function selectionFromHash() {
-  const query = location.hash.split("?")[1] || "";
-  return new URLSearchParams(query).get("session");
-}
-
-// replaceState fires no hashchange: the page is not rebuilt.
-function keepSelection(id) {
-  history.replaceState(null, "", `#/maintenance?session=${encodeURIComponent(id)}`);
-}
-
 function progressBar(percent) {
   return el(
     "span",
@@ -80,7 +70,7 @@ function progressBar(percent) {
 
 export async function maintenancePage(root, live) {
   let sessions = [];
-  let selected = selectionFromHash();
+  let selected = chosenInAddress("session");
   let flushTimer = null;
   let reloadList = false;
   let reloadSelected = false;
@@ -143,7 +133,7 @@ export async function maintenancePage(root, live) {
 
   function select(id) {
     selected = id;
-    keepSelection(id);
+    keepInAddress("session", id);
     renderList();
     loadSelected().catch(say);
   }

@@ -2,22 +2,12 @@
 // matches it holds in the graph now; one shown as its YAML, as text. The matches follow
 // the faults: the list is read again when one opens, changes or clears.
 import { ApiError, get, stream } from "./api.js";
-import { el } from "./dom.js";
+import { chosenInAddress, el, keepInAddress } from "./dom.js";
 
 // Faults come in bursts (a host down: its servers with it): one reread per burst.
 const COALESCE_MS = 300;
 
 // --- small DOM helpers: text only, never HTML ------------------------------------------
-
-function selectionFromHash() {
-  const query = location.hash.split("?")[1] || "";
-  return new URLSearchParams(query).get("name");
-}
-
-// replaceState fires no hashchange: the page is not rebuilt.
-function keepSelection(name) {
-  history.replaceState(null, "", `#/templates?name=${encodeURIComponent(name)}`);
-}
 
 // The first sentence of a description, for the list (the whole one is shown with the YAML).
 const SHORT = 160;
@@ -32,7 +22,7 @@ function firstSentence(text) {
 
 export async function templatesPage(root, live) {
   let templates = [];
-  let selected = selectionFromHash();
+  let selected = chosenInAddress("name");
   let flushTimer = null;
   let stopped = false;
   let showToken = 0;
@@ -89,7 +79,7 @@ export async function templatesPage(root, live) {
 
   function select(name) {
     selected = name;
-    keepSelection(name);
+    keepInAddress("name", name);
     renderList();
     show().catch(say);
   }

@@ -3,7 +3,7 @@
 // shows its input, result, what it published and its timings. New executions and
 // state changes arrive through the live stream (`workflow.execution`).
 import { get, stream } from "./api.js";
-import { el } from "./dom.js";
+import { chosenInAddress, el, keepInAddress } from "./dom.js";
 
 const LIST_LIMIT = 100;
 // The stream tells of an execution's start and end, not of each task: while the
@@ -129,17 +129,6 @@ function block(title, value) {
   return el("div", { className: "block" }, el("h4", {}, title), el("pre", {}, pretty(value)));
 }
 
-// The selection in the address (`#/workflows?execution=...`), so that a link shows it.
-// replaceState fires no hashchange: the page is not rebuilt.
-function selectionFromHash() {
-  const query = location.hash.split("?")[1] || "";
-  return new URLSearchParams(query).get("execution");
-}
-
-function keepSelection(id) {
-  history.replaceState(null, "", `#/workflows?execution=${encodeURIComponent(id)}`);
-}
-
 // Register the dagre layout once (its script also registers itself when it loads).
 function withDagre() {
   const cy = window.cytoscape;
@@ -225,7 +214,7 @@ function elements(execution, runs) {
 
 export async function workflowsPage(root, live) {
   let executions = [];
-  let selected = selectionFromHash();
+  let selected = chosenInAddress("execution");
   let shown = null; // {execution, tasks, runs} of the execution drawn
   let drawnShape = ""; // the nodes and edges drawn: redrawn (and laid out) only when they change
   let taskShown = null; // name of the task whose detail is open
@@ -320,7 +309,7 @@ export async function workflowsPage(root, live) {
     selected = id;
     taskShown = null;
     detail.replaceChildren();
-    keepSelection(id);
+    keepInAddress("execution", id);
     renderList();
     loadSelected().catch(say);
   }
