@@ -284,16 +284,9 @@ async def put_group(
     stored = await _stored_group(m, group_id)
     owner = stored.project_id if stored is not None else None
     project = _owner(identity, body.project_id, owner, "group_id")
-    group = InstanceGroupConstraints(
-        group_id=group_id,
-        project_id=project,
-        group_name=body.group_name,
-        anti_affinity_group=body.anti_affinity_group,
-        max_instances_per_host=body.max_instances_per_host,
-        max_impacted_members=body.max_impacted_members,
-        recovery_time=body.recovery_time,
-        resource_mitigation=body.resource_mitigation,
-    )
+    # The record's fields are the body's, but for the ids, which were checked above.
+    given = body.model_dump(exclude={"group_id", "project_id"})
+    group = InstanceGroupConstraints(group_id=group_id, project_id=project, **given)
     return group_view(await m.put_group(group))
 
 
@@ -347,16 +340,8 @@ async def put_instance(
         group = await _stored_group(m, body.group_id)
         if group is not None and group.project_id != project:
             raise RequestError(400, f"no instance group {body.group_id} of {project}", "group_id")
-    instance = InstanceConstraints(
-        instance_id=instance_id,
-        project_id=project,
-        group_id=body.group_id,
-        instance_name=body.instance_name,
-        migration_type=body.migration_type,
-        max_interruption_time=body.max_interruption_time,
-        resource_mitigation=body.resource_mitigation,
-        lead_time=body.lead_time,
-    )
+    given = body.model_dump(exclude={"instance_id", "project_id"})
+    instance = InstanceConstraints(instance_id=instance_id, project_id=project, **given)
     return instance_view(await m.put_instance(instance))
 
 
