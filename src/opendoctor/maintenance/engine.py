@@ -137,10 +137,16 @@ class Engine:
                 return
 
     async def _take_up(self) -> None:
-        for session in await self.reach.store.active():
-            if session.session_id not in self._tasks:
-                log.info("maintenance session taken up", extra={"session": session.session_id})
-                self.launch(session)
+        waiting = [s for s in await self.reach.store.active() if s.session_id not in self._tasks]
+        if self.leases is not None and waiting:
+            # Only those no other process runs: a session launched here only to find its
+            # lease held would show its stale record as the live one meanwhile.
+            names = {f"maintenance:{s.session_id}": s for s in waiting}
+            won = await self.leases.acquire_many(names, self.holder, self.lease_ttl)
+            waiting = [names[n] for n in sorted(won)]
+        for session in waiting:
+            log.info("maintenance session taken up", extra={"session": session.session_id})
+            self.launch(session)
 
     async def _keep_taking_up(self) -> None:
         while True:
