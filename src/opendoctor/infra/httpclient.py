@@ -23,6 +23,8 @@ from opendoctor.core.egress import EgressDenied, EgressPolicy
 # fails a request that reuses one as it closes, so our API's server keeps them longer
 # (`app.server.KEEP_ALIVE`).
 KEEPALIVE = 15.0
+# URLs whose egress verdict is kept (the policy is fixed for a client's life).
+_REMEMBERED_URLS = 10_000
 
 
 class HttpError(Exception):
@@ -89,6 +91,8 @@ class HttpClient:
         self._egress = egress
         self._max_response = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._problems: dict[str, str | None] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -116,30 +120,52 @@ class HttpClient:
         """`json` is encoded here; `content` is sent as it is (already encoded JSON, say)."""
         session = self._get_session()
         data = content
-        hdrs = dict(headers or {})
+        hdrs = headers  # not copied: aiohttp merges it into a request's own headers
         if json is not None:
             data = orjson.dumps(json)
+            hdrs = dict(headers or {})
             hdrs.setdefault("content-type", "application/json")
         kwargs: dict[str, Any] = {}
         if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+            kwargs["timeout"] = self._timeout_of(timeout)
         if self._egress is not None:
             # Literal addresses never reach the resolver.
-            problem = self._egress.url_problem(url)
+            problem = self._url_problem(url)
             if problem is not None:
                 raise EgressRefused(f"{method} {url}: {problem}")
             kwargs["allow_redirects"] = False
         try:
             async with session.request(method, url, data=data, headers=hdrs, **kwargs) as resp:
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-                if self._max_response is None:
-                    return Response(resp.status, await resp.read(), headers)
-                body = await _read_at_most(resp, self._max_response)
-                return Response(resp.status, body, headers)
+                answered = {k.lower(): v for k, v in resp.headers.items()}
+                limit = self._max_response
+                length = resp.content_length
+                if limit is None or (length is not None and length <= limit):
+                    return Response(resp.status, await resp.read(), answered)
+                body = await _read_at_most(resp, limit)
+                return Response(resp.status, body, answered)
         except EgressDenied as exc:
             raise EgressRefused(f"{method} {url}: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise HttpError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+
+    def _timeout_of(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    def _url_problem(self, url: str) -> str | None:
+        """The egress policy's verdict on a URL's literal address, once per URL: a fault's
+        thousand callbacks go to a handful of consumers."""
+        assert self._egress is not None
+        try:
+            return self._problems[url]
+        except KeyError:
+            pass
+        if len(self._problems) >= _REMEMBERED_URLS:
+            self._problems.clear()
+        problem = self._problems[url] = self._egress.url_problem(url)
+        return problem
 
     async def get(self, url: str, **kw: Any) -> Response:
         return await self.request("GET", url, **kw)

@@ -56,10 +56,14 @@ class AlarmService:
         # the same order; the notification path (record_transitions) does not take it.
         self._lock = asyncio.Lock()
         self._last = 0.0
-        self._synced = 0.0  # newest history time taken up by `sync`
+        # Newest history time taken up by `sync`: of every change, and of the definition
+        # changes (the latter never behind the former).
+        self._synced = 0.0
+        self._defined = 0.0
         self._seen: dict[str, float] = {}  # history rows already acted on
         self._sync_lock = asyncio.Lock()
-        self._sync_began = 0.0
+        self._sync_began = 0.0  # when the last `sync` of every change began
+        self._define_began = 0.0  # ... of definition changes at least
 
     def _now(self) -> float:
         # Strictly increasing, so history sorted by time keeps the order of changes.
@@ -68,28 +72,38 @@ class AlarmService:
 
     async def load(self) -> int:
         """Fill the index from the store (at start-up); returns the number of alarms."""
-        self._synced = time.time()
+        self._synced = self._defined = time.time()
         for alarm in await self.store.load_all():
             self.index.add(alarm)
         return len(self.index)
 
-    async def sync(self) -> int:
+    async def sync(self, states: bool = True) -> int:
         """Take up the alarm changes other processes made (created, changed, fired,
         deleted), from their history rows; returns how many alarms were reloaded.
+
+        Without `states`, only definition changes (created, changed, deleted): the state
+        transitions, the bulk of the history (every alarm fired, here and elsewhere), are
+        left to the next sync with them, which reads them from where it last stopped.
 
         Rows are read again over a window of `SYNC_OVERLAP` seconds, because another
         process's clock and commit order may put a row slightly in our past; each row is
         acted on once.
         """
-        rows = await self.store.changes_since(self._synced - SYNC_OVERLAP)
+        since = self._synced if states else self._defined
+        rows = await self.store.changes_since(since - SYNC_OVERLAP, states=states)
         changed: dict[str, None] = {}
+        newest = since
         for row in rows:
             if row.event_id not in self._seen:
                 self._seen[row.event_id] = row.timestamp
                 if not self._took_state(row):
                     changed[row.alarm_id] = None
-            self._synced = max(self._synced, row.timestamp)
-        horizon = self._synced - 2 * SYNC_OVERLAP
+            newest = max(newest, row.timestamp)
+        if states:
+            self._synced = newest
+        # Every definition change up to `newest` was read (with or without the states).
+        self._defined = max(self._defined, newest)
+        horizon = min(self._synced, self._defined) - 2 * SYNC_OVERLAP
         self._seen = {k: at for k, at in self._seen.items() if at > horizon}
         if changed:
             async with self._lock:
@@ -116,15 +130,24 @@ class AlarmService:
             alarm.state_timestamp = change.timestamp
         return True
 
-    async def sync_since(self, moment: float) -> None:
+    async def sync_since(self, moment: float, states: bool = True) -> None:
         """Make sure a `sync` that began at or after `moment` has finished: every alarm
         change committed before then is in the index. Callers at the same time share one
-        sync (the first one's covers those queued behind it)."""
+        sync (the first one's covers those queued behind it).
+
+        Without `states`, every definition change (created, changed, deleted) committed
+        before then is, and states are left to a sync with them (what the notification
+        path asks before each fault: it checks the states of the alarms it would skip in
+        the store, `refresh_states`). A sync with states covers those without."""
         async with self._sync_lock:
-            if self._sync_began >= moment:
+            began = self._sync_began if states else max(self._sync_began, self._define_began)
+            if began >= moment:
                 return
-            self._sync_began = time.time()
-            await self.sync()
+            if states:
+                self._sync_began = time.time()
+            else:
+                self._define_began = time.time()
+            await self.sync(states)
 
     async def refresh_states(self, alarms: Sequence[Alarm]) -> None:
         """Bring these alarms' states up to date from the store (another process may have

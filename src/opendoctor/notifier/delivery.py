@@ -40,6 +40,14 @@ def unsigned(_: OutboxEntry, __: bytes) -> dict[str, str]:
     return {}
 
 
+# The outcomes' counters, looked up once rather than by label at every attempt.
+_DELIVERED = metrics.NOTIFICATIONS.labels("delivered")
+_RETRY = metrics.NOTIFICATIONS.labels("retry")
+_FAILED = metrics.NOTIFICATIONS.labels("failed")
+# Action URLs whose route is kept (`Dispatcher._route`).
+_ROUTES = 10_000
+
+
 class HttpSender:
     """POSTs the Aodh callback body, as Aodh's REST notifier does."""
 
@@ -49,13 +57,15 @@ class HttpSender:
         self.signer = signer
 
     async def send(self, entry: OutboxEntry) -> None:
+        payload = entry.payload or orjson.dumps(entry.body)
         headers = {
             "content-type": "application/json",
             # Stable per entry: a retried delivery carries the same id, so consumers can dedupe.
             "x-openstack-request-id": f"req-{entry.id}",
         }
-        payload = entry.payload or orjson.dumps(entry.body)
-        headers.update(self.signer(entry, payload))
+        signature = self.signer(entry, payload)
+        if signature:
+            headers.update(signature)
         try:
             resp = await self.http.request(
                 "POST", entry.url, content=payload, headers=headers, timeout=self.timeout
@@ -114,6 +124,9 @@ class Dispatcher:
         # there may be, and each costs one small semaphore.
         self._shares: dict[str, asyncio.Semaphore] = {}
         self._projects: dict[str, asyncio.Semaphore] = {}
+        # URL -> its sender and its consumer's share: worked out once per action URL
+        # (their number is bounded as the alarms are), not at every attempt.
+        self._routes: dict[str, tuple[Sender | None, asyncio.Semaphore]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -129,13 +142,21 @@ class Dispatcher:
     def _project_share(self, entry: OutboxEntry) -> asyncio.Semaphore:
         return _slot(self._projects, self.project_of(entry), self.settings.per_project)
 
+    def _route(self, url: str) -> tuple[Sender | None, asyncio.Semaphore]:
+        route = self._routes.get(url)
+        if route is None:
+            if len(self._routes) >= _ROUTES:
+                self._routes.clear()  # alarms come and go: forget the old ones' URLs
+            route = self._routes[url] = (self._sender(url), self._share(url))
+        return route
+
     async def _attempt(self, entry: OutboxEntry) -> None:
-        sender = self._sender(entry.url)
+        sender, share = self._route(entry.url)
         entry.attempts += 1
         try:
             if sender is None:
                 raise DeliveryError(f"no sender for {entry.url}", retry=False)
-            async with self._project_share(entry), self._share(entry.url), self._limit:
+            async with self._project_share(entry), share, self._limit:
                 await sender.send(entry)
         except DeliveryError as exc:
             entry.last_error = redact(str(exc))  # shown by the API, to admins
@@ -146,10 +167,10 @@ class Dispatcher:
                 )
                 entry.next_attempt = time.time() + delay
                 entry.status = PENDING
-                metrics.NOTIFICATIONS.labels("retry").inc()
+                _RETRY.inc()
             else:
                 entry.status = FAILED
-                metrics.NOTIFICATIONS.labels("failed").inc()
+                _FAILED.inc()
                 log.error(
                     "notification failed for good",
                     extra={"url": entry.url, "alarm_id": entry.alarm_id, "error": str(exc)},
@@ -158,7 +179,7 @@ class Dispatcher:
             entry.status = DELIVERED
             entry.delivered = time.time()
             entry.last_error = None
-            metrics.NOTIFICATIONS.labels("delivered").inc()
+            _DELIVERED.inc()
 
     def first_attempts(self, entries: list[OutboxEntry]) -> list[asyncio.Task[None]]:
         """Start trying every new entry once, all at once; each entry records its own

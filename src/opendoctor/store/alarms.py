@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,7 +17,7 @@ from opendoctor.core.terms import compile_rule
 from opendoctor.store.db import Database
 from opendoctor.store.paging import UnknownMarker, after_row
 from opendoctor.store.query_sql import ordering, sort_keys, where
-from opendoctor.store.tables import AlarmHistoryRow, AlarmRow
+from opendoctor.store.tables import NOT_STATE_TRANSITION, AlarmHistoryRow, AlarmRow
 
 ALARMS = cast(Table, AlarmRow.__table__)
 HISTORY = cast(Table, AlarmHistoryRow.__table__)
@@ -190,21 +190,26 @@ class AlarmStore:
             await conn.execute(delete(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
             await _add_history(conn, history)
 
-    async def changes_since(self, since: float, limit: int = 10_000) -> list[Change]:
+    async def changes_since(
+        self, since: float, limit: int = 10_000, states: bool = True
+    ) -> list[Change]:
         """Every change recorded after `since`, oldest first: what another process changed,
-        for it to be picked up here."""
-        query = (
-            select(
-                HISTORY.c.event_id,
-                HISTORY.c.alarm_id,
-                HISTORY.c.timestamp,
-                HISTORY.c.type,
-                HISTORY.c.detail,
-            )
-            .where(HISTORY.c.timestamp > since)
-            .order_by(HISTORY.c.timestamp)
-            .limit(limit)
-        )
+        for it to be picked up here.
+
+        Without `states`, state transitions are left out: creations, rule changes and
+        deletions only. Those are few, while the transitions grow with every alarm any
+        notifier fires; they are read through an index of their own
+        (`ix_alarm_history_definitions`), whatever the transitions around them."""
+        query = select(
+            HISTORY.c.event_id,
+            HISTORY.c.alarm_id,
+            HISTORY.c.timestamp,
+            HISTORY.c.type,
+            HISTORY.c.detail,
+        ).where(HISTORY.c.timestamp > since)
+        if not states:
+            query = query.where(text(NOT_STATE_TRANSITION))
+        query = query.order_by(HISTORY.c.timestamp).limit(limit)
         async with self.db.engine.connect() as conn:
             result = await conn.execute(query)
             return [Change(r[0], r[1], r[2], r[3], r[4]) for r in result.all()]

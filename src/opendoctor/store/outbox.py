@@ -31,12 +31,16 @@ class OutboxStore:
         self.db = db
 
     async def add(self, entries: list[OutboxEntry]) -> None:
-        """Insert new entries; ids already present (a replayed event) are left as they are."""
+        """Insert new entries; ids already present (a replayed event) are left as they are,
+        and of one id given twice (the same event notified twice at once, both written
+        together) the first is kept. One transaction, whatever the number of faults the
+        entries come from (the notifier hands over several at once)."""
         if not entries:
             return
+        rows = list({e.id: e.row() for e in reversed(entries)}.values())
         stmt = dialect_insert(self.db, OutboxRow).on_conflict_do_nothing(index_elements=["id"])
         async with self.db.sessions.begin() as session:
-            await session.execute(stmt, [e.row() for e in entries])
+            await session.execute(stmt, rows)
 
     async def existing(self, ids: list[str]) -> set[str]:
         """The ids among `ids` that the outbox holds already."""
