@@ -19,6 +19,7 @@ from opendoctor.maintenance.engine import Engine
 from opendoctor.maintenance.host_actions import NothingToDo
 from opendoctor.maintenance.reach import Reach
 from opendoctor.maintenance.service import Maintenance
+from opendoctor.monitor.deadlines import CEILING_INTERVALS
 from opendoctor.recovery.fencing import Fencing
 from opendoctor.recovery.power_cycle import PowerCycle
 from opendoctor.store.db import Database
@@ -33,10 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def _settle(settings: Settings) -> float:
-    """How long this process's monitor takes to notice a host that went off (its
-    misses, a round to judge them, one more for the report to arrive)."""
+    """How long this process's monitor takes to notice a host that went off at worst
+    (its misses, the longest deadline the last of them gets, a round to judge them, one
+    more for the report to arrive)."""
     monitor = settings.monitor
-    return monitor.interval * (monitor.misses + 2) if monitor.enabled else 0.0
+    rounds = monitor.misses + 2 + CEILING_INTERVALS
+    return monitor.interval * rounds if monitor.enabled else 0.0
 
 
 class ByWorkflow:

@@ -80,7 +80,21 @@ def _print_tables(url: str, snapshot: dict[str, Any]) -> None:
             alt = h.get("alt_address")
             where = f"only at its alt address {alt}" if alt else "nowhere"
             out.print(f"[yellow]{h['name']}: link cut[/yellow] (heartbeats answered {where})")
+        if loss := _loss_text(h.get("heartbeat_loss")):
+            out.print(f"[yellow]{h['name']}: heartbeat answers lost[/yellow] ({loss})")
     out.print(servers)
+
+
+def _loss_text(loss: dict[str, float] | None) -> str:
+    """ "primary 5 %, alt 5 %" for the paths that drop answers; "" if none does."""
+    parts = [f"{path} {share * 100:g} %" for path, share in (loss or {}).items() if share]
+    return ", ".join(parts)
+
+
+class LossPath(StrEnum):
+    primary = "primary"
+    alt = "alt"
+    both = "both"
 
 
 @app.command()
@@ -218,6 +232,29 @@ def restore_link(
     url = lab_url(state_dir_of(state_dir))
     host = call(url, lambda c: c.restore_link(name))
     out.print(f"link of {host.name} restored; it answers at {host.address} again")
+
+
+@app.command("set-loss")
+def set_loss(
+    name: Annotated[str, typer.Argument(help="Host whose heartbeat answers to drop.")],
+    fraction: Annotated[
+        float, typer.Argument(help="Share of answers dropped, 0 <= FRACTION < 1 (0: none).")
+    ],
+    path: Annotated[
+        LossPath, typer.Option(help="Which path drops them: its address, alt address, both.")
+    ] = LossPath.both,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Make a host's heartbeat paths lossy: each answer is dropped at random with
+    probability FRACTION, on each path on its own, until set again (0 turns it off) or
+    the host restarts. The host and its VMs carry on; the VIM is not told.
+    """
+    if not 0 <= fraction < 1:
+        fail(f"FRACTION must be at least 0 and below 1, got {fraction}")
+    url = lab_url(state_dir_of(state_dir))
+    host = call(url, lambda c: c.set_loss(name, fraction, path.value))
+    loss = _loss_text(host.get("heartbeat_loss"))
+    out.print(f"heartbeat answers of {name} lost: {loss or 'none'}")
 
 
 servercli.register(app)

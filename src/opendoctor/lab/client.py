@@ -195,6 +195,14 @@ class LabClient:
     async def restore_link(self, host: str) -> Host:
         return host_from_json(await self._call("POST", f"/hosts/{_q(host)}/restore-link"))
 
+    async def set_loss(self, host: str, fraction: float, path: str = "both") -> dict[str, Any]:
+        """Drop that share (0 <= fraction < 1; 0: none) of a host's heartbeat answers at
+        random, each on its own, on `path`: primary, alt or both. The host's details,
+        with `heartbeat_loss` per path."""
+        body = {"fraction": fraction, "path": path}
+        result: dict[str, Any] = await self._call("PUT", f"/hosts/{_q(host)}/heartbeat-loss", body)
+        return result
+
     # ----- servers ------------------------------------------------------------------------
 
     async def create_server(

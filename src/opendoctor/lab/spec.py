@@ -7,6 +7,7 @@ an address of its own and all of them can use the same ports without configurati
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,22 @@ def version_problem(value: object) -> str | None:
         return f"must be a string of 1 to {VERSION_CHARS} characters"
     if not value.isprintable():
         return "must be printable (no control characters)"
+    return None
+
+
+# Which of a host's heartbeat paths drop answers (`set-loss`): its address, its alt
+# address, or both.
+LOSS_PATHS = ("primary", "alt", "both")
+
+
+def loss_problem(fraction: object, path: object) -> str | None:
+    """Why (`fraction`, `path`) is no heartbeat loss to set, or None if it is one."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        return f"'fraction' must be a number, got {fraction!r}"
+    if not (math.isfinite(fraction) and 0 <= fraction < 1):
+        return f"'fraction' must be at least 0 and below 1, got {fraction}"
+    if path not in LOSS_PATHS:
+        return f"'path' must be one of {', '.join(LOSS_PATHS)}, got {path!r}"
     return None
 
 

@@ -2,23 +2,43 @@
 
 Every `interval` it sends one probe to each host's address from a single socket, and
 one to its `alt_address` too if it has one (a second network, independent of the
-first). When a host has left `misses` consecutive probes on its address unanswered:
+first). A probe counts as missed once its answer is overdue by the path's own deadline
+(learnt from the path's answer times, see `deadlines`), judged at each round and again
+as soon as the newest round's deadline passes.
 
-* if its alt address still answers, the host lives but its link does not:
-  `compute.host.unreachable` (status "down");
-* if it has no alt address, or that is silent too: `compute.host.down`. An unreachable
-  host whose alt address goes silent later is reported down then (both reports open).
+* A host whose address and alt address have both left `misses` consecutive probes
+  unanswered: `compute.host.down`.
+* A host whose address has left `2 * misses` unanswered while its alt address still
+  answers lives, but its link does not: `compute.host.unreachable` (status "down"). An
+  unreachable host whose alt address goes silent later is reported down then (both
+  reports open).
+* A host with no alt address: `compute.host.down` after `2 * misses` on its address.
 
 The host's first answer on its address after that closes every open report (status
 "up" for each). An alt address that goes silent while the address answers is only
-logged and counted. T01 (detection) is stamped here.
+logged and counted. Every verdict waits for `2 * misses` missed probes in all, on one
+path or on two: with independent loss `p`, a live host is taken for dead (or cut off)
+with probability about `p ** (2 * misses)` per round (1e-12 at 1 % and three misses),
+where `misses` on one path would give `p ** misses`. The second path makes the
+verdict on a dead host fast: both paths count at once. T01 (detection) is stamped here.
+
+Answers are read from the socket in batches, and the socket is read out before every
+judgement: a round judged late because our own event loop was busy finds every answer
+that came meanwhile, and only probes actually sent can be missed. Our own lateness never
+counts against a host: a judgement's time is read from the clock before the socket is
+read out (an answer in by then counts, however late we read it: our process may be
+descheduled in between), and a round's time once all its probes are out (not before:
+a probe sent late, the process descheduled halfway through a round, would look
+answered late).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +47,7 @@ from typing import Any
 from opendoctor.core.model import HOST_DOWN, HOST_UNREACHABLE, Event, Host
 from opendoctor.core.settings import MonitorSettings
 from opendoctor.infra import metrics
+from opendoctor.monitor.deadlines import AnswerTimes, Clamp, Rounds
 from opendoctor.wire import probe as wire
 
 log = logging.getLogger(__name__)
@@ -34,13 +55,24 @@ log = logging.getLogger(__name__)
 MONITOR_NAME = "opendoctor-hostprobe"
 
 Emit = Callable[[Event], Awaitable[None]]
+Clock = Callable[[], float]
 Addr = tuple[str, int]
+
+# Answers read per wake-up at most: a flood cannot keep the prober in its read loop.
+_READ_BATCH = 4096
+# A judgement due at a deadline waits this much longer: timers may fire a hair early.
+_SLACK = 0.001
+# Room for a round of answers from many hosts while the event loop is busy elsewhere
+# (the kernel caps it at net.core.rmem_max).
+_RECV_BUFFER = 1 << 20
 
 
 @dataclass(slots=True)
 class _Path:
     addr: Addr
     last_answered: int  # newest probe answered here; a new path counts as "until now"
+    times: AnswerTimes = field(default_factory=AnswerTimes)
+    counted: int = 0  # newest probe counted in the missed-probes metric
 
 
 @dataclass(slots=True)
@@ -52,28 +84,28 @@ class _Target:
     alt_silent: bool = False  # logged once, until the alt path answers again
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, prober: HostProber) -> None:
-        self.prober = prober
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        decoded = wire.decode_answer(data)
-        if decoded is not None:
-            self.prober.answered((str(addr[0]), int(addr[1])), decoded[0])
-
-
 class HostProber:
-    def __init__(self, settings: MonitorSettings, emit: Emit) -> None:
+    def __init__(
+        self, settings: MonitorSettings, emit: Emit, clock: Clock = time.monotonic
+    ) -> None:
+        """`clock`: seconds, never going back; every time the prober keeps is on it."""
         self.settings = settings
         self.emit = emit
+        self._clock = clock
         # A random start: an answer can count only if it names a probe that was sent,
         # and nobody off the path can guess which were (a spoofed answer with a huge
         # number used to stand for every probe to come, hiding a host's death for good).
         self.first = secrets.randbits(62)
         self.seq = self.first
+        self._clamp = Clamp.for_interval(settings.interval)
+        # Enough rounds to look a deadline's ceiling back past a whole verdict.
+        keep = 64 + settings.misses + math.ceil(self._clamp.ceiling / settings.interval)
+        self._rounds = Rounds(self.first, keep)
+        # The shortest deadline of any path at the last judgement: when to judge again.
+        self._soonest = self._clamp.ceiling
         self._targets: dict[str, _Target] = {}
         self._by_addr: dict[Addr, _Target] = {}
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -127,13 +159,25 @@ class HostProber:
         """Probe rounds sent so far."""
         return self.seq - self.first
 
-    def answered(self, addr: Addr, seq: int) -> None:
+    def deadline(self, name: str, alt: bool = False) -> float | None:
+        """How long a probe to a host's address (or alt address) may now go unanswered."""
+        target = self._targets.get(name)
+        path = None if target is None else target.alt if alt else target.primary
+        return None if path is None else path.times.deadline(self._clamp)
+
+    def answered(self, addr: Addr, seq: int, at: float | None = None) -> None:
+        """An answer to probe `seq` from `addr`, read at `at` (default: now)."""
         target = self._by_addr.get(addr)
         if target is None:
             return
         path = target.primary if addr == target.primary.addr else target.alt
         if path is None or seq <= path.last_answered or seq > self.seq:
             return
+        sent = self._rounds.sent_at(seq)
+        if sent is not None:
+            # Read time, not arrival: a busy loop makes answers look slower, which only
+            # lengthens the deadline; our own lateness never shortens a host's.
+            path.times.sample((self._clock() if at is None else at) - sent)
         path.last_answered = seq
         if path is target.primary:
             for kind in target.reported:
@@ -162,29 +206,44 @@ class HostProber:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    def _missed(self, path: _Path) -> int:
-        # Probes sent so far that have gone unanswered, in a row. The newest had a whole
-        # interval to come back, which is ages for a heartbeat on a LAN.
-        missed = self.seq - path.last_answered
-        if missed > 0:
-            metrics.HOST_PROBES_MISSED.inc()
-        return missed
+    def _missed(self, path: _Path, now: float) -> int:
+        """Probes in a row, up to the newest, that this path left unanswered past its
+        deadline. The newest probes, still within it, are neither missed nor answered."""
+        deadline = path.times.deadline(self._clamp)
+        self._soonest = min(self._soonest, deadline)
+        overdue = self._rounds.newest_sent_by(now - deadline)
+        new = overdue - max(path.counted, path.last_answered)
+        if new > 0:
+            metrics.HOST_PROBES_MISSED.inc(new)
+            path.counted = overdue
+        return overdue - path.last_answered
 
-    def _judge(self) -> None:
+    def judge(self, now: float | None = None) -> None:
+        """Report what the paths' misses say now (`now` on the prober's clock)."""
+        now = self._clock() if now is None else now
         misses = self.settings.misses
+        # A verdict on one path's silence waits for as much evidence as one on two
+        # paths': twice the misses, so that every verdict has about the same chance,
+        # p ** (2 * misses), of being loss alone.
+        alone = 2 * misses
+        self._soonest = self._clamp.ceiling
         for target in self._targets.values():
             primary, alt = target.primary, target.alt
-            lost = self._missed(primary) >= misses
-            alt_lost = alt is None or self._missed(alt) >= misses
-            if not lost:
-                if alt_lost and alt is not None and not target.alt_silent:
+            missed = self._missed(primary, now)
+            if alt is None:
+                if missed >= alone and HOST_DOWN not in target.reported:
+                    self._report(target, HOST_DOWN, "down")
+                continue
+            alt_missed = self._missed(alt, now)
+            if missed < misses:
+                if alt_missed >= alone and not target.alt_silent:
                     target.alt_silent = True
                     metrics.HOST_ALT_PATH_LOST.inc()
                     log.warning("alt path silent, address answers", extra={"host": target.name})
-            elif alt_lost:
+            elif alt_missed >= misses:
                 if HOST_DOWN not in target.reported:
                     self._report(target, HOST_DOWN, "down")
-            elif alt is not None and not target.reported and self._outlived(primary, alt):
+            elif missed >= alone and not target.reported and self._outlived(primary, alt):
                 self._report(target, HOST_UNREACHABLE, "down", path="primary", alt_answering=True)
 
     @staticmethod
@@ -203,33 +262,74 @@ class HostProber:
             if target.alt is not None:
                 target.alt.last_answered = self.seq
 
-    async def _run(self) -> None:
-        assert self._transport is not None
-        interval = self.settings.interval
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
-        while True:
-            now = loop.time()
-            if now - next_tick > interval:
-                # The loop itself stalled: answers may be waiting unread in the socket.
-                # Judging now would blame the hosts for our own pause.
-                self._restart_count()
-                next_tick = now
-            else:
-                self._judge()
-            self.seq += 1
+    def send_round(self) -> float:
+        """Send the next probe to every path; the time the last went out."""
+        self.seq += 1
+        if self._sock is not None:
             probe = wire.encode_probe(self.seq)
             for target in self._targets.values():
                 for path in (target.primary, target.alt):
                     if path is not None:
                         self._send(target, probe, path.addr)
+        at = self._clock()
+        self._rounds.sent(self.seq, at)
+        return at
+
+    def check(self) -> float:
+        """Read every answer waiting, then judge as of just before the read; that time."""
+        now = self._clock()
+        self._read()
+        self.judge(now)
+        return now
+
+    async def _run(self) -> None:
+        interval = self.settings.interval
+        clock = self._clock
+        next_tick = clock()
+        while True:
+            now = clock()
+            self._read()  # every answer in by `now` counts, however late we are
+            late = now - next_tick
+            if late > self._clamp.ceiling:
+                # A stall longer than any answer is waited for: our socket may have had
+                # to drop answers it could not hold. Judging now would blame the hosts
+                # for our own pause.
+                self._restart_count()
+            else:
+                self.judge(now)
+            if late > interval:
+                next_tick = now  # no burst of rounds to catch up: the beat goes on from now
+            sent = self.send_round()
             next_tick += interval
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            due = sent + self._soonest + _SLACK
+            if due < next_tick:
+                # This round's answers are overdue before the next round: judge then.
+                await asyncio.sleep(max(0.0, due - clock()))
+                self.check()
+            await asyncio.sleep(max(0.0, next_tick - clock()))
+
+    def _read(self) -> None:
+        """Take every answer waiting in the socket (the event loop hands us one
+        readiness at a time, and a round brings one answer per path)."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(512)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error surfaced on the socket: nothing to read
+                log.debug("probe socket: %s", exc)
+                continue
+            decoded = wire.decode_answer(data)
+            if decoded is not None:
+                self.answered((str(addr[0]), int(addr[1])), decoded[0])
 
     def _send(self, target: _Target, probe: bytes, addr: Addr) -> None:
-        assert self._transport is not None
+        assert self._sock is not None
         try:
-            self._transport.sendto(probe, addr)
+            self._sock.sendto(probe, addr)
         except OSError as exc:
             log.warning(
                 "probe not sent", extra={"host": target.name, "to": addr[0], "error": str(exc)}
@@ -237,16 +337,24 @@ class HostProber:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=("0.0.0.0", 0)
-        )
-        self._transport = transport
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECV_BUFFER)
+            sock.bind(("0.0.0.0", 0))
+            loop.add_reader(sock.fileno(), self._read)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
         self._task = asyncio.create_task(self._run(), name="host-prober")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
         await asyncio.gather(*self._pending, return_exceptions=True)

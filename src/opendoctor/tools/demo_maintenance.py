@@ -48,9 +48,10 @@ SERVICE_ENV = {
     "OPENDOCTOR_MAINTENANCE__MOVE_TIMEOUT": "30",
 }
 # Each emptied host is powered off and on through its BMC. A lab host is back within a
-# tenth of a second, before the service's monitor (3 missed 50 ms probes) would call it
-# down; real hosts take minutes. Off for a second, its going down is seen (and is no
-# fault: the session holds it in maintenance, and returns it once it is heard again).
+# tenth of a second, after the service's monitor (4 missed 10 ms probes, some 40 ms)
+# may have called it down; real hosts take minutes. Off for a second, its going down is
+# seen (and is no fault: the session holds it in maintenance, and returns it once it is
+# heard again).
 HOST_ACTIONS = [{"plugin": "power_cycle", "type": "host", "metadata": {"off_seconds": 1}}]
 SESSION_WAIT = 180.0  # seconds the whole session may take before the demo gives up
 POLL = 0.1  # how often the session is looked at: the timeline's resolution

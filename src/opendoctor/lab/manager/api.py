@@ -20,7 +20,7 @@ from opendoctor.lab.manager.webutil import field_opt_str as _field_opt_str
 from opendoctor.lab.manager.webutil import field_str as _field_str
 from opendoctor.lab.manager.webutil import json_response as _json
 from opendoctor.lab.manager.webutil import lab_of as _lab
-from opendoctor.lab.spec import version_problem
+from opendoctor.lab.spec import loss_problem, version_problem
 
 MAX_WAIT = 60.0
 
@@ -94,6 +94,16 @@ async def cut_link(request: web.Request) -> web.Response:
 
 async def restore_link(request: web.Request) -> web.Response:
     return _json((await _lab(request).restore_link(request.match_info["name"])).to_json())
+
+
+async def set_loss(request: web.Request) -> web.Response:
+    body = await _body(request)
+    fraction, path = body.get("fraction"), body.get("path", "both")
+    if (problem := loss_problem(fraction, path)) is not None:
+        raise LabError(400, problem)
+    assert isinstance(fraction, int | float) and isinstance(path, str)
+    host = await _lab(request).set_loss(request.match_info["name"], float(fraction), path)
+    return _json(host.to_json())
 
 
 async def list_faults(request: web.Request) -> web.Response:
@@ -201,6 +211,7 @@ def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
             web.post("/hosts/{name}/restore", restore_host),
             web.post("/hosts/{name}/cut-link", cut_link),
             web.post("/hosts/{name}/restore-link", restore_link),
+            web.put("/hosts/{name}/heartbeat-loss", set_loss),
             web.get("/faults", list_faults),
             web.get("/servers", list_servers),
             web.post("/servers", create_server),

@@ -97,6 +97,8 @@ class HostProc:
         self.alt_address = alt_address
         # Probes on `address` go unanswered (see set_link; a new process starts linked).
         self.link_cut = False
+        # Share of answers dropped per path (see set_loss; a new process starts lossless).
+        self.loss = {"primary": 0.0, "alt": 0.0}
         self.heartbeat_port = heartbeat_port
         self.control_port = control_port
         self.vm_mode = vm_mode
@@ -129,6 +131,7 @@ class HostProc:
             preexec_fn=die_with_parent(),
         )  # fmt: skip
         self.link_cut = False
+        self.loss = {"primary": 0.0, "alt": 0.0}
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.returncode is not None:
@@ -251,6 +254,13 @@ class HostProc:
         answer = await self.request({"op": "restore_link" if up else "cut_link"})
         self.link_cut = answer["link"] == "cut"
         return float(answer["t00"])
+
+    async def set_loss(self, fraction: float, path: str = "both") -> dict[str, float]:
+        """Drop that share of the heartbeat answers on `path` (primary | alt | both) at
+        random, each answer on its own; 0 stops it. The loss per path, as now set."""
+        answer = await self.request({"op": "set_loss", "fraction": fraction, "path": path})
+        self.loss = {k: float(v) for k, v in answer["loss"].items()}
+        return self.loss
 
     async def push_events_sink(self) -> dict[str, Any]:
         """Tell the host where events go (`events_sink`); its sender's statistics."""

@@ -90,6 +90,8 @@ class HostRecord:
             "pid": self.proc.pid,
             # Lab truth too: probes on `address` go unanswered (alt_address still answers).
             "link_cut": self.proc.alive and self.proc.link_cut,
+            # Heartbeat answers dropped at random, per path (fault injection: a lossy net).
+            "heartbeat_loss": dict(self.proc.loss) if self.proc.alive else None,
         }
 
 

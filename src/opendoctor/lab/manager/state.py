@@ -228,6 +228,18 @@ class Lab:
         log.info("restored the link of %s", name)
         return self.host(name)
 
+    async def set_loss(self, name: str, fraction: float, path: str) -> HostRecord:
+        """Drop a share of a host's heartbeat answers at random (see HostProc.set_loss)."""
+        host = self.host(name)
+        if not host.alive:
+            raise LabError(409, f"host {name} is not running")
+        try:
+            loss = await host.proc.set_loss(fraction, path)
+        except HostCallError as exc:
+            raise LabError(502, f"host {name}: loss not set: {exc}") from exc
+        log.info("heartbeat answers of %s lost: %s", name, loss)
+        return host
+
     async def _set_link(self, name: str, up: bool) -> float:
         """The time just before the change."""
         host = self.host(name)

@@ -4,8 +4,9 @@
 --control-port C --vm-mode process|inline`
 
 * UDP (A, H), and (B, H) if given: heartbeat probes answered with
-  `encode_answer(seq, name)`. B is the host's second path (think: its storage
-  network); a cut link silences A only.
+  `encode_answer(seq, name)`, by a thread of its own at a high priority, whatever the
+  event loop is doing (`opendoctor.lab.procs.responder`). B is the host's second path
+  (think: its storage network); a cut link silences A only.
 * TCP (A, C): the control channel, one JSON object per line each way; answers
   `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Requests:
   - `{"op": "start_vm", "name", "address", "port", "instance_id"?, "role"?,
@@ -16,6 +17,10 @@
   - `{"op": "cut_link"}`: probes on A go unanswered from now on, as if its link were
     cut; everything else (B, control, VMs, events) carries on. `{"op": "restore_link"}`:
     A answers again. Both answer `link` ("up" | "cut") and `t00` (just before).
+  - `{"op": "set_loss", "fraction", "path"?}`: from now on each probe answer on A
+    (`path` "primary"), B ("alt") or both (the default) is dropped at random with
+    probability `fraction` (0 <= fraction < 1; 0: none), each path on its own. Answers
+    `loss` (`{"primary", "alt"}`). A host starts, and starts again, without loss.
 * Events: a VM that exits without being asked to stop is reported to the events
   sink (`compute.instance.lifecycle.exited`, status `down`) at once, and its next
   start on this host as status `up` (see `opendoctor.lab.procs.events`).
@@ -37,37 +42,33 @@ import os
 import signal
 import sys
 import time
-from typing import Any, cast
+from typing import Any
 
 from opendoctor.lab.procs.events import EventSender, lifecycle_event
 from opendoctor.lab.procs.guest import GuestHeartbeats
 from opendoctor.lab.procs.hostvm import VmError, VmHandle
+from opendoctor.lab.procs.responder import PathFlags, Responder
 from opendoctor.lab.procs.vm import ROLES
-from opendoctor.wire.probe import decode_probe, encode_answer
+from opendoctor.lab.spec import loss_problem
 
 log = logging.getLogger("opendoctor.lab.procs.host")
 
 _MAX_LINE = 64 * 1024
+# Seconds a busy main thread keeps the GIL while the heartbeat thread waits for it (the
+# default 5 ms is half a 10 ms beat).
+_SWITCH_INTERVAL = 0.0005
 
 
 class ControlError(Exception):
     """A control request that cannot be done; its message goes back to the caller."""
 
 
-class _Heartbeat(asyncio.DatagramProtocol):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.transport: asyncio.DatagramTransport | None = None
-        self.answering = True  # False: the link is cut, probes are dropped unanswered
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        seq = decode_probe(data)
-        if seq is not None and self.transport is not None and self.answering:
-            self.transport.sendto(encode_answer(seq, self.name), addr)
+def _loss_request(request: dict[str, Any]) -> tuple[float, str]:
+    fraction, path = request.get("fraction"), request.get("path", "both")
+    if (problem := loss_problem(fraction, path)) is not None:
+        raise ControlError(f"set_loss: {problem}")
+    assert isinstance(fraction, int | float) and isinstance(path, str)
+    return float(fraction), path
 
 
 def _opt_str(request: dict[str, Any], key: str) -> str | None:
@@ -98,8 +99,9 @@ class LabHost:
         self.vm_mode = vm_mode
         self.vms: dict[str, VmHandle] = {}
         self.events = EventSender()
-        self._heartbeat = _Heartbeat(name)
-        self._alt_heartbeat: asyncio.DatagramTransport | None = None
+        self._primary = PathFlags()
+        self._alt = PathFlags()
+        self._responder: Responder | None = None
         self._control: asyncio.Server | None = None
         self._starting: dict[str, asyncio.Lock] = {}
         # Instances whose exit this host reported: their next start here is reported too.
@@ -109,14 +111,11 @@ class LabHost:
         self._detaching: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(
-            lambda: self._heartbeat, local_addr=(self.address, self.heartbeat_port)
-        )
+        paths = [(self.address, self._primary)]
         if self.alt_address is not None:
-            self._alt_heartbeat, _ = await loop.create_datagram_endpoint(
-                lambda: _Heartbeat(self.name), local_addr=(self.alt_address, self.heartbeat_port)
-            )
+            paths.append((self.alt_address, self._alt))
+        self._responder = Responder(self.name, paths, self.heartbeat_port)
+        self._responder.start()
         self._control = await asyncio.start_server(
             self._serve_control, self.address, self.control_port, limit=_MAX_LINE
         )
@@ -125,9 +124,8 @@ class LabHost:
     async def close(self) -> None:
         if self._control is not None:
             self._control.close()
-        for heartbeat in (self._heartbeat.transport, self._alt_heartbeat):
-            if heartbeat is not None:
-                heartbeat.close()
+        if self._responder is not None:
+            self._responder.close()
         await asyncio.gather(*(self.stop_vm(n) for n in list(self.vms)), return_exceptions=True)
         if self.guests is not None:
             await self.guests.close()
@@ -168,6 +166,7 @@ class LabHost:
                 "host": self.name,
                 "pid": os.getpid(),
                 "link": self._link(),
+                "loss": self._loss(),
                 "vms": [self._vm_json(vm) for vm in self.vms.values()],
             }
         if op == "events_sink":
@@ -177,9 +176,16 @@ class LabHost:
             return {"events": self.events.stats()}
         if op in ("cut_link", "restore_link"):
             t00 = time.time()
-            self._heartbeat.answering = op == "restore_link"
+            self._primary.answering = op == "restore_link"
             log.warning("%s: link %s", self.name, self._link())
             return {"link": self._link(), "t00": t00}
+        if op == "set_loss":
+            fraction, path = _loss_request(request)
+            for which in ("primary", "alt"):
+                if path in (which, "both"):
+                    (self._primary if which == "primary" else self._alt).loss = fraction
+            log.warning("%s: heartbeat answers lost: %s", self.name, self._loss())
+            return {"loss": self._loss()}
         name = request.get("name")
         if not isinstance(name, str) or not name:
             raise ControlError(f"{op}: 'name' must be a non-empty string")
@@ -253,7 +259,10 @@ class LabHost:
             guests.run_agent(vm.instance_id, path, vm.health)
 
     def _link(self) -> str:
-        return "up" if self._heartbeat.answering else "cut"
+        return "up" if self._primary.answering else "cut"
+
+    def _loss(self) -> dict[str, float]:
+        return {"primary": self._primary.loss, "alt": self._alt.loss}
 
     def _vm_json(self, vm: VmHandle) -> dict[str, Any]:
         state = self.guests.state(vm.instance_id) if self.guests is not None else None
@@ -325,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     return asyncio.run(_main(args))
 
 
