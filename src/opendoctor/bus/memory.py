@@ -1,21 +1,45 @@
-"""The in-process bus of embedded mode: one worker task per (topic, key), created on demand."""
+"""The in-process bus of embedded mode: per-key order, a bounded pool of workers per topic.
+
+Each (topic, key) has a queue of its own. A key with messages waits in its topic's ready
+line; up to `workers` workers take keys from that line, handle one message of each, and
+put the key back at the end of the line if it has more. A key is never in the line twice
+nor in the line while a worker holds it, so its messages are handled one at a time, in
+the order they were published; different keys take turns.
+
+Why bounded: a storm fails a hundred hosts at once. One worker per key ran a hundred
+fault handlers side by side, each fanning out its owners' callbacks, and every other
+coroutine of the process (the API accepting the next events) waited behind thousands of
+ready callbacks. A bounded number keeps the loop answering; too few would slow the
+delivery, since a handler holds its worker while its owners' first attempts run
+(`bus.workers`). Workers exist only while their topic has work, so idle keys cost
+nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from opendoctor.core.ports import Handler
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKERS = 128
+Slot = tuple[str, str]
+
 
 class InProcessBus:
-    def __init__(self) -> None:
+    def __init__(self, workers: int = DEFAULT_WORKERS) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
         self._handlers: dict[str, list[Handler]] = {}
-        self._queues: dict[tuple[str, str], asyncio.Queue[Any]] = {}
-        self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._queues: dict[Slot, deque[Any]] = {}  # keys with messages (held or waiting)
+        self._ready: dict[str, deque[Slot]] = {}  # per topic: keys waiting for a worker
+        self._busy: dict[str, int] = {}  # per topic: workers at work
+        self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -25,41 +49,65 @@ class InProcessBus:
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None:
         slot = (topic, key)
-        queue = self._queues.get(slot)
-        if queue is None:
-            queue = self._queues[slot] = asyncio.Queue()
-            worker = self._work(topic, queue, slot)
-            self._workers[slot] = asyncio.create_task(worker, name=f"bus:{topic}:{key}")
         self._pending += 1
         self._idle.clear()
-        queue.put_nowait(message)
+        queue = self._queues.get(slot)
+        if queue is not None:
+            # Waiting in line or held by a worker: it comes round to this message.
+            queue.append(message)
+            return
+        self._queues[slot] = deque((message,))
+        self._ready.setdefault(topic, deque()).append(slot)
+        busy = self._busy.get(topic, 0)
+        if busy < self.workers:
+            self._busy[topic] = busy + 1
+            task = asyncio.create_task(self._work(topic), name=f"bus:{topic}:{busy}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _work(self, topic: str, queue: asyncio.Queue[Any], slot: tuple[str, str]) -> None:
-        # The worker lives while its key has work, so idle hosts cost nothing. Between the
-        # emptiness check and the removal there is no await, so no message can slip in.
-        while not queue.empty():
-            message = queue.get_nowait()
+    async def _work(self, topic: str) -> None:
+        try:
+            await self._turns(topic)
+        finally:
+            # Counted off before the task ends (not in a done callback): a publish right
+            # after the last turn must find room for a new worker.
+            self._busy[topic] -= 1
+
+    async def _turns(self, topic: str) -> None:
+        ready = self._ready[topic]
+        while ready:
+            slot = ready.popleft()
+            queue = self._queues[slot]
+            message = queue[0]
             try:
                 for handler in self._handlers.get(topic, ()):
                     try:
                         await handler(message)
                     except Exception:
-                        # One bad message must not stop the worker of its key.
+                        # One bad message must not stop its key, nor the worker.
                         log.exception("handler failed", extra={"topic": topic})
             finally:
+                queue.popleft()
+                # No await between the emptiness check and the key's removal: a message
+                # published meanwhile would find its key gone and wait for nobody.
+                if queue:
+                    ready.append(slot)
+                else:
+                    del self._queues[slot]
                 self._pending -= 1
                 if self._pending == 0:
                     self._idle.set()
-        del self._queues[slot]
-        del self._workers[slot]
+            # A turn for everything else ready on the loop (the API) between messages.
+            await asyncio.sleep(0)
 
     async def drain(self) -> None:
         await self._idle.wait()
 
     async def close(self) -> None:
-        tasks = list(self._workers.values())
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._workers.clear()
+        self._busy.clear()  # a task cancelled before its first step never counted off
         self._queues.clear()
+        self._ready.clear()

@@ -59,12 +59,22 @@ def bench_notify(
             "one or one brought up for the run); repeat to compare them in one table"
         ),
     ] = None,
+    with_floor: Annotated[
+        bool,
+        typer.Option(
+            "--floor/--no-floor",
+            help="after each run, send the same callbacks to the same consumers with a bare "
+            "aiohttp client (the fan-out floor) and print ours beside it",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """Host failure → owners notified, against real consumer processes.
 
     Prints detection-to-notification (T01→T09) percentiles per size and the time until
-    the last owner is notified.
+    the last owner is notified, beside the fan-out floor: the time a bare aiohttp client
+    takes from its first send until the last of the same callbacks arrived, and the
+    ratio ours/floor.
     """
     from opendoctor.tools import bench
 
@@ -74,7 +84,7 @@ def bench_notify(
         for chosen in vim or [VimChoice.lab]:
             sizes = vms or DEFAULT_SIZES[chosen.value]
             count = runs or DEFAULT_RUNS[chosen.value]
-            results += await bench.notify(sizes, count, console, chosen.value)
+            results += await bench.notify(sizes, count, console, chosen.value, with_floor)
         return results
 
     from opendoctor.infra.httpclient import HttpError
@@ -267,6 +277,30 @@ def bench_storm_command(
     window: Annotated[
         float, typer.Option(min=1, help="--kill-restart: seconds of each throughput window")
     ] = 15.0,
+    intake_monitors: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="monitors per --intake-batch size reporting the stormed hosts' VMs while the "
+            "storm is delivered (0: no intake measured)",
+        ),
+    ] = 4,
+    intake_batch: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="events per intake request; repeat for several (1 and 100)"),
+    ] = None,
+    intake_servers: Annotated[
+        int, typer.Option(min=1, help="stormed servers the intake reports on, across hosts")
+    ] = 1000,
+    intake_floor_seconds: Annotated[
+        float, typer.Option(min=0.5, help="seconds of the intake against the idle service")
+    ] = 3.0,
+    events_rate: Annotated[
+        float,
+        typer.Option(
+            min=1, help="api.events_rate and api.events_burst of the service during the run"
+        ),
+    ] = 1_000_000.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """A storm of host faults, each mode side by side: events/s accepted, notifications/s
@@ -278,6 +312,14 @@ def bench_storm_command(
     /events, T01 = when each was sent; one the service refuses with a 5xx is sent again,
     as a monitor would, and counted). Once the storm is handled (its faults stay active)
     the 50-VM host fails and comes back --runs times.
+
+    Intake: before the storm, --intake-monitors monitors per --intake-batch size report
+    the stormed hosts' VMs (up) to the idle service for --intake-floor-seconds; from the
+    moment the storm's events are accepted until its last notification arrived, the
+    same monitors report them down (each one's first report opens a fault and tells
+    nobody more: the host's fault did). Printed per size: events accepted per second,
+    PUT latency p50/p99, refusals, the storm's over the floor's. The monitors share one
+    token: the service's rate limit per monitor is set to --events-rate for the run.
 
     The scaled and split modes run on a database it creates in PostgreSQL (--pg-url, default
     postgresql://postgres@127.0.0.1:5432/postgres or OPENDOCTOR_BENCH_PG) and a RabbitMQ
@@ -326,6 +368,13 @@ def bench_storm_command(
         workdir=workdir,
         kill_restart=kill_restart,
         window=window,
+        intake=bench_storm.IntakeOptions(
+            monitors=intake_monitors,
+            batches=tuple(intake_batch or (1, 100)),
+            servers=intake_servers,
+            floor_seconds=intake_floor_seconds,
+            events_rate=events_rate,
+        ),
     )
     console = Console(stderr=True, quiet=as_json)
     problems = asyncio.run(bench_storm.available(chosen, opts))
@@ -424,3 +473,54 @@ def bench_ui(
         err.print(f"[red]--sizes:[/red] comma-separated counts, not {sizes!r}")
         raise typer.Exit(2) from None
     _emit(asyncio.run(bench.measure(wanted, runs)), as_json, bench.table)
+
+
+@app.command("detect")
+def bench_detect(
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="INTERVAL:MISSES",
+            help="probe interval and misses, e.g. 10ms:3; repeat for several (default: "
+            "10ms:3 10ms:4 20ms:3 50ms:3, the default setting among them)",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="host kills per setting")] = 20,
+    vms: Annotated[int, typer.Option(min=1, help="VMs on the killed host, each alarmed")] = 10,
+    hosts: Annotated[
+        int, typer.Option(min=2, max=200, help="lab hosts, all of them soaked (half at 1 %)")
+    ] = 6,
+    soak: Annotated[
+        float, typer.Option(min=0, help="seconds of soak under 1 % and 5 % loss per setting")
+    ] = 600,
+    ip_prefix: Annotated[
+        str, typer.Option(help="the lab's loopback block, 127.N (another than a running lab's)")
+    ] = "127.97",
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Host failure → detected (T00→T01) → owners told, per probe setting, beside the
+    floor of a bare UDP echo at the same setting; then a soak with 1 % and 5 % of the
+    heartbeat answers lost that counts false "down" and "unreachable" reports, and the
+    prober's CPU cost."""
+    from opendoctor.infra.httpclient import HttpError
+    from opendoctor.lab.runner import LabStartError
+    from opendoctor.tools import bench_detect, detect_report
+    from opendoctor.tools.detect_floor import FloorError
+    from opendoctor.tools.stack import StackError
+
+    try:
+        chosen = [bench_detect.Setting.parse(s) for s in setting or []]
+    except ValueError as exc:
+        err.print(f"[red]--setting:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console = Console(stderr=True, quiet=as_json)
+    try:
+        result = asyncio.run(
+            bench_detect.detect(
+                chosen or bench_detect.DEFAULT_SETTINGS, runs, vms, hosts, soak, console, ip_prefix
+            )
+        )
+    except (StackError, HttpError, FloorError, LabStartError, ValueError) as exc:
+        err.print(f"[red]bench detect failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _emit(result, as_json, detect_report.print_detect)

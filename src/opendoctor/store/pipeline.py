@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.event_journal import EventJournal
 from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 
@@ -35,37 +36,23 @@ def _event_from_row(row: EventRow) -> Event:
 
 
 class EventStore:
+    """Accepted events: written through the journal (group commit), read from the engine."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    @staticmethod
-    def _row(event: Event, processed: bool, fault_id: str | None) -> dict[str, Any]:
-        return {
-            "id": event.id,
-            "type": event.type,
-            "hostname": event.hostname,
-            "status": event.status,
-            "time": event.time,
-            "received": event.received,
-            "body": event.to_dict(),
-            "processed": processed,
-            "fault_id": fault_id,
-        }
+        self.journal = EventJournal(db)
 
     async def add(self, events: list[Event]) -> None:
-        """Record accepted events. A row the pipeline already wrote as processed stays so."""
-        stmt = dialect_insert(self.db, EventRow).on_conflict_do_nothing(index_elements=["id"])
-        async with self.db.sessions.begin() as session:
-            await session.execute(stmt, [self._row(e, False, None) for e in events])
+        """Record accepted events; durable when this returns. A row the pipeline already
+        wrote as processed stays so."""
+        await self.journal.add(events)
 
     async def mark_processed(self, event: Event, fault_id: str | None) -> None:
-        # An upsert: handling may finish before the accepting write has committed.
-        stmt = dialect_insert(self.db, EventRow).values(self._row(event, True, fault_id))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"], set_={"processed": True, "fault_id": fault_id}
-        )
-        async with self.db.sessions.begin() as session:
-            await session.execute(stmt)
+        # An upsert: a replayed event is marked whether or not its row is still there.
+        await self.journal.mark_processed(event, fault_id)
+
+    async def close(self) -> None:
+        await self.journal.close()
 
     async def is_processed(self, event_id: str) -> bool:
         """Whether the pipeline already handled this event (a redelivered message)."""

@@ -1,9 +1,11 @@
-"""The engine's writes on SQLite: each batch one transaction, on a thread of its own.
+"""Group-committed writes on SQLite: each batch one transaction, on a thread of its own.
 
 SQLite itself commits a workflow step in tens of microseconds (WAL, synchronous NORMAL);
 through the async SQLAlchemy engine the same commit took two milliseconds, spent handing
 each statement to aiosqlite's thread and back. A start waits for its commit before its
-first action runs, so here the whole batch goes to one thread in one hand-over.
+first action runs, so here the whole batch goes to one thread in one hand-over. The
+workflow engine writes its runs through one, the event journal its events through
+another (`event_journal`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ Statement = tuple[str, Sequence[tuple[Any, ...]]]
 
 
 class SqliteWriter:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str = "workflow-writer") -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="workflow-writer")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

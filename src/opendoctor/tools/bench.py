@@ -6,6 +6,11 @@ two consumer processes (one per project) and one alarm per VM. Each run kills th
 that holds the VMs, waits until every owner has heard and every VM serves again on the
 other host, then restores the killed host and re-arms the alarms. The VMs ping-pong
 between the two hosts, run after run.
+
+Beside each size it measures the fan-out floor (`tools.floor`): the callbacks the
+service sent in the first run, sent again after each run by a bare aiohttp client to
+the same consumers. "Last owner told" divided by the floor's is what the service adds
+to the sending itself (detection, matching, bookkeeping).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from opendoctor.lab.spec import LabSpec
+from opendoctor.tools import floor
 from opendoctor.tools.demo import Vim, fail_and_recover, restore
 from opendoctor.tools.stack import Stack, running_stack, wait_for
 
@@ -112,18 +118,40 @@ async def lab_stack(
         yield s
 
 
+async def _sent(s: Stack) -> list[floor.Callback]:
+    """What the service sent in the run just over, as the consumers received it."""
+    callbacks: list[floor.Callback] = []
+    for consumer in s.consumers.values():
+        arrivals = (await s.http.get(consumer.ready + "/arrivals")).json()
+        callbacks += floor.from_arrivals(consumer.ready, arrivals)
+    return callbacks
+
+
 async def one_size(
-    n: int, runs: int, workdir: Path, progress: Progress, vim: Vim = "lab"
+    n: int,
+    runs: int,
+    workdir: Path,
+    progress: Progress,
+    vim: Vim = "lab",
+    with_floor: bool = True,
+    connections: int = floor.CONNECTIONS,
 ) -> dict[str, Any]:
     task = progress.add_task(f"{n} VMs", total=runs)
     per_notice: list[float] = []
     last: list[float] = []
     detection: list[float] = []
     fault_to_last: list[float] = []
+    from_t02: list[float] = []
     recovered: list[float] = []
     missed = 0
-    async with _stack(vim, n, workdir / f"n{n}", progress) as (s, between):
+    bare = floor.FloorResult()
+    callbacks: list[floor.Callback] = []
+    async with (
+        _stack(vim, n, workdir / f"n{n}", progress) as (s, between),
+        floor.BareClient(connections) as client,
+    ):
         alarms = await s.register_alarms()
+        consumers = [c.ready for c in s.consumers.values()]
         for _ in range(runs):
             await between()
             servers = await s.get("/v1/servers")
@@ -138,9 +166,18 @@ async def one_size(
             if totals["detection_to_last_notification"] is not None:
                 last.append(totals["detection_to_last_notification"])
                 fault_to_last.append(totals["fault_to_last_notification"])
+                if "T02" in story["trace"]:
+                    # From the affected servers known (the notifier's start) on: what
+                    # compares with the floor's first send.
+                    t02 = story["trace"]["T02"] - story["trace"]["T01"]
+                    from_t02.append(totals["detection_to_last_notification"] - t02)
             detection.append(totals["detection"])
             if totals["fault_to_recovered"] is not None:
                 recovered.append(totals["fault_to_recovered"])
+            if with_floor:
+                # Interleaved with the service's runs: both see the same noise.
+                callbacks = callbacks or await _sent(s)
+                bare.runs.append(await client.fan_out(consumers, callbacks))
             await restore(s, host, story["fault_id"])
             await s.rearm(alarms)
             progress.advance(task)
@@ -153,14 +190,21 @@ async def one_size(
         "detection_to_notification": summary(per_notice),
         "detection_to_last_notification": summary(last),
         "fault_to_last_notification": summary(fault_to_last),
+        "affected_to_last_notification": summary(from_t02),
         "detection": summary(detection),
         "fault_to_recovered": summary(recovered),
         "per_run_last_notification": last,
+        "floor": bare.summary() if bare.runs else None,
     }
 
 
 async def notify(
-    sizes: list[int], runs: int, console: Console, vim: Vim = "lab"
+    sizes: list[int],
+    runs: int,
+    console: Console,
+    vim: Vim = "lab",
+    with_floor: bool = True,
+    connections: int = floor.CONNECTIONS,
 ) -> list[dict[str, Any]]:
     results = []
     with (
@@ -168,7 +212,9 @@ async def notify(
         Progress(console=console) as progress,
     ):
         for n in sizes:
-            results.append(await one_size(n, runs, Path(tmp), progress, vim))
+            results.append(
+                await one_size(n, runs, Path(tmp), progress, vim, with_floor, connections)
+            )
     return results
 
 
@@ -215,5 +261,48 @@ def print_notify(console: Console, results: list[dict[str, Any]]) -> None:
             _ms(det, "p50"),
             _ms(r["fault_to_last_notification"], "p99"),
             _ms(r["fault_to_recovered"], "p50"),
+        )
+    console.print(table)
+    print_floor(console, results)
+
+
+def print_floor(console: Console, results: list[dict[str, Any]]) -> None:
+    """Last owner told, ours beside the bare client's (the floor), and their ratio."""
+    table = Table(title="last owner told: ours (T01→T09) beside the fan-out floor (ms)")
+    for col in (
+        "VIM",
+        "VMs",
+        "ours p50",
+        "floor p50",
+        "ours/floor",
+        "ours p99",
+        "floor p99",
+        "ours/floor",
+        "ours from T02 p50",
+        "ours/floor",
+        "floor per callback p50",
+        "p99",
+        "floor missed",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        bare = r.get("floor")
+        if not bare:
+            continue
+        ours, fl = r["detection_to_last_notification"], bare["last_told"]
+        table.add_row(
+            r.get("vim", "lab"),
+            str(r["vms"]),
+            _ms(ours, "p50"),
+            _ms(fl, "p50"),
+            floor.fmt_ratio(ours.get("p50"), fl["p50"]),
+            _ms(ours, "p99"),
+            _ms(fl, "p99"),
+            floor.fmt_ratio(ours.get("p99"), fl["p99"]),
+            _ms(r.get("affected_to_last_notification", {}), "p50"),
+            floor.fmt_ratio(r.get("affected_to_last_notification", {}).get("p50"), fl["p50"]),
+            _ms(bare["per_callback"], "p50"),
+            _ms(bare["per_callback"], "p99"),
+            str(bare["missed"]),
         )
     console.print(table)

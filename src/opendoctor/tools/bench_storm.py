@@ -32,8 +32,6 @@ import itertools
 import os
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,181 +39,25 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from opendoctor.core.egress import address_of
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
 from opendoctor.tools.bench import summary
 from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
+from opendoctor.tools.storm_backends import Deployment, check_backends, deploy
 from opendoctor.tools.storm_cpu import CpuMeter
-from opendoctor.tools.storm_modes import (
-    DEFAULT_AMQP as DEFAULT_AMQP,
-)
-from opendoctor.tools.storm_modes import (
-    DEFAULT_PG as DEFAULT_PG,
-)
-from opendoctor.tools.storm_modes import (
-    MODES as MODES,
-)
-from opendoctor.tools.storm_modes import (
-    PROJECTS,
-    RESEND_AFTER,
-    RESEND_FOR,
-    TOPICS,
-    Mode,
-    Unavailable,
-)
-from opendoctor.tools.storm_modes import (
-    SINGLE_VMS as SINGLE_VMS,
-)
-from opendoctor.tools.storm_modes import (
-    Options as Options,
-)
-from opendoctor.tools.storm_modes import (
-    check_size as check_size,
-)
+from opendoctor.tools.storm_intake import Intake
+from opendoctor.tools.storm_intake import IntakeOptions as IntakeOptions
+from opendoctor.tools.storm_modes import DEFAULT_AMQP as DEFAULT_AMQP
+from opendoctor.tools.storm_modes import DEFAULT_PG as DEFAULT_PG
+from opendoctor.tools.storm_modes import MODES as MODES
+from opendoctor.tools.storm_modes import PROJECTS, RESEND_AFTER, RESEND_FOR, Mode, Unavailable
+from opendoctor.tools.storm_modes import SINGLE_VMS as SINGLE_VMS
+from opendoctor.tools.storm_modes import Options as Options
+from opendoctor.tools.storm_modes import check_size as check_size
 from opendoctor.tools.storm_rebalance import kill_restart
 from opendoctor.tools.storm_report import missing_total as missing_total
 from opendoctor.tools.storm_report import print_storm as print_storm
 from opendoctor.tools.storm_report import ratios
-
-# --- the backing servers of scaled modes ------------------------------------------------
-
-
-@dataclass(slots=True)
-class Deployment:
-    """What one mode's stack runs on: the service's environment, the owners' actions."""
-
-    env: dict[str, str]
-    consumer_args: Callable[[str], list[str]] | None = None
-    action: Callable[[dict[str, Any]], str] | None = None
-    where: str = "SQLite file, in-process bus"
-    database: str | None = None  # PostgreSQL database made for the run (then dropped)
-    bus_prefix: str | None = None  # RabbitMQ exchanges and queues made for it (then deleted)
-    egress_allow: list[str] | None = None  # where the actions go besides the consumers
-
-
-def _pg_dsn(url: str, database: str | None = None) -> str:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-def _service_db_url(admin_url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-def _safe_pg(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-@contextlib.asynccontextmanager
-async def _pg_admin(url: str) -> AsyncIterator[Any]:
-    """An autocommit connection to PostgreSQL (CREATE/DROP DATABASE), through psycopg."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise Unavailable("psycopg is not installed (pip install 'opendoctor[postgres]')") from exc
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            _pg_dsn(url), autocommit=True, connect_timeout=5
-        )
-    except (OSError, psycopg.Error) as exc:
-        raise Unavailable(f"PostgreSQL is not reachable at {_safe_pg(url)}: {exc}") from exc
-    async with conn:
-        yield conn
-
-
-async def _broker(url: str) -> Any:
-    try:
-        from opendoctor.infra.amqp import AmqpError, Broker
-    except ImportError as exc:
-        raise Unavailable("aio-pika is not installed (pip install 'opendoctor[amqp]')") from exc
-    broker = Broker(url, name="opendoctor-bench-storm")
-    try:
-        await broker.connect()
-    except (AmqpError, OSError, TimeoutError) as exc:
-        await broker.close()
-        raise Unavailable(f"RabbitMQ is not reachable at {broker.broker.safe}: {exc}") from exc
-    return broker
-
-
-async def check_backends(opts: Options) -> None:
-    """Raise `Unavailable`, naming what and why, unless PostgreSQL and RabbitMQ answer."""
-    async with _pg_admin(opts.pg_url):
-        pass
-    broker = await _broker(opts.amqp_url)
-    await broker.close()
-
-
-@contextlib.asynccontextmanager
-async def deploy(mode: Mode, opts: Options) -> AsyncIterator[Deployment]:
-    """The mode's backing servers for one run; created here, removed afterwards."""
-    if not mode.backends:
-        yield Deployment(env={})
-        return
-    database = f"od_storm_{uuid.uuid4().hex[:12]}"
-    prefix = f"od-storm-{uuid.uuid4().hex[:12]}"
-    async with _pg_admin(opts.pg_url) as conn:
-        await conn.execute(f'CREATE DATABASE "{database}"')
-    base = opts.amqp_url.rstrip("/")
-    alarms_exchange = f"{prefix}.alarms"
-
-    def topic(project: str) -> str:
-        return f"{base}/?exchange={alarms_exchange}&routing_key=alarm.{project}"
-
-    env = {
-        "OPENDOCTOR_DATABASE_URL": _service_db_url(opts.pg_url, database),
-        "OPENDOCTOR_BUS__KIND": "amqp",
-        "OPENDOCTOR_BUS__URL": opts.amqp_url,
-        "OPENDOCTOR_BUS__PREFIX": prefix,
-        "OPENDOCTOR_BUS__PARTITIONS": str(opts.partitions),
-    }
-    where = f"PostgreSQL database {database}, RabbitMQ prefix {prefix}"
-    try:
-        if opts.amqp_actions:
-            yield Deployment(
-                env,
-                consumer_args=lambda p: ["--amqp", topic(p)],
-                action=lambda server: topic(server["project_id"]),
-                where=where + ", owners on AMQP",
-                database=database,
-                bus_prefix=prefix,
-                egress_allow=[address_of(opts.amqp_url)],
-            )
-        else:
-            yield Deployment(env, where=where, database=database, bus_prefix=prefix)
-    finally:
-        await _remove_backends(opts, database, prefix, alarms_exchange)
-
-
-async def _remove_backends(opts: Options, database: str, prefix: str, alarms: str) -> None:
-    # Both are tried, whatever happens to the other: neither may be left behind.
-    try:
-        async with _pg_admin(opts.pg_url) as conn:
-            # FORCE: connections the service left open must not keep the database alive.
-            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        broker = await _broker(opts.amqp_url)
-        try:
-            for topic in TOPICS:
-                queues = [f"{prefix}.{topic}.{i}" for i in range(opts.partitions)]
-                for queue in [*queues, f"{prefix}.{topic}.dead"]:
-                    await broker.delete_queue(queue)
-                await broker.delete_exchange(f"{prefix}.{topic}")
-            await broker.delete_exchange(alarms)
-        finally:
-            await broker.close()
-
-
-# --- where the CPU went ---------------------------------------------------------------
 
 
 def host_event(hostname: str, status: str, at: float, event_id: str) -> dict[str, Any]:
@@ -279,7 +121,10 @@ class ModeRun:
                     "OPENDOCTOR_MONITOR__ENABLED": "false",
                     "OPENDOCTOR_RECOVERY__ENABLED": "false",
                     "OPENDOCTOR_LOG_LEVEL": "WARNING",
+                    # Every VM's owner subscribes: past the default cap per project.
+                    "OPENDOCTOR_NOTIFIER__MAX_ALARMS_PER_PROJECT": str(opts.storm_vms + SINGLE_VMS),
                     **where.env,
+                    **(opts.intake.env() if opts.intake.monitors else {}),
                 }
                 task = self._task(f"starting a lab of {spec.hosts} hosts, the service", None)
                 started = time.monotonic()
@@ -339,7 +184,7 @@ class ModeRun:
         self.setup["vms_created"] = time.monotonic() - started
 
         async def known() -> bool:
-            return len(await s.get("/v1/servers")) >= len(wanted)
+            return len(await s.get("/v1/servers?limit=100000")) >= len(wanted)
 
         await wait_for(f"the service to learn about {len(wanted)} servers", known, 120, 0.2)
         self.setup["service_knows_vms"] = time.monotonic() - started
@@ -389,6 +234,14 @@ class ModeRun:
         task = self._task(
             f"storm: {opts.hosts} host faults, {len(expected)} notifications", len(expected)
         )
+        intake = Intake(
+            opts.intake, self.http, s.api + "/events", s.monitor, self._intake_servers(lab)
+        )
+        if intake.enabled:
+            floor_task = self._task("intake against the idle service", None)
+            await intake.measure_floor()
+            await self._backlog(s)  # handled before the storm starts
+            self.progress.update(floor_task, total=1, completed=1)
         sent: dict[str, float] = {}
         meter = CpuMeter(s)
         cpu_before = meter.sample()
@@ -399,6 +252,8 @@ class ModeRun:
 
         accepted = await asyncio.gather(*(fail(h) for h in lab.storm_hosts))
         refused, self.refused = self.refused, []
+        # While the storm is delivered, its VMs' monitors report them down.
+        intake.start()
         first = min(sent.values())
         timeout = opts.storm_timeout or 60.0 + len(expected) / 100
 
@@ -413,9 +268,13 @@ class ModeRun:
             records = [r for r in await self._received(s) if r["instance_id"] in expected]
         latencies = [r["arrived"] - sent[lab.host_of[r["instance_id"]]] for r in records]
         last = max((r["arrived"] for r in records), default=None)
+        intake_figures = await intake.stop(last)
         missing = len(expected - {r["instance_id"] for r in records})
         settled = await self._settled(s, lab.storm_hosts, first)
         cpu = meter.since(cpu_before, meter.sample())
+        if intake_figures is not None:
+            # What the intake left to handle, handled before the next part.
+            intake_figures["backlog_seconds"] = await self._backlog(s)
         return {
             "events": opts.hosts,
             "refused": len(refused),
@@ -426,21 +285,47 @@ class ModeRun:
             "notifications": len(records),
             "missing": missing,
             "deliver_seconds": None if last is None else last - first,
+            # The fan-out floor (tools.floor: the same callbacks from a bare aiohttp client)
+            # belongs beside this figure, as a ratio, once that module settles.
             "delivered_per_s": None if last is None else len(records) / max(last - first, 1e-9),
             "t01_t09": summary(latencies),
             # From the first send until the storm was handled (polled every 0.5 s): every
             # owner told and every server set to error, in either mode.
             "cpu_seconds": cpu,
             **settled,
+            "intake": intake_figures,
         }
+
+    def _intake_servers(self, lab: Lab) -> list[tuple[str, str]]:
+        """Up to `intake.servers` of the stormed hosts' servers, (id, host), taken from
+        every host in turn."""
+        per_host = [sorted(lab.on(h)) for h in lab.storm_hosts]
+        turns = itertools.zip_longest(*per_host)
+        servers = [(sid, lab.host_of[sid]) for turn in turns for sid in turn if sid is not None]
+        return servers[: self.opts.intake.servers]
+
+    async def _backlog(self, s: Stack) -> float:
+        """Wait until the newest events (10,000 at most) are all handled; the seconds it
+        took."""
+        started = time.monotonic()
+
+        async def handled() -> bool:
+            events = await s.get("/v1/events?limit=10000")
+            return all(e["processed"] for e in events)
+
+        await wait_for("the events accepted to be handled", handled, 300, 0.2)
+        return time.monotonic() - started
 
     async def _settled(self, s: Stack, hosts: list[str], first: float) -> dict[str, Any]:
         """Wait until every stormed host's servers are set to error (T03): the storm is
         over. The service's own timelines say where the time went."""
         names = set(hosts)
+        # The intake's server faults are active too.
+        limit = min(10_000, len(names) + self.opts.intake.servers + 10)
+        listed = f"/v1/faults?status=active&limit={limit}"
 
         async def done() -> list[dict[str, Any]] | None:
-            faults = await s.get(f"/v1/faults?status=active&limit={len(names) + 10}")
+            faults = [f for f in await s.get(listed) if f["instance_id"] is None]
             mine = [f for f in faults if f["hostname"] in names]
             return (
                 mine if len(mine) == len(names) and all("T03" in f["trace"] for f in mine) else None
@@ -451,8 +336,8 @@ class ModeRun:
         except StackError:
             faults = [
                 f
-                for f in await s.get(f"/v1/faults?status=active&limit={len(names) + 10}")
-                if f["hostname"] in names
+                for f in await s.get(listed)
+                if f["hostname"] in names and f["instance_id"] is None
             ]
 
         def since_t01(checkpoint: str) -> list[float]:

@@ -142,7 +142,7 @@ class Stack:
         """One alarm per server, by its owner; `action` gives the action URL (default:
         the owner's consumer's HTTP callback). `concurrency` requests at once (ten
         thousand alarms one by one take a while); `progress()` is called per alarm."""
-        servers = await self.get("/v1/servers")
+        servers = await self.get("/v1/servers?limit=100000")
         limit = asyncio.Semaphore(concurrency)
 
         async def one(server: dict[str, Any]) -> dict[str, Any]:

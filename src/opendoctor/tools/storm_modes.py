@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opendoctor.lab.spec import LabSpec
+from opendoctor.tools.storm_intake import IntakeOptions
 
 PROJECTS = ["project-a", "project-b"]
 IP_PREFIX = "127.70"
@@ -56,6 +57,8 @@ class Options:
     workdir: Path | None = None  # None: a temporary directory, removed afterwards
     kill_restart: str | None = None  # a role whose replica 0 is killed and restarted
     window: float = 15.0  # seconds of each throughput window around the kill and restart
+    # Events reported while the storm is delivered, and against the idle service before.
+    intake: IntakeOptions = field(default_factory=IntakeOptions)
 
     @property
     def storm_vms(self) -> int:

@@ -21,6 +21,8 @@ ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("storm: T01→T09 p99 (ms)", ("storm", "t01_t09", "p99"), "ms"),
     ("storm: T01→T09 max (ms)", ("storm", "t01_t09", "max"), "ms"),
     ("storm: all events accepted after (ms)", ("storm", "accept_seconds"), "ms"),
+    ("intake during the storm: events /s (best size)", ("storm", "intake", "storm_per_s"), "rate"),
+    ("intake, idle service (floor): events /s", ("storm", "intake", "floor_per_s"), "rate"),
     ("storm: per fault T01→T02 p50 (ms)", ("storm", "stages", "T01_T02", "p50"), "ms"),
     ("storm: per fault T01→T02 max (ms)", ("storm", "stages", "T01_T02", "max"), "ms"),
     ("storm: per fault T02→T09 p50 (ms)", ("storm", "stages", "T02_T09", "p50"), "ms"),
@@ -134,6 +136,7 @@ def print_storm(console: Console, result: dict[str, Any]) -> None:
             f"{name}: the {result['single_vms']}-VM host fault's T01→T09 p99 is "
             f"{p99 * 1000:.1f} ms, {verdict} the {TARGET_P99 * 1000:.0f} ms aim"
         )
+    print_intake(console, modes)
     print_kill_restart(console, result)
     console.print(f"{result['cpus']} CPUs; load average before the run {result['load_before']:.2f}")
 
@@ -145,3 +148,56 @@ def missing_total(result: dict[str, Any]) -> int:
         total += int(figure(r, ("single", "missing")) or 0)
         total += int(figure(r, ("kill_restart", "lost")) or 0)
     return total
+
+
+def _refusals(figures: dict[str, Any] | None) -> str:
+    if not figures or not figures["refused"]:
+        return "0"
+    return ", ".join(f"{n} x {kind}" for kind, n in sorted(figures["refused"].items()))
+
+
+def print_intake(console: Console, modes: dict[str, Any]) -> None:
+    """Per mode and request size: events accepted while the storm was delivered, beside
+    the same flow against the idle service before it."""
+    found = {
+        name: r["storm"]["intake"] for name, r in modes.items() if r.get("storm", {}).get("intake")
+    }
+    if not found:
+        return
+    any_intake = next(iter(found.values()))
+    table = Table(
+        title=f"intake: {any_intake['monitors']} monitors per request size keep reporting "
+        "the stormed hosts' VMs down while the storm is delivered; floor: the same "
+        f"requests (VMs up) against the idle service for {any_intake['floor_seconds']:.0f} s"
+    )
+    for column in ("mode", "events / request", "events/s storm", "events/s floor", "ratio"):
+        table.add_column(column, justify="right")
+    for column in ("PUT p50 storm / floor (ms)", "PUT p99 storm / floor (ms)", "refused"):
+        table.add_column(column, justify="right")
+    for name, intake in found.items():
+        for batch, flow in intake["flows"].items():
+            storm, floor = flow["storm"], flow["floor"] or {}
+            ratio = flow["ratio"]
+
+            def both(q: str, storm: dict[str, Any] = storm, floor: dict[str, Any] = floor) -> str:
+                a = storm["latency"].get(q)
+                b = floor.get("latency", {}).get(q)
+                return f"{_cell(a, 'ms')} / {_cell(b, 'ms')}"
+
+            table.add_row(
+                name,
+                batch,
+                _cell(storm["events_per_s"], "rate"),
+                _cell(floor.get("events_per_s"), "rate"),
+                "—" if ratio is None else f"{ratio:.2f}x",
+                both("p50"),
+                both("p99"),
+                f"storm {_refusals(storm)}; floor {_refusals(floor)}",
+            )
+    console.print(table)
+    for name, intake in found.items():
+        console.print(
+            f"{name}: api.events_rate and api.events_burst set to {intake['events_rate']:,.0f} "
+            "for the run (every monitor of the bench reports with one token); intake events "
+            f"left to handle after the storm took {intake.get('backlog_seconds', 0):.1f} s more"
+        )

@@ -11,12 +11,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from opendoctor.api.app import create_app
 from opendoctor.app.service import Service
+from opendoctor.infra import metrics
 from opendoctor.store.db import unavailable
 from tests import pg
 from tests.conftest import MONITOR, eventually
@@ -105,7 +107,9 @@ async def test_a_database_outage_is_503_and_the_service_recovers_by_itself(
     await proxy.cut()
     for resp in await needs_the_database(client):
         assert_database_down(resp)
-    await service.bus.drain()  # the handling of the refused event fails in the outage too
+    await service.bus.drain()
+    # Refused, so not handled either: nothing was opened for an event nobody stored.
+    assert ("host", "compute1") not in service.inspector.active
 
     await proxy.restore()
     # No restart, no reconfiguration: the pool finds its dead connections and reconnects.
@@ -116,8 +120,8 @@ async def test_a_database_outage_is_503_and_the_service_recovers_by_itself(
     # Every event answered 202 is stored.
     assert set(accepted) <= stored
     assert await fault_stored(client, "compute2")
-    # compute1's fault was opened while the database was away (its event answered 503,
-    # but its handling had started): it is stored once the database is back.
+    # compute1's event, refused while the database was away, was sent again once it was
+    # back (as a monitor does after a 503): now it is handled, its fault stored.
     await eventually(
         lambda: fault_stored(client, "compute1"), timeout=15, what="compute1's fault stored"
     )
@@ -160,16 +164,41 @@ async def test_owners_told_while_the_database_is_away_are_recorded_once_it_is_ba
 ) -> None:
     service, client, proxy = proxied
     owner = as_project("project-a")
-    resp = await client.post("/v2/alarms", json=alarm_for(SERVER, "log://"), headers=owner)
-    assert resp.status_code == 201
-    alarm_id = resp.json()["alarm_id"]
+    # The owner's endpoint holds its answer until the database is away: the event is
+    # accepted (stored) before, its callback's outcome comes after.
+    arrived, answer = asyncio.Event(), asyncio.Event()
 
-    await proxy.cut()
-    # Refused (not stored), but its handling had started: the owner is told meanwhile.
-    assert_database_down(await client.put("/events", json=[host_down("compute1")]))
-    await service.bus.drain()
-    alarm = service.index.get(alarm_id)
-    assert alarm is not None and alarm.state == "alarm"
+    async def failure(request: web.Request) -> web.Response:
+        arrived.set()
+        await answer.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/failure", failure)
+    port = free_port()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}/failure"
+        resp = await client.post("/v2/alarms", json=alarm_for(SERVER, url), headers=owner)
+        assert resp.status_code == 201
+        alarm_id = resp.json()["alarm_id"]
+
+        delivered = metrics.NOTIFICATIONS.labels("delivered")
+        before = delivered._value.get()
+        assert (await client.put("/events", json=[host_down("compute1")])).status_code == 202
+        await arrived.wait()
+        await proxy.cut()
+        answer.set()
+        await eventually(lambda: delivered._value.get() > before, what="the owner's answer read")
+        await service.bus.drain()
+        # Told, while the record of it could not be written.
+        alarm = service.index.get(alarm_id)
+        assert alarm is not None and alarm.state == "alarm"
+    finally:
+        answer.set()
+        await runner.cleanup()
 
     await proxy.restore()
 

@@ -114,3 +114,36 @@ async def test_server_events_need_a_known_instance(running: Running) -> None:
     resp = await running.client.put("/events", json=[server_event(EXITED, "compute1", "nope")])
     assert resp.status_code == 422
     assert resp.json()["error"]["errors"][0]["field"] == "details.instance_id"
+
+
+async def test_a_server_on_a_failed_host_reported_down_tells_its_owner_nothing_more(
+    running: Running, consumer: Consumer
+) -> None:
+    # What a storm brings besides its host events: each VM's own monitor (guest heartbeat)
+    # reports the VMs of a dead host. Their owners heard of it from the host's fault.
+    host = "compute1"
+    victims = [s for s in running.vim.servers.values() if s.host == host]
+    for server in victims:
+        resp = await running.client.post(
+            "/v2/alarms",
+            json=alarm_for(server.id, consumer.url + "/failure"),
+            headers=as_project(server.project_id),
+        )
+        assert resp.status_code == 201
+    down = {
+        "time": iso(time.time()),
+        "type": "compute.host.down",
+        "details": {"hostname": host, "status": "down", "monitor": "test"},
+    }
+    assert (await running.client.put("/events", json=[down])).status_code == 202
+    await running.service.bus.drain()
+    host_fault = running.service.inspector.active[("host", host)]
+    await running.service.inspector.done[host_fault.id].wait()
+    assert len(consumer.arrivals) == len(victims)
+
+    events = [server_event(MISSED, host, s.id) for s in victims]
+    assert (await running.client.put("/events", json=events)).status_code == 202
+    await running.service.bus.drain()
+    for server in victims:
+        await server_fault(running, server.id)
+    assert len(consumer.arrivals) == len(victims)
