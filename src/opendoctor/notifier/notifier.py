@@ -4,7 +4,7 @@ One call handles a whole batch (all servers of a failed host): matching is in me
 state changes and outbox rows are written in one bulk statement each, and every
 delivery starts at once. Calls at the same time (a storm's faults) write together:
 one transaction for the outbox rows of many faults, one for their alarms' transitions
-(`group_commit`). Each call still returns only once its own rows are stored.
+(`infra.group_commit`). Each call still returns only once its own rows are stored.
 
 The call waits for the first attempts, but no longer than `first_attempt_wait`: a
 consumer that is slow to answer (or a tenant's that never does) must not hold up the
@@ -40,9 +40,6 @@ from opendoctor.store.outbox import OutboxStore
 log = logging.getLogger(__name__)
 
 ALARM = "alarm"
-
-# What one call writes: its outbox entries and its alarms' transitions.
-_Records = tuple[list[OutboxEntry], list[Transition]]
 
 
 _URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
@@ -123,7 +120,17 @@ class Notifier:
         # Entry id -> its first attempt, while it outlasts the wait.
         self._first: dict[str, asyncio.Future[None]] = {}
         self._background = Background()
-        self._records: GroupCommit[_Records] = GroupCommit(self._write, lambda r: len(r[0]) + 1)
+        # Two group commits, not one: a call's outbox rows must not wait behind other
+        # calls' transitions (a lock on the alarm history, a slow write), or a crash
+        # there would leave callbacks sent and not in the outbox, which a redelivery
+        # sends again.
+        self._outbox_rows: GroupCommit[list[OutboxEntry]] = GroupCommit(
+            lambda parts: self.outbox.add([e for part in parts for e in part]), len
+        )
+        self._transitions: GroupCommit[list[Transition]] = GroupCommit(
+            lambda parts: self.alarms.record_transitions([t for part in parts for t in part]),
+            len,
+        )
 
     async def notify(
         self, events: list[NotificationEvent], root_cause: Any = None
@@ -280,15 +287,14 @@ class Notifier:
                 self._first.pop(entry.id, None)
 
     async def _persist(self, entries: list[OutboxEntry], transitions: list[Transition]) -> None:
-        await self._records.write((entries, transitions))
-        if any(e.status == PENDING for e in entries):
-            self.dispatcher.wake()
-
-    async def _write(self, parts: list[_Records]) -> None:
         # The outbox first: an alarm recorded as fired always has its entries stored, so
         # one whose first attempt failed is retried even if this process dies here.
-        await self.outbox.add([e for entries, _ in parts for e in entries])
-        await self.alarms.record_transitions([t for _, transitions in parts for t in transitions])
+        if entries:
+            await self._outbox_rows.write(entries)
+        if transitions:
+            await self._transitions.write(transitions)
+        if any(e.status == PENDING for e in entries):
+            self.dispatcher.wake()
 
     async def _persist_later(
         self, entries: list[OutboxEntry], transitions: list[Transition], written: asyncio.Event
@@ -301,4 +307,5 @@ class Notifier:
 
     async def close(self) -> None:
         await self._background.close()
-        await self._records.close()
+        await self._outbox_rows.close()
+        await self._transitions.close()

@@ -230,8 +230,11 @@ CASES = {
     ),
     # The notifier sent its callbacks, stored them in the outbox, and waits to record
     # the alarms' new states: the standby gets the message again, flagged redelivered,
-    # finds its callbacks in the outbox and does not send them again.
-    "notifier-after-outbox": Kill("notifier", "alarm_history", "SHARE", lambda first: first),
+    # finds its callbacks in the outbox and does not send them again. A process's
+    # handlers write together (group commit): each process waits in one statement.
+    "notifier-after-outbox": Kill(
+        "notifier", "alarm_history", "SHARE", lambda first: first, shared_wait=True
+    ),
 }
 
 
@@ -266,8 +269,9 @@ async def test_a_replica_killed_holding_unacked_work_tells_each_owner_once(
                     for m in members:
                         seen[m.name] = await lock.waiting(f"opendoctor-{m.name} pid {m.pid}")
                     if kill.shared_wait:
-                        # One take-up of alarm changes at a time per process, whoever
-                        # asked (a handler, the periodic one): each waits in one.
+                        # One statement at a time per process for all its handlers
+                        # (one take-up of alarm changes; one group commit): each
+                        # process waits in one at least.
                         if min(seen[m.name] for m in members) < 1:
                             return False
                     elif sum(seen[m.name] for m in members) != PARTITIONS:

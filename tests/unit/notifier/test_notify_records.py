@@ -129,11 +129,11 @@ async def test_concurrent_faults_are_stored_together_each_entry_once(db: Databas
         [([_event(f"vm-{f}-{v}", f"fault-{f}") for v in range(per_fault)], {"fault": f})]
         for f in range(faults)
     ]
-    before = notifier._records.batches
+    before = notifier._outbox_rows.batches
     # The same fault twice at once as well (a redelivery racing the first delivery).
     results = await asyncio.gather(*(notifier.notify_many(b) for b in [*batches, batches[1]]))
     assert all(len(r) == per_fault for r in results)
-    written = notifier._records.batches - before
+    written = notifier._outbox_rows.batches - before
     assert written < faults, "concurrent faults were written one transaction each"
     stored = await outbox.list(limit=10_000)
     assert len(stored) == faults * per_fault
