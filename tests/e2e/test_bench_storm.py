@@ -37,12 +37,20 @@ def options(tmp_path: Path) -> bench_storm.Options:
     )
 
 
-def check_mode(result: dict[str, Any]) -> None:
+def check_mode(result: dict[str, Any], http_owners: bool = True) -> None:
     storm = result["storm"]
     assert storm["events"] == HOSTS and storm["refused"] == 0
     assert storm["expected"] == storm["notifications"] == HOSTS * VMS
     assert storm["missing"] == 0
     assert storm["accepted_per_s"] > 0 and storm["delivered_per_s"] > 0
+    # The same callbacks from the bare client, every one of them arrived (owners told
+    # over AMQP have no HTTP callbacks to send again).
+    bare = storm["floor"]
+    if http_owners:
+        assert bare["callbacks"] == HOSTS * VMS and bare["missed"] == 0
+        assert bare["per_s"] > 0 and bare["ratio"] > 0
+    else:
+        assert bare is None
     t = storm["t01_t09"]
     assert 0 < t["p50"] <= t["p90"] <= t["p99"] <= t["max"] < 10
     assert set(storm["stages"]) >= {"T01_T02", "T01_T09", "T01_T04", "T01_T03", "T02_T09"}
@@ -69,6 +77,7 @@ async def test_storm_in_embedded_mode(tmp_path: Path) -> None:
     out = io.StringIO()
     bench_storm.print_storm(Console(width=160, file=out), result)
     assert "storm: notifications delivered /s" in out.getvalue()
+    assert "bare client (floor)" in out.getvalue()
 
 
 async def test_storm_scaled_and_split_beside_embedded(tmp_path: Path) -> None:
@@ -80,9 +89,9 @@ async def test_storm_scaled_and_split_beside_embedded(tmp_path: Path) -> None:
     opts.amqp_actions = True  # the owners on AMQP too: the scaled-out path end to end
     result = await bench_storm.storm(modes, opts, Console(quiet=True))
 
-    check_mode(result["modes"]["embedded"])
+    check_mode(result["modes"]["embedded"], http_owners=False)
     scaled = result["modes"]["scaled"]
-    check_mode(scaled)
+    check_mode(scaled, http_owners=False)
     assert "partition_hold" in scaled["storm"]
     ratios = result["ratios"]["scaled/embedded"]
     assert ratios["storm.delivered_per_s"] > 0 and ratios["single.t01_t09.p99"] > 0
@@ -92,7 +101,7 @@ async def test_storm_scaled_and_split_beside_embedded(tmp_path: Path) -> None:
     assert "scaled / embedded" in text and "100 ms aim" in text
     # Two processes per role, every one of them used: nothing missing either.
     split = result["modes"]["split-2"]
-    check_mode(split)
+    check_mode(split, http_owners=False)
     assert "split-2 / embedded" in text
 
     # Nothing left behind: the run's database is dropped, its queues and exchanges gone.

@@ -301,10 +301,18 @@ def bench_storm_command(
             min=1, help="api.events_rate and api.events_burst of the service during the run"
         ),
     ] = 1_000_000.0,
+    with_floor: Annotated[
+        bool,
+        typer.Option(
+            "--floor/--no-floor",
+            help="send the storm's callbacks again from a bare aiohttp client (the floor)",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """A storm of host faults, each mode side by side: events/s accepted, notifications/s
-    delivered, T01→T09 percentiles, then a 50-VM host fault --runs times.
+    delivered beside the fan-out floor, T01→T09 percentiles, then a 50-VM host fault
+    --runs times.
 
     Each mode starts a real stack (lab, service, one consumer per project) with --hosts x
     --vms-per-host VMs plus one host of 50 VMs, one alarm per VM; the service's monitor
@@ -312,6 +320,11 @@ def bench_storm_command(
     /events, T01 = when each was sent; one the service refuses with a 5xx is sent again,
     as a monitor would, and counted). Once the storm is handled (its faults stay active)
     the 50-VM host fails and comes back --runs times.
+
+    The floor: once the storm is handled, the callbacks the consumers received are sent
+    again, all at once, by a bare aiohttp client in its own process (tools/floor.py) to
+    the same consumers; printed as notifications/s and our delivery time over its
+    (owners over HTTP only).
 
     Intake: before the storm, --intake-monitors monitors per --intake-batch size report
     the stormed hosts' VMs (up) to the idle service for --intake-floor-seconds; from the
@@ -375,6 +388,7 @@ def bench_storm_command(
             floor_seconds=intake_floor_seconds,
             events_rate=events_rate,
         ),
+        floor=with_floor,
     )
     console = Console(stderr=True, quiet=as_json)
     problems = asyncio.run(bench_storm.available(chosen, opts))

@@ -118,7 +118,7 @@ async def lab_stack(
         yield s
 
 
-async def _sent(s: Stack) -> list[floor.Callback]:
+async def sent_callbacks(s: Stack) -> list[floor.Callback]:
     """What the service sent in the run just over, as the consumers received it."""
     callbacks: list[floor.Callback] = []
     for consumer in s.consumers.values():
@@ -176,7 +176,7 @@ async def one_size(
                 recovered.append(totals["fault_to_recovered"])
             if with_floor:
                 # Interleaved with the service's runs: both see the same noise.
-                callbacks = callbacks or await _sent(s)
+                callbacks = callbacks or await sent_callbacks(s)
                 bare.runs.append(await client.fan_out(consumers, callbacks))
             await restore(s, host, story["fault_id"])
             await s.rearm(alarms)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import tempfile
 import time
@@ -41,7 +42,8 @@ from rich.progress import Progress, TaskID
 
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.spec import LabSpec
-from opendoctor.tools.bench import summary
+from opendoctor.tools import floor
+from opendoctor.tools.bench import sent_callbacks, summary
 from opendoctor.tools.stack import Stack, StackError, running_stack, wait_for
 from opendoctor.tools.storm_backends import Deployment, check_backends, deploy
 from opendoctor.tools.storm_cpu import CpuMeter
@@ -285,15 +287,35 @@ class ModeRun:
             "notifications": len(records),
             "missing": missing,
             "deliver_seconds": None if last is None else last - first,
-            # The fan-out floor (tools.floor: the same callbacks from a bare aiohttp client)
-            # belongs beside this figure, as a ratio, once that module settles.
             "delivered_per_s": None if last is None else len(records) / max(last - first, 1e-9),
+            "floor": await self._floor(s, None if last is None else last - first),
             "t01_t09": summary(latencies),
             # From the first send until the storm was handled (polled every 0.5 s): every
             # owner told and every server set to error, in either mode.
             "cpu_seconds": cpu,
             **settled,
             "intake": intake_figures,
+        }
+
+    async def _floor(self, s: Stack, ours: float | None) -> dict[str, Any] | None:
+        """The storm's callbacks sent again by a bare aiohttp client in its own process
+        (`tools.floor`) to the same consumers, all at once: how fast the sending alone
+        goes on this machine, and our delivery time over it."""
+        if not self.opts.floor or self.opts.amqp_actions or ours is None:
+            return None
+        task = self._task("the storm's callbacks from a bare client (the floor)", None)
+        callbacks = await sent_callbacks(s)
+        result = await floor.fan_out([c.ready for c in s.consumers.values()], callbacks)
+        self.progress.update(task, total=1, completed=1)
+        seconds = result.last_told_p50
+        if not callbacks or not math.isfinite(seconds) or seconds <= 0:
+            return None
+        return {
+            "callbacks": len(callbacks),
+            "seconds": seconds,
+            "per_s": len(callbacks) / seconds,
+            "missed": result.missed,
+            "ratio": ours / seconds,
         }
 
     def _intake_servers(self, lab: Lab) -> list[tuple[str, str]]:

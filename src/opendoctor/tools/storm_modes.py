@@ -59,6 +59,8 @@ class Options:
     window: float = 15.0  # seconds of each throughput window around the kill and restart
     # Events reported while the storm is delivered, and against the idle service before.
     intake: IntakeOptions = field(default_factory=IntakeOptions)
+    # The storm's callbacks again from a bare aiohttp client (HTTP owners only).
+    floor: bool = True
 
     @property
     def storm_vms(self) -> int:

@@ -13,6 +13,8 @@ from opendoctor.tools.storm_rebalance import print_kill_restart
 ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("storm: events accepted /s", ("storm", "accepted_per_s"), "rate"),
     ("storm: notifications delivered /s", ("storm", "delivered_per_s"), "rate"),
+    ("storm: the same, bare client (floor) /s", ("storm", "floor", "per_s"), "rate"),
+    ("storm: delivery time ÷ the floor's", ("storm", "floor", "ratio"), "x"),
     ("storm: notifications delivered", ("storm", "notifications"), "count"),
     ("storm: notifications missing", ("storm", "missing"), "count"),
     ("storm: PUT /events refused, sent again", ("storm", "refused"), "count"),
@@ -94,6 +96,8 @@ def _cell(value: float | None, unit: str) -> str:
         return f"{value * 100:.0f}"
     if unit == "count":
         return f"{value:.0f}"
+    if unit == "x":
+        return f"{value:.2f} x"
     return f"{value:,.0f}"
 
 
