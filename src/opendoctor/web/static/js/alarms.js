@@ -7,7 +7,7 @@
 // root-cause graphs run through hosts, switches and other projects' servers, which the
 // API shows only to admins, so a click shows the alarm's own state history instead.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
-import { chosenInAddress, el, keepInAddress, when } from "./dom.js";
+import { cells, chosenInAddress, el, keepInAddress, table, when } from "./dom.js";
 
 const HISTORY = 100;
 // Live events come in bursts (a host's fault raises an alarm per server): one reload
@@ -43,17 +43,6 @@ function whenIso(text) {
   if (!text) return "";
   const at = new Date(/[zZ]|[+-]\d\d:\d\d$/.test(text) ? text : `${text}Z`);
   return Number.isNaN(at.getTime()) ? text : at.toLocaleString();
-}
-
-function table(id, headings) {
-  const body = el("tbody");
-  const t = el("table", { id, className: "grid" }, el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { textContent: h })))), body);
-  return { table: t, body };
-}
-
-function cells(row, values) {
-  for (const v of values) row.append(v instanceof Node ? el("td", {}, v) : el("td", { textContent: v ?? "" }));
-  return row;
 }
 
 function badge(severity, text) {

@@ -13,6 +13,19 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+// A table of the grid style with these headings; rows go into its `body`.
+export function table(id, headings) {
+  const body = el("tbody");
+  const head = el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { textContent: h }))));
+  return { table: el("table", { id, className: "grid" }, head, body), body };
+}
+
+// One cell per value: a node as it is, anything else as text.
+export function cells(row, values) {
+  for (const v of values) row.append(v instanceof Node ? el("td", {}, v) : el("td", { textContent: v ?? "" }));
+  return row;
+}
+
 // An epoch in seconds, in the reader's locale.
 export function when(epoch) {
   return epoch ? new Date(epoch * 1000).toLocaleString() : "";

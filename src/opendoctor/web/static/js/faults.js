@@ -6,7 +6,7 @@
 // project's user is told so and pointed at its alarms, which fire when a fault hits its
 // servers.
 import { ApiError, get, identity, isAdmin, stream } from "./api.js";
-import { chosenInAddress, el, keepInAddress, when } from "./dom.js";
+import { cells, chosenInAddress, el, keepInAddress, table, when } from "./dom.js";
 
 // A fault changes in bursts (several checkpoints within a few milliseconds): one
 // re-read of its notifications and recovery per burst.
@@ -26,17 +26,6 @@ function phaseColour(checkpoint) {
 
 function ms(seconds) {
   return seconds == null ? "" : `${(seconds * 1000).toFixed(0)} ms`;
-}
-
-function table(id, headings) {
-  const body = el("tbody");
-  const t = el("table", { id, className: "grid" }, el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { textContent: h })))), body);
-  return { table: t, body };
-}
-
-function cells(row, values) {
-  for (const v of values) row.append(v instanceof Node ? el("td", {}, v) : el("td", { textContent: v ?? "" }));
-  return row;
 }
 
 function status(text) {

@@ -3,7 +3,7 @@
 // shows its input, result, what it published and its timings. New executions and
 // state changes arrive through the live stream (`workflow.execution`).
 import { get, stream } from "./api.js";
-import { chosenInAddress, el, keepInAddress } from "./dom.js";
+import { chosenInAddress, el, keepInAddress, table } from "./dom.js";
 
 const LIST_LIMIT = 100;
 // The stream tells of an execution's start and end, not of each task: while the
@@ -66,12 +66,6 @@ const GRAPH_STYLE = [
 
 function stateBadge(state) {
   return el("span", { className: `state ${stateClass(state)}` }, state || "");
-}
-
-function table(id, headings) {
-  const body = el("tbody");
-  const head = el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", {}, h))));
-  return { table: el("table", { id, className: "grid" }, head, body), body };
 }
 
 // A row that selects something on a click or Enter (it takes the keyboard focus).
