@@ -17,14 +17,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from opendoctor.core.egress import EgressDenied, EgressPolicy
+from opendoctor.infra.memo import Remembered
 
 # Seconds an idle pooled connection is kept: connections kept between faults spare a
 # storm's callbacks their handshakes. A server that closes idle connections sooner
 # fails a request that reuses one as it closes, so our API's server keeps them longer
 # (`app.server.KEEP_ALIVE`).
 KEEPALIVE = 15.0
-# URLs whose egress verdict is kept (the policy is fixed for a client's life).
-_REMEMBERED_URLS = 10_000
 
 
 class HttpError(Exception):
@@ -92,7 +91,10 @@ class HttpClient:
         self._max_response = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        self._problems: dict[str, str | None] = {}
+        # The egress policy's verdict on a URL's literal address, once per URL (the
+        # policy is fixed for a client's life): a fault's thousand callbacks go to a
+        # handful of consumers.
+        self._url_problem = Remembered(egress.url_problem) if egress is not None else None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -128,7 +130,7 @@ class HttpClient:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = self._timeout_of(timeout)
-        if self._egress is not None:
+        if self._url_problem is not None:
             # Literal addresses never reach the resolver.
             problem = self._url_problem(url)
             if problem is not None:
@@ -153,19 +155,6 @@ class HttpClient:
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
-
-    def _url_problem(self, url: str) -> str | None:
-        """The egress policy's verdict on a URL's literal address, once per URL: a fault's
-        thousand callbacks go to a handful of consumers."""
-        assert self._egress is not None
-        try:
-            return self._problems[url]
-        except KeyError:
-            pass
-        if len(self._problems) >= _REMEMBERED_URLS:
-            self._problems.clear()
-        problem = self._problems[url] = self._egress.url_problem(url)
-        return problem
 
     async def get(self, url: str, **kw: Any) -> Response:
         return await self.request("GET", url, **kw)

@@ -23,6 +23,7 @@ from opendoctor.core.redact import redact
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import EgressRefused, HttpClient, HttpError
+from opendoctor.infra.memo import Remembered
 from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import OutboxStore
 
@@ -44,8 +45,6 @@ def unsigned(_: OutboxEntry, __: bytes) -> dict[str, str]:
 _DELIVERED = metrics.NOTIFICATIONS.labels("delivered")
 _RETRY = metrics.NOTIFICATIONS.labels("retry")
 _FAILED = metrics.NOTIFICATIONS.labels("failed")
-# Action URLs whose route is kept (`Dispatcher._route`).
-_ROUTES = 10_000
 
 
 class HttpSender:
@@ -126,7 +125,9 @@ class Dispatcher:
         self._projects: dict[str, asyncio.Semaphore] = {}
         # URL -> its sender and its consumer's share: worked out once per action URL
         # (their number is bounded as the alarms are), not at every attempt.
-        self._routes: dict[str, tuple[Sender | None, asyncio.Semaphore]] = {}
+        self._route: Remembered[str, tuple[Sender | None, asyncio.Semaphore]] = Remembered(
+            lambda url: (self._sender(url), self._share(url))
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -141,14 +142,6 @@ class Dispatcher:
 
     def _project_share(self, entry: OutboxEntry) -> asyncio.Semaphore:
         return _slot(self._projects, self.project_of(entry), self.settings.per_project)
-
-    def _route(self, url: str) -> tuple[Sender | None, asyncio.Semaphore]:
-        route = self._routes.get(url)
-        if route is None:
-            if len(self._routes) >= _ROUTES:
-                self._routes.clear()  # alarms come and go: forget the old ones' URLs
-            route = self._routes[url] = (self._sender(url), self._share(url))
-        return route
 
     async def _attempt(self, entry: OutboxEntry) -> None:
         sender, share = self._route(entry.url)
