@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-openstack test-browser lint imports typecheck check bench clean web
+.PHONY: demo test test-long test-openstack test-browser lint imports typecheck check bench clean web
 
 # The dashboard's libraries, from the npm registry at build time (never a CDN at run
 # time): their browser builds are copied next to the dashboard's own files.
@@ -38,7 +38,11 @@ demo: $(STAMP) $(WEBSTAMP)
 	$(BIN)/opendoctor demo
 
 test: $(STAMP) $(WEBSTAMP)
-	$(BIN)/python -m pytest -q -m "not openstack and not browser"
+	$(BIN)/python -m pytest -q -m "not openstack and not browser and not long"
+
+# The long stories (storms, cluster kills and restarts, maintenance workflows): minutes.
+test-long: $(STAMP) $(WEBSTAMP)
+	$(BIN)/python -m pytest -q -m "long and not openstack and not browser"
 
 # The dashboard in Debian's Chromium (apt install chromium), against a live service.
 test-browser: $(STAMP) $(WEBSTAMP)
@@ -60,7 +64,7 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test test-browser test-openstack
+check: lint typecheck test test-long test-browser test-openstack
 
 bench: $(STAMP)
 	$(BIN)/opendoctor bench notify --vms 1 --vms 50 --vms 1000

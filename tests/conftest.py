@@ -47,11 +47,26 @@ PROCESS_STARTERS = {
     "private_rabbit",
     "subprocess",
 }
+# Stories of a minute or more each (storms, kills and restarts of whole clusters, every
+# maintenance workflow): marked `long` and run by `make test-long`, so that `make test`
+# stays within its budget on two cores. CI runs both.
+LONG_MODULES = {
+    "tests/e2e/test_bench_storm.py",
+    "tests/e2e/test_recovery_methods.py",
+    "tests/e2e/test_maintenance_lab.py",
+    "tests/e2e/faults/test_rabbitmq_kill.py",
+    "tests/integration/amqp/test_backlog.py",
+    "tests/integration/amqp/test_cluster_rebalance.py",
+    "tests/integration/amqp/test_cluster_faults.py",
+    "tests/integration/amqp/test_cluster_cli.py",
+}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers from what each test uses, so they cannot drift from the tests: the servers
-    it needs (`postgresql`, `rabbitmq`) and whether it starts real processes (`slow`)."""
+    it needs (`postgresql`, `rabbitmq`), whether it starts real processes (`slow`), and
+    whether it is one of the long stories (`long`)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
@@ -64,6 +79,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         starts = module is not None and PROCESS_STARTERS & set(vars(module))
         if starts or SLOW_FOLDERS & set(item.path.parts):
             item.add_marker(pytest.mark.slow)
+        if item.path.relative_to(ROOT).as_posix() in LONG_MODULES:
+            item.add_marker(pytest.mark.long)
 
 
 @pytest.fixture(scope="session")
