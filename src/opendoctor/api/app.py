@@ -21,6 +21,7 @@ from opendoctor.api import (
     graph,
     masakari,
     mistral,
+    monitors,
     native,
     stream,
     templates,
@@ -89,6 +90,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(fenix.router)
         app.include_router(stream.router)
         masakari.include(app)
+        monitors.include(app)
         _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")

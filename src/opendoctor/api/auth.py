@@ -170,7 +170,10 @@ class Monitors:
 
     def identify(self, request: Request) -> str:
         """The name of the monitor that sent this request, or a 401."""
-        token = request.headers.get("x-auth-token")
+        return self.named(request.headers.get("x-auth-token"))
+
+    def named(self, token: str | None) -> str:
+        """The name of the monitor whose token this is, or a 401."""
         if token is None:
             if self.anonymous:
                 return ANONYMOUS
@@ -203,12 +206,17 @@ async def monitor_of(request: Request) -> str:
     """FastAPI dependency for the events API: the monitor's name, or a 401. In keystone
     mode, a Keystone token with one of `api.keystone.monitor_roles` also reports, as
     `keystone:<user id>`."""
+    return await monitor_with(request, request.headers.get("x-auth-token"))
+
+
+async def monitor_with(request: Request, token: str | None) -> str:
+    """`monitor_of` for a token the request carries elsewhere (a webhook's
+    `Authorization: Bearer`)."""
     monitors: Monitors = request.app.state.monitors
     settings: ApiSettings = request.app.state.settings.api
-    token = request.headers.get("x-auth-token")
     if settings.auth_mode != "keystone" or token is None or monitors.knows(token):
         # A configured monitor, anonymous, or the 401 that says what to send.
-        return monitors.identify(request)
+        return monitors.named(token)
     _bounded("X-Auth-Token", token, MAX_TOKEN)
     info = await _validated(request.app.state.keystone, token)
     if info.roles.isdisjoint(settings.keystone.monitor_roles):

@@ -7,7 +7,6 @@ A request is all or nothing: one bad event rejects it whole and nothing of it is
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -30,7 +29,7 @@ from opendoctor.api.auth import monitor_of
 from opendoctor.api.bounds import MAX_DEPTH, too_deep
 from opendoctor.api.errors import NUL_TEXT, error_body, validation_errors
 from opendoctor.api.facade import Facade
-from opendoctor.api.ratelimit import RateLimit
+from opendoctor.api.ratelimit import refused
 from opendoctor.core.errors import RequestError
 from opendoctor.core.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, Event
 
@@ -229,15 +228,8 @@ async def _accept(request: Request, reporter: str) -> JSONResponse:
         parsed = parse(raw)
     except _Invalid as exc:
         return JSONResponse(error_body(400, exc.errors), status_code=400)
-    limit: RateLimit = request.app.state.events_rate
-    wait = limit.take(reporter, len(parsed))
-    if math.isinf(wait):
-        problem = f"{len(parsed)} events at once, over api.events_burst: send fewer at a time"
-        raise RequestError(413, problem, "body")
-    if wait:
-        problem = f"monitor {reporter!r} is over its rate (api.events_rate); send again later"
-        retry = {"Retry-After": str(math.ceil(wait))}
-        return JSONResponse(error_body(429, [{"field": "body", "problem": problem}]), 429, retry)
+    if (too_many := refused(request.app.state.events_rate, reporter, len(parsed))) is not None:
+        return too_many
     hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
     unknown = sorted(hostnames - service.hosts().keys())
     if unknown:

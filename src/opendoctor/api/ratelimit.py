@@ -11,6 +11,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from fastapi.responses import JSONResponse
+
+from opendoctor.api.errors import error_body
+from opendoctor.core.errors import RequestError
+
 
 @dataclass(slots=True)
 class _Bucket:
@@ -40,3 +45,18 @@ class RateLimit:
         if count > self.burst:
             return math.inf
         return (count - bucket.tokens) / self.rate
+
+
+def refused(limit: RateLimit, reporter: str, count: int) -> JSONResponse | None:
+    """Take `count` events from the monitor's bucket; the 429 to answer if it is over its
+    rate (nothing taken), None if they were taken. More than a burst at once is a 413:
+    waiting would never make room for them."""
+    wait = limit.take(reporter, count)
+    if math.isinf(wait):
+        problem = f"{count} events at once, over api.events_burst: send fewer at a time"
+        raise RequestError(413, problem, "body")
+    if not wait:
+        return None
+    problem = f"monitor {reporter!r} is over its rate (api.events_rate); send again later"
+    retry = {"Retry-After": str(math.ceil(wait))}
+    return JSONResponse(error_body(429, [{"field": "body", "problem": problem}]), 429, retry)

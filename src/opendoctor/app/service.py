@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
 from opendoctor.app.maintenance import MaintenancePart
+from opendoctor.app.monitor_queue import queue_consumers
 from opendoctor.app.topology_sync import TopologySync
 from opendoctor.app.workflows import WorkflowPart
 from opendoctor.bus import InProcessBus
@@ -311,6 +312,7 @@ class Service:
                 log.info("replaying an event accepted before a restart", extra={"event": event.id})
             if replay:
                 await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in replay])
+            self._tasks += queue_consumers(self)  # Doctor events from RabbitMQ (monitors.queue)
         self.started = True
         log.info("service started", extra={"roles": sorted(self.roles)})
 

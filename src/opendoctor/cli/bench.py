@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from opendoctor.cli.bench_emit import emit
+from opendoctor.cli.bench_monitors import monitors_command
 from opendoctor.cli.bench_storm import storm_command
 
 app = typer.Typer(help="Benchmarks that print the figures the project is judged by.")
 err = Console(stderr=True)
 app.command("storm")(storm_command)
+app.command("monitors")(monitors_command)
 
 
 class VimChoice(StrEnum):

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from opendoctor.core.egress import AllowList, EgressPolicy
 from opendoctor.core.maintenance_settings import MaintenanceSettings
+from opendoctor.core.monitor_settings import MonitorsSettings
 from opendoctor.core.recovery_settings import RecoverySettings
 from opendoctor.core.secretfile import read_secret_file
 from opendoctor.core.workflow_settings import WorkflowSettings
@@ -411,6 +412,9 @@ class Settings(BaseSettings):
     masakari: MasakariSettings = Field(default_factory=MasakariSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    # The tools operators already run (Alertmanager, Zabbix, collectd, a queue); `monitor`
+    # above is opendoctor's own host prober.
+    monitors: MonitorsSettings = Field(default_factory=MonitorsSettings)
     roles: list[Role] = Field(
         default_factory=lambda: list(ROLES),
         min_length=1,

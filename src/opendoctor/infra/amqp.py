@@ -57,6 +57,7 @@ __all__ = [
     "BrokerUrl",
     "Delivery",
     "DeliveryHandler",
+    "QueueState",
     "Subscription",
     "Target",
     "check_exchange",
@@ -109,6 +110,12 @@ class Delivery:
 
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(slots=True, frozen=True)
+class QueueState:
+    messages: int  # ready to be delivered (not those delivered and unacked)
+    consumers: int
 
 
 def _translate(exc: BaseException, doing: str, where: str = "") -> AmqpError:
@@ -297,6 +304,22 @@ class Broker:
                 for exchange, key in bind or ():
                     await queue.bind(exchange, key)
         return name
+
+    async def inspect_queue(self, name: str) -> QueueState:
+        """The queue's messages ready and consumers now; `AmqpError` if it does not exist."""
+        await self.connect()
+        assert self._connection is not None
+        with _errors(f"inspecting queue {name!r}", str(self.broker)):
+            async with asyncio.timeout(self.timeout):
+                # A channel of its own: asking about a missing queue closes the channel.
+                channel = await self._connection.channel(publisher_confirms=False)
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+        declared = queue.declaration_result
+        return QueueState(int(declared.message_count or 0), int(declared.consumer_count or 0))
 
     async def delete_queue(self, name: str) -> None:
         await self.connect()
