@@ -250,7 +250,7 @@ async def test_publish_many_sends_one_batch_per_partition_in_order_per_host(
     partitions = 2
     prefix = names.bus_prefix(["events"], partitions)
     publisher = make_bus(prefix, partitions=partitions)
-    hosts = keys_on_distinct_partitions(partitions, partitions) + ["compute-x", "compute-y"]
+    hosts = [*keys_on_distinct_partitions(partitions, partitions), "compute-x", "compute-y"]
     items = [(h, event(h, seq)) for seq in range(30) for h in hosts]  # hosts interleaved
     await publisher.publish_many("events", items)
 
