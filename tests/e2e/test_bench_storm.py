@@ -34,6 +34,9 @@ def options(tmp_path: Path) -> bench_storm.Options:
         amqp_url=AMQP_URL,
         ip_prefix="127.71",
         workdir=tmp_path,
+        # A small intake for a small storm: the scaled modes accept a few thousand events
+        # a second, and what they accept is handled before the storm starts.
+        intake=bench_storm.IntakeOptions(monitors=1, floor_seconds=0.5),
     )
 
 
