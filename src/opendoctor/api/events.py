@@ -183,7 +183,10 @@ def unwrap(body: Any) -> tuple[list[Any], str]:
     raise RequestError(400, "expected an event object or a list of events", "body")
 
 
-def parse(raw: bytes) -> list[DoctorEvent]:
+def parse(raw: bytes, max_events: int | None = None) -> list[DoctorEvent]:
+    """The events of a request (or a queue's message): a `RequestError` for the body as
+    a whole, `InvalidEvents` naming every field refused; more than `max_events` is a
+    413 before any is validated."""
     if too_deep(raw):
         raise RequestError(400, f"the JSON nests deeper than {MAX_DEPTH} levels", "body")
     try:
@@ -193,6 +196,9 @@ def parse(raw: bytes) -> list[DoctorEvent]:
     items, prefix = unwrap(body)
     if not items:
         raise RequestError(400, "no events in the request", prefix or "body")
+    if max_events is not None and len(items) > max_events:
+        problem = f"{len(items)} events, over {max_events} (max_events)"
+        raise RequestError(413, problem, prefix or "body")
     try:
         # The whole list in one call (the validator's loop, not ours); the errors of a
         # refused one are found item by item below, each named by its index.
@@ -212,24 +218,17 @@ def parse(raw: bytes) -> list[DoctorEvent]:
                 path = ".".join(p for p in (where, field) if p)
                 errors.append({"field": path or "body", "problem": err["problem"]})
     if errors:
-        raise _Invalid(errors)
+        raise InvalidEvents(errors)
     return parsed
 
 
-class _Invalid(Exception):
+class InvalidEvents(Exception):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         self.errors = errors
 
 
-async def _accept(request: Request, reporter: str) -> JSONResponse:
-    service: Facade = request.app.state.service
-    raw = await request.body()
-    try:
-        parsed = parse(raw)
-    except _Invalid as exc:
-        return JSONResponse(error_body(400, exc.errors), status_code=400)
-    if (too_many := refused(request.app.state.events_rate, reporter, len(parsed))) is not None:
-        return too_many
+def check_known(service: Facade, parsed: list[DoctorEvent]) -> None:
+    """A 422 unless every host, server and graph resource the events name is known."""
     hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
     unknown = sorted(hostnames - service.hosts().keys())
     if unknown:
@@ -254,6 +253,18 @@ async def _accept(request: Request, reporter: str) -> JSONResponse:
     )
     if strangers:
         raise RequestError(422, f"unknown server(s): {', '.join(strangers)}", "details.instance_id")
+
+
+async def _accept(request: Request, reporter: str) -> JSONResponse:
+    service: Facade = request.app.state.service
+    raw = await request.body()
+    try:
+        parsed = parse(raw)
+    except InvalidEvents as exc:
+        return JSONResponse(error_body(400, exc.errors), status_code=400)
+    if (too_many := refused(request.app.state.events_rate, reporter, len(parsed))) is not None:
+        return too_many
+    check_known(service, parsed)
     events = [p.to_event(reporter) for p in parsed]
     await service.submit(events)
     return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)
