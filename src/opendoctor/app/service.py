@@ -391,7 +391,7 @@ class Service:
         )
         if self.settings.bus.kind != "memory":
             self._every(inspector.template_sync_interval, self._sync_templates, "template sync")
-        self.bus.subscribe(EVENTS_TOPIC, self._inspector.handle)
+        self.bus.subscribe_many(EVENTS_TOPIC, self._inspector.handle_many)
 
     async def _start_view(self) -> None:
         """An api process of a split deployment: the graph as the inspectors see it (every

@@ -30,11 +30,11 @@ queue). While the broker is away it keeps trying, up to `publish_timeout` second
 
 `publish_many` puts the messages bound for one partition in one AMQP message, a batch
 (header `x-opendoctor-batch`: their count; the body a JSON array of them, in publishing
-order). The subscriber hands them to the handlers one by one, in order, and acks the
-batch after the last: a request of a hundred events costs a broker round trip per
-partition, not per event. A batch that fails is delivered again whole, so its
-first messages are handled twice, which handlers allow already (a lost ack does the
-same).
+order). The subscriber hands them to the handlers in order (one by one, or all at once
+to a handler of `subscribe_many`), and acks the batch after the last: a request of a
+hundred events costs a broker round trip per partition, not per event. A batch that
+fails is delivered again whole, so its first messages are handled twice, which handlers
+allow already (a lost ack does the same).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from opendoctor.bus.base import handling
 from opendoctor.bus.codecs import CODECS, Codec, JsonCodec
 from opendoctor.bus.codecs import EVENT_CODEC as EVENT_CODEC
 from opendoctor.bus.handback import Lane, Rebalancer
-from opendoctor.core.ports import Handler, Presence
+from opendoctor.core.ports import BatchHandler, Handler, Presence
 from opendoctor.infra.amqp import (
     AmqpError,
     Broker,
@@ -117,7 +117,7 @@ class AmqpBus:
         self.publish_timeout = publish_timeout
         self.codecs: dict[str, Codec] = {**CODECS, **(codecs or {})}
         self.broker = Broker(url, name=name, timeout=timeout, reconnect_interval=reconnect_interval)
-        self._handlers: dict[str, list[Handler]] = {}
+        self._handlers: dict[str, list[BatchHandler]] = {}
         self._consumed: dict[str, frozenset[int]] = {}
         self._topics: dict[str, asyncio.Task[None]] = {}
         self._setups: list[asyncio.Task[None]] = []
@@ -196,6 +196,18 @@ class AmqpBus:
 
         Consuming starts in the background; `ready()` (or `drain()`) waits for it.
         """
+
+        async def each(messages: Sequence[Any]) -> None:
+            for message in messages:
+                await handler(message)
+
+        self.subscribe_many(topic, each, partitions=partitions)
+
+    def subscribe_many(
+        self, topic: str, handler: BatchHandler, *, partitions: Iterable[int] | None = None
+    ) -> None:
+        """As `subscribe`, the handler given a batch's messages at once (one, for a
+        message published alone)."""
         chosen = self.consume if partitions is None else self._check_partitions(partitions)
         known = self._consumed.get(topic)
         if known is not None:
@@ -359,9 +371,8 @@ class AmqpBus:
         again = delivery.redelivered or message_id in self._attempts
         try:
             with handling(again):
-                for message in messages:
-                    for handler in self._handlers.get(topic, ()):
-                        await handler(message)
+                for handler in self._handlers.get(topic, ()):
+                    await handler(messages)
         except Exception:
             attempts = self._attempts.get(message_id, 0) + 1
             if attempts >= self.max_attempts:

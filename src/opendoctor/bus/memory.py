@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from opendoctor.core.ports import Handler
+from opendoctor.core.ports import BatchHandler, Handler
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ class InProcessBus:
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers.setdefault(topic, []).append(handler)
+
+    def subscribe_many(self, topic: str, handler: BatchHandler) -> None:
+        # Messages are handed over one by one here: there is no batch to gain from.
+        async def one(message: Any) -> None:
+            await handler([message])
+
+        self.subscribe(topic, one)
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None:
         slot = (topic, key)

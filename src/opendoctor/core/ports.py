@@ -74,12 +74,19 @@ class VimDriver(Protocol):
 
 
 Handler = Callable[[Any], Awaitable[None]]
+# A handler of several messages of one key at once, in order (a batch of `publish_many`).
+BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
 
 
 class Bus(Protocol):
     """Messages on a topic are handled in order per `key`; different keys run concurrently."""
 
     def subscribe(self, topic: str, handler: Handler) -> None: ...
+
+    def subscribe_many(self, topic: str, handler: BatchHandler) -> None:
+        """As `subscribe`, for a handler that takes the messages a bus delivers together
+        (those of one key, in order) at once, to ask its store one question for all of
+        them; a bus that delivers one at a time hands it lists of one."""
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None: ...
 

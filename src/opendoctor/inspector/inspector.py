@@ -19,7 +19,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from opendoctor.core.faults import Fault
@@ -47,6 +48,16 @@ RecoverServer = Callable[[Fault, Server], Awaitable[None]]
 # behind (a save retried in the background).
 CLEARED_MEMORY = 600.0
 UNMARK_MOST = 30.0  # seconds between asks at most, while the VIM refuses to lift a mark
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What the store said of a batch's events before it was handled, and its marks."""
+
+    done: set[str]  # events handled before (a batch delivered again)
+    stored: dict[tuple[str, str | None], Fault]  # active faults, by (hostname, instance)
+    known: set[tuple[str, str | None]] = field(default_factory=set)  # reconciled since
+    marks: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Inspector:
@@ -121,31 +132,69 @@ class Inspector:
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
+        await self._handle(event, None)
+
+    async def handle_many(self, events: Sequence[Event]) -> None:
+        """Bus handler for a batch of one partition's events, in order. Where the store
+        is asked whether each was handled before (`dedupe`), it is asked once for the
+        whole batch, and the batch's marks go to it together at its end: one round trip
+        and one commit for a hundred events rather than three round trips each."""
+        if not self.dedupe or len(events) < 2:
+            for event in events:
+                await self.handle(event)
+            return
+        done, stored = await asyncio.gather(
+            self.events.processed_among([e.id for e in events]),
+            self.faults.active_among({(e.hostname, e.instance_id) for e in events}),
+        )
+        batch = _Batch(done, stored)
+        try:
+            for event in events:
+                await self._handle(event, batch)
+        finally:
+            # Marked before the bus acks the batch (and `drain` returns).
+            await asyncio.gather(*batch.marks)
+
+    async def _handle(self, event: Event, batch: _Batch | None) -> None:
         fault = self.active.get(event.key)
         if self.dedupe:
-            # Both questions for the store at once: one round trip on the hot path. The
-            # fault is asked for even when one is known here: partitions move between
-            # replicas (a crash, a hand-back), and what another replica did meanwhile
-            # (cleared this one, opened another) is only in the store.
-            done, stored = await asyncio.gather(
-                self.events.is_processed(event.id),
-                self.faults.active_for(event.hostname, event.instance_id),
-            )
+            pair = (event.hostname, event.instance_id)
+            if batch is None:
+                # Both questions for the store at once: one round trip on the hot path.
+                done, stored = await asyncio.gather(
+                    self.events.is_processed(event.id),
+                    self.faults.active_for(event.hostname, event.instance_id),
+                )
+                known = False
+            else:
+                done, stored = event.id in batch.done, batch.stored.get(pair)
+                # Brought up to date with the store by an earlier event of the batch:
+                # what the store said before the batch is older than what is known here.
+                known = pair in batch.known
             if done:
                 metrics.EVENTS.labels(event.type, "redelivered").inc()
                 log.info("event already handled", extra={"event": event.id})
                 return
-            # A fault whose save is still being retried is not in the store yet: its
-            # absence there says nothing about another replica.
-            if fault is not None and (
-                (stored is None and fault.id not in self._unsaved)
-                or (stored is not None and stored.id != fault.id)
+            # The fault is asked for even when one is known here: partitions move between
+            # replicas (a crash, a hand-back), and what another replica did meanwhile
+            # (cleared this one, opened another) is only in the store. A fault whose save
+            # is still being retried is not in the store yet: its absence there says
+            # nothing about another replica.
+            if (
+                not known
+                and fault is not None
+                and (
+                    (stored is None and fault.id not in self._unsaved)
+                    or (stored is not None and stored.id != fault.id)
+                )
             ):
                 self._forget(fault)
                 self.engine.run(keep_deferred=True)
                 fault = None
-            if stored is not None and fault is None:
+            if not known and stored is not None and fault is None:
                 fault = self._adopt(event, stored)
+            if batch is not None:
+                batch.known.add(pair)
         if fault is None and event.instance_id is None:
             if event.active and event.hostname in self.topology.maintenance:
                 # Planned: its servers were moved off before it went down; nobody is told.
@@ -153,7 +202,7 @@ class Inspector:
                 metrics.EVENTS.labels(event.type, "in_maintenance").inc()
                 where = {"event": event.id, "host": event.hostname}
                 log.info("host in maintenance: no fault", extra=where)
-                await self.events.mark_processed(event, None)
+                await self._processed(event, None, batch)
                 return
             if not event.active:
                 self.topology.maintenance_down.discard(event.hostname)
@@ -162,9 +211,9 @@ class Inspector:
             fault = self.active.get(event.key)  # gone if its clearance was under way
         if event.active:
             if fault is not None:
-                await self._again(event, fault)
+                await self._again(event, fault, batch)
             else:
-                await self._new_fault(event)
+                await self._new_fault(event, batch)
         elif fault is not None:
             if event.type in fault.signals:
                 fault.signals.remove(event.type)
@@ -181,9 +230,17 @@ class Inspector:
                 await self._save(fault)
             else:
                 await self._clear(fault, event.id, event.details)
-            await self.events.mark_processed(event, fault.id)
+            await self._processed(event, fault.id, batch)
         else:
-            await self.events.mark_processed(event, None)
+            await self._processed(event, None, batch)
+
+    async def _processed(self, event: Event, fault_id: str | None, batch: _Batch | None) -> None:
+        if batch is None:
+            await self.events.mark_processed(event, fault_id)
+        else:
+            # Started now, awaited with the batch's others: the journal commits them
+            # together.
+            batch.marks.append(asyncio.ensure_future(self.events.mark_processed(event, fault_id)))
 
     def _adopt(self, event: Event, fault: Fault) -> Fault:
         """A fault another replica opened (this one has its events' partition now)."""
@@ -229,7 +286,7 @@ class Inspector:
         metrics.FAULTS_ACTIVE.set(len(self.active))
         return fault
 
-    async def _new_fault(self, event: Event) -> None:
+    async def _new_fault(self, event: Event, batch: _Batch | None = None) -> None:
         fault = self._open(event)
         self._announce("fault.opened", fault)
         severity = event.details.get("severity")
@@ -238,10 +295,10 @@ class Inspector:
             log.warning("fault of a resource the graph does not know", extra={"key": fault.key})
         outcome = await self._act(event, fault)
         await self._save(fault)
-        await self.events.mark_processed(event, fault.id)
+        await self._processed(event, fault.id, batch)
         self._after(fault, outcome)
 
-    async def _again(self, event: Event, fault: Fault) -> None:
+    async def _again(self, event: Event, fault: Fault, batch: _Batch | None = None) -> None:
         """Another report about a resource already at fault: remember it, act once."""
         fault.repeats += 1
         metrics.EVENTS.labels(event.type, "duplicate").inc()
@@ -253,7 +310,7 @@ class Inspector:
             metrics.FLAPS.inc()
             log.warning("resource flapping", extra={"fault": fault.id, "flaps": fault.flaps})
         if event.type in fault.signals:
-            await self.events.mark_processed(event, fault.id)
+            await self._processed(event, fault.id, batch)
             return
         fault.signals.append(event.type)
         outcome = None
@@ -265,7 +322,7 @@ class Inspector:
             self.fault_graph.raised(fault)
             outcome = await self._act(event, fault)
         await self._save(fault)
-        await self.events.mark_processed(event, fault.id)
+        await self._processed(event, fault.id, batch)
         if outcome is not None:
             self._after(fault, outcome)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
@@ -59,6 +59,15 @@ class EventStore:
         async with self.db.sessions() as session:
             done = await session.scalar(select(EventRow.processed).where(EventRow.id == event_id))
         return bool(done)
+
+    async def processed_among(self, event_ids: Collection[str]) -> set[str]:
+        """Which of these events the pipeline already handled: `is_processed` for a whole
+        batch in one query."""
+        if not event_ids:
+            return set()
+        query = select(EventRow.id).where(EventRow.id.in_(event_ids), EventRow.processed)
+        async with self.db.sessions() as session:
+            return set(await session.scalars(query))
 
     async def unprocessed(self) -> list[Event]:
         async with self.db.sessions() as session:
@@ -145,6 +154,30 @@ class FaultStore:
         async with self.db.sessions() as session:
             row = (await session.scalars(query.limit(1))).first()
         return None if row is None else _fault_from_row(row)
+
+    async def active_among(
+        self, resources: Collection[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], Fault]:
+        """`active_for` of many (hostname, instance_id) pairs in one query; a pair with no
+        active fault is left out."""
+        wanted = set(resources)
+        hosts = {h for h, i in wanted if i is None}
+        servers = {i for _, i in wanted if i is not None}
+        about: list[ColumnElement[bool]] = []
+        if hosts:
+            about.append(FaultRow.instance_id.is_(None) & FaultRow.hostname.in_(hosts))
+        if servers:
+            about.append(FaultRow.instance_id.in_(servers))
+        if not about:
+            return {}
+        query = select(FaultRow).where(FaultRow.status == "active", or_(*about))
+        found: dict[tuple[str, str | None], Fault] = {}
+        async with self.db.sessions() as session:
+            for row in await session.scalars(query):
+                pair = (row.hostname, row.instance_id)
+                if pair in wanted:
+                    found.setdefault(pair, _fault_from_row(row))
+        return found
 
     async def list(
         self, status: str | None = None, limit: int = 100, marker: str | None = None

@@ -108,6 +108,49 @@ async def test_a_redelivered_event_changes_nothing(
         await service.stop()
 
 
+async def test_a_batch_of_events_is_handled_in_order_and_once(
+    tmp_path: Path, amqp_url: str, names: Names
+) -> None:
+    """One request's events reach the inspector as one batch per partition: the store is
+    asked once for all of them, and each is still handled in order and marked; the same
+    batch delivered again (its ack lost) changes nothing."""
+    bus = {
+        "kind": "amqp",
+        "url": amqp_url,
+        "prefix": names.bus_prefix(["events"], 1),
+        "partitions": 1,
+    }
+    service = Service(settings_for(tmp_path, bus=bus, recovery={"enabled": False}), vim=lab_vim())
+    await service.start()
+    try:
+
+        def report(host: str, status: str, when: float) -> Event:
+            return Event(type="compute.host.down", hostname=host, status=status, time=when)
+
+        batch = [
+            report("compute1", "down", 0.0),
+            report("compute1", "down", 0.1),  # a repeat of the fault the first opened
+            report("compute2", "down", 0.2),
+            report("compute2", "down", 0.3),
+        ]
+        await service.submit(batch)
+        await service.bus.drain()
+        first = service.inspector.active[("host", "compute1")]
+        second = service.inspector.active[("host", "compute2")]
+        assert (first.repeats, second.repeats) == (1, 1)
+        for event in batch:
+            assert await service.events.is_processed(event.id), event
+        stored = await service.faults.get(first.id)
+        assert stored is not None and stored.status == "active"
+
+        await service.bus.publish_many("events", [(e.hostname, e) for e in batch])
+        await service.bus.drain()
+        assert (first.repeats, second.repeats) == (1, 1)
+        assert set(service.inspector.active) == {("host", "compute1"), ("host", "compute2")}
+    finally:
+        await service.stop()
+
+
 async def test_a_replica_takes_up_a_fault_another_opened(
     tmp_path: Path, amqp_url: str, names: Names, pg_databases: pg.Databases
 ) -> None:
