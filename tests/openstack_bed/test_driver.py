@@ -20,7 +20,7 @@ from opendoctor.controller.openstack import OpenStackDriver
 from opendoctor.core.model import VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.core.settings import OpenStackSettings
-from opendoctor.lab.openstack import bed
+from opendoctor.lab.openstack import bed, catalog
 from opendoctor.lab.openstack.spec import HOSTS, BedSpec
 from tests.conftest import eventually
 from tests.openstack_bed.conftest import computes, restart_compute
@@ -101,6 +101,39 @@ async def test_the_driver_forces_down_resets_and_evacuates(
 
     await eventually(forced_up, timeout=120, what=f"Nova to let {source} up")
     assert not computes(conn)[source].is_forced_down
+
+
+async def test_the_driver_reads_server_groups_and_rebuilds(
+    driver: OpenStackDriver, server: NovaServer, conn: Connection
+) -> None:
+    """What HA clusters and server-group messaging need of Nova: its server groups with
+    their members, and a server rebuilt in place from its own image."""
+    group = conn.compute.create_server_group(name="od-peers", policy="anti-affinity")
+    try:
+        peer = conn.compute.create_server(
+            name="od-peer",
+            flavor_id=conn.compute.find_flavor(catalog.FLAVOR, ignore_missing=False).id,
+            image_id=conn.image.find_image(catalog.IMAGE, ignore_missing=False).id,
+            networks="none",
+            scheduler_hints={"group": group.id},
+        )
+        try:
+            conn.compute.wait_for_server(peer, status="ACTIVE", wait=120, interval=0.5)
+            found = {g.id: g for g in await driver.server_groups()}
+            assert found[group.id].name == "od-peers"
+            assert found[group.id].policy == "anti-affinity"
+            assert found[group.id].members == (peer.id,)
+            assert found[group.id].project_id == group.project_id
+        finally:
+            conn.compute.delete_server(peer, force=True)
+            conn.compute.wait_for_delete(peer, wait=60)
+    finally:
+        conn.compute.delete_server_group(group)
+
+    rebuilt = await driver.rebuild(server.id)
+    assert (rebuilt.id, rebuilt.status, rebuilt.host) == (server.id, "ACTIVE", server.compute_host)
+    actions = [a.action for a in conn.compute.server_actions(server.id)]
+    assert "rebuild" in actions
 
 
 async def test_the_change_feed_reports_what_nova_changed(

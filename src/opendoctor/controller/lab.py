@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.lab.client import LabClient, LabError, read_lab_state
@@ -90,6 +90,14 @@ class LabDriver:
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         with vim_errors():
             return await self.client.evacuate(server_id, target_host)
+
+    async def rebuild(self, server_id: str) -> Server:
+        with vim_errors():
+            return await self.client.rebuild(server_id)
+
+    async def server_groups(self) -> list[ServerGroup]:
+        with vim_errors():
+            return await self.client.server_groups()
 
     def changes(self) -> AsyncIterator[VimChange]:
         return self._follow()

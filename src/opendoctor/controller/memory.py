@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
 
 
@@ -20,6 +20,7 @@ class MemoryVim:
         self.servers = {s.id: s for s in servers}
         self.calls: list[tuple[str, ...]] = []
         self.fail: set[str] = set()  # operation names that raise VimError
+        self.groups: dict[str, ServerGroup] = {}
         self._feed: list[asyncio.Queue[VimChange]] = []
 
     def _check(self, op: str, *args: str) -> None:
@@ -137,6 +138,19 @@ class MemoryVim:
         s.status = "ACTIVE"
         self._changed_server(s)
         return replace(s)
+
+    async def rebuild(self, server_id: str) -> Server:
+        self._check("rebuild", server_id)
+        s = self._server(server_id)
+        if self._host(s.host).forced_down:
+            raise VimError(f"host {s.host} is down: evacuate the server instead", 409)
+        s.status = "ACTIVE"
+        self._changed_server(s)
+        return replace(s)
+
+    async def server_groups(self) -> list[ServerGroup]:
+        self._check("server_groups")
+        return list(self.groups.values())
 
     async def changes(self) -> AsyncIterator[VimChange]:
         queue: asyncio.Queue[VimChange] = asyncio.Queue()

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opendoctor.controller.nova_notifications import Newest, NovaNotifications, Stamped
-from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
 from opendoctor.core.settings import OpenStackSettings
 from opendoctor.infra.amqp import AmqpError
@@ -302,15 +302,36 @@ class OpenStackDriver:
 
         return await self._call(latest)
 
-    async def server_groups(self) -> dict[str, list[str]]:
-        """Every server group, by id: its members' ids (affinity and anti-affinity
-        groups are what pairs of active and standby servers are placed with)."""
+    async def server_groups(self) -> list[ServerGroup]:
+        """Every server group of every project, with its members' ids (affinity and
+        anti-affinity groups are what pairs of active and standby servers are placed
+        with, and whom server-group messaging reaches)."""
 
-        def groups() -> dict[str, list[str]]:
-            found = self.conn.compute.server_groups(all_projects=True)
-            return {g.id: list(g.member_ids or []) for g in found}
+        def groups() -> list[ServerGroup]:
+            return [
+                ServerGroup(
+                    id=g.id,
+                    name=g.name or "",
+                    project_id=g.project_id or "",
+                    # Microversion 2.64 made `policies` (a list) one `policy`.
+                    policy=g.policy or next(iter(g.policies or []), ""),
+                    members=tuple(g.member_ids or ()),
+                )
+                for g in self.conn.compute.server_groups(all_projects=True)
+            ]
 
         return await self._call(groups)
+
+    async def rebuild(self, server_id: str) -> Server:
+        """Rebuild the server from its own image on its host, and wait until it is
+        ACTIVE again (Nova answers as soon as it has cast the rebuild)."""
+        now = await self._call(self.conn.compute.get_server, server_id)
+        image = getattr(now.image, "id", None) if now.image else None
+        if not image:
+            # Booted from a volume: Nova rebuilds those only with an image given anew.
+            raise VimError(f"server {server_id} has no image to rebuild from", 409)
+        await self._call(self.conn.compute.rebuild_server, server_id, image)
+        return await self._idle(server_id, "rebuild", {"ACTIVE"}, "REBUILD")
 
     # -- the change feed ----------------------------------------------------------------
 

@@ -194,6 +194,28 @@ class Server:
     ram_mb: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ServerGroup:
+    """A VIM's server group: servers placed together or apart, and the peers that
+    server-group messaging reaches (`heartbeat/`)."""
+
+    id: str
+    name: str
+    project_id: str
+    policy: str = ""  # affinity | anti-affinity | soft-affinity | soft-anti-affinity | ""
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """One service inside a server, as its guest agent's health command last found it."""
+
+    name: str
+    healthy: bool
+    reason: str | None = None
+    since: float = 0.0  # when it last changed (epoch seconds, the service's clock)
+
+
 @dataclass(slots=True)
 class VimChange:
     """One change reported by the VIM's change feed."""

@@ -10,14 +10,17 @@
 - `SegmentSource`: the failover segments recovery decides from (`opendoctor.store`).
 - `HostMaintainer`: what is done to an emptied host during planned maintenance (its
   BMC's power cycle in `opendoctor.recovery`, a workflow, nothing).
+- `GuestLink`: the service's way to the guest agents inside servers, through their hosts
+  (`opendoctor.heartbeat`): their services' health, restarting a service, and telling a
+  server's group peers what became of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, ServerGroup, ServiceHealth, VimChange
 from opendoctor.core.notifications import Batch, OutboxEntry
 from opendoctor.core.segments import SegmentView
 
@@ -66,6 +69,13 @@ class VimDriver(Protocol):
     async def evacuate(self, server_id: str, target_host: str | None = None) -> Server:
         """Rebuild a server of a failed host on a healthy one; returns it once it runs
         there (raises `VimError` if the VIM could not)."""
+
+    async def rebuild(self, server_id: str) -> Server:
+        """Re-create a server from its image on the host it is on (as `nova rebuild`: same
+        id, same addresses, a fresh disk); returns it once it runs again."""
+
+    async def server_groups(self) -> list[ServerGroup]:
+        """Every server group of every project, with its members' ids."""
 
     def changes(self) -> AsyncIterator[VimChange]:
         """Changes to hosts and servers from now on, for as long as the caller iterates."""
@@ -178,3 +188,23 @@ class HostMaintainer(Protocol):
     async def maintain(self, host: str, metadata: dict[str, Any]) -> None:
         """Do it; return once it is done (the host may have been off and on again: the
         caller waits for it to be back in the VIM). Raises on failure, with the reason."""
+
+
+class GuestLinkError(Exception):
+    """The guest agent could not be asked, or its answer was a refusal or a failure."""
+
+
+class GuestLink(Protocol):
+    """The service's way to the guest agents inside servers, through their hosts."""
+
+    def services(self, server_id: str) -> Mapping[str, ServiceHealth]:
+        """The server's services, as its agent's health commands last reported them
+        (empty: the agent checks no named service, or nothing was heard yet)."""
+
+    async def restart_service(self, server_id: str, service: str, timeout: float) -> None:
+        """Have the server's agent restart one of its services; returns once the agent
+        ran the service's restart command and it succeeded. Raises `GuestLinkError`."""
+
+    async def announce(self, server_id: str, state: str, reason: str | None = None) -> None:
+        """Tell the server's group peers a state the service decided (e.g. `active` or
+        `standby` after a switch-over): a peer-state message, best effort."""

@@ -1,9 +1,12 @@
 """Guest agent: the daemon inside a VM that answers the host's heartbeat challenges.
 
 It registers (`init`), then answers every `challenge-request` at once with the latest
-result of its health check. The check runs on its own cadence in the background, so
-a slow check never makes an answer late; a check that overruns its timeout counts as
-unhealthy. When the channel drops the agent reopens it with backoff and registers
+result of its health check and of each named service's check (`services`). The checks
+run on their own cadence in the background, so a slow check never makes an answer late;
+a check that overruns its timeout counts as unhealthy. On a `restart-request` it runs
+the service's restart command and answers `restart-response`. With an application
+socket (`appsock`) it relays server-group messages between the applications in the VM
+and the host. When the channel drops the agent reopens it with backoff and registers
 again.
 """
 
@@ -13,22 +16,31 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import stat
 import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
+from opendoctor.heartbeat.appsock import AppHub
+from opendoctor.heartbeat.services import (
+    MAX_REASON,
+    Health,
+    Service,
+    ServiceChecks,
+    command_check,
+    run_check,
+)
 from opendoctor.wire import heartbeat as p
 
 log = logging.getLogger("opendoctor.heartbeat")
 
-Health = Callable[[], Awaitable[tuple[bool, str | None]]]
+__all__ = ["MAX_REASON", "GuestAgent", "Health", "Service", "command_health", "open_channel"]
 
 INIT_ACK_TIMEOUT = 2.0  # no answer by then: the host end is not there, reopen
 SEND_TIMEOUT = 1.0
 BACKOFF_MIN = 0.05
-MAX_REASON = 512
+# Server-group sends wait in the channel's buffer up to this much, then are refused.
+MAX_BUFFERED = 4 * p.MAX_LINE
 
 
 class _Channel:
@@ -42,10 +54,18 @@ class _Channel:
     ) -> None:
         self.reader, self.writer, self._read_transport = reader, writer, read_transport
 
-    async def send(self, body: dict[str, Any]) -> None:
-        self.writer.write(p.encode(p.GROUP_HEARTBEAT, body))
+    async def send(self, body: dict[str, Any], group: str = p.GROUP_HEARTBEAT) -> None:
+        self.writer.write(p.encode(group, body))
         async with asyncio.timeout(SEND_TIMEOUT):
             await self.writer.drain()
+
+    def send_nowait(self, body: dict[str, Any], group: str) -> bool:
+        """Queue without waiting; False (nothing queued) while the host is not reading."""
+        transport = self.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > MAX_BUFFERED:
+            return False
+        self.writer.write(p.encode(group, body))
+        return True
 
     def close(self) -> None:
         self.writer.close()
@@ -103,6 +123,9 @@ class GuestAgent:
         health_interval_ms: int | None = None,
         health_timeout: float = 1.0,
         backoff_max: float = 2.0,
+        services: Sequence[Service] = (),
+        app_socket: str | None = None,
+        app_socket_mode: int = 0o600,
     ) -> None:
         self.channel = channel
         self.instance_id = instance_id
@@ -116,16 +139,22 @@ class GuestAgent:
         self.negotiated: tuple[int, int] | None = None  # (interval_ms, timeout_ms) from init-ack
         self.registered = asyncio.Event()
         self.answered = 0
+        self.services = ServiceChecks(services, health_timeout)
+        self.hub = AppHub(app_socket, self._send_up, app_socket_mode) if app_socket else None
         self._stopping = asyncio.Event()
         self._chan: _Channel | None = None
+        self._acked: _Channel | None = None  # the channel whose registration the host took
+        self._restarts: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Serve until stop(): (re)open the channel, register, answer challenges."""
         checks: asyncio.Task[None] | None = None
-        if self._health is not None:
+        if self._health is not None or self.services:
             # Register with a real result, not an optimistic guess.
-            self.health = await self._check()
+            await self._check_all()
             checks = asyncio.create_task(self._health_loop())
+        if self.hub is not None:
+            await self.hub.start()
         backoff, quiet = BACKOFF_MIN, False
         try:
             while not self._stopping.is_set():
@@ -147,10 +176,13 @@ class GuestAgent:
                         await self._stopping.wait()
                 backoff = min(backoff * 2, self._backoff_max)
         finally:
-            if checks is not None:
-                checks.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await checks
+            for task in [checks, *self._restarts]:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self.hub is not None:
+                await self.hub.close()
 
     async def stop(self, reason: str = "agent stopping") -> None:
         """Tell the host this is a clean exit (not a fault), then close."""
@@ -176,7 +208,7 @@ class GuestAgent:
                     "agent": self.agent,
                     "heartbeat_interval_ms": self.interval_ms,
                     "response_timeout_ms": self.timeout_ms,
-                    "health_check": self._health is not None,
+                    "health_check": self._health is not None or bool(self.services),
                 }
             )
             lines = p.LineReader(chan.reader)
@@ -197,7 +229,8 @@ class GuestAgent:
                     log.warning("ignoring a bad message from the host: %s", exc)
                     continue
                 if group != p.GROUP_HEARTBEAT:
-                    continue  # another service's message on a shared channel
+                    self._other_group(group, body)
+                    continue
                 kind = body["type"]
                 if kind == p.CHALLENGE_REQUEST:
                     await self._answer(chan, body)
@@ -209,6 +242,7 @@ class GuestAgent:
                         # Half the interval: "check fails" to "host told" in ~1.5 intervals.
                         self._health_interval = max(interval / 2000.0, 0.01)
                     log.info("registered: interval %d ms, timeout %d ms", interval, timeout)
+                    self._acked = chan
                     self.registered.set()
                 elif kind == p.EXIT:
                     log.info("host ended supervision: %s", body.get("reason"))
@@ -222,82 +256,92 @@ class GuestAgent:
                 log.warning("channel lost: %s", exc)
             return acked
         finally:
+            if self._acked is chan:
+                self._acked = None
             if self._chan is chan:
                 self._chan = None
                 chan.close()
 
-    async def _answer(self, chan: _Channel, challenge: dict[str, Any]) -> None:
+    def verdict(self) -> tuple[bool, str | None]:
+        """What the next answer says: unhealthy if the health check or any service is."""
         healthy, reason = self.health
-        await chan.send(
-            {
-                "type": p.CHALLENGE_RESPONSE,
-                "seq": challenge["seq"],
-                "challenge": challenge["challenge"],
-                "healthy": healthy,
-                "reason": None if healthy else reason,
-            }
-        )
+        services_ok, services_reason = self.services.verdict()
+        if services_ok:
+            return healthy, None if healthy else reason
+        if healthy:
+            return False, services_reason
+        return False, f"{reason}; {services_reason}"[:MAX_REASON]
+
+    async def _answer(self, chan: _Channel, challenge: dict[str, Any]) -> None:
+        healthy, reason = self.verdict()
+        body = {
+            "type": p.CHALLENGE_RESPONSE,
+            "seq": challenge["seq"],
+            "challenge": challenge["challenge"],
+            "healthy": healthy,
+            "reason": reason,
+        }
+        if self.services:
+            body["services"] = self.services.report()
+        await chan.send(body)
         self.answered += 1
+
+    def _other_group(self, group: str, body: dict[str, Any]) -> None:
+        if group == p.GROUP_SERVER_GROUP and self.hub is not None:
+            self.hub.from_host(body)
+        elif group == p.GROUP_SERVICE and body["type"] == p.RESTART_REQUEST:
+            task = asyncio.create_task(self._restart(body))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+        # Anything else is another service's message on a shared channel.
+
+    async def _restart(self, request: dict[str, Any]) -> None:
+        service = request["service"]
+        log.warning("host asks to restart %s", service)
+        ok, reason = await self.services.restart(service, request["timeout_ms"] / 1000.0)
+        log.log(
+            logging.INFO if ok else logging.WARNING, "restart of %s: %s", service, reason or "ok"
+        )
+        answer = {"type": p.RESTART_RESPONSE, "request_id": request["request_id"], "ok": ok}
+        answer["reason"] = reason
+        chan = self._chan
+        if chan is None:
+            return  # the host times the request out; it learns the service state anyway
+        with contextlib.suppress(OSError, TimeoutError, p.ProtocolError):
+            await chan.send(answer, p.GROUP_SERVICE)
+
+    def _send_up(self, body: dict[str, Any]) -> str | None:
+        """A server-group PDU from an application to the host; None once queued."""
+        chan = self._acked
+        if chan is None:
+            return "not-connected"
+        try:
+            return None if chan.send_nowait(body, p.GROUP_SERVER_GROUP) else "busy"
+        except p.ProtocolError:
+            return "too-large"
 
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self._health_interval)
-            result = await self._check()
+            await self._check_all()
+
+    async def _check_all(self) -> None:
+        if self._health is None:
+            changed = await self.services.refresh()
+        else:
+            changed, result = await asyncio.gather(self.services.refresh(), self._check())
             if result != self.health:
                 log.info("health: %s", "healthy" if result[0] else f"unhealthy ({result[1]})")
             self.health = result
+        for name in changed:
+            ok, reason = self.services.results[name]
+            log.info("service %s: %s", name, "healthy" if ok else f"unhealthy ({reason})")
 
     async def _check(self) -> tuple[bool, str | None]:
         assert self._health is not None
-        try:
-            async with asyncio.timeout(self._health_timeout):
-                healthy, reason = await self._health()
-        except TimeoutError:
-            return False, f"health check did not finish within {self._health_timeout:g} s"
-        except Exception as exc:
-            return False, f"health check failed: {exc!r}"[:MAX_REASON]
-        if healthy:
-            return True, None
-        return False, (reason or "health check failed")[:MAX_REASON]
+        return await run_check(self._health, self._health_timeout)
 
 
 def command_health(cmd: str, timeout: float = 1.0) -> Health:
     """A health check that runs `cmd` in a shell: exit status 0 is healthy."""
-
-    async def check() -> tuple[bool, str | None]:
-        proc = await asyncio.create_subprocess_shell(
-            cmd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # own process group: a timeout kills its children too
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                _, err = await proc.communicate()
-        except TimeoutError:
-            await _kill(proc)
-            return False, f"health command timed out after {timeout:g} s"
-        except BaseException:
-            await _kill(proc)
-            raise
-        if proc.returncode == 0:
-            return True, None
-        code = proc.returncode
-        what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        first = next(
-            (ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()), ""
-        )
-        return False, (f"health command failed ({what})" + (f": {first}" if first else ""))[
-            :MAX_REASON
-        ]
-
-    return check
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    await asyncio.shield(proc.wait())
+    return command_check(cmd, timeout)

@@ -14,7 +14,35 @@ import signal
 from pathlib import Path
 
 from opendoctor.heartbeat.agent import GuestAgent, command_health
+from opendoctor.heartbeat.services import Service, command_check
 from opendoctor.infra.procs import announce_ready
+from opendoctor.wire import heartbeat as p
+
+
+def _named(text: str) -> tuple[str, str]:
+    """`NAME=CMD` of --service and --service-restart."""
+    name, sep, cmd = text.partition("=")
+    if not sep or not cmd.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=COMMAND, got {text!r}")
+    if not (0 < len(name) <= p.MAX_SERVICE_NAME and p.SERVICE_CHARS.issuperset(name)):
+        raise argparse.ArgumentTypeError(
+            f"service name {name!r}: 1-{p.MAX_SERVICE_NAME} letters, digits, '.', '_', '-', '@'"
+        )
+    return name, cmd
+
+
+def _services(args: argparse.Namespace) -> list[Service]:
+    restarts = dict(args.service_restart)
+    timeout = args.health_timeout
+    return [
+        Service(
+            name,
+            command_check(cmd, timeout),
+            # The host gives each restart its own timeout; the command has the longest.
+            command_check(restarts[name], 600.0, "restart command") if name in restarts else None,
+        )
+        for name, cmd in args.service
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,10 +66,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--interval-ms", type=int, default=100, help="proposed challenge interval")
     parser.add_argument("--timeout-ms", type=int, default=80, help="proposed response timeout")
     parser.add_argument("--ready-file", type=Path, help="written once the host has acknowledged")
+    for flag, what in [
+        ("--service", "a named service and its health command (repeatable)"),
+        ("--service-restart", "the command that restarts a named service (run when asked)"),
+    ]:
+        parser.add_argument(
+            flag, type=_named, action="append", default=[], metavar="NAME=CMD", help=what
+        )
+    parser.add_argument(
+        "--app-socket", help="Unix socket for applications (server-group messaging)"
+    )
+    parser.add_argument(
+        "--app-socket-mode",
+        choices=("0600", "0660"),
+        default="0600",
+        help="0660 lets the socket's group use it too",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if args.interval_ms < 0 or args.timeout_ms < 0 or args.health_timeout <= 0:
         parser.error("timings must be positive (0 ms: let the host choose)")
+    names = [name for name, _ in args.service]
+    if len(set(names)) != len(names) or len(names) > p.MAX_SERVICES:
+        parser.error(f"each --service needs its own name, at most {p.MAX_SERVICES} of them")
+    unknown = {name for name, _ in args.service_restart} - set(names)
+    if unknown:
+        parser.error(f"--service-restart for services without --service: {', '.join(unknown)}")
     return args
 
 
@@ -63,6 +113,9 @@ async def _run(args: argparse.Namespace) -> None:
         health_interval_ms=args.health_interval_ms,
         # The command's own timeout should win: its message says more than ours.
         health_timeout=args.health_timeout + 0.5,
+        services=_services(args),
+        app_socket=args.app_socket,
+        app_socket_mode=int(args.app_socket_mode, 8),
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

@@ -10,6 +10,10 @@ due `response_timeout` later. No response by then is a `missed` fault, a respons
 saying `healthy: false` an `unhealthy` fault. A fault clears once the guest has answered
 well for `clear_after` seconds, so that a guest toggling its health (or its answers)
 raises one fault, not a stream of reports.
+
+The `server-group` and `service` message groups on the same channels go to the host's
+`HostRelay` (`hostrelay`), which speaks to the service through the `uplink` the host
+gives it (its host link) and takes the service's down messages (`deliver`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from opendoctor.heartbeat.hostrelay import HostRelay, Restarted, Uplink
+from opendoctor.heartbeat.hostsettings import HeartbeatSettings
 from opendoctor.wire import heartbeat as p
 
 log = logging.getLogger("opendoctor.heartbeat")
@@ -33,7 +39,7 @@ log = logging.getLogger("opendoctor.heartbeat")
 MONITOR = "opendoctor-guest-heartbeat"
 MISSED = "compute.instance.heartbeat.missed"
 UNHEALTHY = "compute.instance.heartbeat.unhealthy"
-_GROUPS = (p.GROUP_HEARTBEAT,)
+_GROUPS = p.GROUPS
 MAX_REASON = 512  # a guest's words go into events and logs: keep them short
 
 # challenges/responses: traffic; reinit: re-registrations; the rest: refused input.
@@ -45,40 +51,10 @@ COUNTERS = (
 )
 # fmt: on
 
+__all__ = ["COUNTERS", "MISSED", "MONITOR", "UNHEALTHY", "HeartbeatSettings", "HeartbeatSupervisor"]
+
 Report = Callable[[dict[str, Any]], None]
 Observe = Callable[[str, float], None]
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatSettings:
-    """Timings in seconds. With the defaults a hung guest is reported 80-180 ms after it
-    stops (its next challenge's deadline) and a dead one `reconnect_grace` after its
-    connection closes."""
-
-    interval: float = 0.1  # used when a guest proposes 0 ("host's choice")
-    response_timeout: float = 0.08
-    # A guest may ask to be challenged less often than the default, not more: each
-    # challenge costs the host, and the host serves every guest on it.
-    min_interval: float = 0.1
-    max_interval: float = 60.0
-    min_response_timeout: float = 0.01
-    max_response_timeout: float = 30.0
-    # A restarting agent closes its connection; this long it may re-register unseen.
-    reconnect_grace: float = 0.15
-    max_msgs_per_sec: float = 100.0  # per connection; a guest needs 1 per interval
-    msg_burst: int = 50
-    max_connections: int = 4  # per VM: the agent, plus one restarting beside a hung one
-    clear_after: float = 1.0  # good answers this long before a fault is reported cleared
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_interval <= self.interval <= self.max_interval:
-            raise ValueError("need 0 < min_interval <= interval <= max_interval")
-        if not 0 < self.min_response_timeout <= self.response_timeout <= self.max_response_timeout:
-            raise ValueError("need 0 < min_response_timeout <= response_timeout <= max_...")
-        if self.reconnect_grace < 0 or self.max_msgs_per_sec <= 0 or self.msg_burst < 1:
-            raise ValueError("reconnect_grace, max_msgs_per_sec and msg_burst must be positive")
-        if self.clear_after < 0:
-            raise ValueError("clear_after must not be negative")
 
 
 def _now_iso() -> str:
@@ -183,6 +159,8 @@ class HeartbeatSupervisor:
         settings: HeartbeatSettings | None = None,
         *,
         observe: Observe | None = None,
+        uplink: Uplink | None = None,
+        restarted: Restarted | None = None,
     ) -> None:
         self.hostname = hostname
         self.settings = settings or HeartbeatSettings()
@@ -192,6 +170,11 @@ class HeartbeatSupervisor:
         self._observe = observe
         self._vms: dict[str, _Vm] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        s = self.settings
+        self.relay = HostRelay(
+            self.counters, self._send_to, self._count_id, rate=s.group_rate,
+            burst=s.group_burst, uplink=uplink, restarted=restarted,
+        )  # fmt: skip
 
     # ---- public API -------------------------------------------------------------------
 
@@ -207,12 +190,14 @@ class HeartbeatSupervisor:
         vm = _Vm(instance_id, name, socket_path)
         vm.server = await self._loop.create_unix_server(lambda: _Conn(self, vm), socket_path)
         self._vms[instance_id] = vm
+        self.relay.add(instance_id)
 
     async def remove_vm(self, instance_id: str) -> None:
         """Stop supervising a VM, silently: removal is not a fault."""
         vm = self._vms.pop(instance_id, None)
         if vm is None:
             return
+        self.relay.remove(instance_id)
         vm.supervising = False
         vm.cancel_timer()
         if vm.active is not None:
@@ -239,6 +224,21 @@ class HeartbeatSupervisor:
     def instances(self) -> list[str]:
         return list(self._vms)
 
+    def deliver(self, message: dict[str, Any]) -> None:
+        """A down message of the host link, to the VMs of its `to` (see `HostRelay`)."""
+        self.relay.deliver(message)
+
+    def _send_to(self, instance_id: str, group: str, body: dict[str, Any]) -> bool:
+        vm = self._vms.get(instance_id)
+        if vm is None or vm.active is None or not vm.supervising:
+            return False
+        return vm.active.send(group, body)
+
+    def _count_id(self, name: str, instance_id: str, why: str) -> None:
+        vm = self._vms.get(instance_id)
+        if vm is not None:
+            self.count(name, vm, why)
+
     async def close(self) -> None:
         for instance_id in list(self._vms):
             await self.remove_vm(instance_id)
@@ -259,9 +259,17 @@ class HeartbeatSupervisor:
 
     def received(self, vm: _Vm, conn: _Conn, line: bytes) -> None:
         try:
-            _, body = p.decode(line, known_groups=_GROUPS)
-            self._handle(vm, conn, body)
+            group, body = p.decode(line, known_groups=_GROUPS)
+            if group == p.GROUP_HEARTBEAT:
+                self._handle(vm, conn, body)
+            elif conn is vm.active and vm.supervising:
+                self.relay.from_guest(vm.instance_id, group, body)
+            else:
+                self.count("unsolicited_response", vm, f"{group} message before init")
         except p.ProtocolError as exc:
+            if exc.kind == "too-large" and conn is vm.active:
+                self.relay.too_large(vm.instance_id, exc.ref, exc.detail)
+                return
             self.count(exc.kind.replace("-", "_"), vm, str(exc))
         except Exception:  # a bug here must cost one message, never the supervisor
             self.bump("internal_error")
@@ -341,6 +349,8 @@ class HeartbeatSupervisor:
             self._observe(vm.instance_id, self._loop.time() - vm.sent_at)
         now = self._loop.time() if self._loop is not None else 0.0
         self._recovered(vm, "missed", now, "guest answers challenges again")
+        if "services" in body:
+            self.relay.services_reported(vm.instance_id, body["services"])
         if body["healthy"]:
             self._recovered(vm, "unhealthy", now, "guest reports healthy")
         else:
@@ -419,6 +429,11 @@ class HeartbeatSupervisor:
         }
         level = logging.WARNING if status == "down" else logging.INFO
         log.log(level, "guest %s: %s %s (%s)", vm.instance_id, event["type"], status, reason)
+        if fault == "missed":
+            # The service's peers hear of it too (it tells them "unreachable" or "failed").
+            self.relay.instance_state(
+                vm.instance_id, "failed" if status == "down" else "started", reason
+            )
         try:
             self._report(event)
         except Exception:

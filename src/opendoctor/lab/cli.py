@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from opendoctor.lab import lbcli, servercli
+from opendoctor.lab import groupcli, lbcli, servercli
 from opendoctor.lab.clibase import StateDirOption, call, err, fail, lab_url, out, state_dir_of, yes
 from opendoctor.lab.client import LabClient
 from opendoctor.lab.runner import LabStartError, running_state, start_detached, stop
@@ -122,6 +122,12 @@ def up(
     heartbeat: Annotated[
         bool, typer.Option(help="Guest heartbeats between hosts and their VMs.")
     ] = True,
+    services: Annotated[
+        str, typer.Option(help="Comma-separated named services of every VM (e.g. web,db).")
+    ] = "",
+    server_group: Annotated[
+        str | None, typer.Option(help="A server group of this name per project; its VMs join.")
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Start a lab in the background and wait until every VM serves.
@@ -136,6 +142,7 @@ def up(
             hosts=hosts, vms=vms, projects=split_projects(projects),
             vm_mode=vm_mode.value, ip_prefix=ip_prefix, events_url=events_url,
             events_token=os.environ.get(EVENTS_TOKEN_ENV) or None, heartbeat=heartbeat,
+            services=split_projects(services), server_group=server_group,
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
@@ -258,4 +265,5 @@ def set_loss(
 
 
 servercli.register(app)
+groupcli.register(app)
 app.add_typer(lbcli.app, name="lb")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opendoctor.core.model import Host, Server, VimChange
+from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.infra.httpclient import HttpClient, HttpError
 from opendoctor.lab.statefile import STATE_FILE, read_state
 
@@ -58,6 +58,16 @@ def server_from_json(data: dict[str, Any]) -> Server:
         metadata=dict(data.get("metadata") or {}),
         vcpus=int(data.get("vcpus", 0)),
         ram_mb=int(data.get("ram_mb", 0)),
+    )
+
+
+def group_from_json(data: dict[str, Any]) -> ServerGroup:
+    return ServerGroup(
+        id=data["id"],
+        name=data["name"],
+        project_id=data["project_id"],
+        policy=data.get("policy") or "",
+        members=tuple(data.get("members") or ()),
     )
 
 
@@ -214,14 +224,17 @@ class LabClient:
         metadata: dict[str, str] | None = None,
         vcpus: int | None = None,
         ram_mb: int | None = None,
+        *,
+        services: list[str] | None = None,
+        group: str | None = None,
     ) -> Server:
         """A new server; `role` ("active", the default, or "standby") is its application's;
-        `metadata` the VIM's (HA_Enabled=True, ...), `vcpus` and `ram_mb` its flavor's."""
+        `metadata` the VIM's (HA_Enabled=True, ...), `vcpus` and `ram_mb` its flavor's;
+        `services` the named services of its application, `group` a server group's id."""
         body: dict[str, Any] = {"name": name, "project_id": project_id}
-        extra = {"host": host, "role": role, "metadata": metadata, "vcpus": vcpus}
+        extra: dict[str, Any] = {"host": host, "role": role, "metadata": metadata}
+        extra |= {"vcpus": vcpus, "ram_mb": ram_mb, "services": services, "group": group}
         body |= {k: v for k, v in extra.items() if v is not None}
-        if ram_mb is not None:
-            body["ram_mb"] = ram_mb
         return server_from_json(await self._call("POST", "/servers", body))
 
     async def delete_server(self, server_id: str) -> None:
@@ -272,17 +285,44 @@ class LabClient:
         result: dict[str, Any] = await self._call("POST", path, {"role": role})
         return result
 
-    async def set_health(self, server_id: str, healthy: bool) -> dict[str, Any]:
-        """Set the health flag the guest reports through its heartbeat."""
+    async def set_health(
+        self, server_id: str, healthy: bool, service: str | None = None
+    ) -> dict[str, Any]:
+        """Set the health flag the guest reports through its heartbeat (that of one of
+        its named services, if `service`)."""
         path = f"/servers/{_q(server_id)}/health"
-        result: dict[str, Any] = await self._call("POST", path, {"healthy": healthy})
+        body: dict[str, Any] = {"healthy": healthy}
+        if service is not None:
+            body["service"] = service
+        result: dict[str, Any] = await self._call("POST", path, body)
         return result
+
+    async def rebuild(self, server_id: str) -> Server:
+        """Re-create the server's VM on its host: fresh process, same id and address."""
+        return server_from_json(await self._call("POST", f"/servers/{_q(server_id)}/rebuild"))
+
+    # ----- server groups ------------------------------------------------------------------
+
+    async def server_groups(self) -> list[ServerGroup]:
+        return [group_from_json(g) for g in await self._call("GET", "/server-groups")]
+
+    async def create_server_group(
+        self, name: str, project_id: str, policy: str = ""
+    ) -> ServerGroup:
+        body = {"name": name, "project_id": project_id, "policy": policy}
+        return group_from_json(await self._call("POST", "/server-groups", body))
+
+    async def delete_server_group(self, group_id: str) -> None:
+        await self._call("DELETE", f"/server-groups/{_q(group_id)}")
 
     # ----- events sink --------------------------------------------------------------------
 
-    async def set_events_sink(self, url: str | None, token: str | None = None) -> dict[str, Any]:
-        """Where hosts `PUT` their events (None: nowhere); answers like `events_sink`."""
-        body = {"url": url, "token": token}
+    async def set_events_sink(
+        self, url: str | None, token: str | None = None, hostlink_url: str | None = None
+    ) -> dict[str, Any]:
+        """Where hosts `PUT` their events (None: nowhere) and link to the service (None:
+        the events URL's `.../events` as `.../hostlink`); answers like `events_sink`."""
+        body = {"url": url, "token": token, "hostlink_url": hostlink_url}
         result: dict[str, Any] = await self._call("PUT", "/events-sink", body)
         return result
 

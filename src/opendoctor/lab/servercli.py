@@ -80,15 +80,19 @@ def set_health(
     healthy: Annotated[
         bool, typer.Option("--healthy/--unhealthy", help="What the guest reports.")
     ] = True,
+    service: Annotated[
+        str | None, typer.Option(help="Set the flag of this named service instead.")
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Set the health flag a server's guest reports through its heartbeat."""
 
     async def change(c: LabClient) -> dict[str, Any]:
-        return await c.set_health(await server_id(c, server), healthy)
+        return await c.set_health(await server_id(c, server), healthy, service)
 
     result = call(_url(state_dir), change)
-    out.print(f"{result['name']} is now {'healthy' if result['healthy'] else 'unhealthy'}")
+    what = f"{result['name']}'s {service}" if service else result["name"]
+    out.print(f"{what} is now {'healthy' if healthy else 'unhealthy'}")
 
 
 def events_sink(

@@ -56,6 +56,33 @@ def loss_problem(fraction: object, path: object) -> str | None:
     return None
 
 
+# Named services of a VM (`services`): names as the guest protocol allows them.
+MAX_SERVICES = 32
+MAX_SERVICE_NAME = 64
+_SERVICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+
+def service_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a VM's service, or None if it can."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_SERVICE_NAME:
+        return f"a service name is a string of 1 to {MAX_SERVICE_NAME} characters"
+    if not _SERVICE_CHARS.issuperset(name):
+        return f"service name {name!r} may hold only letters, digits and . _ - @"
+    return None
+
+
+def services_problem(services: object) -> str | None:
+    """Why `services` (`{name: healthy}`) cannot be a VM's services, or None."""
+    if not isinstance(services, dict) or len(services) > MAX_SERVICES:
+        return f"must be an object of at most {MAX_SERVICES} services"
+    for name, healthy in services.items():
+        if (problem := service_name_problem(name)) is not None:
+            return problem
+        if not isinstance(healthy, bool):
+            return f"service {name}: the health flag must be true or false"
+    return None
+
+
 @dataclass(slots=True)
 class LabSpec:
     hosts: int = 3
@@ -81,6 +108,10 @@ class LabSpec:
     host_ram_mb: int = 0
     # What every host runs at start (a host may boot into another: a staged version).
     host_version: str = DEFAULT_HOST_VERSION
+    # Named services of every VM the lab boots with (each healthy at first).
+    services: list[str] = field(default_factory=list)
+    # A server group of this name per project, which the VMs booted for it join.
+    server_group: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,6 +125,12 @@ class LabSpec:
             raise ValueError("host_vcpus and host_ram_mb must not be negative (0: no limit)")
         if (problem := version_problem(self.host_version)) is not None:
             raise ValueError(f"host_version {problem}, got {self.host_version!r}")
+        if (problem := services_problem(dict.fromkeys(self.services, True))) is not None:
+            raise ValueError(f"services: {problem}")
+        if len(set(self.services)) != len(self.services):
+            raise ValueError("services: each name once")
+        if self.server_group is not None and not 0 < len(self.server_group) <= 255:
+            raise ValueError("server_group must be a name of 1 to 255 characters")
         if not self.projects or any(not p for p in self.projects):
             raise ValueError("projects must be a non-empty list of non-empty names")
         if self.vm_mode not in VM_MODES:
@@ -155,8 +192,9 @@ class LabSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "projects" in known:
-            known["projects"] = list(known["projects"])
+        for key in ("projects", "services"):
+            if key in known:
+                known[key] = list(known[key])
         return cls(**known)
 
     def to_args(self) -> list[str]:
@@ -177,6 +215,8 @@ class LabSpec:
             "--host-vcpus", str(self.host_vcpus),
             "--host-ram-mb", str(self.host_ram_mb),
             "--host-version", self.host_version,
+            *(["--services", ",".join(self.services)] if self.services else []),
+            *(["--server-group", self.server_group] if self.server_group else []),
         ]  # fmt: skip
 
 
@@ -200,6 +240,10 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host-vcpus", type=int, default=d.host_vcpus, help="0: no limit")
     parser.add_argument("--host-ram-mb", type=int, default=d.host_ram_mb, help="0: no limit")
     parser.add_argument("--host-version", default=d.host_version, help="what hosts run at start")
+    parser.add_argument("--services", default="", help="comma-separated services of every VM")
+    parser.add_argument(
+        "--server-group", default=None, help="a server group per project that its VMs join"
+    )
 
 
 def spec_from_args(ns: argparse.Namespace) -> LabSpec:
@@ -221,6 +265,8 @@ def spec_from_args(ns: argparse.Namespace) -> LabSpec:
         host_vcpus=ns.host_vcpus,
         host_ram_mb=ns.host_ram_mb,
         host_version=ns.host_version,
+        services=split_projects(ns.services),
+        server_group=ns.server_group or None,
     )
 
 

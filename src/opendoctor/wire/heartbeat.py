@@ -1,7 +1,9 @@
 """Codec of the guest heartbeat protocol (see docs/guest-heartbeat.md).
 
 One JSON object per line. The base layer names a message group so that several
-services can share one guest channel; group "heartbeat" carries the PDUs below.
+services share one guest channel: "heartbeat" (challenges and health), "server-group"
+(datagrams between the members of a server group, peer states, status queries) and
+"service" (restarting one of the guest's services). Every PDU of these is checked here.
 Sans-IO except for `LineReader`, so the host (asyncio.Protocol) and the agent
 (asyncio streams) share the same framing rules.
 """
@@ -17,6 +19,9 @@ from typing import Any
 VERSION = 1
 REVISION = 1
 GROUP_HEARTBEAT = "heartbeat"
+GROUP_SERVER_GROUP = "server-group"
+GROUP_SERVICE = "service"
+GROUPS = (GROUP_HEARTBEAT, GROUP_SERVER_GROUP, GROUP_SERVICE)
 MAX_LINE = 65536  # bytes, including the terminating newline
 
 INIT = "init"
@@ -25,19 +30,42 @@ CHALLENGE_REQUEST = "challenge-request"
 CHALLENGE_RESPONSE = "challenge-response"
 EXIT = "exit"
 PDU_TYPES = (INIT, INIT_ACK, CHALLENGE_REQUEST, CHALLENGE_RESPONSE, EXIT)
+# server-group: guest -> host
+SEND = "send"
+STATUS_REQUEST = "status-request"
+# server-group: host -> guest
+MESSAGE = "message"
+PEER_STATE = "peer-state"
+STATUS_RESPONSE = "status-response"
+ERROR = "error"
+# service
+RESTART_REQUEST = "restart-request"
+RESTART_RESPONSE = "restart-response"
 
 MAX_MS = 86_400_000  # a day: anything longer is a typo, not a heartbeat
 MAX_SEQ = 2**63 - 1
 MAX_CHALLENGE = 128
 MAX_ID = 255
+MAX_PAYLOAD = 3050  # bytes of UTF-8: a datagram that fits one 1,500-byte-MTU pair
+MAX_REF = 128  # msg_id, request_id
+MAX_SERVICE_NAME = 64
+MAX_SERVICES = 32
+MAX_PEERS = 256
+MAX_STATE = 32
+MAX_TEXT = 1024  # reasons and details: operators read them, nobody needs more
+SERVICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+ERROR_CODES = ("not-member", "unknown-group", "too-large", "rate-limited", "unknown-instance")
 
 
 class ProtocolError(ValueError):
     """A message that breaks the protocol; `kind` is short enough to be a counter name."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, ref: str | None = None) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind = kind
+        self.detail = message
+        # The msg_id or request_id of a refused PDU, so that its sender can be answered.
+        self.ref = ref
 
 
 # Field checks return an error message, or None when the value is acceptable.
@@ -57,6 +85,69 @@ def _text(limit: int, empty: bool = False) -> Check:
 
 def _opt_text(v: Any) -> str | None:
     return None if v is None or isinstance(v, str) else "must be a string or null"
+
+
+def _opt(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _service_name(v: Any) -> str | None:
+    problem = _text(MAX_SERVICE_NAME)(v)
+    if problem is None and not SERVICE_CHARS.issuperset(v):
+        return "may hold only letters, digits and . _ - @"
+    return problem
+
+
+def _payload(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "must be a string"
+    try:
+        size = len(v.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    if size > MAX_PAYLOAD:
+        # Not a broken PDU but a refused one: validate_pdu lets its sender know.
+        raise ProtocolError("too-large", f"payload of {size} bytes exceeds {MAX_PAYLOAD}")
+    return None
+
+
+def _list_of(schema: dict[str, tuple[Check, bool]], most: int) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, list):
+            return "must be a list"
+        if len(v) > most:
+            return f"has more than {most} items"
+        for i, item in enumerate(v):
+            if not isinstance(item, dict):
+                return f"item {i} must be an object"
+            problem = _fields(schema, item)
+            if problem is not None:
+                return f"item {i}: {problem}"
+        return None
+
+    return check
+
+
+def _unique_names(check: Check) -> Check:
+    def unique(v: Any) -> str | None:
+        problem = check(v)
+        if problem is None and len({item["name"] for item in v}) != len(v):
+            return "names the same service twice"
+        return problem
+
+    return unique
+
+
+def _fields(schema: dict[str, tuple[Check, bool]], body: dict[str, Any]) -> str | None:
+    for name, (check, required) in schema.items():
+        if name not in body:
+            if required:
+                return f"missing field {name!r}"
+            continue
+        problem = check(body[name])
+        if problem is not None:
+            return f"{name} {problem}"
+    return None
 
 
 def _integer(low: int, high: int) -> Check:
@@ -82,6 +173,22 @@ def _hex(v: Any) -> str | None:
 
 _MS = _integer(0, MAX_MS)
 _SEQ = _integer(0, MAX_SEQ)
+_ID = _text(MAX_ID)
+_REF = _text(MAX_REF)
+_REASON = _opt(_text(MAX_TEXT, empty=True))
+
+SERVICE_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "name": (_service_name, True),
+    "healthy": (_boolean, True),
+    "reason": (_REASON, False),
+}
+PEER_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "id": (_ID, True),
+    "name": (_text(MAX_ID, empty=True), True),
+    "group": (_ID, True),
+    "state": (_text(MAX_STATE), True),
+    "host": (_opt(_ID), False),
+}
 
 # type -> {field: (check, required)}
 _SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
@@ -103,24 +210,75 @@ _SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "challenge": (_hex, True),
         "healthy": (_boolean, True),
         "reason": (_opt_text, False),
+        "services": (_unique_names(_list_of(SERVICE_SCHEMA, MAX_SERVICES)), False),
     },
     EXIT: {"reason": (_opt_text, False)},
 }
 
+_GROUP_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
+    SEND: {"group": (_opt(_ID), False), "payload": (_payload, True), "msg_id": (_opt(_REF), False)},
+    STATUS_REQUEST: {"request_id": (_REF, True), "group": (_opt(_ID), False)},
+    MESSAGE: {
+        "from": (_ID, True),
+        "group": (_ID, True),
+        "payload": (_payload, True),
+        "msg_id": (_REF, True),
+    },
+    PEER_STATE: {
+        "group": (_ID, True),
+        "peer": (_ID, True),
+        "peer_name": (_text(MAX_ID, empty=True), False),
+        "state": (_text(MAX_STATE), True),
+        "host": (_opt(_ID), False),
+        "reason": (_REASON, False),
+    },
+    STATUS_RESPONSE: {
+        "request_id": (_REF, True),
+        "peers": (_list_of(PEER_SCHEMA, MAX_PEERS), True),
+    },
+    ERROR: {
+        "ref": (_opt(_REF), False),
+        "code": (_text(MAX_STATE), True),
+        "detail": (_REASON, False),
+    },
+}
 
-def validate_pdu(body: dict[str, Any]) -> None:
-    """Check a heartbeat PDU. Unknown extra fields are allowed (later revisions add some)."""
+_SERVICE_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
+    RESTART_REQUEST: {
+        "request_id": (_REF, True),
+        "service": (_service_name, True),
+        "timeout_ms": (_MS, True),
+    },
+    RESTART_RESPONSE: {
+        "request_id": (_REF, True),
+        "ok": (_boolean, True),
+        "reason": (_REASON, False),
+    },
+}
+
+_SCHEMAS = {
+    GROUP_HEARTBEAT: _SCHEMA,
+    GROUP_SERVER_GROUP: _GROUP_SCHEMA,
+    GROUP_SERVICE: _SERVICE_SCHEMA,
+}
+
+
+def validate_pdu(body: dict[str, Any], group: str = GROUP_HEARTBEAT) -> None:
+    """Check a PDU of one of `GROUPS`. Unknown extra fields are allowed (later revisions
+    add some). An oversized payload is a "too-large" error naming the PDU's msg_id, so
+    that the sender can be told; anything else wrong is "bad-pdu"."""
+    schema = _SCHEMAS[group]
     kind = body.get("type")
-    if not isinstance(kind, str) or kind not in _SCHEMA:
-        raise ProtocolError("bad-pdu", f"unknown heartbeat PDU type {kind!r}")
-    for name, (check, required) in _SCHEMA[kind].items():
-        if name not in body:
-            if required:
-                raise ProtocolError("bad-pdu", f"{kind}: missing field {name!r}")
-            continue
-        problem = check(body[name])
-        if problem is not None:
-            raise ProtocolError("bad-pdu", f"{kind}: {name} {problem}")
+    if not isinstance(kind, str) or kind not in schema:
+        raise ProtocolError("bad-pdu", f"unknown {group} PDU type {str(kind)[:64]!r}")
+    try:
+        problem = _fields(schema[kind], body)
+    except ProtocolError as exc:
+        ref = body.get("msg_id")
+        ref = ref if isinstance(ref, str) and 0 < len(ref) <= MAX_REF else None
+        raise ProtocolError(exc.kind, f"{kind}: {exc.detail}", ref) from None
+    if problem is not None:
+        raise ProtocolError("bad-pdu", f"{kind}: {problem}")
 
 
 def negotiate(proposed_ms: int, default: float, low: float, high: float) -> float:
@@ -133,11 +291,11 @@ def negotiate(proposed_ms: int, default: float, low: float, high: float) -> floa
 
 
 def encode(group: str, body: dict[str, Any]) -> bytes:
-    """One framed message, newline included. Heartbeat PDUs are checked before sending."""
+    """One framed message, newline included. PDUs of `GROUPS` are checked before sending."""
     if not isinstance(group, str) or not group:
         raise ProtocolError("malformed", "msg_group must be a non-empty string")
-    if group == GROUP_HEARTBEAT:
-        validate_pdu(body)
+    if group in _SCHEMAS:
+        validate_pdu(body, group)
     message = {"version": VERSION, "revision": REVISION, "msg_group": group, "body": body}
     try:
         # ensure_ascii keeps lone surrogates encodable; allow_nan=False keeps it real JSON.
@@ -184,8 +342,8 @@ def decode(
         raise ProtocolError("malformed", "body must be a JSON object")
     if known_groups is not None and group not in known_groups:
         raise ProtocolError("unknown-group", f"unknown message group {group[:64]!r}")
-    if group == GROUP_HEARTBEAT:
-        validate_pdu(body)
+    if group in _SCHEMAS:
+        validate_pdu(body, group)
     return group, body
 
 

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from opendoctor.infra.httpclient import HttpClient
+from opendoctor.lab import runner as lab_runner
 from opendoctor.lab.runner import LabRunner
 from opendoctor.lab.spec import LabSpec
 
 from .helpers import processes_matching
+from .linkserver import LinkServer
 from .sink import EventSink
 
 LabFactory = Callable[..., Awaitable[LabRunner]]
@@ -77,3 +80,24 @@ async def sink() -> AsyncIterator[EventSink]:
     await sink.start()
     yield sink
     await sink.stop()
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[LinkServer]:
+    """A stand-in for the service end of the host link (and the events sink)."""
+    server = LinkServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """`opendoctor lab ...` with a state dir of the test's own; its lab stopped after."""
+    directory = tmp_path / "lab"
+    monkeypatch.setenv("OPENDOCTOR_LAB_DIR", str(directory))
+    monkeypatch.setenv("COLUMNS", "200")  # wide tables: ids are not folded
+    try:
+        yield CliRunner()
+    finally:
+        lab_runner.stop(directory)

@@ -6,9 +6,15 @@ import asyncio
 import os
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
 
 from opendoctor.infra.httpclient import HttpClient, HttpError
-from opendoctor.lab.client import LabError
+from opendoctor.lab.cli import app
+from opendoctor.lab.client import LabClient, LabError
+from opendoctor.lab.manager.hostctl import HostProc
+from opendoctor.lab.runner import LabRunner
 from opendoctor.wire.probe import decode_answer, encode_probe
 from tests.conftest import eventually
 
@@ -80,3 +86,18 @@ async def refused(call: Awaitable[object], status: int) -> LabError:
         assert exc.status == status, f"expected HTTP {status}, got {exc.status}: {exc}"
         return exc
     raise AssertionError(f"expected HTTP {status}, but the call succeeded")
+
+
+def run_cli(cli: CliRunner, *args: str, code: int = 0) -> str:
+    """`opendoctor lab ARGS...`'s output, once it exited with `code`."""
+    result = cli.invoke(app, list(args))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+async def host_vm(lab: LabRunner, client: LabClient, server_id: str) -> dict[str, Any] | None:
+    """The server's VM as its host sees it (`{"op": "vm"}`: pid, sockets, heartbeat)."""
+    detail = await client.server_detail(server_id)
+    host = next(h for h in await client.host_details() if h["name"] == detail["host"])
+    proc = HostProc(host["name"], host["address"], 0, lab.spec.control_port, "process")
+    return await proc.vm(detail["name"])

@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from opendoctor.lab import runner as lab_runner
-from opendoctor.lab.cli import app
 from opendoctor.lab.spec import EVENTS_TOKEN_ENV
 
+from .helpers import run_cli as run
+
 IP_PREFIX = "127.220"
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    directory = tmp_path / "lab"
-    monkeypatch.setenv("OPENDOCTOR_LAB_DIR", str(directory))
-    monkeypatch.setenv("COLUMNS", "200")  # wide tables: ids are not folded
-    try:
-        yield CliRunner()
-    finally:
-        lab_runner.stop(directory)
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args))
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 def test_lb_and_vm_commands(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from opendoctor.heartbeat.agent import GuestAgent
 from opendoctor.heartbeat.hostside import HeartbeatSettings, HeartbeatSupervisor
 from opendoctor.wire import heartbeat as p
 from tests.conftest import eventually
@@ -209,3 +210,20 @@ async def intervals_pass(host: Host, n: int) -> None:
     """Let `n` more challenges be answered: a clock made of the protocol's own beats."""
     target = host.count("responses") + n
     await eventually(lambda: host.count("responses") >= target, what=f"{n} more responses")
+
+
+@contextlib.asynccontextmanager
+async def registered_agent(agent: GuestAgent) -> AsyncIterator[GuestAgent]:
+    """An in-process agent, running and registered with its host, until the block ends."""
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        yield agent
+    finally:
+        await agent.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def of_type(ups: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The up messages of one type, in order."""
+    return [m for m in ups if m["type"] == kind]

@@ -1,11 +1,13 @@
 """The lab API (aiohttp server): JSON in, JSON out, errors as `{"error": {status, message}}`.
 
-Hosts, servers (with their applications' role and health, kill and restart), the
-events sink and the change feed here; the load balancer's routes in `lbapi`. Every
-route is described in docs/lab.md.
+Hosts, servers (with their applications' role, health and named services, kill,
+restart and rebuild), server groups, the events sink and the change feed here; the
+load balancer's routes in `lbapi`. Every route is described in docs/lab.md.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +22,7 @@ from opendoctor.lab.manager.webutil import field_opt_str as _field_opt_str
 from opendoctor.lab.manager.webutil import field_str as _field_str
 from opendoctor.lab.manager.webutil import json_response as _json
 from opendoctor.lab.manager.webutil import lab_of as _lab
-from opendoctor.lab.spec import loss_problem, version_problem
+from opendoctor.lab.spec import loss_problem, services_problem, version_problem
 
 MAX_WAIT = 60.0
 
@@ -38,11 +40,25 @@ async def get_host(request: web.Request) -> web.Response:
 
 
 async def list_servers(request: web.Request) -> web.Response:
-    return _json([s.to_json() for s in _lab(request).servers.values()])
+    lab = _lab(request)
+    await lab.refresh_services()
+    return _json([s.to_json() for s in lab.servers.values()])
 
 
 async def get_server(request: web.Request) -> web.Response:
-    return _json(_lab(request).server(request.match_info["id"]).to_json())
+    lab = _lab(request)
+    server = lab.server(request.match_info["id"])
+    await lab.refresh_services()
+    return _json(server.to_json())
+
+
+def _services(body: dict[str, Any]) -> list[str]:
+    names = body.get("services", [])
+    if not isinstance(names, list) or len(set(map(str, names))) != len(names):
+        raise LabError(400, "'services' must be a list of distinct service names")
+    if (problem := services_problem(dict.fromkeys(names, True))) is not None:
+        raise LabError(400, f"'services': {problem}")
+    return names
 
 
 async def create_server(request: web.Request) -> web.Response:
@@ -54,7 +70,10 @@ async def create_server(request: web.Request) -> web.Response:
     role = _field_str(body, "role", required=False) or "active"
     size = Size(field_count(body, "vcpus", 1, 1024), field_count(body, "ram_mb", 512, 1 << 24))
     metadata = field_metadata(body, "metadata")
-    server = await _lab(request).create_server(name, project, host, role, metadata, size)
+    services, group = _services(body), _field_str(body, "group", required=False)
+    server = await _lab(request).create_server(
+        name, project, host, role, metadata, size, services=services, group=group
+    )
     return _json(server.to_json(), 201)
 
 
@@ -154,9 +173,36 @@ async def set_role(request: web.Request) -> web.Response:
 
 
 async def set_health(request: web.Request) -> web.Response:
-    healthy = _field_bool(await _body(request), "healthy")
-    server = await _lab(request).set_app(request.match_info["id"], healthy=healthy)
+    body = await _body(request)
+    healthy = _field_bool(body, "healthy")
+    service = _field_str(body, "service", required=False)
+    server = await _lab(request).set_app(request.match_info["id"], healthy=healthy, service=service)
     return _json(server.to_json())
+
+
+async def rebuild_server(request: web.Request) -> web.Response:
+    return _json((await _lab(request).rebuild(request.match_info["id"])).to_json())
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    return _json(_lab(request).groups.to_json())
+
+
+async def get_group(request: web.Request) -> web.Response:
+    return _json(_lab(request).groups.get(request.match_info["id"]).to_json())
+
+
+async def create_group(request: web.Request) -> web.Response:
+    body = await _body(request)
+    name, project = _field_str(body, "name"), _field_str(body, "project_id")
+    policy = _field_opt_str(body, "policy") or ""
+    assert name is not None and project is not None
+    return _json(_lab(request).groups.create(name, policy, project).to_json(), 201)
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    _lab(request).groups.delete(request.match_info["id"])
+    return web.Response(status=204)
 
 
 async def get_events_sink(request: web.Request) -> web.Response:
@@ -166,9 +212,11 @@ async def get_events_sink(request: web.Request) -> web.Response:
 async def put_events_sink(request: web.Request) -> web.Response:
     body = await _body(request)
     url, token = _field_opt_str(body, "url"), _field_opt_str(body, "token")
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise LabError(400, f"'url' must be an http(s) URL, got {url!r}")
-    return _json(await _lab(request).events.set_sink(url, token or None))
+    hostlink = _field_opt_str(body, "hostlink_url")
+    for key, value in (("url", url), ("hostlink_url", hostlink)):
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise LabError(400, f"'{key}' must be an http(s) URL, got {value!r}")
+    return _json(await _lab(request).events.set_sink(url, token or None, hostlink or None))
 
 
 def _query_number(request: web.Request, key: str, default: float) -> float:
@@ -227,6 +275,11 @@ def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
             web.post("/servers/{id}/restart", restart_server),
             web.post("/servers/{id}/role", set_role),
             web.post("/servers/{id}/health", set_health),
+            web.post("/servers/{id}/rebuild", rebuild_server),
+            web.get("/server-groups", list_groups),
+            web.post("/server-groups", create_group),
+            web.get("/server-groups/{id}", get_group),
+            web.delete("/server-groups/{id}", delete_group),
             web.get("/events-sink", get_events_sink),
             web.put("/events-sink", put_events_sink),
             web.get("/changes", changes),

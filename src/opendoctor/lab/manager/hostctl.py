@@ -105,6 +105,8 @@ class HostProc:
         self.proc: asyncio.subprocess.Process | None = None
         # Where the host sends its events (URL, token); given to it whenever it starts.
         self.events_sink: tuple[str | None, str | None] = (None, None)
+        # The host link's base URL (None: derived from the events URL).
+        self.hostlink_url: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -220,10 +222,13 @@ class HostProc:
         role: str = "active",
         healthy: bool = True,
         announce: bool = False,
+        services: dict[str, bool] | None = None,
     ) -> dict[str, Any]:
-        """Start a VM and return once it serves; `announce` reports the start as an event."""
+        """Start a VM and return once it serves; `announce` reports the start as an event,
+        `services` are its named services' health flags."""
         request: dict[str, Any] = {"op": "start_vm", "name": name, "address": address}
         request |= {"port": port, "role": role, "healthy": healthy, "announce": announce}
+        request["services"] = services or {}
         if instance_id is not None:
             request["instance_id"] = instance_id
         answer: dict[str, Any] = (await self.request(request))["vm"]
@@ -237,7 +242,7 @@ class HostProc:
         return float((await self.request({"op": "kill_vm", "name": name}))["t00"])
 
     async def set_vm(self, name: str, **settings: Any) -> dict[str, Any]:
-        """Change a VM's `role` and/or `healthy` flag."""
+        """Change a VM's `role` and/or `healthy` flag (of its `service`, if given)."""
         answer: dict[str, Any] = (await self.request({"op": "set_vm", "name": name, **settings}))[
             "vm"
         ]
@@ -265,10 +270,15 @@ class HostProc:
     async def push_events_sink(self) -> dict[str, Any]:
         """Tell the host where events go (`events_sink`); its sender's statistics."""
         url, token = self.events_sink
-        answer = await self.request({"op": "events_sink", "url": url, "token": token})
-        stats: dict[str, Any] = answer["events"]
-        return stats
+        request = {"op": "events_sink", "url": url, "token": token}
+        answer = await self.request({**request, "hostlink_url": self.hostlink_url})
+        return {**answer["events"], "hostlink": answer.get("hostlink")}
 
     async def events_status(self) -> dict[str, Any]:
-        stats: dict[str, Any] = (await self.request({"op": "events_status"}))["events"]
-        return stats
+        answer = await self.request({"op": "events_status"})
+        return {**answer["events"], "hostlink": answer.get("hostlink")}
+
+    async def vms(self, timeout: float = CONTROL_TIMEOUT) -> list[dict[str, Any]]:
+        """Every VM as the host sees it (`list`)."""
+        answer: list[dict[str, Any]] = (await self.request({"op": "list"}, timeout))["vms"]
+        return answer

@@ -112,6 +112,12 @@ class ServerRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     vcpus: int = 1
     ram_mb: int = 512
+    # Named services of the application: health flags, and restarts through the agent
+    # (as the VM's host last reported them).
+    services: dict[str, bool] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    group: str | None = None  # the server group it joined when it was created
+    rebuilds: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -130,6 +136,12 @@ class ServerRecord:
             "metadata": dict(self.metadata),
             "vcpus": self.vcpus,
             "ram_mb": self.ram_mb,
+            "services": [
+                {"name": n, "healthy": ok, "restarts": self.restarts.get(n, 0)}
+                for n, ok in self.services.items()
+            ],
+            "group": self.group,
+            "rebuilds": self.rebuilds,
         }
 
 

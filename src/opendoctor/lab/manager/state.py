@@ -19,14 +19,14 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from opendoctor.lab.manager import moves
+from opendoctor.lab.manager import apps, moves
+from opendoctor.lab.manager.groups import ServerGroups
 from opendoctor.lab.manager.hostctl import HostCallError, HostProc, socket_root
 from opendoctor.lab.manager.hostevents import HostEvents
 from opendoctor.lab.manager.lb import LoadBalancer
 from opendoctor.lab.manager.placement import Placement
 from opendoctor.lab.manager.records import ChangeLog, HostRecord, LabError, ServerRecord, Size
 from opendoctor.lab.openstack import state as openstack_power
-from opendoctor.lab.procs.vm import ROLES
 from opendoctor.lab.spec import LabSpec, version_problem
 
 log = logging.getLogger("opendoctor.lab.manager")
@@ -40,12 +40,6 @@ async def _all(aws: Iterable[Coroutine[Any, Any, Any]]) -> None:
                 group.create_task(aw)
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
-
-
-def _check_role(role: str) -> str:
-    if role not in ROLES:
-        raise LabError(400, f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    return role
 
 
 class Lab:
@@ -77,18 +71,27 @@ class Lab:
         self.placement = Placement(self.hosts, lambda: self.servers.values())
         self.lb = LoadBalancer(self._locate, spec.vip_address)
         self.events = HostEvents(self.hosts)
+        self.groups = ServerGroups()
 
     # ----- life cycle -------------------------------------------------------------------
 
     async def boot(self) -> None:
         """Start every host, then the spec's VMs (round-robin), and return when all serve."""
         await _all(h.proc.launch() for h in self.hosts.values())
-        names = list(self.hosts)
-        projects = self.spec.projects
+        names, projects, spec = list(self.hosts), self.spec.projects, self.spec
+        # The spec's server group: one of that name per project, its VMs join it.
+        group = spec.server_group
+        groups = {p: self.groups.create(group, "", p).id for p in projects} if group else {}
         # Round-robin: vm1 on compute1 for project-a, vm2 on compute2 for project-b, ...
         await _all(
-            self.create_server(f"vm{j + 1}", projects[j % len(projects)], names[j % len(names)])
-            for j in range(self.spec.vms)
+            self.create_server(
+                f"vm{j + 1}",
+                project,
+                names[j % len(names)],
+                services=spec.services,
+                group=groups.get(project),
+            )
+            for j, project in ((j, projects[j % len(projects)]) for j in range(spec.vms))
         )
         # Creation finished in any order; list the servers in the order of their addresses.
         ordered = sorted(self.servers.values(), key=lambda s: s.number)
@@ -134,6 +137,7 @@ class Lab:
             await host.proc.start_vm(
                 server.name, server.address, server.port, instance_id=server.id,
                 role=server.role, healthy=server.healthy, announce=announce,
+                services=server.services,
             )  # fmt: skip
         except HostCallError as exc:
             raise LabError(502, f"starting {server.name} on {host.name} failed: {exc}") from exc
@@ -262,10 +266,15 @@ class Lab:
         role: str = "active",
         metadata: dict[str, str] | None = None,
         size: Size | None = None,
+        *,
+        services: list[str] | None = None,
+        group: str | None = None,
     ) -> ServerRecord:
         if name in self._names:
             raise LabError(409, f"a server named {name!r} exists")
-        _check_role(role)
+        apps.check_role(role)
+        if group is not None:
+            self.groups.check_join(group, project_id)
         size = size or Size()
         target = self.target(host, None, size)
         self._names.add(name)
@@ -282,6 +291,8 @@ class Lab:
             metadata=dict(metadata or {}),
             vcpus=size.vcpus,
             ram_mb=size.ram_mb,
+            services=dict.fromkeys(services or (), True),
+            group=group,
         )
         try:
             async with self.placement.placing(target.name, size):
@@ -290,6 +301,8 @@ class Lab:
             self._names.discard(name)
             raise
         self.servers[server.id] = server
+        if group is not None:
+            self.groups.join(group, server.id)
         self.emit_server(server)
         return server
 
@@ -300,6 +313,7 @@ class Lab:
                 await self.halt_vm(self.host(server.host), server)
             if self.servers.pop(server_id, None) is not None:
                 self._names.discard(server.name)
+                self.groups.leave(server_id)
                 self.emit_server(server, "delete")
         self._locks.pop(server_id, None)
 
@@ -384,29 +398,14 @@ class Lab:
         return fault
 
     async def set_app(
-        self, server_id: str, *, role: str | None = None, healthy: bool | None = None
+        self,
+        server_id: str,
+        *,
+        role: str | None = None,
+        healthy: bool | None = None,
+        service: str | None = None,
     ) -> ServerRecord:
-        """Change the role and/or health flag of the server's application.
-
-        A VM that does not run now takes them when it next starts, wherever that is.
-        """
-        server = self.server(server_id)
-        change: dict[str, Any] = {}
-        if role is not None:
-            change["role"] = _check_role(role)
-        if healthy is not None:
-            change["healthy"] = healthy
-        async with self.lock(server_id):
-            host = self.hosts[server.host]
-            if change and host.alive:
-                try:
-                    await host.proc.set_vm(server.name, **change)
-                except HostCallError as exc:
-                    if "no vm named" not in str(exc):
-                        raise LabError(502, f"{server.name} on {host.name}: {exc}") from exc
-            server.role = change.get("role", server.role)
-            server.healthy = change.get("healthy", server.healthy)
-        return server
+        return await apps.set_app(self, server_id, role=role, healthy=healthy, service=service)
 
     # ----- moving servers (the moves themselves are in `moves`) -------------------------
 
@@ -418,3 +417,9 @@ class Lab:
 
     async def evacuate(self, server_id: str, target_host: str | None = None) -> ServerRecord:
         return await moves.evacuate(self, server_id, target_host)
+
+    async def rebuild(self, server_id: str) -> ServerRecord:
+        return await apps.rebuild(self, server_id)
+
+    async def refresh_services(self) -> None:
+        await apps.refresh_services(self)

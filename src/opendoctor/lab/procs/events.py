@@ -1,9 +1,10 @@
 """What a lab host tells the events sink: Doctor-format events by HTTP `PUT <url>`.
 
-`EventSender` queues events and sends them in order, a JSON list per request (one
-event, or the backlog after an outage), with `X-Auth-Token` when a token is set. While
-the sink does not answer 2xx it retries with exponential backoff; a new sink address
-ends the backoff at once. Sending never blocks the caller: `report` only queues.
+`EventSender` (a `BatchSender`, which the host link uses too) queues events and sends
+them in order, a JSON list per request (one event, or the backlog after an outage),
+with `X-Auth-Token` when a token is set. While the sink does not answer 2xx it
+retries with exponential backoff; a new sink address ends the backoff at once.
+Sending never blocks the caller: `report` only queues.
 Standard library only (hosts import it), with its own tiny HTTP/1.1 client.
 """
 
@@ -19,6 +20,7 @@ import signal
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,22 +113,37 @@ async def http_send(
             writer.close()
 
 
-class EventSender:
-    """The host's queue of events for the sink, and the task that empties it."""
+class BatchSender:
+    """A queue of JSON items for one HTTP endpoint, and the task that empties it.
+
+    Items go in order, up to `batch` (and `max_bytes` of JSON) per request, as a JSON
+    list or whatever `wrap` makes of it. A 2xx answer takes them off the queue; an answer
+    in `drop_statuses` (the endpoint refused the batch and always will) drops them;
+    anything else is retried with exponential backoff, which a new URL ends at once.
+    """
 
     def __init__(
         self,
         *,
+        method: str = "PUT",
+        wrap: Callable[[list[Any]], Any] = lambda batch: batch,
+        drop_statuses: frozenset[int] = frozenset(),
+        what: str = "events sink",
         max_queue: int = 10_000,
         batch: int = 100,
+        max_bytes: int | None = None,
         backoff_initial: float = 0.05,
         backoff_max: float = 1.0,
         timeout: float = 5.0,
     ) -> None:
         self.url: str | None = None
         self.token: str | None = None
+        self.method, self.what = method, what
+        self._wrap = wrap
+        self.drop_statuses = drop_statuses
         self.max_queue = max_queue
         self.batch = batch
+        self.max_bytes = max_bytes
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.timeout = timeout
@@ -134,7 +151,7 @@ class EventSender:
         self.failures = 0
         self.dropped = 0
         self.last_error: str | None = None
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[tuple[Any, int]] = deque()
         self._wake = asyncio.Event()
         self._reconfigured = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -155,22 +172,19 @@ class EventSender:
         self._reconfigured.set()
         self._wake.set()
 
-    def report(self, event: dict[str, Any]) -> None:
-        """Queue one event (never waits). Without a sink the event is only logged."""
-        details = event.get("details", {})
-        log.info(
-            "event %s %s %s: %s", event.get("type"), details.get("instance_name"),
-            details.get("status"), details.get("reason"),
-        )  # fmt: skip
+    def put(self, item: Any) -> bool:
+        """Queue one item (never waits); False if it was dropped (no URL, queue full)."""
         if self.url is None:
             self.dropped += 1
-            return
+            return False
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
-            log.warning("event queue full (%d): dropping an event", self.max_queue)
-            return
-        self._queue.append(event)
+            log.warning("%s queue full (%d): dropping an item", self.what, self.max_queue)
+            return False
+        size = len(json.dumps(item)) if self.max_bytes is not None else 0
+        self._queue.append((item, size))
         self._wake.set()
+        return True
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -182,36 +196,64 @@ class EventSender:
             "last_error": self.last_error,
         }
 
+    def _next_batch(self) -> list[Any]:
+        items: list[Any] = []
+        total = 0
+        for item, size in itertools.islice(self._queue, self.batch):
+            total += size + 1
+            if items and self.max_bytes is not None and total > self.max_bytes:
+                break
+            items.append(item)
+        return items
+
     async def _run(self) -> None:
         delay = self.backoff_initial
         while True:
             while not (self._queue and self.url):
                 self._wake.clear()
                 await self._wake.wait()
-            batch = list(itertools.islice(self._queue, self.batch))
+            batch = self._next_batch()
             headers = {"Content-Type": "application/json"}
             if self.token:
                 headers["X-Auth-Token"] = self.token
             self._reconfigured.clear()
+            body = json.dumps(self._wrap(batch)).encode()
             try:
-                status = await http_send(
-                    "PUT", self.url, json.dumps(batch).encode(), headers, self.timeout
-                )
+                status = await http_send(self.method, self.url, body, headers, self.timeout)
                 error = None if 200 <= status < 300 else f"HTTP {status}"
             except SinkError as exc:
-                error = str(exc)
-            if error is None:
+                status, error = 0, str(exc)
+            if error is None or status in self.drop_statuses:
                 for _ in batch:
                     self._queue.popleft()
-                self.delivered += len(batch)
-                self.last_error = None
+                if error is None:
+                    self.delivered += len(batch)
+                else:
+                    self.dropped += len(batch)
+                    log.warning(
+                        "%s %s refused %d items: %s", self.what, self.url, len(batch), error
+                    )
+                self.last_error = error
                 delay = self.backoff_initial
                 continue
             self.failures += 1
             if self.last_error != error:
-                log.warning("events sink %s: %s; retrying with backoff", self.url, error)
+                log.warning("%s %s: %s; retrying with backoff", self.what, self.url, error)
             self.last_error = error
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reconfigured.wait(), delay)
             delay = self.backoff_initial if self._reconfigured.is_set() else delay * 2
             delay = min(delay, self.backoff_max)
+
+
+class EventSender(BatchSender):
+    """The host's queue of events for the sink, and the task that empties it."""
+
+    def report(self, event: dict[str, Any]) -> None:
+        """Queue one event (never waits). Without a sink the event is only logged."""
+        details = event.get("details", {})
+        log.info(
+            "event %s %s %s: %s", event.get("type"), details.get("instance_name"),
+            details.get("status"), details.get("reason"),
+        )  # fmt: skip
+        self.put(event)

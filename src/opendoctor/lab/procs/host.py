@@ -10,10 +10,13 @@
 * TCP (A, C): the control channel, one JSON object per line each way; answers
   `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Requests:
   - `{"op": "start_vm", "name", "address", "port", "instance_id"?, "role"?,
-    "healthy"?, "announce"?}` (`announce`: report the start to the events sink),
+    "healthy"?, "services"?, "announce"?}` (`announce`: report the start to the events
+    sink; `services`: `{name: healthy}` of the VM's named services),
   - `{"op": "stop_vm", "name"}`, `{"op": "kill_vm", "name"}` (answers `t00`),
-  - `{"op": "set_vm", "name", "role"?, "healthy"?}`, `{"op": "vm", "name"}`,
-  - `{"op": "list"}`, `{"op": "events_sink", "url", "token"}`, `{"op": "events_status"}`,
+  - `{"op": "set_vm", "name", "role"?, "healthy"?, "service"?}` (`service`: the flag
+    is that service's), `{"op": "vm", "name"}`,
+  - `{"op": "list"}`, `{"op": "events_sink", "url", "token", "hostlink_url"?}`
+    (the host link's base URL; by default derived from `url`), `{"op": "events_status"}`,
   - `{"op": "cut_link"}`: probes on A go unanswered from now on, as if its link were
     cut; everything else (B, control, VMs, events) carries on. `{"op": "restore_link"}`:
     A answers again. Both answer `link` ("up" | "cut") and `t00` (just before).
@@ -24,6 +27,9 @@
 * Events: a VM that exits without being asked to stop is reported to the events
   sink (`compute.instance.lifecycle.exited`, status `down`) at once, and its next
   start on this host as status `up` (see `opendoctor.lab.procs.events`).
+* Host link (`opendoctor.lab.procs.hostlink`): the VMs' server-group messages and
+  service states go up to the service, its down messages to the VMs; VM starts, stops
+  and exits go up as instance states.
 
 In "process" mode each VM is a child process in the host's process group that is
 killed when the host dies, so killing the host's group is a power loss. In
@@ -46,10 +52,11 @@ from typing import Any
 
 from opendoctor.lab.procs.events import EventSender, lifecycle_event
 from opendoctor.lab.procs.guest import GuestHeartbeats
+from opendoctor.lab.procs.hostlink import HostLink, hostlink_base
 from opendoctor.lab.procs.hostvm import VmError, VmHandle
 from opendoctor.lab.procs.responder import PathFlags, Responder
 from opendoctor.lab.procs.vm import ROLES
-from opendoctor.lab.spec import loss_problem
+from opendoctor.lab.spec import loss_problem, services_problem
 
 log = logging.getLogger("opendoctor.lab.procs.host")
 
@@ -99,6 +106,7 @@ class LabHost:
         self.vm_mode = vm_mode
         self.vms: dict[str, VmHandle] = {}
         self.events = EventSender()
+        self.link = HostLink(name, self._down, self._linked)
         self._primary = PathFlags()
         self._alt = PathFlags()
         self._responder: Responder | None = None
@@ -107,7 +115,11 @@ class LabHost:
         # Instances whose exit this host reported: their next start here is reported too.
         self._reported_down: set[str] = set()
         # Guest heartbeats, when the host has a directory for its VMs' sockets.
-        self.guests = GuestHeartbeats(name, socket_dir, self.events.report) if socket_dir else None
+        self.guests = (
+            GuestHeartbeats(name, socket_dir, self.events.report, self.link.send, self._restarted)
+            if socket_dir
+            else None
+        )
         self._detaching: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -120,6 +132,7 @@ class LabHost:
             self._serve_control, self.address, self.control_port, limit=_MAX_LINE
         )
         self.events.start()
+        self.link.start()
 
     async def close(self) -> None:
         if self._control is not None:
@@ -129,6 +142,7 @@ class LabHost:
         await asyncio.gather(*(self.stop_vm(n) for n in list(self.vms)), return_exceptions=True)
         if self.guests is not None:
             await self.guests.close()
+        await self.link.close()
         await self.events.close()
 
     async def _serve_control(
@@ -170,10 +184,12 @@ class LabHost:
                 "vms": [self._vm_json(vm) for vm in self.vms.values()],
             }
         if op == "events_sink":
-            self.events.configure(_opt_str(request, "url"), _opt_str(request, "token"))
-            return {"events": self.events.stats()}
+            url, token = _opt_str(request, "url"), _opt_str(request, "token")
+            self.events.configure(url, token)
+            await self.link.configure(hostlink_base(url, _opt_str(request, "hostlink_url")), token)
+            return {"events": self.events.stats(), "hostlink": self.link.stats()}
         if op == "events_status":
-            return {"events": self.events.stats()}
+            return {"events": self.events.stats(), "hostlink": self.link.stats()}
         if op in ("cut_link", "restore_link"):
             t00 = time.time()
             self._primary.answering = op == "restore_link"
@@ -202,7 +218,8 @@ class LabHost:
         if vm is None:
             raise ControlError(f"no vm named {name!r} on {self.name}")
         if op == "set_vm":
-            change: dict[str, Any] = {k: request[k] for k in ("role", "healthy") if k in request}
+            keys = ("role", "healthy", "service")
+            change: dict[str, Any] = {k: request[k] for k in keys if k in request}
             try:
                 return {"vm": {**vm.to_dict(), **await vm.apply(change)}}
             except ValueError as exc:
@@ -217,7 +234,11 @@ class LabHost:
         healthy = request.get("healthy", True)
         if role not in ROLES or not isinstance(healthy, bool):
             raise ControlError("start_vm: 'role' must be active|standby, 'healthy' a boolean")
+        services = request.get("services") or {}
+        if (problem := services_problem(services)) is not None:
+            raise ControlError(f"start_vm: 'services' {problem}")
         vm = VmHandle(name, address, port, _opt_str(request, "instance_id") or name, role, healthy)
+        vm.services = dict(services)
         return await self.start_vm(vm, announce=request.get("announce") is True)
 
     async def start_vm(self, vm: VmHandle, announce: bool = False) -> VmHandle:
@@ -233,6 +254,7 @@ class LabHost:
             await self._start_with_guest(vm)
             self.vms[vm.name] = vm
             log.info("%s: started vm %s on %s:%d", self.name, vm.name, vm.address, vm.port)
+            self._instance_state(vm, "started", "process started")
             if announce or vm.instance_id in self._reported_down:
                 self._reported_down.discard(vm.instance_id)
                 self.events.report(
@@ -249,14 +271,15 @@ class LabHost:
         if pending is not None:
             await pending  # the previous incarnation's supervision must end first
         path = await guests.attach(vm.instance_id, vm.name)
-        vm.heartbeat_socket = path
+        vm.heartbeat_socket, vm.app_socket = path, guests.app_socket(vm.name)
+        args = ["--hb-socket", path, "--instance-id", vm.instance_id, "--app-socket", vm.app_socket]
         try:
-            await vm.start(self.vm_mode, ["--hb-socket", path, "--instance-id", vm.instance_id])
+            await vm.start(self.vm_mode, args)
         except BaseException:
             await guests.detach(vm.instance_id, crashed=True)
             raise
-        if self.vm_mode == "inline":
-            guests.run_agent(vm.instance_id, path, vm.health)
+        if vm.inline is not None:
+            guests.run_agent(vm.instance_id, path, vm.inline)
 
     def _link(self) -> str:
         return "up" if self._primary.answering else "cut"
@@ -268,12 +291,33 @@ class LabHost:
         state = self.guests.state(vm.instance_id) if self.guests is not None else None
         return {**vm.to_dict(), "heartbeat": state}
 
+    # ----- host link ----------------------------------------------------------------------
+
+    def _down(self, message: dict[str, Any]) -> None:
+        if self.guests is not None:
+            self.guests.supervisor.deliver(message)
+
+    def _linked(self) -> None:
+        """The stream is open (again): the service hears every VM's services once more."""
+        if self.guests is not None:
+            self.guests.supervisor.relay.resend()
+
+    def _instance_state(self, vm: VmHandle, state: str, reason: str | None) -> None:
+        message = {"type": "instance-state", "instance_id": vm.instance_id, "state": state}
+        self.link.send({**message, "reason": reason})
+
+    def _restarted(self, instance_id: str, service: str, ok: bool) -> None:
+        for vm in self.vms.values():
+            if vm.instance_id == instance_id and ok:
+                vm.restarted(service)
+
     def _vm_exited(self, vm: VmHandle, reason: str) -> None:
         if self.vms.get(vm.name) is not vm:
             return  # an old incarnation
         log.warning("%s: vm %s: %s", self.name, vm.name, reason)
         self._reported_down.add(vm.instance_id)
         self.events.report(lifecycle_event(self.name, vm.instance_id, vm.name, "down", reason))
+        self._instance_state(vm, "failed", reason)
         if self.guests is not None:
             # Its exit is reported already: a missed heartbeat would only say it again.
             task = asyncio.create_task(self.guests.detach(vm.instance_id, crashed=True))
@@ -292,6 +336,7 @@ class LabHost:
             await self.guests.detach(vm.instance_id, crashed=not vm.alive)
         await vm.stop()
         log.info("%s: stopped vm %s", self.name, name)
+        self._instance_state(vm, "stopped", "stopped on request")
         return True
 
 

@@ -59,7 +59,11 @@ class VmHandle:
     instance_id: str
     role: str = "active"
     healthy: bool = True
+    # Named services: their health flags, and the restarts their agent reported.
+    services: dict[str, bool] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
     heartbeat_socket: str | None = None
+    app_socket: str | None = None
     proc: asyncio.subprocess.Process | None = None
     inline: VmServer | None = None
     # Asked to stop: its exit is nobody's fault and is not reported.
@@ -89,7 +93,18 @@ class VmHandle:
             "healthy": self.healthy,
             "exit_reason": self.exit_reason,
             "heartbeat_socket": self.heartbeat_socket,
+            "app_socket": self.app_socket,
+            "services": [
+                {"name": n, "healthy": ok, "restarts": self.restarts.get(n, 0)}
+                for n, ok in self.services.items()
+            ],
         }
+
+    def restarted(self, service: str) -> None:
+        """Its agent restarted a service: the service's flag is up again (as in the VM)."""
+        if service in self.services:
+            self.services[service] = True
+            self.restarts[service] = self.restarts.get(service, 0) + 1
 
     # ----- starting -----------------------------------------------------------------------
 
@@ -98,8 +113,9 @@ class VmHandle:
         if mode == "inline":
             try:
                 self.inline = await serve_vm(
-                    self.name, self.address, self.port, role=self.role, healthy=self.healthy
-                )
+                    self.name, self.address, self.port, role=self.role, healthy=self.healthy,
+                    services=self.services,
+                )  # fmt: skip
             except OSError as exc:
                 msg = f"vm {self.name}: cannot listen on {self.address}:{self.port}: {exc}"
                 raise VmError(msg) from exc
@@ -110,6 +126,8 @@ class VmHandle:
     async def _spawn(self, extra: list[str]) -> asyncio.subprocess.Process:
         args = ["--name", self.name, "--address", self.address, "--port", str(self.port)]
         args += ["--role", self.role, *([] if self.healthy else ["--unhealthy"]), *extra]
+        for service, ok in self.services.items():
+            args += ["--service" if ok else "--unhealthy-service", service]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opendoctor.lab.procs.vm", *args,
             stdin=subprocess.PIPE,
@@ -141,18 +159,30 @@ class VmHandle:
     # ----- settings -----------------------------------------------------------------------
 
     async def apply(self, change: dict[str, Any]) -> dict[str, Any]:
-        """Set `role` and/or `healthy`; a VM that does not run takes them when it starts."""
+        """Set `role` and/or `healthy` (of `service`, if named); a VM that does not run
+        takes them when it starts."""
+        service = change.get("service")
+        if service is not None and service not in self.services:
+            raise ValueError(f"vm {self.name} has no service named {service!r}")
         role = check_role(change["role"]) if "role" in change else self.role
-        healthy = change.get("healthy", self.healthy)
+        current = self.healthy if service is None else self.services[service]
+        healthy = change.get("healthy", current)
         if not isinstance(healthy, bool):
             raise ValueError(f"healthy must be true or false, got {healthy!r}")
+        settings: dict[str, Any] = {"role": role, "healthy": healthy}
+        if service is not None:
+            settings["service"] = service
         async with self._lock:
             if self.inline is not None:
-                self.inline.apply({"role": role, "healthy": healthy})
+                self.inline.apply(settings)
             elif self.alive and self.proc is not None:
-                await self._tell_process(self.proc, {"role": role, "healthy": healthy})
-            self.role, self.healthy = role, healthy
-        return {"role": self.role, "healthy": self.healthy}
+                await self._tell_process(self.proc, settings)
+            self.role = role
+            if service is None:
+                self.healthy = healthy
+            else:
+                self.services[service] = healthy
+        return {"role": self.role, "healthy": self.healthy, "services": self.to_dict()["services"]}
 
     async def _tell_process(self, proc: asyncio.subprocess.Process, change: dict[str, Any]) -> None:
         if proc.stdin is None or proc.stdout is None:

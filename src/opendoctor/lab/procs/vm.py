@@ -3,13 +3,17 @@
 * role `active`: every GET answers 200 `Served by <name>`;
 * role `standby`: every GET answers 503 `standby: <name>`;
 * the health flag (healthy by default) is what the guest reports through its
-  heartbeat agent; it does not change the HTTP answers.
+  heartbeat agent; it does not change the HTTP answers;
+* named services (`--service NAME`, `--unhealthy-service NAME`), each with a health
+  flag of its own that the agent reports per service; restarting a service through
+  the agent raises its flag and counts the restart.
 
 Run as `python -m opendoctor.lab.procs.vm --name N --address A --port P [--role R]
 [--unhealthy] [--hb-socket PATH --instance-id ID]` (one process per VM), or call
 `serve_vm` to serve it from inside a host process ("inline" mode). A VM process takes
 settings from its host on stdin, one JSON object per line (`{"role": "standby"}`,
-`{"healthy": false}`), and answers each on stdout with its settings after the change.
+`{"healthy": false}`, `{"service": "db", "healthy": false}`), and answers each on
+stdout with its settings after the change.
 With `--hb-socket` it also runs a guest heartbeat agent (`opendoctor.heartbeat.agent`) on
 that socket, reporting the health flag.
 Standard library only: a host may start hundreds of these and each must be up fast.
@@ -25,7 +29,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 ROLES: tuple[str, ...] = ("active", "standby")
@@ -126,13 +130,21 @@ class VmServer:
     """One VM's HTTP listener plus its open connections, so stopping it drops them all."""
 
     def __init__(
-        self, name: str, address: str, port: int, role: str = "active", healthy: bool = True
+        self,
+        name: str,
+        address: str,
+        port: int,
+        role: str = "active",
+        healthy: bool = True,
+        services: dict[str, bool] | None = None,
     ) -> None:
         self.name = name
         self.address = address
         self.port = port
         self.role = check_role(role)
         self.healthy = healthy
+        self.services = dict(services or {})
+        self.restarts = dict.fromkeys(self.services, 0)
         self._answers = {
             "active": ("200 OK", f"Served by {name}\n".encode()),
             "standby": ("503 Service Unavailable", f"standby: {name}\n".encode()),
@@ -144,20 +156,53 @@ class VmServer:
         return self._answers[self.role]
 
     def settings(self) -> dict[str, Any]:
-        return {"role": self.role, "healthy": self.healthy}
+        return {
+            "role": self.role,
+            "healthy": self.healthy,
+            "services": dict(self.services),
+            "restarts": dict(self.restarts),
+        }
 
     def apply(self, change: dict[str, Any]) -> dict[str, Any]:
-        """Take `role` and/or `healthy` from `change`; ValueError (nothing changed) if bad."""
+        """Take `role` and/or `healthy` (of `service`, if named) from `change`;
+        ValueError (nothing changed) if bad."""
         role = check_role(change["role"]) if "role" in change else self.role
-        healthy = change.get("healthy", self.healthy)
+        service = change.get("service")
+        if service is not None and service not in self.services:
+            raise ValueError(f"{self.name} has no service named {service!r}")
+        healthy = change.get("healthy", self.healthy if service is None else self.services[service])
         if not isinstance(healthy, bool):
             raise ValueError(f"healthy must be true or false, got {healthy!r}")
-        self.role, self.healthy = role, healthy
+        self.role = role
+        if service is None:
+            self.healthy = healthy
+        else:
+            self.services[service] = healthy
         return self.settings()
 
     async def health(self) -> tuple[bool, str | None]:
         """The application's own verdict, as the guest heartbeat agent asks for it."""
         return (True, None) if self.healthy else (False, f"{self.name} reports itself unhealthy")
+
+    def service_check(self, service: str) -> Callable[[], Awaitable[tuple[bool, str | None]]]:
+        """The health check of one named service, as the agent runs it."""
+
+        async def check() -> tuple[bool, str | None]:
+            if self.services.get(service, False):
+                return True, None
+            return False, f"{service} on {self.name} reports itself unhealthy"
+
+        return check
+
+    def service_restart(self, service: str) -> Callable[[], Awaitable[tuple[bool, str | None]]]:
+        """Restarting a service heals it (a fresh process) and counts."""
+
+        async def restart() -> tuple[bool, str | None]:
+            self.services[service] = True
+            self.restarts[service] = self.restarts.get(service, 0) + 1
+            return True, None
+
+        return restart
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -198,10 +243,11 @@ async def serve_vm(
     *,
     role: str = "active",
     healthy: bool = True,
+    services: dict[str, bool] | None = None,
     bind_retry: float = 3.0,
 ) -> VmServer:
     """Start serving VM `name` on (address, port) in the running loop."""
-    vm = VmServer(name, address, port, role, healthy)
+    vm = VmServer(name, address, port, role, healthy, services)
     await vm.start(bind_retry)
     return vm
 
@@ -227,10 +273,12 @@ async def _follow_host(vm: VmServer) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    services = dict.fromkeys(args.service, True) | dict.fromkeys(args.unhealthy_service, False)
     try:
         server = await serve_vm(
-            args.name, args.address, args.port, role=args.role, healthy=not args.unhealthy
-        )
+            args.name, args.address, args.port, role=args.role, healthy=not args.unhealthy,
+            services=services,
+        )  # fmt: skip
     except OSError as exc:
         print(
             f"vm {args.name}: cannot listen on {args.address}:{args.port}: {exc}", file=sys.stderr
@@ -244,9 +292,18 @@ async def _main(args: argparse.Namespace) -> int:
     agent = None
     if args.hb_socket:
         # The guest heartbeat agent, answering its host with the application's health.
-        from opendoctor.heartbeat.agent import GuestAgent
+        from opendoctor.heartbeat.agent import GuestAgent, Service
 
-        agent = GuestAgent(args.hb_socket, args.instance_id or args.name, server.health)
+        agent = GuestAgent(
+            args.hb_socket,
+            args.instance_id or args.name,
+            server.health,
+            services=[
+                Service(n, server.service_check(n), server.service_restart(n))
+                for n in server.services
+            ],
+            app_socket=args.app_socket,
+        )
         tasks.append(asyncio.create_task(agent.run()))
     await stop.wait()
     if agent is not None:
@@ -266,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unhealthy", action="store_true", help="start with the flag down")
     parser.add_argument("--hb-socket", default=None, help="run a guest heartbeat agent on it")
     parser.add_argument("--instance-id", default=None, help="the agent's instance id")
+    parser.add_argument("--service", action="append", default=[], help="a healthy service")
+    parser.add_argument(
+        "--unhealthy-service", action="append", default=[], help="a service, flag down"
+    )
+    parser.add_argument("--app-socket", default=None, help="the agent's application socket")
     args = parser.parse_args(argv)
     return asyncio.run(_main(args))
 
