@@ -19,6 +19,7 @@ from opendoctor.api import (
     fence_devices,
     fenix,
     graph,
+    hostlink,
     masakari,
     mistral,
     monitors,
@@ -91,6 +92,8 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(stream.router)
         masakari.include(app)
         monitors.include(app)
+        if service.settings.guestlink.enabled:
+            hostlink.include(app, service.hostlink)
         _declare_schemas(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and readiness")

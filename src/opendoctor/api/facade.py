@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opendoctor.core.audit import AuditEntry, AuditQuery
 from opendoctor.core.faults import Fault
@@ -28,6 +28,9 @@ from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
 from opendoctor.store.segments import SegmentStore
 from opendoctor.workflow.service import Workflows
+
+if TYPE_CHECKING:
+    from opendoctor.api.hostlink import HostLink
 
 
 class Facade(Protocol):
@@ -150,6 +153,11 @@ class Facade(Protocol):
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         """Fence devices registered through the API (passwords sealed)."""
+
+    @property
+    def hostlink(self) -> HostLink | None:
+        """The hosts' link for server-group messaging (None where it is off or not served
+        by this process)."""
 
     @property
     def workflows(self) -> Workflows | None:

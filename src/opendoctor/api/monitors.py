@@ -26,6 +26,7 @@ from opendoctor.api.auth import ANONYMOUS, monitor_with
 from opendoctor.api.errors import error_body, validation_errors
 from opendoctor.api.facade import Facade
 from opendoctor.api.ratelimit import refused
+from opendoctor.api.schema import inline_defs, request_body
 from opendoctor.core.errors import RequestError
 from opendoctor.core.model import Event
 from opendoctor.core.monitor_settings import AdapterSettings, MonitorsSettings
@@ -72,30 +73,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "more alerts at once than monitors.<tool>.max_alerts allows"},
     429: {"description": "the monitor is over its rate (api.events_rate): after Retry-After"},
 }
-
-
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """A model's JSON schema with its $defs put in place (the document has no room for
-    them under a route)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    inlined: dict[str, Any] = walk(schema)
-    return inlined
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    content = {"application/json": {"schema": _inline(schema)}}
-    return {"requestBody": {"required": True, "content": content}}
 
 
 def include(app: FastAPI) -> None:
@@ -169,7 +146,7 @@ async def _hand_on(
     status_code=202,
     response_model=Accepted,
     responses=_ERRORS,
-    openapi_extra=_body(alertmanager.AmWebhook.model_json_schema()),
+    openapi_extra=request_body(alertmanager.AmWebhook.model_json_schema()),
 )
 async def from_alertmanager(request: Request, reporter: Sender) -> JSONResponse:
     settings = request.app.state.settings.monitors.alertmanager
@@ -187,7 +164,7 @@ async def from_alertmanager(request: Request, reporter: Sender) -> JSONResponse:
     status_code=202,
     response_model=Accepted,
     responses=_ERRORS,
-    openapi_extra=_body(zabbix.WebhookBody.model_json_schema()),
+    openapi_extra=request_body(zabbix.WebhookBody.model_json_schema()),
 )
 async def from_zabbix(request: Request, reporter: Sender) -> JSONResponse:
     settings = request.app.state.settings.monitors.zabbix
@@ -267,8 +244,8 @@ async def sync_zabbix(hostname: HostName, request: Request, reporter: Sender) ->
                         "type": "array",
                         "items": {
                             "anyOf": [
-                                _inline(collectd.Notification.model_json_schema()),
-                                _inline(collectd.ValueList.model_json_schema()),
+                                inline_defs(collectd.Notification.model_json_schema()),
+                                inline_defs(collectd.ValueList.model_json_schema()),
                             ]
                         },
                     }

@@ -83,3 +83,29 @@ def declare_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 if status.startswith(("4", "5")):
                     response["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
     return schema
+
+
+def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs put in place (the document has no room for
+    them under a route)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
+def request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body itself (to bound and refuse
+    it field by field): the body's schema, declared as FastAPI would."""
+    content = {"application/json": {"schema": inline_defs(schema)}}
+    return {"requestBody": {"required": True, "content": content}}

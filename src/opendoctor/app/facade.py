@@ -25,6 +25,7 @@ from opendoctor.store.segments import SegmentStore
 from opendoctor.workflow.service import Workflows
 
 if TYPE_CHECKING:
+    from opendoctor.app.guestlink import GuestLinkPart
     from opendoctor.app.service import Service
 
 
@@ -199,6 +200,10 @@ class ServiceFacade:
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         return self._service.fence_devices
+
+    @property
+    def hostlink(self) -> GuestLinkPart | None:
+        return self._service.guestlink_part
 
     @property
     def workflows(self) -> Workflows | None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
+from opendoctor.app.guestlink import GuestLinkPart
 from opendoctor.app.maintenance import MaintenancePart
 from opendoctor.app.monitor_queue import queue_consumers
 from opendoctor.app.topology_sync import TopologySync
@@ -23,7 +24,7 @@ from opendoctor.bus import InProcessBus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, new_id
 from opendoctor.core.notifications import OutboxEntry
-from opendoctor.core.ports import Bus, NotifyTarget, Presence, Sender, VimDriver
+from opendoctor.core.ports import Bus, GuestLink, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
@@ -213,6 +214,22 @@ class Service:
         self.mirror: FaultMirror | None = None
         self.fencing: Fencing | None = None  # with recovery enabled
         self.started = False
+        # Server-group messaging through the hosts (the api role serves them; scaled out,
+        # an inspector tells the api processes of host faults and fences): None where off.
+        self.guestlink_part: GuestLinkPart | None = None
+        relayed = settings.bus.kind != "memory"
+        wanted = self.runs("api") or (relayed and self.runs("inspector"))
+        if settings.guestlink.enabled and wanted:
+            self.guestlink_part = GuestLinkPart(
+                settings.guestlink,
+                lambda: self.vim,
+                self.topology,
+                self.live,
+                bus=settings.bus if relayed else None,
+            )
+        self.guestlink: GuestLink | None = (
+            None if self.guestlink_part is None else self.guestlink_part.link
+        )
         self.facade = ServiceFacade(self)
         # Masakari notifications: a fault one reports goes in as any event does (`submit`).
         self.ha_notifications = NotificationIntake(
@@ -313,6 +330,8 @@ class Service:
             if replay:
                 await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in replay])
             self._tasks += queue_consumers(self)  # Doctor events from RabbitMQ (monitors.queue)
+        if self.guestlink_part is not None:
+            await self.guestlink_part.start()
         self.started = True
         log.info("service started", extra={"roles": sorted(self.roles)})
 
@@ -332,6 +351,8 @@ class Service:
         if self.settings.recovery.enabled:
             fencing = self.settings.recovery.fencing
             self.fencing = Fencing(fencing, registered=self.fence_devices.device)
+            if self.guestlink_part is not None:
+                self.guestlink_part.watch_fencing(self.fencing)
             recovery = Recovery(
                 self.vim,
                 self.http,
@@ -493,6 +514,8 @@ class Service:
 
     async def stop(self) -> None:
         self.live.close()  # the streams end: nothing more will change
+        if self.guestlink_part is not None:
+            await self.guestlink_part.stop()
         await self.maintenance_part.stop()
         await self.workflow_part.stop()
         await self.probing.stop()

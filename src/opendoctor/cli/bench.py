@@ -161,6 +161,26 @@ def bench_switchover(
     emit(result, as_json, bench_uc2.print_switchover)
 
 
+@app.command("groups")
+def bench_groups(
+    sizes: Annotated[str, typer.Option(help="comma-separated peers per broadcast")] = "10,100",
+    runs: Annotated[int, typer.Option(min=1, help="broadcasts per size")] = 50,
+    failure_runs: Annotated[int, typer.Option(min=0, help="VMs killed, one per run")] = 5,
+    failure_peers: Annotated[int, typer.Option(min=1, help="peers of each killed VM")] = 10,
+    hosts: Annotated[int, typer.Option(min=1, max=20, help="lab hosts the peers spread on")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Server-group messaging on the lab: broadcast latency (guest send → every peer's
+    application) beside a floor of plain Unix sockets, and peer state after a VM failure.
+    """
+    from opendoctor.tools import bench_groups as groups
+
+    peers = [int(n) for n in sizes.split(",") if n.strip()]
+    console = Console(stderr=True, quiet=as_json)
+    result = asyncio.run(groups.run(peers, runs, failure_runs, failure_peers, hosts, console))
+    emit(result, as_json, groups.print_groups)
+
+
 @app.command("heartbeat")
 def bench_heartbeat(
     runs: Annotated[int, typer.Option(min=1, help="faults of each kind to detect")] = 20,

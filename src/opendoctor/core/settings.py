@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opendoctor.core.egress import AllowList, EgressPolicy
+from opendoctor.core.guestlink_settings import GuestLinkSettings
 from opendoctor.core.maintenance_settings import MaintenanceSettings
 from opendoctor.core.monitor_settings import MonitorsSettings
 from opendoctor.core.recovery_settings import RecoverySettings
@@ -412,6 +413,8 @@ class Settings(BaseSettings):
     masakari: MasakariSettings = Field(default_factory=MasakariSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    # Server-group messaging through the hosts (docs/server-groups.md).
+    guestlink: GuestLinkSettings = Field(default_factory=GuestLinkSettings)
     # The tools operators already run (Alertmanager, Zabbix, collectd, a queue); `monitor`
     # above is opendoctor's own host prober.
     monitors: MonitorsSettings = Field(default_factory=MonitorsSettings)

@@ -6,7 +6,7 @@ never by asking the VIM on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opendoctor.core.model import Host, Server, VimChange
 
@@ -21,6 +21,10 @@ class Topology:
         # Of those (or those just returned), the ones a monitor reported down and not
         # yet up again: a host is returned only once its monitor hears it again.
         self.maintenance_down: set[str] = set()
+        # Told the id of each server put or removed, and each host put, after the change
+        # (server-group messaging: what became of a server, its peers hear).
+        self.server_watchers: list[Callable[[str], None]] = []
+        self.host_watchers: list[Callable[[Host], None]] = []
 
     def load(self, hosts: Iterable[Host], servers: Iterable[Server]) -> None:
         self.hosts = {h.name: h for h in hosts}
@@ -31,6 +35,8 @@ class Topology:
 
     def put_host(self, host: Host) -> None:
         self.hosts[host.name] = host
+        for watch in self.host_watchers:
+            watch(host)
 
     def put_server(self, server: Server) -> None:
         old = self.servers.get(server.id)
@@ -38,11 +44,15 @@ class Topology:
             self._by_host.get(old.host, {}).pop(server.id, None)
         self.servers[server.id] = server
         self._by_host.setdefault(server.host, {})[server.id] = server
+        for watch in self.server_watchers:
+            watch(server.id)
 
     def remove_server(self, server_id: str) -> None:
         old = self.servers.pop(server_id, None)
         if old is not None:
             self._by_host.get(old.host, {}).pop(server_id, None)
+            for watch in self.server_watchers:
+                watch(server_id)
 
     def remove_host(self, name: str) -> None:
         self.hosts.pop(name, None)

@@ -59,6 +59,9 @@ class Fencing:
         # Devices built from registrations, with what they were built from: a changed
         # registration builds a new one.
         self._built: dict[str, tuple[FenceDeviceSettings, FenceDevice]] = {}
+        # Told each host confirmed off (server-group messaging: only then are its VMs
+        # "failed" to their peers).
+        self.fenced: list[Callable[[str], None]] = []
 
     async def device(self, host: str) -> FenceDevice | None:
         """`host`'s device, or None. Raises `FenceError` for a registered device whose
@@ -111,6 +114,8 @@ class Fencing:
         metrics.FENCES.labels("confirmed").inc()
         took = time.monotonic() - started
         log.info("host fenced", extra={"host": host, "seconds": round(took, 3)})
+        for watch in self.fenced:
+            watch(host)
         return time.time()
 
     async def unfence(self, host: str) -> None:
