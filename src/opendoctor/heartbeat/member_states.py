@@ -34,8 +34,9 @@ STARTED, STOPPED, FAILED, MIGRATED, UNREACHABLE = (
     "unreachable",
 )
 
-# (server id, state, reason, host it is on now or None)
-Tell = Callable[[str, str, str | None, str | None], None]
+# (server id, state, reason, host it is on now or None, whether the server itself is
+# told too)
+Tell = Callable[[str, str, str | None, str | None, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +102,12 @@ class MemberStates:
         self._set(server_id, state, reason, server.host if server else None)
 
     def announce(self, server_id: str, state: str, reason: str | None) -> None:
-        """A state the service decided (a role: active, standby)."""
+        """A state the service decided (a role: active, standby). The server itself is
+        told too: it is news to it (a standby made active must take over), where what
+        happened to a server (it failed, it moved) is news to its peers only."""
         server = self._where(server_id)
-        self._set(server_id, state, reason, server.host if server else None, again=True)
+        host = server.host if server else None
+        self._set(server_id, state, reason, host, again=True, itself=True)
 
     # --- the VIM --------------------------------------------------------------------------
 
@@ -181,9 +185,15 @@ class MemberStates:
         return [s for s in self._servers_on(host) if self._is_member(s.id)]
 
     def _set(
-        self, server_id: str, state: str, reason: str | None, host: str | None, again: bool = False
+        self,
+        server_id: str,
+        state: str,
+        reason: str | None,
+        host: str | None,
+        again: bool = False,
+        itself: bool = False,
     ) -> None:
         if not again and self._state.get(server_id, (None,))[0] == state:
             return
         self._state[server_id] = (state, reason)
-        self._tell(server_id, state, reason, host)
+        self._tell(server_id, state, reason, host, itself)

@@ -195,10 +195,15 @@ class Router:
     # --- down messages --------------------------------------------------------------------
 
     def tell_peers(
-        self, server_id: str, state: str, reason: str | None, host: str | None = None
+        self,
+        server_id: str,
+        state: str,
+        reason: str | None,
+        host: str | None = None,
+        itself: bool = False,
     ) -> None:
         """A peer-state message about `server_id` to the other members of each of its
-        groups."""
+        groups (and, `itself`, to the server too)."""
         name = self.membership.peer(server_id).name or self.states.name_of(server_id)
         for group in self.membership.groups_of(server_id):
             down = {
@@ -210,7 +215,10 @@ class Router:
                 "host": host,
                 "reason": reason,
             }
-            self._fan_out(self.membership.peers(server_id, group), down)
+            peers = self.membership.peers(server_id, group)
+            if itself:
+                peers = [*peers, self.membership.peer(server_id)]
+            self._fan_out(peers, down)
         self.counts[f"peer_state.{state}"] += 1
 
     def send_to(self, server_id: str, message: Message) -> bool:

@@ -297,7 +297,7 @@ async def test_restart_service_waits_for_the_agents_answer() -> None:
         await link.restart_service("vm0", "web", 3)
 
 
-async def test_announce_tells_the_peers_a_role() -> None:
+async def test_announce_tells_the_peers_and_the_server_itself_a_role() -> None:
     net = Net()
     link = RoutedGuestLink(net.router)
     await link.announce("vm0", "active", "switch-over")
@@ -307,6 +307,9 @@ async def test_announce_tells_the_peers_a_role() -> None:
         ("active", "switch-over"),
         ("active", "again"),
     ]
+    # The server made active hears it too (its host is h1), not only its peers.
+    own = [m for m in net.read("h1") if m["group"] == "db"]
+    assert [(m["to"], m["peer"], m["state"]) for m in own] == [(["vm0"], "vm0", "active")] * 2
     with pytest.raises(GuestLinkError):
         await link.announce("vm0", "")
     await eventually(lambda: net.router.states.state_of("vm0") == "active")
