@@ -19,6 +19,7 @@ from opendoctor.api import (
     fence_devices,
     fenix,
     graph,
+    haas,
     hostlink,
     masakari,
     mistral,
@@ -92,6 +93,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
         app.include_router(stream.router)
         masakari.include(app)
         monitors.include(app)
+        haas.include(app, service)
         if service.settings.guestlink.enabled:
             hostlink.include(app, service.hostlink)
         _declare_schemas(app)

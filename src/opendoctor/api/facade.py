@@ -26,6 +26,7 @@ from opendoctor.maintenance.service import Maintenance
 from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
+from opendoctor.store.haas import HaasStore
 from opendoctor.store.segments import SegmentStore
 from opendoctor.workflow.service import Workflows
 
@@ -153,6 +154,11 @@ class Facade(Protocol):
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         """Fence devices registered through the API (passwords sealed)."""
+
+    @property
+    def haas(self) -> HaasStore:
+        """HA clusters: their nodes, services, resources, fencing devices, policies and
+        history."""
 
     @property
     def hostlink(self) -> HostLink | None:

@@ -20,6 +20,7 @@ from opendoctor.maintenance.service import Maintenance
 from opendoctor.monitor.masakari_intake import NotificationIntake
 from opendoctor.notifier.alarms import AlarmService
 from opendoctor.store.fence_devices import FenceDeviceStore
+from opendoctor.store.haas import HaasStore
 from opendoctor.store.paging import UnknownMarker
 from opendoctor.store.segments import SegmentStore
 from opendoctor.workflow.service import Workflows
@@ -200,6 +201,10 @@ class ServiceFacade:
     @property
     def fence_devices(self) -> FenceDeviceStore | None:
         return self._service.fence_devices
+
+    @property
+    def haas(self) -> HaasStore:
+        return self._service.haas
 
     @property
     def hostlink(self) -> GuestLinkPart | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opendoctor.app.facade import ServiceFacade
 from opendoctor.app.guestlink import GuestLinkPart
+from opendoctor.app.haas import HaasPart
 from opendoctor.app.maintenance import MaintenancePart
 from opendoctor.app.monitor_queue import queue_consumers
 from opendoctor.app.topology_sync import TopologySync
@@ -59,6 +60,7 @@ from opendoctor.store.audit import AuditStore
 from opendoctor.store.db import Database
 from opendoctor.store.fence_devices import FenceDeviceStore
 from opendoctor.store.ha_notifications import HaNotificationStore
+from opendoctor.store.haas import HaasStore
 from opendoctor.store.leases import LeasePresence, LeaseStore
 from opendoctor.store.outbox import OutboxStore
 from opendoctor.store.pipeline import EventStore, FaultStore, ResourceStore
@@ -230,6 +232,8 @@ class Service:
         self.guestlink: GuestLink | None = (
             None if self.guestlink_part is None else self.guestlink_part.link
         )
+        # HA clusters, their policies and history (docs/haas.md).
+        self.haas = HaasStore(self.db)
         self.facade = ServiceFacade(self)
         # Masakari notifications: a fault one reports goes in as any event does (`submit`).
         self.ha_notifications = NotificationIntake(
@@ -364,6 +368,18 @@ class Service:
             )
         runner = self.workflow_part.build(self.fencing)
         recovery, vm_recovery = self.workflow_part.recovery(recovery, vm_recovery)
+        # HA as a service: failures of cluster nodes go to its engine (docs/haas.md).
+        self.haas_part = HaasPart(
+            self.settings,
+            self.haas,
+            self.vim,
+            self.http,
+            self.notify_target,
+            self.fencing,
+            lambda: self.guestlink,
+            self.topology.put_server,
+        )
+        recovery, vm_recovery = self.haas_part.wrap(recovery, vm_recovery)
         self._inspector = Inspector(
             self.topology,
             self.vim,

@@ -21,6 +21,7 @@ from opendoctor.cli import audit as cli_audit
 from opendoctor.cli import bench as cli_bench
 from opendoctor.cli import cluster as cli_cluster
 from opendoctor.cli import graph as cli_graph
+from opendoctor.cli import haas as cli_haas
 from opendoctor.cli import maintenance as cli_maintenance
 from opendoctor.cli import openstack_lab as cli_openstack_lab
 from opendoctor.cli import templates as cli_templates
@@ -44,6 +45,7 @@ app.command()(cli_audit.audit)
 app.add_typer(cli_templates.app, name="template")
 app.add_typer(cli_workflow.app, name="workflow")
 app.add_typer(cli_maintenance.app, name="maintenance")
+app.add_typer(cli_haas.app, name="ha")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_cluster.app, name="cluster")
 app.add_typer(cli_openstack_lab.app, name="openstack-lab")
@@ -390,6 +392,7 @@ class Scenario(StrEnum):
     uc1 = "uc1"
     uc2 = "uc2"
     maintenance = "maintenance"
+    haas = "haas"
 
 
 @app.command()
@@ -398,7 +401,8 @@ def demo(
         Scenario,
         typer.Argument(
             help="uc1 (a host fails), uc2 (a VM of a pair fails), maintenance (every host "
-            "upgraded, one after another), or all"
+            "upgraded, one after another), haas (a cluster's service, then its VM, fails), "
+            "or all"
         ),
     ] = Scenario.all,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -431,7 +435,7 @@ def demo(
     """
     from opendoctor.infra.httpclient import HttpError
     from opendoctor.tools import demo as demo_uc1
-    from opendoctor.tools import demo_maintenance, demo_uc2
+    from opendoctor.tools import demo_haas, demo_maintenance, demo_uc2
     from opendoctor.tools.stack import StackError
 
     console = Console()
@@ -440,14 +444,18 @@ def demo(
         "uc1": functools.partial(demo_uc1.run, vim=vim.value),
         "uc2": demo_uc2.run,
         "maintenance": demo_maintenance.run,
+        "haas": demo_haas.run,
     }
     if vim is VimChoice.openstack:
-        if scenario in (Scenario.uc2, Scenario.maintenance):
-            what = "UC2" if scenario is Scenario.uc2 else "The maintenance demo"
+        if scenario in (Scenario.uc2, Scenario.maintenance, Scenario.haas):
+            what = {Scenario.uc2: "UC2", Scenario.haas: "The HA demo"}.get(
+                scenario, "The maintenance demo"
+            )
             err.print(f"[red]{what} runs on the lab only[/red] (its load balancer is the lab's)")
             raise typer.Exit(2)
         runs.pop("uc2")
         runs.pop("maintenance")
+        runs.pop("haas")
     chosen = list(runs) if scenario is Scenario.all else [scenario.value]
     results: dict[str, Any] = {}
     code = 0

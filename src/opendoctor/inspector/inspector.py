@@ -359,7 +359,9 @@ class Inspector:
                 # Not marked down (it still runs its servers): recovery's cut-link policy
                 # says whether they are left alone, or the host fenced and evacuated.
                 servers = self.topology.servers_on(fault.hostname)
-            if self.recover is not None and servers:
+            # A host that ran no server is handed over too: it may be a node of an HA
+            # cluster itself (`docs/haas.md`), to be power-cycled.
+            if self.recover is not None and (servers or outcome.hosts_down):
                 await self._recover(fault, servers, settled)
             await settled
             if self.recover_server is not None and fault.instance_id is not None:

@@ -66,6 +66,8 @@ class Recovery:
     ) -> None:
         """Recover `servers` of the fault's failed hosts; `settled` ends once the VIM has
         the fault's marks (servers in error): fencing starts at once, moving after it."""
+        if not servers:
+            return  # nothing ran there: nothing to fence for, nothing to move
         ready = asyncio.ensure_future(settled) if settled is not None else None
         if fault.type == HOST_UNREACHABLE and self.settings.cut_link != "fence-and-evacuate":
             # A cut link: the host still runs its servers. Moving them would run each twice.

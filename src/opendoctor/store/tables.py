@@ -429,3 +429,65 @@ class MaintenanceInstanceRow(Base):
         Index("ix_maintenance_instances_project", "project_id"),
         Index("ix_maintenance_instances_group", "group_id"),
     )
+
+
+class HaClusterRow(Base):
+    """An HA-as-a-service cluster (`core.haas.Cluster`)."""
+
+    __tablename__ = "ha_clusters"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    level: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_ha_clusters_project", "project_id"),)
+
+
+class HaNodeRow(Base):
+    """A node of a cluster (`core.haas.Node`); found by `ref` when its resource fails."""
+
+    __tablename__ = "ha_nodes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        Index("ix_ha_nodes_cluster", "cluster_id"),
+        Index("ix_ha_nodes_ref", "kind", "ref"),
+        UniqueConstraint("cluster_id", "kind", "ref", name="uq_ha_nodes_member"),
+    )
+
+
+class HaPartRow(Base):
+    """A resource, service, fencing device or policy of a cluster (`kind`), as a JSON
+    document: read whole with its cluster, never queried inside."""
+
+    __tablename__ = "ha_parts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))
+    created: Mapped[float] = mapped_column(Float)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (Index("ix_ha_parts_cluster", "cluster_id", "kind"),)
+
+
+class HaHistoryRow(Base):
+    """One step taken for a cluster (`core.haas.HistoryEntry`)."""
+
+    __tablename__ = "ha_history"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[float] = mapped_column(Float)
+    node_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    what: Mapped[str] = mapped_column(Text)
+    operation: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_ha_history_cluster", "cluster_id", "at"),)
