@@ -334,7 +334,8 @@ async def run(
 
 def print_groups(console: Console, result: dict[str, Any]) -> None:
     table = Table(title="server-group broadcast: guest send → every peer's application (ms)")
-    for col in ("peers", "hosts", "runs", "p50", "p90", "p99", "floor p50", "floor p99"):
+    cols = ("peers", "hosts", "runs", "p50", "p90", "p99", "floor p50", "floor p99", "p50 ÷ floor")
+    for col in cols:
         table.add_column(col, justify="right")
     for r in result["broadcast"]:
         ours, floor = r["broadcast_ms"], r["floor_ms"]
@@ -345,6 +346,7 @@ def print_groups(console: Console, result: dict[str, Any]) -> None:
             *(f"{ours[k]:.2f}" for k in ("p50", "p90", "p99")),
             f"{floor['p50']:.2f}",
             f"{floor['p99']:.2f}",
+            f"{ours['p50'] / floor['p50']:.1f}x" if floor["p50"] > 0 else "-",
         )
     console.print(table)
     failure = result["peer_failure"]
