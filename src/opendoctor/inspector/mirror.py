@@ -48,6 +48,7 @@ class FaultMirror:
         want done by this process (a template that two partitions' faults complete)."""
         active = await self.faults.active_heads()
         local = {f.id for f in self._local().values()}
+        gone: set[str] = set()
         if self._forget is not None and local:
             gone = await self.faults.cleared_among(local)
             if gone:
@@ -56,8 +57,11 @@ class FaultMirror:
                 if self.engine.attached:
                     # What follows was done by the inspector that cleared them.
                     self.engine.run(keep_deferred=True)
+        # `active` was read before `gone`: a fault cleared in between is in both, and
+        # must not come back as another's.
+        skip = local | gone
         wanted = {
-            alarm_key(f): f for f in active if f.id not in local and f.id not in self._cleared_here
+            alarm_key(f): f for f in active if f.id not in skip and f.id not in self._cleared_here
         }
         changed = False
         for key, fault in list(self.mirrored.items()):
