@@ -132,16 +132,16 @@ class Inspector:
 
     async def handle(self, event: Event) -> None:
         """Bus handler for accepted events (called in order per host)."""
-        await self._handle(event, None)
+        await self.handle_many([event])
 
     async def handle_many(self, events: Sequence[Event]) -> None:
         """Bus handler for a batch of one partition's events, in order. Where the store
         is asked whether each was handled before (`dedupe`), it is asked once for the
-        whole batch, and the batch's marks go to it together at its end: one round trip
-        and one commit for a hundred events rather than three round trips each."""
-        if not self.dedupe or len(events) < 2:
+        whole batch (both questions at once: one round trip), and the batch's marks go
+        to it together at its end: one commit for a hundred events, not one each."""
+        if not self.dedupe:
             for event in events:
-                await self.handle(event)
+                await self._handle(event, None)
             return
         done, stored = await asyncio.gather(
             self.events.processed_among([e.id for e in events]),
@@ -156,21 +156,14 @@ class Inspector:
             await asyncio.gather(*batch.marks)
 
     async def _handle(self, event: Event, batch: _Batch | None) -> None:
+        """Handle one event; `batch`: what the store said of it (None: no `dedupe`)."""
         fault = self.active.get(event.key)
-        if self.dedupe:
+        if batch is not None:
             pair = (event.hostname, event.instance_id)
-            if batch is None:
-                # Both questions for the store at once: one round trip on the hot path.
-                done, stored = await asyncio.gather(
-                    self.events.is_processed(event.id),
-                    self.faults.active_for(event.hostname, event.instance_id),
-                )
-                known = False
-            else:
-                done, stored = event.id in batch.done, batch.stored.get(pair)
-                # Brought up to date with the store by an earlier event of the batch:
-                # what the store said before the batch is older than what is known here.
-                known = pair in batch.known
+            done, stored = event.id in batch.done, batch.stored.get(pair)
+            # Brought up to date with the store by an earlier event of the batch: what
+            # the store said before the batch is older than what is known here.
+            known = pair in batch.known
             if done:
                 metrics.EVENTS.labels(event.type, "redelivered").inc()
                 log.info("event already handled", extra={"event": event.id})
@@ -193,8 +186,7 @@ class Inspector:
                 fault = None
             if not known and stored is not None and fault is None:
                 fault = self._adopt(event, stored)
-            if batch is not None:
-                batch.known.add(pair)
+            batch.known.add(pair)
         if fault is None and event.instance_id is None:
             if event.active and event.hostname in self.topology.maintenance:
                 # Planned: its servers were moved off before it went down; nobody is told.

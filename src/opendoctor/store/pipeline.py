@@ -56,13 +56,10 @@ class EventStore:
 
     async def is_processed(self, event_id: str) -> bool:
         """Whether the pipeline already handled this event (a redelivered message)."""
-        async with self.db.sessions() as session:
-            done = await session.scalar(select(EventRow.processed).where(EventRow.id == event_id))
-        return bool(done)
+        return event_id in await self.processed_among([event_id])
 
     async def processed_among(self, event_ids: Collection[str]) -> set[str]:
-        """Which of these events the pipeline already handled: `is_processed` for a whole
-        batch in one query."""
+        """Which of these events the pipeline already handled, in one query."""
         if not event_ids:
             return set()
         query = select(EventRow.id).where(EventRow.id.in_(event_ids), EventRow.processed)
@@ -144,22 +141,14 @@ class FaultStore:
 
     async def active_for(self, hostname: str, instance_id: str | None) -> Fault | None:
         """The active fault about this resource, if any (opened by another replica)."""
-        query = select(FaultRow).where(
-            FaultRow.status == "active",
-            FaultRow.hostname == hostname,
-            FaultRow.instance_id.is_(None)
-            if instance_id is None
-            else FaultRow.instance_id == instance_id,
-        )
-        async with self.db.sessions() as session:
-            row = (await session.scalars(query.limit(1))).first()
-        return None if row is None else _fault_from_row(row)
+        pair = (hostname, instance_id)
+        return (await self.active_among([pair])).get(pair)
 
     async def active_among(
         self, resources: Collection[tuple[str, str | None]]
     ) -> dict[tuple[str, str | None], Fault]:
-        """`active_for` of many (hostname, instance_id) pairs in one query; a pair with no
-        active fault is left out."""
+        """The active fault about each of these (hostname, instance_id) pairs, in one
+        query; a pair with no active fault is left out."""
         wanted = set(resources)
         hosts = {h for h, i in wanted if i is None}
         servers = {i for _, i in wanted if i is not None}
