@@ -48,8 +48,9 @@ def monitors_command(
     """
     from opendoctor.infra.amqpurl import AmqpError
     from opendoctor.infra.httpclient import HttpError
+    from opendoctor.infra.procs import ChildFailed
     from opendoctor.tools import bench_monitors
-    from opendoctor.tools.monitor_tools import ToolFailed, ToolMissing
+    from opendoctor.tools.monitor_tools import ToolMissing
     from opendoctor.tools.stack import StackError
 
     chosen = [a.strip() for a in adapters.split(",") if a.strip()]
@@ -61,7 +62,7 @@ def monitors_command(
     console = Console(stderr=True, quiet=as_json)
     try:
         results = asyncio.run(bench_monitors.monitors(chosen, runs, amqp_url, console, workdir))
-    except (StackError, HttpError, AmqpError, ToolMissing, ToolFailed) as exc:
+    except (StackError, HttpError, AmqpError, ToolMissing, ChildFailed) as exc:
         err.print(f"[red]bench monitors failed:[/red] {exc}")
         raise typer.Exit(1) from None
     emit(results, as_json, bench_monitors.table)

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -85,7 +85,7 @@ class ChildProcess:
         self,
         name: str,
         args: list[str],
-        ready_file: Path,
+        ready_file: Path | None,
         log_file: Path,
         env: dict[str, str] | None = None,
         tied: bool = False,
@@ -122,8 +122,17 @@ class ChildProcess:
             tied,
         )
 
-    async def start(self, timeout: float = 60.0) -> str:
-        self.ready_file.unlink(missing_ok=True)
+    async def start(
+        self, timeout: float = 60.0, ready: Callable[[], Awaitable[bool]] | None = None
+    ) -> str:
+        """Start it and wait until it is ready: its ready file written (what it wrote
+        there is returned), or, for a program that writes none (another project's
+        daemon), until `ready()` holds."""
+        if ready is None:
+            if self.ready_file is None:
+                raise ValueError(f"{self.name}: no ready file, and no readiness check given")
+            self.ready_file.unlink(missing_ok=True)
+            ready = self._ready_file_written
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(self.env or {})
@@ -131,15 +140,19 @@ class ChildProcess:
         # follows the forking thread, and a pool's thread may go before the process.
         self.proc = self._spawn(env) if self.tied else await asyncio.to_thread(self._spawn, env)
         deadline = time.monotonic() + timeout
-        while not self.ready_file.exists():
+        while not await ready():
             if self.proc.poll() is not None:
                 raise ChildFailed(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
             if time.monotonic() > deadline:
                 await self.stop()
                 raise ChildFailed(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
             await asyncio.sleep(0.02)
-        self.ready = self.ready_file.read_text().strip()
+        if self.ready_file is not None and self.ready_file.exists():
+            self.ready = self.ready_file.read_text().strip()
         return self.ready
+
+    async def _ready_file_written(self) -> bool:
+        return self.ready_file is not None and self.ready_file.exists()
 
     def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         # Own session: stop() and kill() reach the child's children too.

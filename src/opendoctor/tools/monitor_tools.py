@@ -14,16 +14,14 @@ import contextlib
 import grp
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from opendoctor.infra.httpclient import HttpClient, HttpError
-from opendoctor.infra.procs import die_with_parent, terminate
+from opendoctor.infra.procs import ChildFailed, ChildProcess
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 COLLECTD_PLUGINS = Path("/usr/lib/collectd")
@@ -34,8 +32,8 @@ class ToolMissing(RuntimeError):
     """The tool is not installed here; the message says which package has it."""
 
 
-class ToolFailed(RuntimeError):
-    pass
+class ToolFailed(ChildFailed):
+    """A tool refused what it was given (it did start: `ChildFailed` if it did not)."""
 
 
 def secret_file(path: Path, secret: str) -> Path:
@@ -46,47 +44,10 @@ def secret_file(path: Path, secret: str) -> Path:
     return path
 
 
-class Tool:
-    """One process of a tool: started, waited for until `ready()` holds, stopped."""
-
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
-        self.name = name
-        self.args = args
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:
-            return subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
-
-    async def start(self, ready: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-        # Forked from the loop's thread: the kernel's death signal follows the forking
-        # thread, and the tool must die with this process, not with a pool's thread.
-        self.proc = self._spawn()
-        deadline = time.monotonic() + timeout
-        while not await ready():
-            if self.proc.poll() is not None:
-                raise ToolFailed(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                await self.stop()
-                raise ToolFailed(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            await asyncio.to_thread(terminate, [self.proc.pid], 10.0, True)
-            self.proc.wait()
+def tool(name: str, args: list[str], workdir: Path) -> ChildProcess:
+    """One process of a tool, tied to this one (it writes no ready file: `start` is
+    given a readiness check)."""
+    return ChildProcess(name, args, None, workdir / f"{name}.log", tied=True)
 
 
 def alertmanager_binary() -> str:
@@ -110,7 +71,7 @@ class Alertmanager:
         self.listen = listen  # host:port of its API
         self.url = f"http://{listen}"
         self.http = HttpClient(timeout=5.0)
-        self.tool: Tool | None = None
+        self.tool: ChildProcess | None = None
 
     def config(self, token_file: Path) -> dict[str, Any]:
         return {
@@ -155,8 +116,8 @@ class Alertmanager:
             f"--web.listen-address={self.listen}",
             "--cluster.listen-address=",  # one instance: no gossip port
         ]
-        self.tool = Tool("alertmanager", args, self.workdir)
-        await self.tool.start(self._ready)
+        self.tool = tool("alertmanager", args, self.workdir)
+        await self.tool.start(30.0, self._ready)
 
     async def _ready(self) -> bool:
         try:
@@ -202,7 +163,7 @@ class Collectd:
         self.token = token
         self.hostname = hostname
         self.socket = workdir / "collectd.sock"
-        self.tool: Tool | None = None
+        self.tool: ChildProcess | None = None
 
     def write_http(self) -> str:
         """write_http's block: in a file of its own, mode 600, as it holds the token."""
@@ -259,8 +220,8 @@ Include "{write_http}"
         write_http = secret_file(self.workdir / "write_http.conf", self.write_http())
         config = self.workdir / "collectd.conf"
         config.write_text(self.config(write_http))
-        self.tool = Tool("collectd", [binary, "-f", "-C", str(config)], self.workdir)
-        await self.tool.start(self._ready)
+        self.tool = tool("collectd", [binary, "-f", "-C", str(config)], self.workdir)
+        await self.tool.start(30.0, self._ready)
 
     async def _ready(self) -> bool:
         return self.socket.exists()
