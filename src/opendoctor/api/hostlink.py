@@ -18,7 +18,6 @@ each message, whatever the monitor.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal, Protocol
 
@@ -40,7 +39,7 @@ from starlette.background import BackgroundTask
 from opendoctor.api.auth import ANONYMOUS, current_identity, monitor_of
 from opendoctor.api.errors import error_body, validation_errors
 from opendoctor.api.facade import Facade
-from opendoctor.api.ratelimit import RateLimit
+from opendoctor.api.ratelimit import RateLimit, refused
 from opendoctor.api.schema import request_body
 from opendoctor.core.errors import RequestError
 from opendoctor.core.guestlink_settings import MAX_PAYLOAD, GuestLinkSettings
@@ -220,15 +219,10 @@ class InvalidMessages(Exception):
 
 def _over_rate(request: Request, host: str, count: int) -> JSONResponse | None:
     limit: RateLimit = request.app.state.hostlink_rate
-    wait = limit.take(host, count)
-    if not wait:
-        return None
-    if math.isinf(wait):
-        problem = f"{count} messages at once, over guestlink.host_burst"
-        raise RequestError(413, problem, "messages")
-    problem = f"host {host!r} is over its rate (guestlink.host_rate); send again later"
-    retry = {"Retry-After": str(math.ceil(wait))}
-    return JSONResponse(error_body(429, [{"field": "messages", "problem": problem}]), 429, retry)
+    settings = ("guestlink.host_rate", "guestlink.host_burst")
+    return refused(
+        limit, host, count, who="host", unit="messages", field="messages", settings=settings
+    )
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -47,16 +47,27 @@ class RateLimit:
         return (count - bucket.tokens) / self.rate
 
 
-def refused(limit: RateLimit, reporter: str, count: int) -> JSONResponse | None:
-    """Take `count` events from the monitor's bucket; the 429 to answer if it is over its
-    rate (nothing taken), None if they were taken. More than a burst at once is a 413:
-    waiting would never make room for them."""
-    wait = limit.take(reporter, count)
+def refused(
+    limit: RateLimit,
+    key: str,
+    count: int,
+    *,
+    who: str = "monitor",
+    unit: str = "events",
+    field: str = "body",
+    settings: tuple[str, str] = ("api.events_rate", "api.events_burst"),
+) -> JSONResponse | None:
+    """Take `count` items from `key`'s bucket; the 429 to answer if it is over its rate
+    (nothing taken), None if they were taken. More than a burst at once is a 413: waiting
+    would never make room for them. `who`, `unit`, `field` and the names of the rate and
+    burst `settings` word the refusal (a monitor's events by default)."""
+    rate, burst = settings
+    wait = limit.take(key, count)
     if math.isinf(wait):
-        problem = f"{count} events at once, over api.events_burst: send fewer at a time"
-        raise RequestError(413, problem, "body")
+        problem = f"{count} {unit} at once, over {burst}: send fewer at a time"
+        raise RequestError(413, problem, field)
     if not wait:
         return None
-    problem = f"monitor {reporter!r} is over its rate (api.events_rate); send again later"
+    problem = f"{who} {key!r} is over its rate ({rate}); send again later"
     retry = {"Retry-After": str(math.ceil(wait))}
-    return JSONResponse(error_body(429, [{"field": "body", "problem": problem}]), 429, retry)
+    return JSONResponse(error_body(429, [{"field": field, "problem": problem}]), 429, retry)
