@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLOSED_POLL = 0.5  # seconds between looks at whether the server is stopping
-
 
 class GuestLinkPart:
     def __init__(
@@ -106,8 +104,7 @@ class GuestLinkPart:
         """The server stops by closing the live hub, then waits for every response to
         end: the hosts' streams end with it. (Not a subscription of the hub: a hub's
         subscribers are the dashboard's.)"""
-        while not self._live.closed:
-            await asyncio.sleep(CLOSED_POLL)
+        await self._live.wait_closed()
         self.streams.close()
 
     # --- what the API asks (api.hostlink.HostLink) -----------------------------------------

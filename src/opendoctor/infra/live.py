@@ -223,6 +223,7 @@ class Hub:
         self._subscribers: tuple[Subscription, ...] = ()
         self._last_id = 0
         self.closed = False
+        self._closing = asyncio.Event()
 
     @property
     def subscribers(self) -> tuple[Subscription, ...]:
@@ -272,5 +273,11 @@ class Hub:
         """End every subscription, and take no more: the service stops, and its server
         waits for every response (a stream too) to end before it stops the service."""
         self.closed = True
+        self._closing.set()
         for subscription in self._subscribers:
             subscription.close()
+
+    async def wait_closed(self) -> None:
+        """Until the hub is closed: what else must end with the service's responses
+        (streams that are no subscription of it) waits here."""
+        await self._closing.wait()
