@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from fastapi import Request
 
@@ -202,6 +203,12 @@ def read_tokens_file(path: Path) -> dict[str, str]:
         raise MonitorTokenError(str(exc)) from None
 
 
+def asks_keystone(token: str | None, settings: ApiSettings, monitors: Monitors) -> TypeGuard[str]:
+    """Whether telling the monitor behind `token` needs Keystone: a token that is neither
+    a configured monitor's nor missing, in keystone mode."""
+    return settings.auth_mode == "keystone" and token is not None and not monitors.knows(token)
+
+
 async def monitor_of(request: Request) -> str:
     """FastAPI dependency for the events API: the monitor's name, or a 401. In keystone
     mode, a Keystone token with one of `api.keystone.monitor_roles` also reports, as
@@ -214,7 +221,7 @@ async def monitor_with(request: Request, token: str | None) -> str:
     `Authorization: Bearer`)."""
     monitors: Monitors = request.app.state.monitors
     settings: ApiSettings = request.app.state.settings.api
-    if settings.auth_mode != "keystone" or token is None or monitors.knows(token):
+    if not asks_keystone(token, settings, monitors):
         # A configured monitor, anonymous, or the 401 that says what to send.
         return monitors.named(token)
     _bounded("X-Auth-Token", token, MAX_TOKEN)

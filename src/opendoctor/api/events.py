@@ -35,6 +35,9 @@ from opendoctor.core.model import HOST_EVENTS, INSTANCE_EVENTS, RESOURCE_DOWN, E
 
 router = APIRouter(tags=["events (Doctor)"])
 
+# (method, path) of the routes below: the front loop serves them itself (app/front.py).
+INTAKE_ROUTES = frozenset({("PUT", "/events"), ("POST", "/events"), ("POST", "/v1/event")})
+
 # Who reports: the monitor whose token came with the request (DESIGN.md §6).
 Monitor = Annotated[str, Depends(monitor_of)]
 
@@ -229,8 +232,12 @@ class InvalidEvents(Exception):
 
 def check_known(service: Facade, parsed: list[DoctorEvent]) -> None:
     """A 422 unless every host, server and graph resource the events name is known."""
-    hostnames = {e.subject for e in parsed if e.type != RESOURCE_DOWN}
-    unknown = sorted(hostnames - service.hosts().keys())
+    # Membership tests only, never a walk of the topology: it is 10,000 servers in a
+    # storm, and the front loop (app/front.py) reads it while the service's loop changes it.
+    hosts = service.hosts()
+    unknown = sorted(
+        {e.subject for e in parsed if e.type != RESOURCE_DOWN and e.subject not in hosts}
+    )
     if unknown:
         field = "details.hostname"
         raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
@@ -245,11 +252,10 @@ def check_known(service: Facade, parsed: list[DoctorEvent]) -> None:
     servers = service.servers()
     strangers = sorted(
         {
-            e.details.instance_id
+            sid
             for e in parsed
-            if e.details.instance_id and e.type in INSTANCE_EVENTS
+            if (sid := e.details.instance_id) and e.type in INSTANCE_EVENTS and sid not in servers
         }
-        - servers.keys()
     )
     if strangers:
         raise RequestError(422, f"unknown server(s): {', '.join(strangers)}", "details.instance_id")

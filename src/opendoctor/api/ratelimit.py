@@ -8,6 +8,7 @@ bucket is large, so a real storm (every host of a rack at once) goes through who
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -28,12 +29,18 @@ class RateLimit:
     rate: float  # events per second, refilled continuously
     burst: float  # what a quiet monitor may send at once
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    # The events API takes events on the front loop's thread and on the service's
+    # (app/front.py): a bucket's read and write must not interleave.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, who: str, count: int, now: float | None = None) -> float:
         """Take `count` events from `who`'s bucket: 0 when taken, else the seconds to wait
         before all of them could be (nothing is taken then: all or nothing, as the
         request is)."""
-        now = time.monotonic() if now is None else now
+        with self._lock:
+            return self._take(who, count, time.monotonic() if now is None else now)
+
+    def _take(self, who: str, count: int, now: float) -> float:
         bucket = self._buckets.get(who)
         if bucket is None:
             bucket = self._buckets[who] = _Bucket(self.burst, now)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opendoctor.app.facade import ServiceFacade
 from opendoctor.app.guestlink import GuestLinkPart
 from opendoctor.app.haas import HaasPart
+from opendoctor.app.intake import EVENTS_TOPIC, Intake
 from opendoctor.app.maintenance import MaintenancePart
 from opendoctor.app.monitor_queue import queue_consumers
 from opendoctor.app.topology_sync import TopologySync
@@ -27,7 +28,6 @@ from opendoctor.core.model import Event, new_id
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.ports import Bus, GuestLink, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
-from opendoctor.infra import metrics
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.infra.live import Hub
 from opendoctor.infra.secretbox import SecretBox
@@ -72,8 +72,6 @@ if TYPE_CHECKING:
     from opendoctor.notifier.amqp_sender import AmqpSender
 
 log = logging.getLogger(__name__)
-
-EVENTS_TOPIC = "events"
 
 
 def make_bus(settings: Settings, presence: Presence | None = None) -> Bus:
@@ -127,6 +125,7 @@ class Service:
             self.engine, TemplateStore(self.db), settings.inspector.template_check_seconds
         )
         self.events = EventStore(self.db)
+        self.intake = Intake(self.events, self.bus)
         self.faults = FaultStore(self.db)
         self.resources = ResourceStore(self.db)
         self.outbox = OutboxStore(self.db)
@@ -294,6 +293,7 @@ class Service:
             assert isinstance(self.bus, AmqpBus)
             await self.bus.connect()
         await self.db.migrate()
+        await self.intake.start()
         if self.runs("api", "notifier"):
             await self.alarms.load()
         if self.runs("inspector"):
@@ -326,13 +326,7 @@ class Service:
             await self.maintenance_part.start()
         if self.runs("api"):
             self._every(3600, self._prune_audit, "audit prune", first=True)
-            # The API accepted these (they are stored) but they may never have reached
-            # the bus: hand them over again (handling an event twice changes nothing).
-            replay = await self.events.unprocessed()
-            for event in replay:
-                log.info("replaying an event accepted before a restart", extra={"event": event.id})
-            if replay:
-                await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in replay])
+            await self.intake.replay()
             self._tasks += queue_consumers(self)  # Doctor events from RabbitMQ (monitors.queue)
         if self.guestlink_part is not None:
             await self.guestlink_part.start()
@@ -505,25 +499,9 @@ class Service:
         task.add_done_callback(self._reactions.discard)
 
     async def submit(self, events: list[Event]) -> None:
-        """Accept events: durable when this returns, and handed to the bus.
-
-        Nobody is told "accepted" about an event a restart could lose, and nothing is
-        handled that was not stored: if the write fails this raises (the API answers 503,
-        the sender retries) and nothing of `events` is kept or handled. Concurrent calls
-        share the write (the journal's group commit): a storm's requests cost a few
-        transactions, not one each, and the hot path waits for one commit (about a
-        millisecond), not for a queue of them.
-        """
-        # Shielded: a caller that goes away must not leave stored events unpublished
-        # (they would wait for a restart's replay).
-        await asyncio.shield(self._accept(events))
-        for event in events:
-            metrics.EVENTS.labels(event.type, "accepted").inc()
-
-    async def _accept(self, events: list[Event]) -> None:
-        await self.events.add(events)
-        # In order within a host; on a broker, one message per partition.
-        await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in events])
+        """Accept events: durable when this returns, and handed to the bus (app/intake.py);
+        from this service's loop or the front loop's (app/front.py)."""
+        await self.intake.submit(events)
 
     async def submit_one(self, event: Event) -> None:
         await self.submit([event])
@@ -554,6 +532,7 @@ class Service:
         if self.fencing is not None:
             await self.fencing.close()
         self.templates.close()
+        await self.intake.stop()
         await self.events.close()
         await self.db.close()
         self.started = False

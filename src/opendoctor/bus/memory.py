@@ -56,6 +56,11 @@ class InProcessBus:
         self.subscribe(topic, one)
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None:
+        self.publish_nowait(topic, message, key)
+
+    def publish_nowait(self, topic: str, message: Any, key: str = "") -> None:
+        """`publish` as a plain call: what another thread hands over through
+        `call_soon_threadsafe` is queued in the order it was handed."""
         slot = (topic, key)
         self._pending += 1
         self._idle.clear()

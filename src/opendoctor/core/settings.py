@@ -112,6 +112,12 @@ class ApiSettings(BaseModel):
     events_burst: int = Field(
         10_000, ge=1, description="events one monitor may report at once (a storm)"
     )
+    front_loop: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="serve HTTP, and take events in, on an event loop of its own thread, "
+        "so that a storm's delivery never delays the next events; auto: where the "
+        "process also handles or delivers them (embedded mode)",
+    )
     # Before monitor_tokens: one token for every monitor (the monitor "southbound").
     southbound_token: SecretStr | None = None
 

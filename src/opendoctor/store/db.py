@@ -141,6 +141,15 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The file of a SQLite database (None: another engine, or SQLite in memory, which
+        lives in its connection: only the engine sees it)."""
+        path = make_url(str(self.engine.url)).database
+        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            return None
+        return path
+
     async def migrate(self) -> None:
         await asyncio.to_thread(migrate, self.url)
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import make_url
 
 from opendoctor.core.model import Event
 from opendoctor.infra.group_commit import GroupCommit
@@ -83,14 +82,8 @@ def _weight(request: _Request) -> int:
 class EventJournal:
     def __init__(self, db: Database, max_batch: int = 10_000) -> None:
         self.db = db
-        path = make_url(str(db.engine.url)).database
-        sqlite = db.engine.dialect.name == "sqlite"
-        # An in-memory SQLite database lives in its connection: only the engine sees it.
-        self._writer = (
-            SqliteWriter(path, name="event-journal")
-            if sqlite and path and path != ":memory:"
-            else None
-        )
+        path = db.sqlite_file
+        self._writer = SqliteWriter(path, name="event-journal") if path else None
         # A database out of reach fails the whole batch at once; any other failure may be
         # one request's doing, so each is written again alone. A caller that goes away
         # does not take its rows out: they may already be in a transaction with others'.

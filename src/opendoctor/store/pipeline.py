@@ -13,6 +13,7 @@ from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.store.db import Database, dialect_insert
 from opendoctor.store.event_journal import EventJournal
+from opendoctor.store.event_spool import EventSpool, spool_path
 from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 
@@ -41,6 +42,9 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.journal = EventJournal(db)
+        path = db.sqlite_file
+        # Where the front loop keeps what it accepts (store/event_spool.py).
+        self.spool = EventSpool(spool_path(path)) if path else None
 
     async def add(self, events: list[Event]) -> None:
         """Record accepted events; durable when this returns. A row the pipeline already
@@ -53,6 +57,8 @@ class EventStore:
 
     async def close(self) -> None:
         await self.journal.close()
+        if self.spool is not None:
+            await self.spool.close()
 
     async def is_processed(self, event_id: str) -> bool:
         """Whether the pipeline already handled this event (a redelivered message)."""

@@ -20,8 +20,9 @@ Statement = tuple[str, Sequence[tuple[Any, ...]]]
 
 
 class SqliteWriter:
-    def __init__(self, path: str, name: str = "workflow-writer") -> None:
+    def __init__(self, path: str, name: str = "workflow-writer", setup: Sequence[str] = ()) -> None:
         self.path = path
+        self._setup = setup  # run once the file is open (a schema of its own)
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
 
@@ -32,7 +33,18 @@ class SqliteWriter:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        for sql in self._setup:
+            conn.execute(sql)
         return conn
+
+    def _read(self, sql: str) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn.execute(sql).fetchall()
+
+    async def read(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of a query, read on the writer's thread (between its writes)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read, sql)
 
     def _write(self, statements: Sequence[Statement]) -> None:
         if self._conn is None:

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import JSON, ColumnElement, Select, String, Table, Text, delete, or_, select, update
-from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -118,12 +118,8 @@ class _Shape:
 class RunStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        path = make_url(str(db.engine.url)).database
-        self._writer = (
-            SqliteWriter(path)
-            if db.engine.dialect.name == "sqlite" and path and path != ":memory:"
-            else None
-        )
+        path = db.sqlite_file
+        self._writer = SqliteWriter(path) if path else None
         self._shapes = [
             _Shape(db, EXECUTIONS),
             _Shape(db, TASKS, wrapped=("result",)),

@@ -17,7 +17,7 @@ RESEND_AFTER = 0.1  # seconds before an event the service refused (5xx) is sent 
 RESEND_FOR = 60.0  # seconds of refusals before the bench gives up
 DEFAULT_PG = os.environ.get("OPENDOCTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEFAULT_AMQP = os.environ.get("OPENDOCTOR_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-# opendoctor.service.EVENTS_TOPIC and remote.NOTIFICATIONS_TOPIC (not imported: they pull
+# opendoctor.app.intake.EVENTS_TOPIC and remote.NOTIFICATIONS_TOPIC (not imported: they pull
 # in the service)
 TOPICS = ("events", "notifications")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from opendoctor.app.service import EVENTS_TOPIC
+from opendoctor.app.intake import EVENTS_TOPIC
 from opendoctor.core.model import HOST_DOWN, Event
 from opendoctor.store.db import DatabaseUnavailable
 from tests.conftest import eventually
@@ -120,3 +120,25 @@ async def test_events_stored_but_never_handed_over_are_handled_after_a_restart(
         await r.service.bus.drain()
         [stored] = await stored_events(r)
         assert stored["id"] == lost.id and stored["processed"] is True
+
+
+async def test_events_the_spool_kept_are_journaled_and_handled_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # The front loop's events are accepted once in the spool (store/event_spool.py).
+    settings = settings_for(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/od.db")
+    lost = Event(HOST_DOWN, "compute3", "down", time.time(), monitor="test")
+    async with serving(settings, lab_vim()) as r:
+        assert r.service.events.spool is not None
+        # Kept, then the process died before the service's loop had them.
+        await r.service.events.spool.add([lost])
+    async with serving(settings, lab_vim()) as r:
+        await eventually(
+            lambda: r.service.inspector.active.get(("host", "compute3")),
+            what="the spooled event's fault",
+        )
+        await r.service.bus.drain()
+        [stored] = await stored_events(r)
+        assert stored["id"] == lost.id and stored["processed"] is True
+        assert r.service.events.spool is not None
+        assert await r.service.events.spool.held() == []
