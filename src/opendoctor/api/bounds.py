@@ -18,7 +18,6 @@ from opendoctor.api.errors import error_body
 
 MAX_DEPTH = 32
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _PAIR = re.compile(rb"\[\]|\{\}")
 _OPENS = rb"[\[{]"
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -34,7 +33,7 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     at once (a deep body would otherwise take `limit` rounds that each remove little)."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    brackets = _without_strings(body).translate(None, _NOT_BRACKETS)
     run = re.compile(_OPENS + b"{%d}" % (limit + 1))  # that many opened in a row
     for _ in range(limit):
         if run.search(brackets):
@@ -43,6 +42,17 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
         if not brackets or not removed:
             return False
     return bool(_PAIR.search(brackets))
+
+
+def _without_strings(body: bytes) -> bytes:
+    """`body` without the contents of its JSON strings (brackets in them do not nest).
+    Escapes go first (an escaped backslash, then an escaped quote, as a parser reads them
+    from the left); then every other piece between quotes is a string's. Three passes
+    of C over the body: a regular expression over each string took a third of the CPU
+    that a storm's `PUT /events` of a hundred events cost."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(body.split(b'"')[::2])
 
 
 class BodyLimit:

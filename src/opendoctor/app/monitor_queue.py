@@ -80,6 +80,6 @@ class QueueIntake:
                 raise Refused("body", f"{len(parsed)} events at once, over api.events_burst")
             await asyncio.sleep(wait)
         self.check_known(parsed)
-        events: list[Event] = [p.to_event(reporter) for p in parsed]
+        events: list[Event] = events_api.to_events(parsed, reporter)
         await self.facade.submit(events)
         return len(events)

@@ -66,6 +66,25 @@ async def test_json_within_the_bounds_goes_through(api: Api) -> None:
     assert resp.status_code == 202, resp.text
 
 
+@pytest.mark.parametrize(
+    ("inside", "deep"),
+    [
+        (r'"[[[["', False),  # brackets in a string do not nest
+        (r'"a\\",[[[[', True),  # an escaped backslash; the quote after it ends the string
+        (r'"a\\\"[[[["', False),  # an escaped backslash, then an escaped quote: still in
+        (r'"\\\\",[[[[', True),  # two escaped backslashes, then the string's end
+    ],
+)
+def test_the_depth_check_reads_strings_as_a_parser_does(inside: str, deep: bool) -> None:
+    # MAX_DEPTH - 2 levels around `inside`: the four brackets in it tip it over only when
+    # they are outside every string.
+    depth = MAX_DEPTH - 2
+    closing = inside.count("[") if deep else 0
+    body = ("[" * depth + inside + "]" * closing + "]" * depth).encode()
+    orjson.loads(body)  # valid JSON, deeper than MAX_DEPTH or not
+    assert too_deep(body) is deep
+
+
 def test_the_depth_check_costs_little_on_a_large_body() -> None:
     """A 1 MB body of many small objects, and one of long strings full of brackets."""
     many = orjson.dumps([{"key": f"v{i}", "n": [i, {"m": [i]}]} for i in range(25_000)])
