@@ -71,10 +71,7 @@ class Intake:
         if home is None or asyncio.get_running_loop() is home:
             await asyncio.shield(self._accept(events))
         elif spool is not None and isinstance(self.bus, InProcessBus):
-            await asyncio.shield(spool.add(events))
-            # One callback, after every earlier one: a host's events reach the bus in the
-            # order they were accepted.
-            home.call_soon_threadsafe(self._arrived, events, spool, self.bus)
+            await asyncio.shield(self._spooled(events, spool, home, self.bus))
         else:
             await on(home, _shielded(self._accept(events)))
         for event in events:
@@ -83,6 +80,18 @@ class Intake:
     async def _accept(self, events: list[Event]) -> None:
         await self.events.add(events)
         await self.bus.publish_many(EVENTS_TOPIC, [(e.hostname, e) for e in events])
+
+    async def _spooled(
+        self,
+        events: list[Event],
+        spool: EventSpool,
+        home: asyncio.AbstractEventLoop,
+        bus: InProcessBus,
+    ) -> None:
+        await spool.add(events)
+        # One callback, after every earlier one: a host's events reach the bus in the
+        # order they were accepted.
+        home.call_soon_threadsafe(self._arrived, events, spool, bus)
 
     def _arrived(self, events: list[Event], spool: EventSpool, bus: InProcessBus) -> None:
         for event in events:

@@ -8,7 +8,10 @@ blocking call from the test's loop holds the service's loop for as long as it la
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -19,9 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
+from opendoctor.app.intake import EVENTS_TOPIC, Intake
 from opendoctor.app.server import Serving, serving
 from opendoctor.app.service import Service
+from opendoctor.bus import InProcessBus
+from opendoctor.core.model import HOST_DOWN, Event
 from opendoctor.core.settings import Settings
+from opendoctor.infra.loops import LoopThread
+from opendoctor.store.db import Database
+from opendoctor.store.pipeline import EventStore
 from tests.conftest import MONITOR, eventually
 from tests.integration.pipeline.conftest import ADMIN, host_down, lab_vim, settings_for
 
@@ -136,3 +145,39 @@ async def test_without_a_front_loop_everything_runs_on_the_service_loop(tmp_path
         await eventually(
             lambda: ("host", "compute1") in service.inspector.active, what="compute1's fault"
         )
+
+
+async def test_a_caller_that_goes_away_still_leaves_its_events_handed_over(
+    tmp_path: Path,
+) -> None:
+    # The service's loop on a thread here; this test's loop is the front's.
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/od.db")
+    await db.migrate()
+    events = EventStore(db)
+    bus = InProcessBus()
+    intake = Intake(events, bus)
+    got: list[Event] = []
+    arrived = threading.Event()
+
+    async def handler(event: Event) -> None:
+        got.append(event)
+        arrived.set()
+
+    bus.subscribe(EVENTS_TOPIC, handler)
+    home = LoopThread("service")
+    home.start()
+    try:
+        await home.run(intake.start())
+        event = Event(HOST_DOWN, "compute1", "down", time.time(), monitor="test")
+        submit = asyncio.ensure_future(intake.submit([event]))
+        await asyncio.sleep(0)  # under way: its events are being written to the spool
+        submit.cancel()
+        assert await asyncio.to_thread(arrived.wait, 10), "the event never reached the bus"
+        assert [e.id for e in got] == [event.id]
+        await home.run(intake.stop())
+        assert events.spool is not None
+        assert await events.spool.held() == []  # the journal has it
+    finally:
+        await home.run(events.close())
+        await home.run(db.close())
+        home.stop()
