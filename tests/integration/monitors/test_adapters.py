@@ -228,8 +228,15 @@ async def test_the_zabbix_webhook(running: Running) -> None:
     resp = await post("/v1/monitors/zabbix", json=zabbix_body(event_value="0"))
     assert len(resp.json()["accepted"]) == 1
     await eventually(lambda: _none_active(running), what="the recovery")
-    events = (await running.client.get("/v1/events", headers=ADMIN)).json()
-    mine = [e for e in events if e["fault_id"] == fault["id"]]
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        # The fault clears as the recovery is handled; the event's record (processed,
+        # with its fault) is written a moment after.
+        events = (await running.client.get("/v1/events", headers=ADMIN)).json()
+        mine = [e for e in events if e["fault_id"] == fault["id"]]
+        return mine if len(mine) == 2 else None
+
+    mine = await eventually(recorded, what="both events recorded with the fault")
     assert {e["monitor_event_id"] for e in mine} == {"1001"}
     assert {e["status"] for e in mine} == {"down", "up"}
     assert mine[0]["details"]["fields"]["tags.service"] == "compute"

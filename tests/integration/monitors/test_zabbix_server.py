@@ -76,15 +76,18 @@ def _host(api: ZabbixAPI, name: str) -> str:
 def _set(bed: ZabbixBed, api: ZabbixAPI, host: str, up: bool) -> float:
     """Send the host's item `up` until Zabbix has (or no longer has) the problem: its
     configuration cache takes up a new host, item and trigger within a second, perhaps
-    not all at once. When the value that did it was sent."""
+    not all at once. When the first value Zabbix took was sent: the problem may come from
+    it, shown only after a later one was sent, never from one sent before it."""
     sender = Sender(server=bed.trapper[0], port=bed.trapper[1])
     hostid = api.host.get(filter={"host": [host]})[0]["hostid"]
     deadline = time.monotonic() + 15
+    first: float | None = None
     while True:
         sent = time.time()
-        taken = sender.send_value(host, "up", int(up)).processed == 1
-        if taken and bool(api.problem.get(hostids=[hostid])) != up:
-            return sent
+        if sender.send_value(host, "up", int(up)).processed == 1 and first is None:
+            first = sent
+        if first is not None and bool(api.problem.get(hostids=[hostid])) != up:
+            return first
         assert time.monotonic() < deadline, f"Zabbix did not take {host}'s value {int(up)}"
         time.sleep(0.1)
 
