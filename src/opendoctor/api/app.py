@@ -74,6 +74,7 @@ def create_app(service: Facade, manage: bool = True) -> FastAPI:
     app.state.keystone = keystone
     app.state.events_rate = RateLimit(api.events_rate, api.events_burst)
     app.state.alarms = service.alarms
+    app.state.intake = events.ServiceIntake(service)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=api.max_body_bytes)
     # Outside the body limit: a change refused as too large is on the trail too.

@@ -8,8 +8,9 @@ A request is all or nothing: one bad event rejects it whole and nothing of it is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -246,39 +247,93 @@ class InvalidEvents(Exception):
         self.errors = errors
 
 
-def check_known(service: Facade, parsed: list[DoctorEvent]) -> None:
-    """A 422 unless every host, server and graph resource the events name is known."""
+# What a request's events name, by kind: each must be known to the service.
+NAME_KINDS = ("hosts", "resources", "servers")
+Names = dict[str, list[str]]
+
+
+def names_in(parsed: list[DoctorEvent]) -> dict[str, set[str]]:
+    """The hosts, graph resources and servers the events name."""
+    return {
+        "hosts": {e.subject for e in parsed if e.type != RESOURCE_DOWN},
+        "resources": {e.subject for e in parsed if e.type == RESOURCE_DOWN},
+        "servers": {
+            sid for e in parsed if (sid := e.details.instance_id) and e.type in INSTANCE_EVENTS
+        },
+    }
+
+
+_UNKNOWN = {
+    "hosts": ("unknown host(s)", "details.hostname"),
+    "resources": ("unknown resource(s) in the entity graph", "details.resource_id"),
+    "servers": ("unknown server(s)", "details.instance_id"),
+}
+
+
+def refuse_unknown(wanted: dict[str, set[str]], known: Callable[[str, str], bool]) -> None:
+    """A 422 naming the first kind of name (hosts, resources, servers) with unknown ones."""
+    for kind in NAME_KINDS:
+        unknown = sorted(n for n in wanted.get(kind, ()) if not known(kind, n))
+        if unknown:
+            problem, field = _UNKNOWN[kind]
+            raise RequestError(422, f"{problem}: {', '.join(unknown)}", field)
+
+
+def knows(service: Facade) -> Callable[[str, str], bool]:
+    """Whether the service knows a name of a kind."""
     # Membership tests only, never a walk of the topology: it is 10,000 servers in a
     # storm, and the front loop (app/front.py) reads it while the service's loop changes it.
-    hosts = service.hosts()
-    unknown = sorted(
-        {e.subject for e in parsed if e.type != RESOURCE_DOWN and e.subject not in hosts}
-    )
-    if unknown:
-        field = "details.hostname"
-        raise RequestError(422, f"unknown host(s): {', '.join(unknown)}", field)
-    missing = sorted(
-        key
-        for key in {e.subject for e in parsed if e.type == RESOURCE_DOWN}
-        if (v := service.graph.get(key)) is None or v.placeholder
-    )
-    if missing:
-        problem = f"unknown resource(s) in the entity graph: {', '.join(missing)}"
-        raise RequestError(422, problem, "details.resource_id")
-    servers = service.servers()
-    strangers = sorted(
-        {
-            sid
-            for e in parsed
-            if (sid := e.details.instance_id) and e.type in INSTANCE_EVENTS and sid not in servers
-        }
-    )
-    if strangers:
-        raise RequestError(422, f"unknown server(s): {', '.join(strangers)}", "details.instance_id")
+    hosts, servers, graph = service.hosts(), service.servers(), service.graph
+
+    def known(kind: str, name: str) -> bool:
+        if kind == "hosts":
+            return name in hosts
+        if kind == "servers":
+            return name in servers
+        return (v := graph.get(name)) is not None and not v.placeholder
+
+    return known
+
+
+def check_known(service: Facade, parsed: list[DoctorEvent]) -> None:
+    """A 422 unless every host, server and graph resource the events name is known."""
+    refuse_unknown(names_in(parsed), knows(service))
+
+
+def known_names(service: Facade, asked: Names) -> Names:
+    """Of the names asked (by kind), those the service knows (the front process asks)."""
+    known = knows(service)
+    return {
+        kind: [n for n in names if known(kind, n)]
+        for kind, names in asked.items()
+        if kind in NAME_KINDS and isinstance(names, list)
+    }
+
+
+class EventIntake(Protocol):
+    """Where the events API hands what it accepts: the service (`ServiceIntake`), or the
+    service through the front process (app/front_process.py)."""
+
+    async def check(self, parsed: list[DoctorEvent]) -> None:
+        """A 422 (`RequestError`) unless every name the events give is known."""
+
+    async def submit(self, events: list[Event]) -> None:
+        """Accept the events: durable and on their way to be handled when this returns."""
+
+
+class ServiceIntake:
+    def __init__(self, service: Facade) -> None:
+        self.service = service
+
+    async def check(self, parsed: list[DoctorEvent]) -> None:
+        check_known(self.service, parsed)
+
+    async def submit(self, events: list[Event]) -> None:
+        await self.service.submit(events)
 
 
 async def _accept(request: Request, reporter: str) -> JSONResponse:
-    service: Facade = request.app.state.service
+    intake: EventIntake = request.app.state.intake
     raw = await request.body()
     try:
         parsed = parse(raw)
@@ -286,9 +341,9 @@ async def _accept(request: Request, reporter: str) -> JSONResponse:
         return JSONResponse(error_body(400, exc.errors), status_code=400)
     if (too_many := refused(request.app.state.events_rate, reporter, len(parsed))) is not None:
         return too_many
-    check_known(service, parsed)
+    await intake.check(parsed)
     events = to_events(parsed, reporter)
-    await service.submit(events)
+    await intake.submit(events)
     return JSONResponse({"accepted": [e.id for e in events]}, status_code=202)
 
 

@@ -16,15 +16,25 @@ loop, where the Keystone client lives: the request goes there whole.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Callable
+from typing import Literal
 
-import uvicorn
 from fastapi import FastAPI
 
 from opendoctor.api.auth import Monitors, asks_keystone
 from opendoctor.api.events import INTAKE_ROUTES
 from opendoctor.core.settings import Settings
 from opendoctor.infra.loops import Receive, Scope, Send, bridged
+
+log = logging.getLogger(__name__)
+
+# Seconds the API keeps an idle connection open: longer than clients keep theirs
+# (`infra.httpclient.KEEPALIVE`, 15 s; most HTTP clients are alike), so that a client
+# never reuses a connection the server is closing, which fails a POST (an event) that
+# the client then does not retry.
+KEEP_ALIVE = 75
 
 
 class Front:
@@ -37,41 +47,59 @@ class Front:
         self.monitors: Monitors = app.state.monitors
         self.settings: Settings = app.state.settings
 
-    def here(self, scope: Scope) -> bool:
-        """Whether this request is served on the front loop."""
-        if scope["type"] != "http" or (scope["method"], scope["path"]) not in INTAKE_ROUTES:
-            return False
-        token = next((v for k, v in scope["headers"] if k == b"x-auth-token"), None)
-        text = token.decode("latin-1") if token is not None else None
-        return not asks_keystone(text, self.settings.api, self.monitors)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.here(scope):
+        if in_front(scope, self.settings, self.monitors):
             await self.app(scope, receive, send)
         else:
             await bridged(self.app, self.service_loop, scope, receive, send)
 
 
-def wanted(settings: Settings, roles: frozenset[str]) -> bool:
-    """Whether this process serves HTTP on a front loop (`api.front_loop`; by default,
-    where it both takes events in and handles or delivers them)."""
+def in_front(scope: Scope, settings: Settings, monitors: Monitors) -> bool:
+    """Whether a request is served by the front itself: the events API, unless Keystone
+    must tell who sent it."""
+    if scope["type"] != "http" or (scope["method"], scope["path"]) not in INTAKE_ROUTES:
+        return False
+    token = next((v for k, v in scope["headers"] if k == b"x-auth-token"), None)
+    text = token.decode("latin-1") if token is not None else None
+    return not asks_keystone(text, settings.api, monitors)
+
+
+FrontMode = Literal["off", "thread", "process"]
+_CHOSEN: dict[str, FrontMode] = {"on": "thread", "off": "off", "process": "process"}
+
+
+def mode(settings: Settings, roles: frozenset[str], spooled: bool) -> FrontMode:
+    """Where this process serves HTTP (`api.front_loop`): on the service's loop (off), on
+    a loop of its own thread (on), or in a process of its own (process). By default, where
+    it both takes events in and handles or delivers them: a process where the intake spool
+    is kept (`spooled`: SQLite and the in-process bus, embedded mode), a thread elsewhere
+    (a process falls back to a thread without the spool)."""
     choice = settings.api.front_loop
-    if choice != "auto":
-        return choice == "on"
-    return "api" in roles and not roles.isdisjoint({"inspector", "notifier"})
+    if choice == "auto":
+        takes_and_handles = "api" in roles and not roles.isdisjoint({"inspector", "notifier"})
+        if not takes_and_handles:
+            return "off"
+        return "process" if spooled else "thread"
+    if choice == "process" and not spooled:
+        log.warning(
+            "api.front_loop = process needs SQLite and the in-process bus; "
+            "serving on a front thread instead"
+        )
+        return "thread"
+    return _CHOSEN[choice]
 
 
-def stop_on_signals(server: uvicorn.Server) -> list[int]:
-    """SIGTERM and SIGINT stop the front loop's server as they would stop it on the main
-    thread (signals reach the main thread only); a second SIGINT forces it. The signals
-    received, to raise again once the service has stopped (`raise_again`), as uvicorn
-    does: the process then ends as killed by them."""
+def stop_on_signals(stop: Callable[[int], None]) -> list[int]:
+    """SIGTERM and SIGINT call `stop` (the front loop's server, or the front process's,
+    stops as it would on the main thread: signals reach the main thread only). The
+    signals received, to raise again once the service has stopped (`raise_again`), as
+    uvicorn does: the process then ends as killed by them."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
     def received_one(sig: int) -> None:
         received.append(sig)
-        server.handle_exit(sig, None)
+        stop(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, received_one, sig)

@@ -12,7 +12,9 @@ hands them to the service's loop in one call that nothing waits for; there they 
 published, then recorded in the journal and dropped from the spool. So an event is
 accepted without a turn of the loop, nor a lock of the file, that a storm's delivery
 keeps busy. Otherwise (PostgreSQL, a broker: clients that belong to the service's loop)
-the front loop waits for the service's loop to write and publish them.
+the front loop waits for the service's loop to write and publish them. A front process
+(app/front_process.py) writes the spool itself and hands the events over its control
+channel (`taken_in`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class Intake:
         self.bus = bus
         self._home: asyncio.AbstractEventLoop | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        # Ids handed to the bus, not yet dropped from the spool.
+        self._handed: set[str] = set()
+
+    @property
+    def spooled(self) -> bool:
+        """Whether accepted events are kept in the spool and handed over without waiting
+        (SQLite and the in-process bus): what a front process needs."""
+        return self.events.spool is not None and isinstance(self.bus, InProcessBus)
 
     async def start(self) -> None:
         """The calling loop is the service's. Events the spool still holds (the process
@@ -93,7 +103,31 @@ class Intake:
         # order they were accepted.
         home.call_soon_threadsafe(self._arrived, events, spool, bus)
 
+    def taken_in(self, events: list[Event]) -> None:
+        """Events the front process (app/front_process.py) accepted: already in the spool,
+        handed to the bus now. On this loop, in the order they were accepted."""
+        spool = self.events.spool
+        assert spool is not None and isinstance(self.bus, InProcessBus)
+        self._arrived(events, spool, self.bus)
+        for event in events:
+            metrics.EVENTS.labels(event.type, "accepted").inc()
+
+    async def take_missed(self) -> None:
+        """Take in what the spool holds that never reached this process: events a front
+        process kept but did not hand over before it ended."""
+        spool = self.events.spool
+        if spool is None:
+            return
+        missed = [e for e in await spool.held() if e.id not in self._handed]
+        if missed:
+            log.warning(
+                "events a front process accepted, taken from the spool",
+                extra={"events": len(missed)},
+            )
+            self.taken_in(missed)
+
     def _arrived(self, events: list[Event], spool: EventSpool, bus: InProcessBus) -> None:
+        self._handed.update(e.id for e in events)
         for event in events:
             bus.publish_nowait(EVENTS_TOPIC, event, event.hostname)
         task = asyncio.create_task(self._record(events, spool), name="intake:record")
@@ -104,6 +138,7 @@ class Intake:
         try:
             await self.events.add(events)
             await spool.drop([e.id for e in events])
+            self._handed.difference_update(e.id for e in events)
         except Exception as exc:
             # Handled all the same; the spool keeps them until the next start.
             log.warning(

@@ -5,28 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from opendoctor.api.app import create_app
 from opendoctor.app import front
+from opendoctor.app.front import KEEP_ALIVE
+from opendoctor.app.front_link import FrontFailed, FrontProcess
 from opendoctor.app.service import Service
 from opendoctor.core.settings import Settings
 from opendoctor.infra.live import Hub
-from opendoctor.infra.loops import LoopThread
+from opendoctor.infra.loops import Asgi, LoopThread
 from opendoctor.infra.procs import announce_ready
 from opendoctor.web import routes as web
 
-# Seconds the API keeps an idle connection open: longer than clients keep theirs
-# (`infra.httpclient.KEEPALIVE`, 15 s; most HTTP clients are alike), so that a client
-# never reuses a connection the server is closing, which fails a POST (an event) that
-# the client then does not retry.
-KEEP_ALIVE = 75
+log = logging.getLogger(__name__)
 
 
 class Server(uvicorn.Server):
@@ -49,35 +49,34 @@ class Server(uvicorn.Server):
 
 @dataclass
 class Serving:
-    """The API served: where, by which server, and what ends when the server has stopped."""
+    """The API served: where, what ends when it has stopped, how to ask it to stop."""
 
     url: str
-    server: Server
     stopped: asyncio.Future[None]
-    front: bool  # served on a front loop of its own (app/front.py)
+    mode: front.FrontMode  # where HTTP is served (app/front.py)
+    stop: Callable[[int], None]  # ask it to stop (the signal that asks)
+    front_process: FrontProcess | None = None
 
 
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[Serving]:
     """The API of `service` served (the service started by its lifespan); on leaving, the
-    server shut down gracefully (the service stopped) and the front loop's thread ended."""
+    server shut down gracefully (the service stopped) and the front's thread or process
+    ended."""
     settings = service.settings
     app = create_app(service.facade)
     # The dashboard, beside the API it reads.
     web.mount(app)
+    mode = front.mode(settings, service.roles, service.intake.spooled)
+    if mode == "process":
+        async with _front_process(service, app) as served:
+            yield served
+        return
     here = asyncio.get_running_loop()
-    thread = LoopThread("front") if front.wanted(settings, service.roles) else None
-    config = uvicorn.Config(
-        app if thread is None else front.Front(app, here),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        loop="none",
-        timeout_keep_alive=KEEP_ALIVE,
+    thread = LoopThread("front") if mode == "thread" else None
+    server = Server(
+        _config(settings, app if thread is None else front.Front(app, here)), service.live, here
     )
-    server = Server(config, service.live, here)
     task: asyncio.Future[None]
     if thread is None:
         task = asyncio.create_task(server.serve())
@@ -92,7 +91,8 @@ async def serving(service: Service) -> AsyncIterator[Serving]:
             await asyncio.sleep(0.02)
         sockets = [s for srv in server.servers for s in srv.sockets]
         port = sockets[0].getsockname()[1] if sockets else settings.api.port
-        yield Serving(f"http://{settings.api.host}:{port}", server, task, thread is not None)
+        url = f"http://{settings.api.host}:{port}"
+        yield Serving(url, task, mode, lambda sig: server.handle_exit(sig, None))
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -101,12 +101,60 @@ async def serving(service: Service) -> AsyncIterator[Serving]:
             thread.stop()
 
 
+def _config(settings: Settings, app: Asgi) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="none",
+        timeout_keep_alive=KEEP_ALIVE,
+    )
+
+
+@asynccontextmanager
+async def _front_process(service: Service, app: FastAPI) -> AsyncIterator[Serving]:
+    """The service started here, its HTTP served by a front process (app/front_link.py)
+    on a socket bound here."""
+    settings = service.settings
+    try:
+        listening = _config(settings, app).bind_socket()
+    except SystemExit:  # uvicorn has logged why (the port is taken)
+        raise SystemExit(1) from None
+    stopped = asyncio.get_running_loop().create_future()
+
+    def stop(_: int) -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
+    try:
+        async with app.router.lifespan_context(app):
+            process = FrontProcess(app, settings, service.facade, service.intake, listening)
+            try:
+                await process.start()
+            except FrontFailed as exc:
+                log.error("%s", exc)
+                raise SystemExit(1) from None
+            try:
+                port = listening.getsockname()[1]
+                url = f"http://{settings.api.host}:{port}"
+                yield Serving(url, stopped, "process", stop, process)
+            finally:
+                # Streams end first: the front waits for every response to end.
+                service.live.close()
+                await process.stop()
+    finally:
+        listening.close()
+
+
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     service = Service(settings)
     received: list[int] = []
     async with serving(service) as served:
-        if served.front:
-            received = front.stop_on_signals(served.server)
+        if served.mode != "off":
+            received = front.stop_on_signals(served.stop)
         # Everything allocated so far (modules, topology, alarms) lives as long as the
         # process: keep it out of the collector's full passes, which would otherwise walk
         # it all and pause the loop in the middle of a fault.

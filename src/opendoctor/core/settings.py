@@ -112,11 +112,12 @@ class ApiSettings(BaseModel):
     events_burst: int = Field(
         10_000, ge=1, description="events one monitor may report at once (a storm)"
     )
-    front_loop: Literal["auto", "on", "off"] = Field(
+    front_loop: Literal["auto", "on", "off", "process"] = Field(
         "auto",
-        description="serve HTTP, and take events in, on an event loop of its own thread, "
-        "so that a storm's delivery never delays the next events; auto: where the "
-        "process also handles or delivers them (embedded mode)",
+        description="serve HTTP, and take events in, on an event loop of its own thread "
+        "(on), or in a process of its own (process: SQLite and the in-process bus only), "
+        "so that a storm's delivery never delays the next events; auto: where this "
+        "process also handles or delivers them, a process in embedded mode, else a thread",
     )
     # Before monitor_tokens: one token for every monitor (the monitor "southbound").
     southbound_token: SecretStr | None = None

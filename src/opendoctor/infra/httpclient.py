@@ -22,7 +22,7 @@ from opendoctor.infra.memo import Remembered
 # Seconds an idle pooled connection is kept: connections kept between faults spare a
 # storm's callbacks their handshakes. A server that closes idle connections sooner
 # fails a request that reuses one as it closes, so our API's server keeps them longer
-# (`app.server.KEEP_ALIVE`).
+# (`app.front.KEEP_ALIVE`).
 KEEPALIVE = 15.0
 
 

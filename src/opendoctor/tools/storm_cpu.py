@@ -58,7 +58,7 @@ class CpuMeter:
         self.me = os.getpid()
 
     def _group(self, pid: int, ppid: int, comm: str) -> str | None:
-        if pid in self.service:
+        if pid in self.service or ppid in self.service:  # its front process too
             return "service"
         if pid in self.consumers:
             return "consumers"

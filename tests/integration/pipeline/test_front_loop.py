@@ -55,7 +55,8 @@ async def served(settings: Settings) -> AsyncIterator[tuple[Service, Serving]]:
 
 
 def front_settings(tmp_path: Path, db_url: str, **kw: Any) -> Settings:
-    return settings_for(tmp_path, database_url=db_url, api={"port": 0, **kw})
+    """The front on a thread unless `front_loop` says otherwise (test_front_process.py)."""
+    return settings_for(tmp_path, database_url=db_url, api={"port": 0, "front_loop": "on", **kw})
 
 
 async def test_events_are_accepted_while_the_service_loop_does_not_turn(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ async def test_events_are_accepted_while_the_service_loop_does_not_turn(tmp_path
         service,
         s,
     ):
-        assert s.front
+        assert s.mode == "thread"
         # The service's loop is held for the whole call: stored and answered without it.
         status, body = blocking("PUT", f"{s.url}/events", [host_down("compute2")])
         assert status == 202, body
@@ -97,24 +98,29 @@ async def test_other_requests_are_served_on_the_service_loop(tmp_path: Path) -> 
         # is held, and is when it turns.
         with pytest.raises(TimeoutError):
             blocking("GET", f"{s.url}/v2/alarms", timeout=0.5)
-        async with httpx.AsyncClient(base_url=s.url, headers={**ADMIN, **MONITOR}) as client:
-            resp = await client.get("/health")
-            assert resp.status_code == 200 and resp.json()["status"] == "ok"
-            # A refusal made on the front loop has the API's error shape.
-            bad = await client.put("/events", json=[{"type": "compute.host.down"}])
-            assert bad.status_code == 400
-            assert bad.json()["error"]["errors"][0]["field"] == "[0].details"
-            unknown = await client.put("/events", json=[host_down("nowhere")])
-            assert unknown.status_code == 422
-            assert "nowhere" in unknown.json()["error"]["message"]
-            # A stream: each chunk crosses from the service's loop to the front's.
-            async with client.stream("GET", "/v1/stream") as stream:
-                assert stream.status_code == 200
-                resp = await client.put("/events", json=[host_down("compute1")])
-                assert resp.status_code == 202
-                async for line in stream.aiter_lines():
-                    if "compute1" in line:
-                        break
+        await the_rest_is_served(s.url)
+
+
+async def the_rest_is_served(url: str) -> None:
+    """What crosses from the front to the service (and back) works as on one loop."""
+    async with httpx.AsyncClient(base_url=url, headers={**ADMIN, **MONITOR}) as client:
+        resp = await client.get("/health")
+        assert resp.status_code == 200 and resp.json()["status"] == "ok"
+        # A refusal made by the front has the API's error shape.
+        bad = await client.put("/events", json=[{"type": "compute.host.down"}])
+        assert bad.status_code == 400
+        assert bad.json()["error"]["errors"][0]["field"] == "[0].details"
+        unknown = await client.put("/events", json=[host_down("nowhere")])
+        assert unknown.status_code == 422
+        assert "nowhere" in unknown.json()["error"]["message"]
+        # A stream: each chunk crosses from the service to the front.
+        async with client.stream("GET", "/v1/stream") as stream:
+            assert stream.status_code == 200
+            resp = await client.put("/events", json=[host_down("compute1")])
+            assert resp.status_code == 202
+            async for line in stream.aiter_lines():
+                if "compute1" in line:
+                    break
 
 
 async def test_events_through_the_front_loop_are_handled_on_each_engine(
@@ -123,7 +129,7 @@ async def test_events_through_the_front_loop_are_handled_on_each_engine(
     # On PostgreSQL the journal's engine belongs to the service's loop: the front loop
     # hands the events over to it, and answers once they are stored.
     async with served(front_settings(tmp_path, db_url)) as (service, s):
-        assert s.front
+        assert s.mode == "thread"
         async with httpx.AsyncClient(base_url=s.url, headers=MONITOR) as client:
             answers = [
                 await client.put("/events", json=[host_down(h)]) for h in ("compute1", "compute3")
@@ -138,7 +144,7 @@ async def test_events_through_the_front_loop_are_handled_on_each_engine(
 async def test_without_a_front_loop_everything_runs_on_the_service_loop(tmp_path: Path) -> None:
     settings = front_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/od.db", front_loop="off")
     async with served(settings) as (service, s):
-        assert not s.front
+        assert s.mode == "off"
         async with httpx.AsyncClient(base_url=s.url, headers=MONITOR) as client:
             resp = await client.put("/events", json=[host_down("compute1")])
             assert resp.status_code == 202

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from opendoctor.app.server import KEEP_ALIVE
+from opendoctor.app.front import KEEP_ALIVE
 from opendoctor.core.egress import EgressDenied, EgressPolicy
 from opendoctor.infra.httpclient import EgressRefused, HttpClient, _PolicyResolver
 from tests.tcpproxy import free_port
