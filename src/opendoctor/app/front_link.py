@@ -149,8 +149,13 @@ class FrontProcess:
                 elif message["type"] == "ask":
                     known = self._known(message["names"])
                     writer.write(asgi_pipe.encode({"type": "known", "id": message["id"], **known}))
-        except (asgi_pipe.PipeError, ConnectionError, TypeError) as exc:
+        except (asgi_pipe.PipeError, ConnectionError, KeyError, TypeError, ValueError) as exc:
+            # A front that cannot hand its events over must not go on taking them in: it
+            # is started again, and what it kept is taken from the spool.
             log.error("the front process's control channel failed", extra={"error": str(exc)})
+            proc = self._proc
+            if proc is not None and proc.returncode is None:
+                proc.kill()
         finally:
             writer.close()
 
