@@ -187,7 +187,9 @@ class MonitorSettings(BaseModel):
 
 
 class InspectorSettings(BaseModel):
-    vim_concurrency: int = Field(32, ge=1, description="parallel VIM calls per fault")
+    vim_concurrency: int = Field(
+        32, ge=1, description="parallel VIM calls setting servers to error, all faults together"
+    )
     topology_file: Path | None = Field(
         None, description="YAML file of what the VIM does not know: switches, racks, feeds"
     )
