@@ -41,6 +41,10 @@ STOP_WITHIN = 15.0  # seconds it has to end its requests once told to stop
 RESTART_AFTER = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before each restart in a row
 
 
+# A front process started, its settings sent, not yet told to serve.
+_Pending = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class FrontFailed(RuntimeError):
     """The front process did not start serving."""
 
@@ -87,6 +91,7 @@ class FrontProcess:
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
         self._answering: asyncio.Task[None] | None = None
+        self._pending: _Pending | None = None
 
     @property
     def pid(self) -> int | None:
@@ -94,13 +99,22 @@ class FrontProcess:
         proc = self._proc
         return proc.pid if proc is not None and proc.returncode is None else None
 
+    async def spawn(self) -> None:
+        """Start the front process and wait until it is ready to serve (its imports take a
+        second or more); it serves once `start` says so. Before the service starts: the
+        service's work begins at once (a maintenance session taken up sends notices, and
+        the owners answer through the API), so the API must not lag it by that long."""
+        self._pending = await self._spawn()
+
     async def start(self) -> None:
-        """Serve the pipe and start the front; raises `FrontFailed` if it does not serve."""
+        """Serve the pipe and let the front serve; raises `FrontFailed` if it does not."""
         self._pipe = await asgi_pipe.serve(self._pipe_path, self.app)
-        await self._spawn()
+        pending = self._pending or await self._spawn()
+        self._pending = None
+        await self._go(*pending)
         self._watch = asyncio.create_task(self._keep_running(), name="front:watch")
 
-    async def _spawn(self) -> None:
+    async def _spawn(self) -> _Pending:
         ours, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -127,16 +141,36 @@ class FrontProcess:
                 {"type": "settings", "settings": revealed(self.settings), "spool": spool.path}
             )
         )
+        await self._expect("loaded", proc, reader, writer)
+        return proc, reader, writer
+
+    async def _expect(
+        self,
+        kind: str,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """The front's next frame is `kind`, or it is killed and `FrontFailed` raised."""
         try:
             first = await asyncio.wait_for(asgi_pipe.read(reader), READY_WITHIN)
         except (TimeoutError, asgi_pipe.PipeError, ConnectionError):
             first = None
-        if first is None or first["type"] != "ready":
+        if first is None or first["type"] != kind:
             writer.close()
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
-            raise FrontFailed(f"the front process did not start serving (exit status {code})")
+            raise FrontFailed(f"the front process sent no {kind!r} (exit status {code})")
+
+    async def _go(
+        self,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        writer.write(asgi_pipe.encode({"type": "go"}))
+        await self._expect("ready", proc, reader, writer)
         self._proc, self._control = proc, writer
         self._answering = asyncio.create_task(self._answer(reader, writer), name="front:control")
 
@@ -175,7 +209,7 @@ class FrontProcess:
             await self.intake.take_missed()
             await asyncio.sleep(RESTART_AFTER[min(in_a_row, len(RESTART_AFTER) - 1)])
             try:
-                await self._spawn()
+                await self._go(*await self._spawn())
                 self.restarts += 1
                 in_a_row = 0
             except (FrontFailed, OSError) as exc:
@@ -183,8 +217,17 @@ class FrontProcess:
                 log.error("the front process did not start again", extra={"error": str(exc)})
 
     async def stop(self) -> None:
-        """Stop the front (its requests under way end first), then the pipe."""
+        """Stop the front (its requests under way end first), then the pipe. Once."""
+        if self._stopping:
+            return
         self._stopping = True
+        if self._pending is not None:  # spawned, never told to serve
+            spawned, _, writer = self._pending
+            self._pending = None
+            writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                spawned.kill()
+            await spawned.wait()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -202,5 +245,6 @@ class FrontProcess:
             await self._answering
         if self._pipe is not None:
             self._pipe.close()
-        await self.intake.take_missed()
+        if proc is not None:  # it served: what it kept and never handed over, now
+            await self.intake.take_missed()
         shutil.rmtree(self._dir, ignore_errors=True)

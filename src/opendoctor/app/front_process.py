@@ -14,7 +14,9 @@ served by the service's process through `infra.asgi_pipe`. The service's side, w
 starts, watches and restarts this process, is app/front_link.py.
 
 The control channel, a socket pair, carries JSON frames (`infra.asgi_pipe.encode`): the
-settings first (secrets never reach argv), then `ready`; the events accepted, in the
+settings first (secrets never reach argv), and `loaded` back once this process is ready
+to serve; `go` once the service has started, and `ready` back once this process serves;
+then the events accepted, in the
 order their spool writes ended; and questions about names this process has not seen
 (`KnownNames`), each answered by the service from its topology.
 """
@@ -102,6 +104,7 @@ class Control:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self._asked: dict[int, asyncio.Future[Names]] = {}
+        self.go = asyncio.Event()  # the service has started: serve
         self._ids = itertools.count(1)
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -119,10 +122,13 @@ class Control:
             self._asked.pop(ask_id, None)
 
     async def run(self) -> None:
-        """Take the service's answers until the channel ends (the service stopped)."""
+        """Take the service's word to serve, then its answers, until the channel ends
+        (the service stopped)."""
         try:
             while (message := await asgi_pipe.read(self.reader)) is not None:
-                if message["type"] == "known":
+                if message["type"] == "go":
+                    self.go.set()
+                elif message["type"] == "known":
                     answer = self._asked.get(message["id"])
                     if answer is not None and not answer.done():
                         answer.set_result(message["names"])
@@ -216,8 +222,15 @@ async def main(control_fd: int, listen_fd: int, pipe: str) -> None:
         timeout_keep_alive=KEEP_ALIVE,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[socket.socket(fileno=listen_fd)]))
+    await control.send({"type": "loaded"})
     listening = asyncio.create_task(control.run())
+    go = asyncio.create_task(control.go.wait())
+    await asyncio.wait({go, listening}, return_when=asyncio.FIRST_COMPLETED)
+    if not go.done():  # the service ended before it started
+        go.cancel()
+        await spool.close()
+        return
+    serving = asyncio.create_task(server.serve(sockets=[socket.socket(fileno=listen_fd)]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if server.started:

@@ -68,30 +68,46 @@ async def serving(service: Service) -> AsyncIterator[Serving]:
     # The dashboard, beside the API it reads.
     web.mount(app)
     mode = front.mode(settings, service.roles, service.intake.spooled)
-    if mode == "process":
-        async with _front_process(service, app) as served:
-            yield served
-        return
+    # Bound before the service starts: a maintenance session it takes up sends notices at
+    # once, and the links they carry must name the port the owners will reach.
+    try:
+        listening = _config(settings, app).bind_socket()
+    except SystemExit:  # uvicorn has logged why (the port is taken)
+        raise SystemExit(1) from None
+    url = f"http://{settings.api.host}:{listening.getsockname()[1]}"
+    service.maintenance_part.listening(url)
+    try:
+        if mode == "process":
+            async with _front_process(service, app, listening, url) as served:
+                yield served
+        else:
+            async with _on_loops(service, app, listening, url, mode) as served:
+                yield served
+    finally:
+        listening.close()
+
+
+@asynccontextmanager
+async def _on_loops(
+    service: Service, app: FastAPI, listening: socket.socket, url: str, mode: front.FrontMode
+) -> AsyncIterator[Serving]:
+    """uvicorn on the service's loop (off), or on a front loop of its own (thread)."""
     here = asyncio.get_running_loop()
     thread = LoopThread("front") if mode == "thread" else None
-    server = Server(
-        _config(settings, app if thread is None else front.Front(app, here)), service.live, here
-    )
+    served_app = app if thread is None else front.Front(app, here)
+    server = Server(_config(service.settings, served_app), service.live, here)
     task: asyncio.Future[None]
     if thread is None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[listening]))
     else:
         thread.start()
-        task = asyncio.ensure_future(thread.run(_serving(server)))
+        task = asyncio.ensure_future(thread.run(_serving(server, listening)))
     try:
         while not server.started:
             if task.done():
                 await task  # raises what stopped it
                 raise SystemExit(1)
             await asyncio.sleep(0.02)
-        sockets = [s for srv in server.servers for s in srv.sockets]
-        port = sockets[0].getsockname()[1] if sockets else settings.api.port
-        url = f"http://{settings.api.host}:{port}"
         yield Serving(url, task, mode, lambda sig: server.handle_exit(sig, None))
     finally:
         server.should_exit = True
@@ -115,38 +131,36 @@ def _config(settings: Settings, app: Asgi) -> uvicorn.Config:
 
 
 @asynccontextmanager
-async def _front_process(service: Service, app: FastAPI) -> AsyncIterator[Serving]:
+async def _front_process(
+    service: Service, app: FastAPI, listening: socket.socket, url: str
+) -> AsyncIterator[Serving]:
     """The service started here, its HTTP served by a front process (app/front_link.py)
-    on a socket bound here."""
-    settings = service.settings
-    try:
-        listening = _config(settings, app).bind_socket()
-    except SystemExit:  # uvicorn has logged why (the port is taken)
-        raise SystemExit(1) from None
+    on the socket bound here."""
     stopped = asyncio.get_running_loop().create_future()
 
     def stop(_: int) -> None:
         if not stopped.done():
             stopped.set_result(None)
 
+    process = FrontProcess(app, service.settings, service.facade, service.intake, listening)
     try:
+        # Loaded first (a second or more), so that it serves as soon as the service has
+        # started: the service's work begins at once, and needs its API.
+        await process.spawn()
         async with app.router.lifespan_context(app):
-            process = FrontProcess(app, settings, service.facade, service.intake, listening)
             try:
                 await process.start()
             except FrontFailed as exc:
                 log.error("%s", exc)
                 raise SystemExit(1) from None
             try:
-                port = listening.getsockname()[1]
-                url = f"http://{settings.api.host}:{port}"
                 yield Serving(url, stopped, "process", stop, process)
             finally:
                 # Streams end first: the front waits for every response to end.
                 service.live.close()
                 await process.stop()
     finally:
-        listening.close()
+        await process.stop()  # a front spawned for a service that did not start
 
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
@@ -160,19 +174,17 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         # it all and pause the loop in the middle of a fault.
         gc.collect()
         gc.freeze()
-        # The port bound (0 picks one): what owners' notices link to, unless configured.
-        service.maintenance_part.listening(served.url)
         announce_ready(ready_file, served.url)
         await served.stopped
     front.raise_again(received)
 
 
-async def _serving(server: Server) -> None:
+async def _serving(server: Server, listening: socket.socket) -> None:
     """The server on the front loop's thread. uvicorn exits (SystemExit, having logged
-    why) on a port it cannot bind, which would end that thread unseen: here it returns,
+    why) when it cannot start, which would end that thread unseen: here it returns,
     unstarted, and `serve` exits as it does when uvicorn runs on the main thread."""
     with contextlib.suppress(SystemExit):
-        await server.serve()
+        await server.serve(sockets=[listening])
 
 
 def run(settings: Settings, ready_file: Path | None = None) -> None:
