@@ -138,11 +138,6 @@ class NotifyTarget(Protocol):
     async def landed(self, entries: Sequence[OutboxEntry]) -> None:
         """Wait for the first attempts of `entries` that outlasted `notify_many`."""
 
-    async def quiet(self, until: float) -> None:
-        """Return once no first attempt is under way in this process (at once where the
-        notifier runs elsewhere), or at `until` (`time.monotonic()`), whichever is first:
-        work that would compete with the owners for the CPU waits here."""
-
 
 class DeliveryError(Exception):
     """A notification was not delivered; `retry` says whether trying again may help."""

@@ -5,12 +5,7 @@ root cause, one notifier call per group); forcing hosts down is one call per hos
 starts with them; setting each server to error waits until every owner has had a
 first attempt (or `notifier.first_attempt_wait` has passed: a consumer that never
 answers holds nobody up for long), because on a shared CPU those calls would delay the
-owners (DESIGN §1: the owner is told first). In a storm that is not enough: one fault's
-calls would compete with the next faults' owners, and took more of the service's CPU
-than the callbacks did (py-spy, 100 hosts x 100 VMs). So each call also waits until no
-first attempt is under way in the process (`NotifyTarget.quiet`), for `MARKS_WAIT_AT_MOST`
-seconds at most, and `vim_concurrency` bounds the calls of every fault together. Nothing
-here waits on the VIM before the
+owners (DESIGN §1: the owner is told first). Nothing here waits on the VIM before the
 owners are told, and `carry_out` returns once they are: the VIM calls go on in the
 background (a VIM that hangs must hold up neither this fault's record nor the next
 event), and `Outcome.settled()` waits for them.
@@ -38,10 +33,6 @@ from opendoctor.inspector.templates.deductions import NotifyEffect, Plan, Workfl
 from opendoctor.inspector.topology import Topology
 
 log = logging.getLogger(__name__)
-
-# Seconds a fault's servers wait, at most, for the owners of other faults to be told
-# before they are set to error.
-MARKS_WAIT_AT_MOST = 10.0
 
 
 class WorkflowRunner(Protocol):
@@ -285,13 +276,9 @@ class Effects:
     async def _set_error(self, fault: Fault | None, servers: list[Server]) -> None:
         if not servers:
             return
-        # In a storm, other faults' owners are still being told when this fault's are:
-        # each call waits for the notifier to be quiet, for a while at most.
-        until = time.monotonic() + MARKS_WAIT_AT_MOST
 
         async def one(server: Server) -> bool:
             async with self._marking:
-                await self.notifier.quiet(until)
                 try:
                     await self.vim.reset_state(server.id, "error")
                 except VimError as exc:

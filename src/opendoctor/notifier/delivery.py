@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 # Answers worth trying again: the consumer may be back soon. Other 4xx are final.
 RETRYABLE = {408, 425, 429}
-# Seconds without a first attempt under way before the dispatcher counts as quiet.
-SETTLE = 0.02
 
 
 # The headers that sign an entry's payload (none where its project has no key).
@@ -132,11 +130,6 @@ class Dispatcher:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # First attempts under way, and when the last of them ended (see `quiet`).
-        self._under_way: set[asyncio.Future[None]] = set()
-        self._last_ended = 0.0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
 
     def _sender(self, url: str) -> Sender | None:
         scheme = url.split(":", 1)[0].lower()
@@ -184,41 +177,7 @@ class Dispatcher:
     def first_attempts(self, entries: list[OutboxEntry]) -> list[asyncio.Task[None]]:
         """Start trying every new entry once, all at once; each entry records its own
         outcome. One task per entry, in order."""
-        tasks = [asyncio.ensure_future(self._attempt(e)) for e in entries]
-        if tasks:
-            self._under_way.update(tasks)
-            self._quiet.clear()
-            for task in tasks:
-                task.add_done_callback(self._first_ended)
-        return tasks
-
-    def outlived(self, tasks: list[asyncio.Future[None]]) -> None:
-        """These first attempts outlasted the notifier's wait (a consumer that does not
-        answer): `quiet` waits for them no longer either."""
-        for task in tasks:
-            self._first_ended(task)
-
-    def _first_ended(self, task: asyncio.Future[None]) -> None:
-        if task in self._under_way:
-            self._under_way.discard(task)
-            if not self._under_way:
-                self._last_ended = time.monotonic()
-                self._quiet.set()
-
-    async def quiet(self, until: float) -> None:
-        """Return once no first attempt has been under way for `SETTLE` seconds, or at
-        `until` (monotonic). The settling keeps the gap between two faults' attempts, in a
-        storm, from letting through all that waits. Attempts the notifier stopped waiting
-        for (`outlived`) do not count."""
-        while (now := time.monotonic()) < until:
-            if not self._under_way:
-                settled = self._last_ended + SETTLE
-                if now >= settled:
-                    return
-                await asyncio.sleep(min(settled, until) - now)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._quiet.wait(), until - now)
+        return [asyncio.ensure_future(self._attempt(e)) for e in entries]
 
     @property
     def claim_seconds(self) -> float:

@@ -240,7 +240,6 @@ class Notifier:
         if attempts:
             _, running = await asyncio.wait(attempts, timeout=self.first_attempt_wait)
             late = [(e, t) for e, t in zip(entries, attempts, strict=True) if t in running]
-            self.dispatcher.outlived([t for _, t in late])
         written = asyncio.Event()
         if late:
             metrics.NOTIFICATIONS_LATE.inc(len(late))
@@ -268,9 +267,6 @@ class Notifier:
         running = [t for e in entries if (t := self._first.get(e.id)) is not None]
         if running:
             await asyncio.gather(*(asyncio.shield(t) for t in running), return_exceptions=True)
-
-    async def quiet(self, until: float) -> None:
-        await self.dispatcher.quiet(until)
 
     async def _record_late(
         self, late: list[tuple[OutboxEntry, asyncio.Future[None]]], written: asyncio.Event

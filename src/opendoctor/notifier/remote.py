@@ -108,9 +108,6 @@ class BusNotifications:
     async def landed(self, entries: Sequence[OutboxEntry]) -> None:
         """Nothing to wait for here: the notifiers time their own deliveries."""
 
-    async def quiet(self, until: float) -> None:
-        """The notifiers deliver in processes of their own: nothing here competes."""
-
 
 def handler(notifier: Notifier) -> Handler:
     """The notifier replicas' side: send what an inspector asked for."""

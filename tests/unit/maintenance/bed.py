@@ -40,9 +40,6 @@ class Notices:
     async def landed(self, entries: Sequence[OutboxEntry]) -> None:
         return None
 
-    async def quiet(self, until: float) -> None:
-        return None
-
     def of(self, project: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         out = []
         for event in self.events:

@@ -81,9 +81,6 @@ class Told:
     async def landed(self, entries: Sequence[OutboxEntry]) -> None:
         return None
 
-    async def quiet(self, until: float) -> None:
-        return None
-
 
 def hosts(*names: str, vcpus: int = 0, **kinds: Any) -> list[Host]:
     """Hosts named `names`: compute1 dead (forced down), the others up; reserved ones
