@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from pydantic import SecretBytes, SecretStr
 
-from opendoctor.api.events import Names, known_names
+from opendoctor.api.events import known_names
 from opendoctor.api.facade import Facade
 from opendoctor.app.intake import Intake
 from opendoctor.core.model import Event
@@ -87,7 +87,6 @@ class FrontProcess:
         self._pipe_path = str(self._dir / "pipe")
         self._pipe: asyncio.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._control: asyncio.StreamWriter | None = None
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
         self._answering: asyncio.Task[None] | None = None
@@ -157,10 +156,7 @@ class FrontProcess:
         except (TimeoutError, asgi_pipe.PipeError, ConnectionError):
             first = None
         if first is None or first["type"] != kind:
-            writer.close()
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            code = await proc.wait()
+            code = await _abandon(proc, writer)
             raise FrontFailed(f"the front process sent no {kind!r} (exit status {code})")
 
     async def _go(
@@ -171,7 +167,7 @@ class FrontProcess:
     ) -> None:
         writer.write(asgi_pipe.encode({"type": "go"}))
         await self._expect("ready", proc, reader, writer)
-        self._proc, self._control = proc, writer
+        self._proc = proc
         self._answering = asyncio.create_task(self._answer(reader, writer), name="front:control")
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -181,9 +177,11 @@ class FrontProcess:
                 if message["type"] == "events":
                     self.intake.taken_in([Event(**e) for e in message["events"]])
                 elif message["type"] == "ask":
-                    known = self._known(message["names"])
-                    writer.write(asgi_pipe.encode({"type": "known", "id": message["id"], **known}))
-        except (asgi_pipe.PipeError, ConnectionError, KeyError, TypeError, ValueError) as exc:
+                    known = known_names(self.facade, message["names"])
+                    writer.write(
+                        asgi_pipe.encode({"type": "known", "id": message["id"], "names": known})
+                    )
+        except (ConnectionError, KeyError, TypeError, ValueError) as exc:  # PipeError too
             # A front that cannot hand its events over must not go on taking them in: it
             # is started again, and what it kept is taken from the spool.
             log.error("the front process's control channel failed", extra={"error": str(exc)})
@@ -192,9 +190,6 @@ class FrontProcess:
                 proc.kill()
         finally:
             writer.close()
-
-    def _known(self, names: Names) -> dict[str, Names]:
-        return {"names": known_names(self.facade, names)}
 
     async def _keep_running(self) -> None:
         in_a_row = 0
@@ -224,10 +219,7 @@ class FrontProcess:
         if self._pending is not None:  # spawned, never told to serve
             spawned, _, writer = self._pending
             self._pending = None
-            writer.close()
-            with contextlib.suppress(ProcessLookupError):
-                spawned.kill()
-            await spawned.wait()
+            await _abandon(spawned, writer)
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -248,3 +240,11 @@ class FrontProcess:
         if proc is not None:  # it served: what it kept and never handed over, now
             await self.intake.take_missed()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+async def _abandon(proc: asyncio.subprocess.Process, control: asyncio.StreamWriter) -> int:
+    """Kill a front process that never served, and reap it: its exit status."""
+    control.close()
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    return await proc.wait()

@@ -84,8 +84,7 @@ class Intake:
             await asyncio.shield(self._spooled(events, spool, home, self.bus))
         else:
             await on(home, _shielded(self._accept(events)))
-        for event in events:
-            metrics.EVENTS.labels(event.type, "accepted").inc()
+        _count_accepted(events)
 
     async def _accept(self, events: list[Event]) -> None:
         await self.events.add(events)
@@ -109,8 +108,7 @@ class Intake:
         spool = self.events.spool
         assert spool is not None and isinstance(self.bus, InProcessBus)
         self._arrived(events, spool, self.bus)
-        for event in events:
-            metrics.EVENTS.labels(event.type, "accepted").inc()
+        _count_accepted(events)
 
     async def take_missed(self) -> None:
         """Take in what the spool holds that never reached this process: events a front
@@ -153,3 +151,8 @@ class Intake:
 
 async def _shielded(accept: Coroutine[Any, Any, None]) -> None:
     await asyncio.shield(accept)
+
+
+def _count_accepted(events: list[Event]) -> None:
+    for event in events:
+        metrics.EVENTS.labels(event.type, "accepted").inc()
