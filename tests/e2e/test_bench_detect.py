@@ -26,9 +26,11 @@ def test_bench_detect_reports_speed_floor_and_soak() -> None:
         1,
         0,
     )
-    # Three probes 20 ms apart must go unanswered: never under 40 ms, here or bare.
-    assert 40 <= r["detected_ms"]["p50"] <= r["told_ms"]["p50"] < 5000
-    assert 40 <= r["floor"]["detected_ms"]["p50"] < 5000
+    # Down means 3 × 20 ms without an answer, and the last answer came at most one
+    # interval before the kill, so at least 40 ms after it, less the few milliseconds a
+    # late wake-up of the prober can move that answer back (39.8 ms was seen in CI).
+    assert 30 <= r["detected_ms"]["p50"] <= r["told_ms"]["p50"] < 5000
+    assert 30 <= r["floor"]["detected_ms"]["p50"] < 5000
     assert 0 < r["floor"]["rtt_ms"]["p50"] <= r["floor"]["rtt_ms"]["p99"]
     assert r["detected_over_floor_p50"] > 0
     soak = r["soak"]
