@@ -26,7 +26,7 @@ def test_bench_detect_reports_speed_floor_and_soak() -> None:
         1,
         0,
     )
-    # Down means 3 × 20 ms without an answer, and the last answer came at most one
+    # Down means 3 x 20 ms without an answer, and the last answer came at most one
     # interval before the kill, so at least 40 ms after it, less the few milliseconds a
     # late wake-up of the prober can move that answer back (39.8 ms was seen in CI).
     assert 30 <= r["detected_ms"]["p50"] <= r["told_ms"]["p50"] < 5000

@@ -28,6 +28,7 @@ from opendoctor.core.model import Event, new_id
 from opendoctor.core.notifications import OutboxEntry
 from opendoctor.core.ports import Bus, GuestLink, NotifyTarget, Presence, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
+from opendoctor.infra.http1 import Http1Client
 from opendoctor.infra.httpclient import HttpClient
 from opendoctor.infra.live import Hub
 from opendoctor.infra.secretbox import SecretBox
@@ -141,18 +142,27 @@ class Service:
         self.alarms = AlarmService(
             AlarmStore(self.db), self.index, egress, settings.notifier.max_alarms_per_project
         )
-        # Callbacks go to URLs tenants gave: a client of their own, held to the egress
-        # policy, apart from the one recovery and the VIM use.
+        # Workflows' HTTP tasks go to URLs tenants gave: a client of their own, held to
+        # the egress policy, apart from the one recovery and the VIM use.
         self.callbacks = HttpClient(
             timeout=settings.notifier.timeout,
             connections=settings.notifier.connections,
             egress=egress,
             max_response_bytes=settings.notifier.max_response_bytes,
         )
+        # The callbacks themselves, the hot path's requests, over a leaner client of their
+        # own with the same policy (a third of aiohttp's CPU per request).
+        self.callback_http = Http1Client(
+            timeout=settings.notifier.timeout,
+            connections=settings.notifier.connections,
+            egress=egress,
+            max_response_bytes=settings.notifier.max_response_bytes,
+        )
         signer = ProjectSigner(self._project_of, settings.notifier.signing())
+        http_sender = HttpSender(self.callback_http, settings.notifier.timeout, signer)
         senders: dict[str, Sender] = {
-            "http": HttpSender(self.callbacks, settings.notifier.timeout, signer),
-            "https": HttpSender(self.callbacks, settings.notifier.timeout, signer),
+            "http": http_sender,
+            "https": http_sender,
             "log": LogSender(),
         }
         self.amqp_sender: AmqpSender | None = None
@@ -527,6 +537,7 @@ class Service:
             await self.amqp_sender.close()
         await self.http.close()
         await self.callbacks.close()
+        await self.callback_http.close()
         if self._vim is not None:
             await self._vim.close()
         if self.fencing is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
-from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.httpclient import Requester
 from opendoctor.lab.client import LabClient, LabError, read_lab_state
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class LabDriver:
     def __init__(
         self,
         url: str,
-        http: HttpClient | None = None,
+        http: Requester | None = None,
         *,
         poll_wait: float = 20.0,
         backoff_initial: float = 0.1,
@@ -43,7 +43,7 @@ class LabDriver:
         self.backoff_max = backoff_max
 
     @classmethod
-    def from_state_dir(cls, state_dir: Path | str, http: HttpClient | None = None) -> LabDriver:
+    def from_state_dir(cls, state_dir: Path | str, http: Requester | None = None) -> LabDriver:
         with vim_errors():
             return cls(read_lab_state(state_dir)["url"], http)
 

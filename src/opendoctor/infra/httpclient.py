@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -43,6 +43,21 @@ class Response:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+class Requester(Protocol):
+    """What callers need of an HTTP client: `HttpClient`, or `infra.http1.Http1Client`
+    where requests come by the thousand (callbacks, the lab's VIM calls)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        content: bytes | None = None,
+    ) -> Response: ...
 
 
 class EgressRefused(HttpError):

@@ -7,7 +7,8 @@ from typing import Any
 from urllib.parse import quote
 
 from opendoctor.core.model import Host, Server, ServerGroup, VimChange
-from opendoctor.infra.httpclient import HttpClient, HttpError
+from opendoctor.infra.http1 import Http1Client
+from opendoctor.infra.httpclient import HttpError, Requester
 from opendoctor.lab.statefile import STATE_FILE, read_state
 
 CALL_TIMEOUT = 60.0  # evacuating onto a busy host waits for the VM to serve
@@ -89,18 +90,21 @@ def read_lab_state(state_dir: Path | str) -> dict[str, Any]:
 class LabClient:
     """Async client of one lab. Every method raises `LabError` when the lab says no."""
 
-    def __init__(self, url: str, http: HttpClient | None = None) -> None:
+    def __init__(self, url: str, http: Requester | None = None) -> None:
         self.url = url.rstrip("/")
-        self._own_http = http is None
-        self._http = http if http is not None else HttpClient(timeout=CALL_TIMEOUT)
+        self._own: Http1Client | None = None
+        if http is None:
+            # Its own lean client: a storm's VIM marks are thousands of small calls.
+            http = self._own = Http1Client(timeout=CALL_TIMEOUT)
+        self._http = http
 
     @classmethod
-    def from_state_dir(cls, state_dir: Path | str, http: HttpClient | None = None) -> LabClient:
+    def from_state_dir(cls, state_dir: Path | str, http: Requester | None = None) -> LabClient:
         return cls(read_lab_state(state_dir)["url"], http)
 
     async def close(self) -> None:
-        if self._own_http:
-            await self._http.close()
+        if self._own is not None:
+            await self._own.close()
 
     async def __aenter__(self) -> LabClient:
         return self

@@ -22,7 +22,7 @@ from opendoctor.core.ports import DeliveryError, Sender
 from opendoctor.core.redact import redact
 from opendoctor.core.settings import NotifierSettings
 from opendoctor.infra import metrics
-from opendoctor.infra.httpclient import EgressRefused, HttpClient, HttpError
+from opendoctor.infra.httpclient import EgressRefused, HttpError, Requester
 from opendoctor.infra.memo import Remembered
 from opendoctor.store.db import unavailable
 from opendoctor.store.outbox import OutboxStore
@@ -50,7 +50,7 @@ _FAILED = metrics.NOTIFICATIONS.labels("failed")
 class HttpSender:
     """POSTs the Aodh callback body, as Aodh's REST notifier does."""
 
-    def __init__(self, http: HttpClient, timeout: float, signer: Signer = unsigned) -> None:
+    def __init__(self, http: Requester, timeout: float, signer: Signer = unsigned) -> None:
         self.http = http
         self.timeout = timeout
         self.signer = signer
@@ -150,7 +150,15 @@ class Dispatcher:
             if sender is None:
                 raise DeliveryError(f"no sender for {entry.url}", retry=False)
             async with self._project_share(entry), share, self._limit:
-                await sender.send(entry)
+                try:
+                    await sender.send(entry)
+                except DeliveryError:
+                    raise
+                except Exception as exc:
+                    # A sender's own bug must not leave the entry untried for good: it
+                    # is retried as any failure is, and the log has the traceback.
+                    log.exception("notification sender failed", extra={"url": entry.url})
+                    raise DeliveryError(f"{exc.__class__.__name__}: {exc}") from exc
         except DeliveryError as exc:
             entry.last_error = redact(str(exc))  # shown by the API, to admins
             if exc.retry and entry.attempts < self.settings.max_attempts:

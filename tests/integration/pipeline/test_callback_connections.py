@@ -12,7 +12,7 @@ from aiohttp import web
 
 from opendoctor.core.notifications import DELIVERED, OutboxEntry
 from opendoctor.core.settings import NotifierSettings
-from opendoctor.infra.httpclient import HttpClient
+from opendoctor.infra.http1 import Http1Client
 from opendoctor.infra.procs import free_port
 from opendoctor.notifier.delivery import Dispatcher, HttpSender
 from opendoctor.notifier.notifier import _entry_id
@@ -72,7 +72,7 @@ def _entries(url: str, fault: str, n: int) -> list[OutboxEntry]:
 
 
 async def test_signed_callbacks_reuse_the_pool_across_faults(consumer: Consumer) -> None:
-    http = HttpClient(timeout=5.0)
+    http = Http1Client(timeout=5.0)
     signer = ProjectSigner(lambda _: "project-a", {"project-a": KEY})
     settings = NotifierSettings(per_destination=SLOTS)
     outbox: OutboxStore = None  # type: ignore[assignment]  # first attempts only

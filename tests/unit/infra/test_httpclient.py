@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from aiohttp import web
 
 from opendoctor.app.front import KEEP_ALIVE
 from opendoctor.core.egress import EgressDenied, EgressPolicy
 from opendoctor.infra.httpclient import EgressRefused, HttpClient, _PolicyResolver
-from tests.tcpproxy import free_port
+from tests.unit.infra.conftest import Site
 
 
 async def test_the_api_server_keeps_idle_connections_longer_than_the_client() -> None:
@@ -25,42 +22,17 @@ async def test_the_api_server_keeps_idle_connections_longer_than_the_client() ->
         await client.close()
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[str]:
-    """A server on loopback: a callback target, one that redirects, one that talks on."""
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def elsewhere(_: web.Request) -> web.Response:
-        raise web.HTTPFound("/ok")
-
-    async def chatty(_: web.Request) -> web.Response:
-        return web.Response(body=b"x" * 1_000_000)
-
-    app = web.Application()
-    app.router.add_post("/ok", ok)
-    app.router.add_get("/ok", ok)
-    app.router.add_post("/elsewhere", elsewhere)
-    app.router.add_post("/chatty", chatty)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-async def test_a_client_held_to_the_policy_calls_only_allowed_addresses(site: str) -> None:
+async def test_a_client_held_to_the_policy_calls_only_allowed_addresses(site: Site) -> None:
     refusing = HttpClient(egress=EgressPolicy())
-    allowing = HttpClient(egress=EgressPolicy.of([site]))
+    allowing = HttpClient(egress=EgressPolicy.of([site.address]))
     try:
-        for url in (f"http://{site}/ok", f"http://localhost:{site.split(':')[1]}/ok"):
+        for url in (
+            f"http://{site.address}/ok",
+            f"http://localhost:{site.address.split(':')[1]}/ok",
+        ):
             with pytest.raises(EgressRefused, match="loopback"):
                 await refusing.post(url)
-        assert (await allowing.post(f"http://{site}/ok")).body == b"ok"
+        assert (await allowing.post(f"http://{site.address}/ok")).body == b"ok"
     finally:
         await refusing.close()
         await allowing.close()
@@ -77,12 +49,12 @@ async def test_names_are_judged_on_the_addresses_they_resolve_to() -> None:
         await resolver.close()
 
 
-async def test_no_redirects_and_no_more_of_an_answer_than_asked(site: str) -> None:
-    client = HttpClient(egress=EgressPolicy.of([site]), max_response_bytes=1000)
+async def test_no_redirects_and_no_more_of_an_answer_than_asked(site: Site) -> None:
+    client = HttpClient(egress=EgressPolicy.of([site.address]), max_response_bytes=1000)
     try:
-        moved = await client.post(f"http://{site}/elsewhere")
+        moved = await client.post(f"http://{site.address}/elsewhere")
         assert moved.status == 302  # not followed: each hop would need its own check
-        assert len((await client.post(f"http://{site}/chatty")).body) == 1000
-        assert (await client.post(f"http://{site}/ok")).body == b"ok"  # still serving
+        assert len((await client.post(f"http://{site.address}/chatty")).body) == 1000
+        assert (await client.post(f"http://{site.address}/ok")).body == b"ok"  # still serving
     finally:
         await client.close()
