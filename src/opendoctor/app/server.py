@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from opendoctor.app.front import KEEP_ALIVE
 from opendoctor.app.front_link import FrontFailed, FrontProcess
 from opendoctor.app.service import Service
 from opendoctor.core.settings import Settings
+from opendoctor.infra.heap import HeapKeeper
 from opendoctor.infra.live import Hub
 from opendoctor.infra.loops import Asgi, LoopThread
 from opendoctor.infra.procs import announce_ready
@@ -169,13 +169,16 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     async with serving(service) as served:
         if served.mode != "off":
             received = front.stop_on_signals(served.stop)
-        # Everything allocated so far (modules, topology, alarms) lives as long as the
-        # process: keep it out of the collector's full passes, which would otherwise walk
-        # it all and pause the loop in the middle of a fault.
-        gc.collect()
-        gc.freeze()
-        announce_ready(ready_file, served.url)
-        await served.stopped
+        # What is loaded now (modules, topology, alarms), and what the collector finds
+        # alive later, is kept out of its full walks: they would pause the loop in the
+        # middle of a fault (`infra.heap`).
+        heap = HeapKeeper()
+        heap.start()
+        try:
+            announce_ready(ready_file, served.url)
+            await served.stopped
+        finally:
+            await heap.stop()
     front.raise_again(received)
 
 

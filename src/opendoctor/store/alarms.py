@@ -11,7 +11,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry, Transition
-from opendoctor.core.model import iso, new_id
+from opendoctor.core.model import iso, new_ids
 from opendoctor.core.query import Compare, Node, Order
 from opendoctor.core.terms import compile_rule
 from opendoctor.store.db import Database
@@ -253,6 +253,7 @@ class AlarmStore:
             return
         states = []
         rows = []
+        ids = iter(new_ids(len(transitions)))  # a storm's thousands from one read
         for t in transitions:
             states.append(
                 {
@@ -264,7 +265,7 @@ class AlarmStore:
             )
             rows.append(
                 {
-                    "event_id": new_id(),
+                    "event_id": next(ids),
                     "alarm_id": t.alarm_id,
                     "type": STATE_TRANSITION,
                     "detail": orjson.dumps(
