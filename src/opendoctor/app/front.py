@@ -68,22 +68,23 @@ FrontMode = Literal["off", "thread", "process"]
 _CHOSEN: dict[str, FrontMode] = {"on": "thread", "off": "off", "process": "process"}
 
 
-def mode(settings: Settings, roles: frozenset[str], spooled: bool) -> FrontMode:
+def mode(settings: Settings, roles: frozenset[str], apart: bool) -> FrontMode:
     """Where this process serves HTTP (`api.front_loop`): on the service's loop (off), on
     a loop of its own thread (on), or in a process of its own (process). By default, where
-    it both takes events in and handles or delivers them: a process where the intake spool
-    is kept (`spooled`: SQLite and the in-process bus, embedded mode), a thread elsewhere
-    (a process falls back to a thread without the spool)."""
+    it both takes events in and handles or delivers them: a process where another process
+    can accept events (`apart`: the intake spool of SQLite and the in-process bus, or a
+    server database and a broker), a thread elsewhere (where a process cannot, it falls
+    back to a thread)."""
     choice = settings.api.front_loop
     if choice == "auto":
         takes_and_handles = "api" in roles and not roles.isdisjoint({"inspector", "notifier"})
         if not takes_and_handles:
             return "off"
-        return "process" if spooled else "thread"
-    if choice == "process" and not spooled:
+        return "process" if apart else "thread"
+    if choice == "process" and not apart:
         log.warning(
-            "api.front_loop = process needs SQLite and the in-process bus; "
-            "serving on a front thread instead"
+            "api.front_loop = process needs SQLite and the in-process bus, or PostgreSQL "
+            "and RabbitMQ; serving on a front thread instead"
         )
         return "thread"
     return _CHOSEN[choice]

@@ -133,11 +133,15 @@ class FrontProcess:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
+        # Without a spool (`Intake.direct`), the front writes the journal and publishes.
         spool = self.intake.events.spool
-        assert spool is not None  # process mode needs the spool (front.mode)
         writer.write(
             asgi_pipe.encode(
-                {"type": "settings", "settings": revealed(self.settings), "spool": spool.path}
+                {
+                    "type": "settings",
+                    "settings": revealed(self.settings),
+                    "spool": spool.path if spool is not None else None,
+                }
             )
         )
         await self._expect("loaded", proc, reader, writer)

@@ -42,11 +42,16 @@ from opendoctor.api.errors import install_error_handlers
 from opendoctor.api.events import DoctorEvent, Names
 from opendoctor.api.ratelimit import RateLimit
 from opendoctor.app.front import KEEP_ALIVE, in_front
+from opendoctor.app.intake import Intake
+from opendoctor.bus.factory import make_bus
 from opendoctor.core.model import Event
+from opendoctor.core.ports import Bus
 from opendoctor.core.settings import Settings
 from opendoctor.infra import asgi_pipe, logs
 from opendoctor.infra.loops import Receive, Scope, Send, new_loop
+from opendoctor.store.db import Database
 from opendoctor.store.event_spool import EventSpool
+from opendoctor.store.pipeline import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +164,46 @@ class FrontIntake:
         await self.spool.add(events)
         await self.control.send({"type": "events", "events": [e.to_dict() for e in events]})
 
+    async def close(self) -> None:
+        await self.spool.close()
+
+
+class DirectIntake:
+    """`api.events.EventIntake` in the front process of a scaled-out deployment (a server
+    database and a broker): names checked with the service, events written to the journal
+    and published from here, as the service's own intake does, on connections of this
+    process's own. The service's loop is not waited for."""
+
+    def __init__(self, control: Control, intake: Intake, db: Database, bus: Bus) -> None:
+        self.names = KnownNames(control.ask)
+        self.intake = intake
+        self.db = db
+        self.bus = bus
+
+    @classmethod
+    async def open(cls, control: Control, settings: Settings) -> DirectIntake:
+        from opendoctor.bus.amqp import AmqpBus  # the amqp extra: scaled-out mode only
+
+        db = Database(settings.db_url)
+        bus = make_bus(settings)
+        assert isinstance(bus, AmqpBus)  # `Intake.direct`: a broker
+        try:
+            await bus.connect()
+        except BaseException:
+            await db.close()
+            raise
+        return cls(control, Intake(EventStore(db), bus), db, bus)
+
+    async def check(self, parsed: list[DoctorEvent]) -> None:
+        await self.names.check(parsed)
+
+    async def submit(self, events: list[Event]) -> None:
+        await self.intake.submit(events)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.db.close()
+
 
 def events_app(settings: Settings, intake: events_api.EventIntake) -> FastAPI:
     """The events API alone, with the service's error shapes and body limit."""
@@ -211,8 +256,12 @@ async def main(control_fd: int, listen_fd: int, pipe: str) -> None:
     settings = Settings.model_validate(first["settings"])
     logs.setup(settings.log_level, settings.log_format)
     control = Control(reader, writer)
-    spool = EventSpool(first["spool"])
-    app = events_app(settings, FrontIntake(control, spool))
+    intake: FrontIntake | DirectIntake
+    if first["spool"] is not None:
+        intake = FrontIntake(control, EventSpool(first["spool"]))
+    else:
+        intake = await DirectIntake.open(control, settings)
+    app = events_app(settings, intake)
     config = uvicorn.Config(
         Dispatcher(app, pipe),
         log_config=None,
@@ -228,7 +277,7 @@ async def main(control_fd: int, listen_fd: int, pipe: str) -> None:
     await asyncio.wait({go, listening}, return_when=asyncio.FIRST_COMPLETED)
     if not go.done():  # the service ended before it started
         go.cancel()
-        await spool.close()
+        await intake.close()
         return
     serving = asyncio.create_task(server.serve(sockets=[socket.socket(fileno=listen_fd)]))
     while not server.started and not serving.done():
@@ -240,7 +289,7 @@ async def main(control_fd: int, listen_fd: int, pipe: str) -> None:
     server.should_exit = True
     await serving
     listening.cancel()
-    await spool.close()
+    await intake.close()
     writer.close()
 
 

@@ -52,6 +52,13 @@ class Intake:
         (SQLite and the in-process bus): what a front process needs."""
         return self.events.spool is not None and isinstance(self.bus, InProcessBus)
 
+    @property
+    def direct(self) -> bool:
+        """Whether another process may accept events by writing the journal and publishing
+        them itself (a server database and a broker, scaled-out mode): what a front
+        process needs there."""
+        return not isinstance(self.bus, InProcessBus) and self.events.db.sqlite_file is None
+
     async def start(self) -> None:
         """The calling loop is the service's. Events the spool still holds (the process
         ended before the journal had them) go to the journal first, so that `replay`
@@ -111,10 +118,14 @@ class Intake:
         _count_accepted(events)
 
     async def take_missed(self) -> None:
-        """Take in what the spool holds that never reached this process: events a front
-        process kept but did not hand over before it ended."""
+        """Take in what a front process accepted but did not pass on before it ended:
+        what the spool holds that never reached this process; where the front writes the
+        journal and publishes itself (`direct`), the journal's unhandled events are
+        published again (one written, not yet published, would wait for a restart)."""
         spool = self.events.spool
         if spool is None:
+            if self.direct:
+                await self.replay()
             return
         missed = [e for e in await spool.held() if e.id not in self._handed]
         if missed:

@@ -67,7 +67,8 @@ async def serving(service: Service) -> AsyncIterator[Serving]:
     app = create_app(service.facade)
     # The dashboard, beside the API it reads.
     web.mount(app)
-    mode = front.mode(settings, service.roles, service.intake.spooled)
+    intake = service.intake
+    mode = front.mode(settings, service.roles, intake.spooled or intake.direct)
     # Bound before the service starts: a maintenance session it takes up sends notices at
     # once, and the links they carry must name the port the owners will reach.
     try:

@@ -22,11 +22,11 @@ from opendoctor.app.maintenance import MaintenancePart
 from opendoctor.app.monitor_queue import queue_consumers
 from opendoctor.app.topology_sync import TopologySync
 from opendoctor.app.workflows import WorkflowPart
-from opendoctor.bus import InProcessBus
+from opendoctor.bus.factory import make_bus
 from opendoctor.controller.factory import make_vim
 from opendoctor.core.model import Event, new_id
 from opendoctor.core.notifications import OutboxEntry
-from opendoctor.core.ports import Bus, GuestLink, NotifyTarget, Presence, Sender, VimDriver
+from opendoctor.core.ports import Bus, GuestLink, NotifyTarget, Sender, VimDriver
 from opendoctor.core.settings import Role, Settings
 from opendoctor.infra.http1 import Http1Client
 from opendoctor.infra.httpclient import HttpClient
@@ -73,28 +73,6 @@ if TYPE_CHECKING:
     from opendoctor.notifier.amqp_sender import AmqpSender
 
 log = logging.getLogger(__name__)
-
-
-def make_bus(settings: Settings, presence: Presence | None = None) -> Bus:
-    bus = settings.bus
-    if bus.kind == "memory":
-        return InProcessBus(bus.workers)
-    from opendoctor.bus.amqp import AmqpBus
-
-    return AmqpBus(
-        bus.url,
-        prefix=bus.prefix,
-        partitions=bus.partitions,
-        consume=bus.consume,
-        retry_delay=bus.retry_delay,
-        max_attempts=bus.max_attempts,
-        publish_timeout=bus.publish_timeout,
-        reconnect_interval=bus.reconnect_interval,
-        standby_after=bus.standby_after if bus.consume is not None else None,
-        # Replicas claim their partitions in the database, to be handed them back.
-        presence=presence,
-        presence_ttl=bus.presence_ttl,
-    )
 
 
 class Service:

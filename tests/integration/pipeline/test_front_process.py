@@ -19,9 +19,13 @@ import httpx
 
 from opendoctor.app.service import Service
 from opendoctor.core.model import HOST_DOWN, Event
-from opendoctor.core.settings import Settings
+from opendoctor.core.settings import BusSettings, Settings
 from opendoctor.store.event_spool import EventSpool
+from tests import pg
 from tests.conftest import MONITOR, eventually
+from tests.integration.amqp.conftest import Names
+from tests.integration.amqp.conftest import amqp_url as amqp_url  # a fixture of this test too
+from tests.integration.amqp.conftest import names as names  # a fixture of this test too
 from tests.integration.pipeline.conftest import ADMIN, host_down
 from tests.integration.pipeline.test_front_loop import (
     blocking,
@@ -116,3 +120,39 @@ async def test_a_front_that_dies_is_started_again_and_what_it_kept_is_handled(
             lambda: ("host", "compute1") in service.inspector.active, what="the next event"
         )
         await eventually(_spool_empty(service), what="the spool emptied")
+
+
+async def test_scaled_out_the_front_process_writes_and_publishes_events_itself(
+    tmp_path: Path, pg_databases: pg.Databases, amqp_url: str, names: Names
+) -> None:
+    """PostgreSQL and RabbitMQ: no spool, and no hand-over either. The front process
+    writes the journal and publishes to the broker on connections of its own, so a
+    storm's events are accepted while the service's loop is held."""
+    name = await pg_databases.take()
+    bus = {
+        "kind": "amqp",
+        "url": amqp_url,
+        "prefix": names.bus_prefix(["events"], 2),
+        "partitions": 2,
+        "retry_delay": 0.05,
+    }
+    settings = front_settings(tmp_path, pg.url_for(name), front_loop="auto").model_copy(
+        update={"bus": BusSettings(**bus)}
+    )
+    try:
+        async with served(settings) as (service, s):
+            assert s.mode == "process" and service.events.spool is None
+            async with httpx.AsyncClient(base_url=s.url, headers=MONITOR) as client:
+                # The first report of a host asks the service whether it knows it.
+                first = await client.put("/events", json=[host_down("compute2", "up")])
+                assert first.status_code == 202, first.text
+            status, body = blocking("PUT", f"{s.url}/events", [host_down("compute2")])
+            assert status == 202, body
+            [accepted] = body["accepted"]
+            async with httpx.AsyncClient(base_url=s.url, headers=ADMIN) as client:
+                await eventually(
+                    lambda: _processed(client, accepted), what="published, handled, journaled"
+                )
+            assert ("host", "compute2") in service.inspector.active
+    finally:
+        await pg_databases.give_back(name)
