@@ -135,6 +135,7 @@ class Service:
             connections=settings.notifier.connections,
             egress=egress,
             max_response_bytes=settings.notifier.max_response_bytes,
+            resend_unanswered=True,  # consumers drop repeats by x-openstack-request-id
         )
         signer = ProjectSigner(self._project_of, settings.notifier.signing())
         http_sender = HttpSender(self.callback_http, settings.notifier.timeout, signer)

@@ -19,8 +19,11 @@ It keeps what `infra.httpclient.HttpClient` promises for calls made on a user's 
 * `user:password@` in a URL sent as Basic authorisation, never logged.
 
 A kept connection the server closed just as it was reused fails before any byte of an
-answer; the request is then sent once more on a new connection (consumers tell repeats
-apart by `x-openstack-request-id`, and delivery is at least once anyway).
+answer. An idempotent request (GET, PUT, DELETE) is then sent once more on a new
+connection; so is any other where the client was made with `resend_unanswered` (the
+callbacks: consumers tell repeats apart by `x-openstack-request-id`, and delivery is at
+least once anyway). Elsewhere the server may have acted on the request before it closed,
+so the caller hears of it (`HttpError`) rather than have it done twice.
 
 Not supported: HEAD (the parser would wait for a body), request bodies in chunks,
 compression, cookies, proxies. Concurrency is the caller's to bound: the notifier's
@@ -46,6 +49,9 @@ from opendoctor.core.egress import DEFAULT_PORTS, EgressPolicy
 from opendoctor.infra.httpclient import KEEPALIVE, EgressRefused, HttpError, Response
 from opendoctor.infra.memo import Remembered
 
+# Methods a server may be asked twice without doing anything twice.
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
+
 # What may stay as it is in a request target (RFC 3986 path and query characters, and
 # `%` so that escapes already made are kept); anything else (spaces, CR/LF, non-ASCII)
 # is escaped, so a URL cannot add a header line.
@@ -67,9 +73,10 @@ class _Target:
     literal: bool  # the host is an IP address: nothing to resolve
     head: bytes  # request line, Host and any Authorization header
     problem: str | None  # the egress policy's refusal of a literal address
+    resend: bool  # sent once more when a kept connection ends before any answer
 
 
-def _target(method: str, url: str, egress: EgressPolicy | None) -> _Target:
+def _target(method: str, url: str, egress: EgressPolicy | None, resend: bool) -> _Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -105,6 +112,7 @@ def _target(method: str, url: str, egress: EgressPolicy | None) -> _Target:
         literal,
         ("\r\n".join(lines) + "\r\n").encode(),
         problem,
+        resend or method in IDEMPOTENT,
     )
 
 
@@ -230,6 +238,7 @@ class Http1Client:
         connections: int = 256,
         egress: EgressPolicy | None = None,
         max_response_bytes: int | None = None,
+        resend_unanswered: bool = False,
     ) -> None:
         self._timeout = timeout
         self._most_idle = connections
@@ -238,7 +247,7 @@ class Http1Client:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._targets: Remembered[tuple[str, str], _Target] = Remembered(
-            lambda key: _target(key[0], key[1], egress)
+            lambda key: _target(key[0], key[1], egress, resend_unanswered)
         )
         self._tls: ssl.SSLContext | None = None
         self._swept = time.monotonic()
@@ -288,7 +297,9 @@ class Http1Client:
             try:
                 return await self._over(conn, target, data)
             except _Stale:
-                pass  # closed by the server as we reused it: once more, on a new one
+                if not target.resend:
+                    raise HttpError("the server closed the connection without answering") from None
+                # Closed by the server as we reused it: once more, on a new one.
         conn = await self._connect(target)
         try:
             return await self._over(conn, target, data)

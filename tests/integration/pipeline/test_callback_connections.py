@@ -72,7 +72,7 @@ def _entries(url: str, fault: str, n: int) -> list[OutboxEntry]:
 
 
 async def test_signed_callbacks_reuse_the_pool_across_faults(consumer: Consumer) -> None:
-    http = Http1Client(timeout=5.0)
+    http = Http1Client(timeout=5.0, resend_unanswered=True)  # as the service's
     signer = ProjectSigner(lambda _: "project-a", {"project-a": KEY})
     settings = NotifierSettings(per_destination=SLOTS)
     outbox: OutboxStore = None  # type: ignore[assignment]  # first attempts only
