@@ -169,4 +169,4 @@ def _count_accepted(events: list[Event]) -> None:
     # Once per type, not per event: a label lookup costs more than the rest of taking an
     # event in, and a storm's batches are all of one or two types.
     for kind, count in Counter(e.type for e in events).items():
-        metrics.EVENTS.labels(kind, "accepted").inc(count)
+        metrics.event_outcome(kind, "accepted").inc(count)

@@ -101,8 +101,8 @@ def storm_command(
 
     The floor: once the storm is handled, the callbacks the consumers received are sent
     again, all at once, by a bare aiohttp client in its own process (tools/floor.py) to
-    the same consumers; printed as notifications/s and our delivery time over its
-    (owners over HTTP only).
+    the same consumers, three times; the median is printed as notifications/s and our
+    delivery time over its (owners over HTTP only).
 
     Intake: before the storm, --intake-monitors monitors per --intake-batch size report
     the stormed hosts' VMs (up) to the idle service for --intake-floor-seconds; from the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # From sub-millisecond in-process stages to multi-second recoveries.
@@ -14,6 +16,9 @@ STAGE = Histogram(
     buckets=_BUCKETS,
 )
 EVENTS = Counter("opendoctor_events_total", "Southbound events by outcome", ["type", "outcome"])
+# EVENTS' counter for (type, outcome), looked up once: a storm's intake counts tens of
+# thousands of events, and a label lookup costs more than counting.
+event_outcome = functools.cache(EVENTS.labels)
 NOTIFICATIONS = Counter(
     "opendoctor_notification_attempts_total", "Notification attempts by result", ["result"]
 )

@@ -165,7 +165,7 @@ class Inspector:
             # the store said before the batch is older than what is known here.
             known = pair in batch.known
             if done:
-                metrics.EVENTS.labels(event.type, "redelivered").inc()
+                metrics.event_outcome(event.type, "redelivered").inc()
                 log.info("event already handled", extra={"event": event.id})
                 return
             # The fault is asked for even when one is known here: partitions move between
@@ -191,7 +191,7 @@ class Inspector:
             if event.active and event.hostname in self.topology.maintenance:
                 # Planned: its servers were moved off before it went down; nobody is told.
                 self.topology.maintenance_down.add(event.hostname)
-                metrics.EVENTS.labels(event.type, "in_maintenance").inc()
+                metrics.event_outcome(event.type, "in_maintenance").inc()
                 where = {"event": event.id, "host": event.hostname}
                 log.info("host in maintenance: no fault", extra=where)
                 await self._processed(event, None, batch)
@@ -293,7 +293,7 @@ class Inspector:
     async def _again(self, event: Event, fault: Fault, batch: _Batch | None = None) -> None:
         """Another report about a resource already at fault: remember it, act once."""
         fault.repeats += 1
-        metrics.EVENTS.labels(event.type, "duplicate").inc()
+        metrics.event_outcome(event.type, "duplicate").inc()
         if fault.held_until is not None:
             # Down again before the hold-down ran out: the same fault, nothing redone
             # (the owners know, the host is still down), and a longer hold next time.
