@@ -49,6 +49,10 @@ from opendoctor.core.egress import DEFAULT_PORTS, EgressPolicy
 from opendoctor.infra.httpclient import KEEPALIVE, EgressRefused, HttpError, Response
 from opendoctor.infra.memo import Remembered
 
+# Most bytes of header lines taken from one answer: a consumer is a stranger, and a
+# stream of headers would otherwise grow until the timeout.
+MAX_HEADER_BYTES = 64 * 1024
+
 # Methods a server may be asked twice without doing anything twice.
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
 
@@ -136,6 +140,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._body = bytearray()
         self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._refusal: str | None = None  # why this client stopped reading an answer
         self._answered = False  # a byte of this request's answer came
         self._complete_headers = False
         self.reusable = True
@@ -152,6 +158,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None and self._waiter is None
         self._waiter = asyncio.get_running_loop().create_future()
         self._answered = self._complete_headers = False
+        self._header_bytes = 0
         self._transport.write(data)
         return self._waiter
 
@@ -165,9 +172,15 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(HttpError("the server switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(HttpError(f"unreadable answer: {exc}"))
+            self._fail(HttpError(self._refusal or f"unreadable answer: {exc}"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            # Raised inside the parser, which stops there and says only that a callback
+            # failed: the reason is kept for `data_received` to give.
+            self._refusal = f"more than {MAX_HEADER_BYTES} bytes of headers"
+            raise HttpError(self._refusal)
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:

@@ -87,6 +87,26 @@ async def test_no_redirects_and_no_more_of_an_answer_than_asked(
         await client.close()
 
 
+async def test_an_answer_of_endless_headers_is_refused_before_the_timeout() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for i in range(100_000):
+                writer.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 100))
+                await writer.drain()
+        writer.close()
+
+    server, address = await raw_server(endless)
+    client = Http1Client(timeout=30.0)
+    try:
+        with pytest.raises(HttpError, match="bytes of headers"):
+            await client.request("POST", f"http://{address}/failure", content=b"{}")
+    finally:
+        await client.close()
+        server.close()
+
+
 async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None:
     ended = asyncio.Event()
 
