@@ -120,6 +120,15 @@ class EgressPolicy:
             "(an operator may allow it: notifier.egress_allow)"
         )
 
+    def allowed(self, host: str, addresses: list[str], port: int) -> list[str]:
+        """Those of `addresses` (what `host` resolved to) that may be called on `port`;
+        `EgressDenied`, naming why the first was refused, when none may."""
+        kept = [a for a in addresses if self.problem(a, port) is None]
+        if not kept:
+            problem = self.problem(addresses[0], port) if addresses else "no address"
+            raise EgressDenied(f"{host}: {problem}")
+        return kept
+
     def url_problem(self, url: str) -> str | None:
         """What can be told of a URL before calling it: a literal address that is refused,
         or a name that can only mean this machine. Other names are checked at call time."""

@@ -45,7 +45,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httptools
 import orjson
 
-from opendoctor.core.egress import DEFAULT_PORTS, EgressPolicy
+from opendoctor.core.egress import DEFAULT_PORTS, EgressDenied, EgressPolicy
 from opendoctor.infra.httpclient import KEEPALIVE, EgressRefused, HttpError, Response
 from opendoctor.infra.memo import Remembered
 
@@ -397,11 +397,10 @@ class Http1Client:
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         if self._egress is None:
             return addresses
-        allowed = [a for a in addresses if self._egress.problem(a, target.port) is None]
-        if not allowed:
-            problem = self._egress.problem(addresses[0], target.port) if addresses else "no address"
-            raise EgressRefused(f"{target.host}: {problem}")
-        return allowed
+        try:
+            return self._egress.allowed(target.host, addresses, target.port)
+        except EgressDenied as exc:
+            raise EgressRefused(str(exc)) from None
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:

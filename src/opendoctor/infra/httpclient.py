@@ -76,11 +76,8 @@ class _PolicyResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         found = await self._resolver.resolve(host, port, family)
-        allowed = [r for r in found if self._policy.problem(r["host"], port) is None]
-        if not allowed:
-            problem = self._policy.problem(found[0]["host"], port) if found else "no address"
-            raise EgressDenied(f"{host}: {problem}")
-        return allowed
+        allowed = set(self._policy.allowed(host, [r["host"] for r in found], port))
+        return [r for r in found if r["host"] in allowed]
 
     async def close(self) -> None:
         await self._resolver.close()

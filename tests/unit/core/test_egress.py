@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opendoctor.core.egress import EgressPolicy, parse_allowed
+from opendoctor.core.egress import EgressDenied, EgressPolicy, parse_allowed
 
 REFUSED_BY_DEFAULT = [
     ("169.254.169.254", 80, "cloud metadata"),  # the metadata service
@@ -43,6 +43,16 @@ def test_an_allowed_entry_opens_exactly_what_it_names() -> None:
     assert policy.problem("::1", 5002) is None
     assert policy.problem("10.20.255.1", 1) is None
     assert policy.problem("10.21.0.1", 1) is not None
+
+
+def test_a_name_leads_only_to_the_addresses_allowed_among_its_answers() -> None:
+    policy = EgressPolicy.of(["127.0.0.1:5001"])
+    both = ["::1", "127.0.0.1"]  # what `localhost` resolves to, say
+    assert policy.allowed("localhost", both, 5001) == ["127.0.0.1"]
+    with pytest.raises(EgressDenied, match=r"^localhost: ::1 is a loopback address"):
+        policy.allowed("localhost", both, 8700)
+    with pytest.raises(EgressDenied, match="no address"):
+        policy.allowed("nowhere", [], 5001)
 
 
 def test_urls_with_literal_addresses_are_judged_before_any_call() -> None:
