@@ -45,7 +45,6 @@ from opendoctor.app.front import KEEP_ALIVE, in_front
 from opendoctor.app.intake import Intake
 from opendoctor.bus.factory import make_bus
 from opendoctor.core.model import Event
-from opendoctor.core.ports import Bus
 from opendoctor.core.settings import Settings
 from opendoctor.infra import asgi_pipe, logs
 from opendoctor.infra.loops import Receive, Scope, Send, new_loop
@@ -174,11 +173,9 @@ class DirectIntake:
     and published from here, as the service's own intake does, on connections of this
     process's own. The service's loop is not waited for."""
 
-    def __init__(self, control: Control, intake: Intake, db: Database, bus: Bus) -> None:
+    def __init__(self, control: Control, intake: Intake) -> None:
         self.names = KnownNames(control.ask)
         self.intake = intake
-        self.db = db
-        self.bus = bus
 
     @classmethod
     async def open(cls, control: Control, settings: Settings) -> DirectIntake:
@@ -192,7 +189,7 @@ class DirectIntake:
         except BaseException:
             await db.close()
             raise
-        return cls(control, Intake(EventStore(db), bus), db, bus)
+        return cls(control, Intake(EventStore(db), bus))
 
     async def check(self, parsed: list[DoctorEvent]) -> None:
         await self.names.check(parsed)
@@ -201,8 +198,8 @@ class DirectIntake:
         await self.intake.submit(events)
 
     async def close(self) -> None:
-        await self.bus.close()
-        await self.db.close()
+        await self.intake.bus.close()
+        await self.intake.events.db.close()
 
 
 def events_app(settings: Settings, intake: events_api.EventIntake) -> FastAPI:

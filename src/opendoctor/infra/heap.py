@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks
 QUIET_CPU = 0.2  # share of a core under which the process counts as quiet
