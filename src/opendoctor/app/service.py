@@ -122,7 +122,7 @@ class Service:
         )
         # Workflows' HTTP tasks go to URLs tenants gave: a client of their own, held to
         # the egress policy, apart from the one recovery and the VIM use.
-        self.callbacks = HttpClient(
+        self.workflow_http = HttpClient(
             timeout=settings.notifier.timeout,
             connections=settings.notifier.connections,
             egress=egress,
@@ -169,7 +169,7 @@ class Service:
             self.notifier if "notifier" in self.roles else remote.BusNotifications(self.bus)
         )
         self.workflow_part = WorkflowPart(
-            settings, self.db, self.callbacks, lambda: self.vim, self.notify_target, self.live
+            settings, self.db, self.workflow_http, lambda: self.vim, self.notify_target, self.live
         )
         self.maintenance_part = MaintenancePart(
             settings,
@@ -515,7 +515,7 @@ class Service:
         if self.amqp_sender is not None:
             await self.amqp_sender.close()
         await self.http.close()
-        await self.callbacks.close()
+        await self.workflow_http.close()
         await self.callback_http.close()
         if self._vim is not None:
             await self._vim.close()
