@@ -72,6 +72,12 @@ class Names:
             self.queues += [f"{self.tag}.{topic}.{i}" for i in range(partitions)]
         return self.tag
 
+    def events_bus(self, url: str, partitions: int, **more: object) -> dict[str, object]:
+        """`bus` settings of a service whose events go over RabbitMQ, on this test's
+        own exchange and queues."""
+        prefix = self.bus_prefix(["events"], partitions)
+        return {"kind": "amqp", "url": url, "prefix": prefix, "partitions": partitions, **more}
+
 
 @pytest.fixture
 async def admin(amqp_url: str) -> AsyncIterator[Broker]:

@@ -31,14 +31,7 @@ async def test_uc1_with_owners_subscribed_over_amqp(
     exchange = names.exchange("alarms")
     base = amqp_url.rstrip("/")
     # Scaled-out settings: events go over the RabbitMQ bus, owners subscribe over AMQP.
-    bus = {
-        "kind": "amqp",
-        "url": amqp_url,
-        "prefix": names.bus_prefix(["events"], 4),
-        "partitions": 4,
-        "retry_delay": 0.05,
-        "reconnect_interval": 0.2,
-    }
+    bus = names.events_bus(amqp_url, 4, retry_delay=0.05, reconnect_interval=0.2)
     service = Service(settings_for(tmp_path, bus=bus), vim=lab_vim())
     assert isinstance(service.bus, AmqpBus) and service.amqp_sender is not None
     owners = {p: make_app(quiet=True) for p in (PROJECT_A, PROJECT_B)}
@@ -81,12 +74,7 @@ async def test_uc1_with_owners_subscribed_over_amqp(
 async def test_a_redelivered_event_changes_nothing(
     tmp_path: Path, amqp_url: str, names: Names
 ) -> None:
-    bus = {
-        "kind": "amqp",
-        "url": amqp_url,
-        "prefix": names.bus_prefix(["events"], 2),
-        "partitions": 2,
-    }
+    bus = names.events_bus(amqp_url, 2)
     service = Service(settings_for(tmp_path, bus=bus, recovery={"enabled": False}), vim=lab_vim())
     await service.start()
     try:
@@ -114,12 +102,7 @@ async def test_a_batch_of_events_is_handled_in_order_and_once(
     """One request's events reach the inspector as one batch per partition: the store is
     asked once for all of them, and each is still handled in order and marked; the same
     batch delivered again (its ack lost) changes nothing."""
-    bus = {
-        "kind": "amqp",
-        "url": amqp_url,
-        "prefix": names.bus_prefix(["events"], 1),
-        "partitions": 1,
-    }
+    bus = names.events_bus(amqp_url, 1)
     service = Service(settings_for(tmp_path, bus=bus, recovery={"enabled": False}), vim=lab_vim())
     await service.start()
     try:
@@ -157,12 +140,7 @@ async def test_a_replica_takes_up_a_fault_another_opened(
     """Two service processes' worth of state on one database and bus: the fault one
     opened is cleared by the other when the `up` reaches it."""
     database = await pg_databases.take()
-    bus = {
-        "kind": "amqp",
-        "url": amqp_url,
-        "prefix": names.bus_prefix(["events"], 2),
-        "partitions": 2,
-    }
+    bus = names.events_bus(amqp_url, 2)
 
     def replica(name: str) -> Service:
         settings = settings_for(
@@ -203,13 +181,13 @@ async def test_topology_added_through_one_replica_reaches_the_other(
     """A switch posted to one inspector's API is in every inspector's graph, and its
     removal too: the rules of each see the same topology."""
     database = await pg_databases.take()
-    bus = {"kind": "amqp", "url": amqp_url, "prefix": names.bus_prefix(["events"], 2)}
+    bus = names.events_bus(amqp_url, 2)
 
     def replica(name: str) -> Service:
         settings = settings_for(
             tmp_path / name,
             database_url=pg.url_for(database),
-            bus={**bus, "partitions": 2},
+            bus=bus,
             inspector={"topology_sync_interval": 0.1},
         )
         return Service(settings, vim=lab_vim())

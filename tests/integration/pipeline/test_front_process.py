@@ -129,15 +129,9 @@ async def test_scaled_out_the_front_process_writes_and_publishes_events_itself(
     writes the journal and publishes to the broker on connections of its own, so a
     storm's events are accepted while the service's loop is held."""
     name = await pg_databases.take()
-    bus = {
-        "kind": "amqp",
-        "url": amqp_url,
-        "prefix": names.bus_prefix(["events"], 2),
-        "partitions": 2,
-        "retry_delay": 0.05,
-    }
+    bus = names.events_bus(amqp_url, 2, retry_delay=0.05)
     settings = front_settings(tmp_path, pg.url_for(name), front_loop="auto").model_copy(
-        update={"bus": BusSettings(**bus)}
+        update={"bus": BusSettings.model_validate(bus)}
     )
     try:
         async with served(settings) as (service, s):
