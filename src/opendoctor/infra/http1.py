@@ -358,9 +358,11 @@ class Http1Client:
         """Close what has been idle too long: the server is about to close it anyway."""
         self._swept = now
         for key, idle in list(self._idle.items()):
-            kept = [c for c in idle if not c.closed and c.idle_since > now - KEEPALIVE]
+            kept = []
             for conn in idle:
-                if conn not in kept:
+                if not conn.closed and conn.idle_since > now - KEEPALIVE:
+                    kept.append(conn)
+                else:
                     conn.close()
             if kept:
                 self._idle[key] = kept
