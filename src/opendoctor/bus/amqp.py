@@ -10,17 +10,19 @@ Layout, for a topic T and a prefix P (all durable, declared by whoever uses T fi
   could not be decoded.
 
 A subscriber consumes every partition (or the ones it is given, and with
-`standby_after` the others too, as a standby), each with a prefetch of one, so a
-partition's messages are handled one at a time, in order; different partitions run
-concurrently. The partition queues are "single active consumer"
+`standby_after` the others too, as a standby), each with a prefetch of `workers ÷
+partitions`. Within a partition, a message waits only for the earlier ones that share
+a key with it (`bus.keyorder`: the keys travel in a header), so each key's messages
+are handled one at a time, in order, and different keys run concurrently. The
+partition queues are "single active consumer"
 queues: when several replicas subscribe to the same partition, the broker feeds one
 of them and fails over to the next when it goes away, so order holds across replicas.
 With a `presence`, a replica that comes back gets its partitions back (`bus.handback`).
 
 A message is acked after every handler of the topic returned. A handler that raises
-makes the message wait `retry_delay` seconds (its partition waits with it: order
-first) and go back to the queue, to be delivered again; after `max_attempts` failed
-attempts in this process it is dead-lettered. Messages carry a `message_id`; handlers
+makes the message wait `retry_delay` seconds (its keys wait with it: order first) and
+be handled again; after `max_attempts` failed attempts in this process it is
+dead-lettered. Messages carry a `message_id`; handlers
 must be idempotent, since a message whose ack was lost (a broker restart) comes again.
 A handler learns from `bus.base.redelivered()` whether the broker delivered the message
 before (or it failed here before), to check what was already done only then.
@@ -29,10 +31,11 @@ before (or it failed here before), to check what was already done only then.
 queue). While the broker is away it keeps trying, up to `publish_timeout` seconds.
 
 `publish_many` puts the messages bound for one partition in one AMQP message, a batch
-(header `x-opendoctor-batch`: their count; the body a JSON array of them, in publishing
-order). The subscriber hands them to the handlers in order (one by one, or all at once
-to a handler of `subscribe_many`), and acks the batch after the last: a request of a
-hundred events costs a broker round trip per partition, not per event. A batch that
+(header `x-opendoctor-batch`: their count; `x-opendoctor-keys`: their keys; the body a
+JSON array of them, in publishing order). The subscriber hands them to the handlers in
+order (one by one, or all at once to a handler of `subscribe_many`), and acks the
+batch after the last: a request of a hundred events costs a broker round trip per
+partition, not per event. A batch that
 fails is delivered again whole, so its first messages are handled twice, which handlers
 allow already (a lost ack does the same).
 """
@@ -71,12 +74,32 @@ class BusError(Exception):
 
 # The header of a batch (`publish_many`): how many messages its body's array holds.
 BATCH = "x-opendoctor-batch"
+# The key of a message published alone; the keys of a batch's messages (a JSON array).
+KEY = "x-opendoctor-key"
+KEYS = "x-opendoctor-keys"
 MAX_BATCH = 500
 
 
 def _message_id(delivery: Delivery) -> str:
     # Ours always carry one; a message from elsewhere is known by its body.
     return delivery.message_id or f"crc32:{zlib.crc32(delivery.body)}"
+
+
+def _keys(delivery: Delivery) -> list[str] | None:
+    """The keys of a message's events (None: not said, so it waits for all before it)."""
+    raw = delivery.headers.get(KEYS)
+    if raw is None:
+        key = delivery.headers.get(KEY)
+        if isinstance(key, bytes):
+            key = key.decode(errors="replace")
+        return [key] if isinstance(key, str) else None
+    try:
+        keys = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+        return keys
+    return None
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -105,10 +128,15 @@ class AmqpBus:
         presence_ttl: float = 3.0,
         codecs: dict[str, Codec] | None = None,
         name: str = "opendoctor-bus",
+        workers: int = 128,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.partitions = partitions
+        # Messages out at once per partition: `workers` per topic, spread over them.
+        self.prefetch = -(-workers // partitions)
         self.prefix = prefix
         self.consume = self._check_partitions(consume)
         self.standby_after = standby_after
@@ -133,7 +161,6 @@ class AmqpBus:
         self._rebalancer: Rebalancer | None = None
         if presence is not None and standby_after is not None and consume is not None:
             self._rebalancer = Rebalancer(self, presence, presence_ttl, name)
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._attempts: dict[str, int] = {}
         self._running: set[asyncio.Task[Any]] = set()
         # Messages published here, bound for a partition consumed here, not yet handled.
@@ -248,11 +275,12 @@ class AmqpBus:
                 await self._topic(topic)
                 while todo:
                     i = todo[0]
-                    self._locks.setdefault((topic, i), asyncio.Lock())
                     lane = Lane(topic, i, standby)
                     handler = self._on_delivery(lane)
                     queue = self.queue(topic, i)
-                    lane.subscription = await self.broker.consume(queue, handler, prefetch=1)
+                    lane.subscription = await self.broker.consume(
+                        queue, handler, prefetch=self.prefetch
+                    )
                     self._lanes[(topic, i)] = lane
                     (self.standing_by if standby else self.consuming).setdefault(topic, set()).add(
                         i
@@ -275,7 +303,7 @@ class AmqpBus:
 
     async def publish(self, topic: str, message: Any, key: str = "") -> None:
         body = self.codec(topic).encode(message)
-        await self._send(topic, partition_of(key, self.partitions), body, {"x-opendoctor-key": key})
+        await self._send(topic, partition_of(key, self.partitions), body, {KEY: key})
 
     async def publish_many(self, topic: str, items: Sequence[tuple[str, Any]]) -> None:
         if len(items) == 1:
@@ -283,17 +311,22 @@ class AmqpBus:
             await self.publish(topic, message, key)
             return
         codec = self.codec(topic)
-        bodies: dict[int, list[bytes]] = {}
+        parts: dict[int, list[tuple[str, bytes]]] = {}
         for key, message in items:
-            bodies.setdefault(partition_of(key, self.partitions), []).append(codec.encode(message))
+            part = parts.setdefault(partition_of(key, self.partitions), [])
+            part.append((key, codec.encode(message)))
         # Partitions side by side; within one, batches in order (bounded in size: a
         # replay of a long backlog is many messages, not one of any size).
-        await asyncio.gather(*(self._send_batches(topic, p, b) for p, b in bodies.items()))
+        await asyncio.gather(*(self._send_batches(topic, p, b) for p, b in parts.items()))
 
-    async def _send_batches(self, topic: str, partition: int, bodies: list[bytes]) -> None:
-        for i in range(0, len(bodies), MAX_BATCH):
-            these = bodies[i : i + MAX_BATCH]
-            await self._send(topic, partition, b"[" + b",".join(these) + b"]", {BATCH: len(these)})
+    async def _send_batches(
+        self, topic: str, partition: int, part: list[tuple[str, bytes]]
+    ) -> None:
+        for i in range(0, len(part), MAX_BATCH):
+            these = part[i : i + MAX_BATCH]
+            body = b"[" + b",".join(b for _, b in these) + b"]"
+            keys = orjson.dumps(sorted({k for k, _ in these})).decode()
+            await self._send(topic, partition, body, {BATCH: len(these), KEYS: keys})
 
     async def _send(self, topic: str, partition: int, body: bytes, headers: dict[str, Any]) -> None:
         message_id = uuid.uuid4().hex
@@ -331,31 +364,30 @@ class AmqpBus:
         topic, partition = lane.topic, lane.partition
 
         async def on_delivery(delivery: Delivery) -> None:
-            if lane.released:
-                # Being handed back: to the head of the queue, for the partition's owner.
-                await self._settle(delivery, ok=False, requeue=True)
-                return
-            if lane.standby:
-                self.taken_over.setdefault(topic, set()).add(partition)
+            # Taken before anything is awaited: places follow the order of deliveries.
+            turn = lane.order.take(_keys(delivery))
             task = asyncio.current_task()
             if task is not None:
                 self._running.add(task)
             try:
-                # Prefetch 1 already serialises a partition; the lock also covers the
-                # moment after a reconnection when a redelivery can overlap the last try,
-                # and a hand-back waits on it for the message being handled.
-                async with self._locks[(topic, partition)]:
-                    if lane.released:
-                        await self._settle(delivery, ok=False, requeue=True)
-                        return
-                    await self._handle(topic, delivery)
+                await turn.ready()
+                if lane.released:
+                    # Being handed back: left unacked, the message goes back to the
+                    # queue, in order, when the hand-back closes the channel.
+                    return
+                if lane.standby:
+                    self.taken_over.setdefault(topic, set()).add(partition)
+                with lane.order.running():
+                    await self._handle(lane, delivery)
             finally:
+                turn.leave()
                 if task is not None:
                     self._running.discard(task)
 
         return on_delivery
 
-    async def _handle(self, topic: str, delivery: Delivery) -> None:
+    async def _handle(self, lane: Lane, delivery: Delivery) -> None:
+        topic = lane.topic
         message_id = _message_id(delivery)
         codec = self.codec(topic)
         try:
@@ -367,29 +399,33 @@ class AmqpBus:
             log.exception("bus: undecodable message dead-lettered", extra={"topic": topic})
             await self._settle(delivery, ok=False, requeue=False)
             return
-        # Redelivered by the broker, or failed here before: handlers check what was done.
-        again = delivery.redelivered or message_id in self._attempts
-        try:
-            with handling(again):
-                for handler in self._handlers.get(topic, ()):
-                    await handler(messages)
-        except Exception:
-            attempts = self._attempts.get(message_id, 0) + 1
-            if attempts >= self.max_attempts:
+        while True:
+            # Redelivered by the broker, or failed here before: handlers check what was done.
+            again = delivery.redelivered or message_id in self._attempts
+            try:
+                with handling(again):
+                    for handler in self._handlers.get(topic, ()):
+                        await handler(messages)
+                break
+            except Exception:
+                attempts = self._attempts.get(message_id, 0) + 1
+                if attempts >= self.max_attempts:
+                    log.exception(
+                        "bus: handler failed for good; message dead-lettered",
+                        extra={"topic": topic, "message_id": message_id, "attempts": attempts},
+                    )
+                    await self._settle(delivery, ok=False, requeue=False)
+                    return
+                self._attempts[message_id] = attempts
                 log.exception(
-                    "bus: handler failed for good; message dead-lettered",
+                    "bus: handler failed; the message is tried again",
                     extra={"topic": topic, "message_id": message_id, "attempts": attempts},
                 )
-                await self._settle(delivery, ok=False, requeue=False)
-                return
-            self._attempts[message_id] = attempts
-            log.exception(
-                "bus: handler failed; the message comes again",
-                extra={"topic": topic, "message_id": message_id, "attempts": attempts},
-            )
+            # Tried again here, its keys held meanwhile: back in the queue, it would be
+            # overtaken by its keys' later messages, already delivered to this process.
             await asyncio.sleep(self.retry_delay)
-            await self._settle(delivery, ok=False, requeue=True)
-            return
+            if lane.released or self._closed:
+                return  # unacked: the broker gives it to whoever consumes the partition
         await self._settle(delivery, ok=True, requeue=False)
 
     async def _settle(self, delivery: Delivery, ok: bool, requeue: bool) -> None:

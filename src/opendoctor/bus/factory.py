@@ -26,4 +26,5 @@ def make_bus(settings: Settings, presence: Presence | None = None) -> Bus:
         # Replicas claim their partitions in the database, to be handed them back.
         presence=presence,
         presence_ttl=bus.presence_ttl,
+        workers=bus.workers,
     )

@@ -13,9 +13,10 @@ later subscriber the active one. So the replicas say who is there:
   list", and only while its broker connection is up;
 * hand-back: every replica watches the claims of the partitions it stands by for. When
   one gets a new holder (the owner came back, as a new process), it hands the partition
-  back: new deliveries are nacked to the head of the queue, the message being handled
-  finishes and is acked, and only then is the consumer cancelled, so the broker never
-  has two messages of one partition out at once and order holds. The broker then feeds
+  back: messages not yet handled are left unacked, those being handled finish and are
+  acked, and only then is the consumer's channel closed, which puts the unacked back
+  in the queue in order: the broker never has a key's messages out at two replicas
+  at once, and order holds. The broker then feeds
   the next subscriber; the replica subscribes again after `standby_after` seconds,
   behind the owner, to stand by as before.
 
@@ -31,9 +32,10 @@ import asyncio
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from opendoctor.bus.keyorder import KeyOrder
 from opendoctor.core.ports import Presence
 from opendoctor.infra import metrics
 from opendoctor.infra.amqp import Subscription
@@ -54,6 +56,7 @@ class Lane:
     standby: bool
     subscription: Subscription | None = None
     released: bool = False
+    order: KeyOrder = field(default_factory=KeyOrder)
 
 
 class Rebalancer:
@@ -111,10 +114,11 @@ class Rebalancer:
             return False
         del bus._lanes[(topic, partition)]
         lane.released = True
-        # The message being handled finishes and is acked first: the broker moves on
-        # only once nothing of the partition is out here.
-        async with bus._locks[(topic, partition)]:
-            await lane.subscription.close()
+        # The messages being handled finish and are acked first; those waiting their
+        # turn are left unacked, and closing the channel puts them back in the queue in
+        # order: the broker moves on only once nothing of the partition is out here.
+        await lane.order.idle()
+        await lane.subscription.close()
         bus.standing_by.get(topic, set()).discard(partition)
         was_active = partition in bus.taken_over.get(topic, set())
         bus.taken_over.get(topic, set()).discard(partition)

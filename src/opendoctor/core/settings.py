@@ -320,8 +320,9 @@ class BusSettings(BaseModel):
         128,
         ge=1,
         le=4096,
-        description="memory: messages of different keys (hosts) handled at once per topic; "
-        "each key's in order",
+        description="messages of different keys (hosts) handled at once per topic, each "
+        "key's in order; amqp: spread over the partitions (each one's prefetch is "
+        "workers / partitions, rounded up)",
     )
     consume: list[int] | None = Field(None, description="partitions this process consumes")
     retry_delay: float = Field(1.0, gt=0, description="seconds before a failed message again")

@@ -1,4 +1,4 @@
-"""The RabbitMQ bus: ordered per key, concurrent across partitions, at least once."""
+"""The RabbitMQ bus: ordered per key, concurrent across keys, at least once."""
 
 from __future__ import annotations
 
@@ -104,6 +104,36 @@ async def test_hosts_on_different_partitions_are_handled_concurrently(
     await bus.publish("work", {"key": second}, key=second)
     await asyncio.wait_for(bus.drain(), timeout=10)
     assert done == [second, first]
+
+
+async def test_hosts_sharing_a_partition_run_side_by_side_each_in_order(
+    make_bus: MakeBus, names: Names
+) -> None:
+    """One partition: the second host's messages (alone and in a batch) do not wait
+    for the first host's, while the first host's later message waits for its first."""
+    bus = make_bus(names.bus_prefix(["work"], 1), partitions=1)
+    others_ran = asyncio.Event()
+    done: list[tuple[str, int]] = []
+
+    async def handle(message: dict[str, Any]) -> None:
+        key, seq = message["key"], message["seq"]
+        if (key, seq) == ("first", 0):
+            # Blocks until the other host's messages were handled: with one message
+            # of the partition at a time, this would never finish.
+            await others_ran.wait()
+        if key == "second" and seq == 1:
+            others_ran.set()
+        done.append((key, seq))
+
+    bus.subscribe("work", handle)
+    await bus.ready()
+    await bus.publish("work", {"key": "first", "seq": 0}, key="first")
+    await bus.publish("work", {"key": "first", "seq": 1}, key="first")
+    await bus.publish("work", {"key": "second", "seq": 0}, key="second")
+    batch = [("second", {"key": "second", "seq": 1}), ("third", {"key": "third", "seq": 0})]
+    await bus.publish_many("work", batch)
+    await asyncio.wait_for(bus.drain(), timeout=10)
+    assert done == [("second", 0), ("second", 1), ("third", 0), ("first", 0), ("first", 1)]
 
 
 async def test_a_failed_handler_gets_the_message_again_and_order_holds(

@@ -215,6 +215,10 @@ class Kill:
     # Whose owners have been told at the kill, given the hosts each partition handles
     # first (the victim and its peer are both held, each on its own partitions).
     told_at_kill: Callable[[list[str]], list[str]]
+    # The messages the role's replicas hold unacked at the kill: the storm's events
+    # come as one batch per partition, handled in order; the faults' notification
+    # requests one per fault, each host's handled beside the others'.
+    unacked: int
     shared_wait: bool = False  # the role's handlers wait in one statement per process
 
 
@@ -222,18 +226,31 @@ CASES = {
     # The inspector handed the notifications over and waits to record the fault: the
     # standby handles the event again and hands them over again; the notifier, which
     # has the alarms fired already, must not tell anyone twice.
-    "inspector-after-handover": Kill("inspector", "faults", "SHARE", lambda first: first),
+    "inspector-after-handover": Kill(
+        "inspector", "faults", "SHARE", lambda first: first, unacked=PARTITIONS
+    ),
     # The notifier waits to take up the alarm changes before matching: nothing it holds
     # has been sent, the standby sends it all, once.
     "notifier-before-sending": Kill(
-        "notifier", "alarm_history", "ACCESS EXCLUSIVE", lambda _: [], shared_wait=True
+        "notifier",
+        "alarm_history",
+        "ACCESS EXCLUSIVE",
+        lambda _: [],
+        unacked=len(FAILED),
+        shared_wait=True,
     ),
     # The notifier sent its callbacks, stored them in the outbox, and waits to record
-    # the alarms' new states: the standby gets the message again, flagged redelivered,
-    # finds its callbacks in the outbox and does not send them again. A process's
-    # handlers write together (group commit): each process waits in one statement.
+    # the alarms' new states: the standby gets the messages again, flagged redelivered,
+    # finds their callbacks in the outbox and does not send them again. A process's
+    # handlers write together (group commit): each process waits in one statement, and
+    # every fault's owners have been told.
     "notifier-after-outbox": Kill(
-        "notifier", "alarm_history", "SHARE", lambda first: first, shared_wait=True
+        "notifier",
+        "alarm_history",
+        "SHARE",
+        lambda _: FAILED,
+        unacked=len(FAILED),
+        shared_wait=True,
     ),
 }
 
@@ -287,14 +304,14 @@ async def test_a_replica_killed_holding_unacked_work_tells_each_owner_once(
                         f"{exc}: {seen}, want {len(want_told)}; {activity}"
                     ) from None
 
-                # The broker sees one unacked message per partition with the role's
-                # replicas; the victim is the one that holds the most.
+                # The broker sees the role's replicas hold every message of the step
+                # unacked; the victim is the one that holds the most.
                 unacked: dict[int, int] = {}
 
                 async def holding() -> bool:
                     unacked.clear()
                     unacked.update(await unacked_by_process())
-                    return sum(unacked.get(m.pid, 0) for m in members) == PARTITIONS
+                    return sum(unacked.get(m.pid, 0) for m in members) == kill.unacked
 
                 await eventually(holding, timeout=60, what=f"the {kill.role}s holding work")
                 victim = max(members, key=lambda m: unacked.get(m.pid, 0))
