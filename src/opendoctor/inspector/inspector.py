@@ -55,7 +55,7 @@ class _Batch:
     """What the store said of a batch's events before it was handled, and its marks."""
 
     done: set[str]  # events handled before (a batch delivered again)
-    stored: dict[tuple[str, str | None], Fault]  # active faults, by (hostname, instance)
+    stored: dict[tuple[str, str | None], str]  # active faults' ids, by (hostname, instance)
     known: set[tuple[str, str | None]] = field(default_factory=set)  # reconciled since
     marks: list[asyncio.Future[None]] = field(default_factory=list)
 
@@ -145,7 +145,7 @@ class Inspector:
             return
         done, stored = await asyncio.gather(
             self.events.processed_among([e.id for e in events]),
-            self.faults.active_among({(e.hostname, e.instance_id) for e in events}),
+            self.faults.active_ids_among({(e.hostname, e.instance_id) for e in events}),
         )
         batch = _Batch(done, stored)
         try:
@@ -178,14 +178,17 @@ class Inspector:
                 and fault is not None
                 and (
                     (stored is None and fault.id not in self._unsaved)
-                    or (stored is not None and stored.id != fault.id)
+                    or (stored is not None and stored != fault.id)
                 )
             ):
                 self._forget(fault)
                 self.engine.run(keep_deferred=True)
                 fault = None
             if not known and stored is not None and fault is None:
-                fault = self._adopt(event, stored)
+                # Whole, now: cleared meanwhile by its replica, it is left to it.
+                opened = await self.faults.get(stored)
+                if opened is not None and opened.status == "active":
+                    fault = self._adopt(event, opened)
             batch.known.add(pair)
         if fault is None and event.instance_id is None:
             if event.active and event.hostname in self.topology.maintenance:

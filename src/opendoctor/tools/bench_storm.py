@@ -262,15 +262,21 @@ class ModeRun:
         first = min(sent.values())
         timeout = opts.storm_timeout or 60.0 + len(expected) / 100
 
+        got: dict[str, list[dict[str, Any]]] = {}
+
+        async def arrived() -> list[dict[str, Any]]:
+            await s.received_more(got)
+            return [r for rs in got.values() for r in rs if r["instance_id"] in expected]
+
         async def all_arrived() -> list[dict[str, Any]] | None:
-            records = [r for r in await self._received(s) if r["instance_id"] in expected]
+            records = await arrived()
             self.progress.update(task, completed=len({r["instance_id"] for r in records}))
             return records if {r["instance_id"] for r in records} >= expected else None
 
         try:
             records = await wait_for("every storm notification", all_arrived, timeout, 0.5)
         except StackError:
-            records = [r for r in await self._received(s) if r["instance_id"] in expected]
+            records = await arrived()
         latencies = [r["arrived"] - sent[lab.host_of[r["instance_id"]]] for r in records]
         last = max((r["arrived"] for r in records), default=None)
         intake_figures = await intake.stop(last)

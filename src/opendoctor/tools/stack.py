@@ -116,6 +116,16 @@ class Stack:
             out[project] = (await self.http.get(consumer.ready + "/received")).json()
         return out
 
+    async def received_more(self, got: dict[str, list[dict[str, Any]]]) -> None:
+        """Add to `got` (per project) what each consumer received after the records
+        already there: polled while a storm arrives, each record is sent once."""
+        for project, consumer in self.consumers.items():
+            mine = got.setdefault(project, [])
+            resp = await self.http.get(f"{consumer.ready}/received?since={len(mine)}")
+            if not resp.ok:
+                raise StackError(f"GET /received of {project}: HTTP {resp.status}")
+            mine.extend(resp.json())
+
     async def heard(self) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
         """What each project's consumer received, and the projects whose consumer did not
         answer (it died, say): their owners count as told nothing, instead of the

@@ -6,6 +6,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -70,3 +71,22 @@ async def test_callbacks_rebuilt_from_what_a_consumer_received() -> None:
     assert callback.url == "http://127.0.0.1:1/failure"
     assert orjson.loads(callback.body) == body
     assert callback.headers["x-openstack-request-id"] == "r"
+
+
+async def test_the_consumer_lists_what_came_after_the_records_a_poller_has(
+    consumers: list[tuple[str, web.Application]],
+) -> None:
+    (url, _), _ = consumers
+    async with aiohttp.ClientSession() as http:
+        for callback in _callbacks([url], 3):
+            async with http.post(callback.url, data=callback.body, headers=callback.headers):
+                pass
+        async with http.get(url + "/received") as resp:
+            every = await resp.json()
+        async with http.get(url + "/received?since=2") as resp:
+            rest = await resp.json()
+        async with http.get(url + "/received?since=-1") as resp:
+            refused = resp.status, await resp.json()
+    assert len(every) == 3
+    assert rest == every[2:]
+    assert refused == (400, {"error": "since: a count of records, 0 or more"})
