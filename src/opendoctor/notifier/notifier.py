@@ -164,7 +164,17 @@ class Notifier:
         # One event's wire form and `reason_data` serve each alarm it fires (and its
         # transition): built and encoded once per event, not per alarm.
         causes: dict[int, bytes] = {}
-        for event, root_cause, alarms in matches:
+        for event, root_cause, matched_alarms in matches:
+            # The objects in the index now: a PUT may have replaced a matched one while
+            # the states were refreshed, and a state set on it would be lost. One
+            # already in alarm fires again only if it repeats its actions: a server's
+            # own fault after its host's tells nobody, and costs no wire form.
+            alarms = [
+                alarm
+                for matched in matched_alarms
+                if (alarm := self.index.get(matched.alarm_id) or matched).state != ALARM
+                or alarm.repeat_actions
+            ]
             if not alarms:
                 continue
             wire = event.to_wire()
@@ -176,13 +186,8 @@ class Notifier:
                     cause = causes[id(root_cause)] = orjson.dumps(root_cause)
             encoded_reason = _encoded_reason(wire, cause)
             transition_data = {"type": "event", "event": wire}
-            for matched in alarms:
-                # The object in the index now: a PUT may have replaced the matched one
-                # while the states were refreshed, and a state set on it would be lost.
-                alarm = self.index.get(matched.alarm_id) or matched
+            for alarm in alarms:
                 previous = alarm.state
-                if previous == ALARM and not alarm.repeat_actions:
-                    continue
                 reason = (
                     f"Event <id={event.message_id},event_type={event.event_type}> "
                     f"hits the query of alarm {alarm.name}."

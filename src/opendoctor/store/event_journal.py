@@ -26,7 +26,7 @@ import orjson
 from opendoctor.core.model import Event
 from opendoctor.infra.group_commit import GroupCommit
 from opendoctor.store.db import Database, DatabaseUnavailable, dialect_insert, unavailable
-from opendoctor.store.sqlite_writer import SqliteWriter, Statement
+from opendoctor.store.sqlite_writer import OrElse, SqliteWriter, Statement
 from opendoctor.store.tables import EventRow
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ _NAMES = ", ".join(f'"{c}"' for c in _COLUMNS)
 _MARKS = ", ".join("?" for _ in _COLUMNS)
 # Accepting never undoes a mark: the row the pipeline wrote as processed stays so.
 _SQLITE_ADD = f'INSERT INTO "events" ({_NAMES}) VALUES ({_MARKS}) ON CONFLICT ("id") DO NOTHING'
+# Marking an event whose row is there (nearly always): no body to encode again.
+_SQLITE_SET_MARK = 'UPDATE "events" SET "processed" = 1, "fault_id" = ? WHERE "id" = ?'
 # An upsert: a replayed event may be marked before (or without) being added again.
 _SQLITE_MARK = (
     f'INSERT INTO "events" ({_NAMES}) VALUES ({_MARKS}) '
@@ -116,8 +118,14 @@ class EventJournal:
                 rows = [_sqlite_row(e, False, None) for e in added.values()]
                 statements.append((_SQLITE_ADD, rows))
             if marked:
-                rows = [_sqlite_row(e, True, f) for e, f in marked.values()]
-                statements.append((_SQLITE_MARK, rows))
+                pairs = list(marked.values())
+                statements.append(
+                    OrElse(
+                        _SQLITE_SET_MARK,
+                        [(f, e.id) for e, f in pairs],
+                        lambda: (_SQLITE_MARK, [_sqlite_row(e, True, f) for e, f in pairs]),
+                    )
+                )
             try:
                 await self._writer.write(statements)
             except sqlite3.OperationalError as exc:

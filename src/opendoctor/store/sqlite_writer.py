@@ -12,11 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-Statement = tuple[str, Sequence[tuple[Any, ...]]]
+Rows = Sequence[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class OrElse:
+    """`sql` over `rows`; if it changed fewer rows than it was given (some were not
+    there to update), `otherwise()` runs too, in the same transaction. For an update
+    that is almost always enough, beside the upsert whose rows cost more to build."""
+
+    sql: str
+    rows: Rows
+    otherwise: Callable[[], tuple[str, Rows]]
+
+
+Statement = tuple[str, Rows] | OrElse
 
 
 class SqliteWriter:
@@ -52,8 +67,13 @@ class SqliteWriter:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in statements:
-                conn.executemany(sql, rows)
+            for statement in statements:
+                if isinstance(statement, OrElse):
+                    changed = conn.executemany(statement.sql, statement.rows).rowcount
+                    if changed < len(statement.rows):
+                        conn.executemany(*statement.otherwise())
+                else:
+                    conn.executemany(*statement)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
