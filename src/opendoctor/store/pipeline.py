@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, delete, or_, select
 
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
+from opendoctor.infra.group_read import GroupRead
 from opendoctor.store.db import Database, dialect_insert, one_of
 from opendoctor.store.event_journal import EventJournal
 from opendoctor.store.event_spool import EventSpool, spool_path
@@ -45,6 +46,8 @@ class EventStore:
         path = db.sqlite_file
         # Where the front loop keeps what it accepts (store/event_spool.py).
         self.spool = EventSpool(spool_path(path)) if path else None
+        # Concurrent batches' questions, asked together (infra/group_read.py).
+        self._processed: GroupRead[str, bool] = GroupRead(self._processed_now)
 
     async def add(self, events: list[Event]) -> None:
         """Record accepted events; durable when this returns. A row the pipeline already
@@ -65,15 +68,16 @@ class EventStore:
         return event_id in await self.processed_among([event_id])
 
     async def processed_among(self, event_ids: Collection[str]) -> set[str]:
-        """Which of these events the pipeline already handled, in one query."""
-        if not event_ids:
-            return set()
-        query = select(EventRow.id).where(
-            one_of(self.db, EventRow.id, event_ids), EventRow.processed
-        )
+        """Which of these events the pipeline already handled (one query, shared with
+        the other batches asking at the same time)."""
+        return set(await self._processed.read(event_ids))
+
+    async def _processed_now(self, event_ids: set[str]) -> dict[str, bool]:
+        among = one_of(self.db, EventRow.id, event_ids)
+        query = select(EventRow.id).where(among, EventRow.processed)
         # A connection, not an ORM session: asked for every batch of the scaled-out bus.
         async with self.db.reads.connect() as conn:
-            return set(await conn.scalars(query))
+            return dict.fromkeys(await conn.scalars(query), True)
 
     async def unprocessed(self) -> list[Event]:
         async with self.db.sessions() as session:
@@ -117,6 +121,7 @@ def _fault_from_row(row: FaultRow) -> Fault:
 class FaultStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._active: GroupRead[tuple[str, str | None], str] = GroupRead(self._active_now)
 
     async def save(self, fault: Fault) -> None:
         values = {
@@ -159,11 +164,15 @@ class FaultStore:
         self, resources: Collection[tuple[str, str | None]]
     ) -> dict[tuple[str, str | None], str]:
         """The id of the active fault about each of these (hostname, instance_id) pairs,
-        in one query; a pair with no active fault is left out. Ids, not faults: asked
-        for every batch of events of the scaled-out bus, the answer is mostly "the one
-        known already", and whole rows (their timelines decoded) cost a storm a
-        quarter of its CPU."""
-        wanted = set(resources)
+        in one query (shared with other batches asking at the same time); a pair with
+        no active fault is left out. Ids, not faults: asked for every batch of events of
+        the scaled-out bus, the answer is mostly "the one known already", and whole
+        rows (their timelines decoded) cost a storm a quarter of its CPU."""
+        return await self._active.read(resources)
+
+    async def _active_now(
+        self, wanted: set[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], str]:
         hosts = {h for h, i in wanted if i is None}
         servers = {i for _, i in wanted if i is not None}
         about: list[ColumnElement[bool]] = []
