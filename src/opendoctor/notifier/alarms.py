@@ -38,6 +38,7 @@ _NOT_RULE = frozenset({"state", "state_reason", "state_timestamp", "timestamp"})
 
 
 SYNC_OVERLAP = 5.0
+SYNC_ROWS = 10_000  # history rows read per sync at most; the next one goes on from there
 
 
 class AlarmService:
@@ -90,7 +91,8 @@ class AlarmService:
         acted on once.
         """
         since = self._synced if states else self._defined
-        rows = await self.store.changes_since(since - SYNC_OVERLAP, states=states)
+        started = time.time()
+        rows = await self.store.changes_since(since - SYNC_OVERLAP, SYNC_ROWS, states=states)
         changed: dict[str, None] = {}
         newest = since
         for row in rows:
@@ -99,6 +101,12 @@ class AlarmService:
                 if not self._took_state(row):
                     changed[row.alarm_id] = None
             newest = max(newest, row.timestamp)
+        if len(rows) < SYNC_ROWS:
+            # Everything there was is read: the window moves on with the clock. Left at
+            # the newest row's time, it stood still while nothing changed, and every
+            # sync read the last SYNC_OVERLAP seconds of rows again: after a storm, ten
+            # thousand rows a sync, for as long as the alarms stayed quiet.
+            newest = max(newest, started)
         if states:
             self._synced = newest
         # Every definition change up to `newest` was read (with or without the states).

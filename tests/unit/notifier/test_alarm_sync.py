@@ -5,6 +5,7 @@ bulk of the history), and through their own index. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -217,3 +218,25 @@ async def _plan(conn: AsyncConnection, statement: str, parameters: Any) -> str:
     await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
     result = await conn.exec_driver_sql("EXPLAIN " + statement, parameters)
     return "\n".join(str(row[0]) for row in result.all())
+
+
+async def test_a_quiet_sync_moves_its_window_on_and_reads_old_rows_no_more(
+    store: AlarmStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows read once are not read again by every later sync while nothing changes
+    (after a storm, that was thousands of rows per sync)."""
+    here = AlarmService(store, AlarmIndex())
+    there = AlarmService(AlarmStore(store.db), AlarmIndex())
+    await here.load()
+    created = await there.create(AlarmBody.model_validate(alarm_body()), OWNER)
+    await there.set_state(created.alarm_id, "alarm", OWNER)
+    # The rows are now older than the overlap: the syncs below run ten seconds later.
+    later = types.SimpleNamespace(time=lambda: time.time() + 10.0)
+    monkeypatch.setattr(alarms_module, "time", later)
+    spy = ReadSpy(store)
+    await here.sync()
+    assert len(spy.rows) == 2  # created, fired: each read once
+    assert here.index.get(created.alarm_id) is not None
+    await here.sync()
+    await here.sync()
+    assert len(spy.rows) == 2  # the window moved past them
