@@ -21,6 +21,19 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+Q = TypeVar("Q")
+
+
+def take_upto(queue: list[Q], weigh: Callable[[Q], int], most: int) -> tuple[list[Q], list[Q]]:
+    """The head of `queue` that weighs at most `most` (always one item at least), and
+    the rest."""
+    weight, taken = 0, 0
+    for item in queue:
+        weight += weigh(item)
+        if taken and weight > most:
+            break
+        taken += 1
+    return queue[:taken], queue[taken:]
 
 
 class Closed(RuntimeError):
@@ -67,13 +80,7 @@ class GroupCommit(Generic[T]):
         await future
 
     def _take(self) -> list[tuple[T, asyncio.Future[None]]]:
-        weight, taken = 0, 0
-        for part, _ in self._queue:
-            weight += self._size(part)
-            if taken and weight > self._most:
-                break
-            taken += 1
-        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        batch, self._queue = take_upto(self._queue, lambda q: self._size(q[0]), self._most)
         return batch
 
     async def _drain(self) -> None:

@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Hashable
 from typing import Generic, TypeVar
 
+from opendoctor.infra.group_commit import take_upto
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -42,13 +44,7 @@ class GroupRead(Generic[K, V]):
         return await future
 
     def _take(self) -> list[tuple[frozenset[K], asyncio.Future[dict[K, V]]]]:
-        count, taken = 0, 0
-        for keys, _ in self._queue:
-            count += len(keys)
-            if taken and count > self._most:
-                break
-            taken += 1
-        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        batch, self._queue = take_upto(self._queue, lambda q: len(q[0]), self._most)
         return batch
 
     async def _drain(self) -> None:
