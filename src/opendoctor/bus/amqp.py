@@ -397,7 +397,7 @@ class AmqpBus:
                 messages = [codec.from_json(m) for m in orjson.loads(delivery.body)]
         except Exception:
             log.exception("bus: undecodable message dead-lettered", extra={"topic": topic})
-            await self._settle(delivery, ok=False, requeue=False)
+            await self._settle(delivery, ok=False)
             return
         while True:
             # Redelivered by the broker, or failed here before: handlers check what was done.
@@ -414,7 +414,7 @@ class AmqpBus:
                         "bus: handler failed for good; message dead-lettered",
                         extra={"topic": topic, "message_id": message_id, "attempts": attempts},
                     )
-                    await self._settle(delivery, ok=False, requeue=False)
+                    await self._settle(delivery, ok=False)
                     return
                 self._attempts[message_id] = attempts
                 log.exception(
@@ -426,26 +426,26 @@ class AmqpBus:
             await asyncio.sleep(self.retry_delay)
             if lane.released or self._closed:
                 return  # unacked: the broker gives it to whoever consumes the partition
-        await self._settle(delivery, ok=True, requeue=False)
+        await self._settle(delivery, ok=True)
 
-    async def _settle(self, delivery: Delivery, ok: bool, requeue: bool) -> None:
+    async def _settle(self, delivery: Delivery, ok: bool) -> None:
+        """Ack a message handled, or reject one (dead-lettered) that never will be. One
+        not to be handled here is left unacked instead: the broker gives it back to the
+        partition's consumer when this one's channel closes."""
         message_id = _message_id(delivery)
         try:
             if ok:
                 await delivery.ack()
-            elif requeue:
-                await delivery.nack(requeue=True)
             else:
                 await delivery.reject()
         except AmqpError as exc:
             # The channel went away: the broker delivers the message again.
             log.warning("bus: could not settle a message: %s", exc)
             return
-        if not requeue:
-            self._attempts.pop(message_id, None)
-            if message_id in self._outstanding:
-                self._outstanding.discard(message_id)
-                self._progress.set()
+        self._attempts.pop(message_id, None)
+        if message_id in self._outstanding:
+            self._outstanding.discard(message_id)
+            self._progress.set()
 
     async def drain(self) -> None:
         """Wait until every message this process published to a partition it consumes
