@@ -186,8 +186,8 @@ class Inspector:
                 fault = None
             if not known and stored is not None and fault is None:
                 # Whole, now: cleared meanwhile by its replica, it is left to it.
-                opened = await self.faults.get(stored)
-                if opened is not None and opened.status == "active":
+                opened = await self.faults.get_active(stored)
+                if opened is not None:
                     fault = self._adopt(event, opened)
             batch.known.add(pair)
         if fault is None and event.instance_id is None:

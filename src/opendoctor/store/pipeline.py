@@ -157,7 +157,12 @@ class FaultStore:
         """The active fault about this resource, if any (opened by another replica)."""
         pair = (hostname, instance_id)
         fault_id = (await self.active_ids_among([pair])).get(pair)
-        fault = None if fault_id is None else await self.get(fault_id)
+        return None if fault_id is None else await self.get_active(fault_id)
+
+    async def get_active(self, fault_id: str) -> Fault | None:
+        """The fault, whole, if it is still active (it may have cleared since its id
+        was read)."""
+        fault = await self.get(fault_id)
         return fault if fault is not None and fault.status == "active" else None
 
     async def active_ids_among(

@@ -111,9 +111,8 @@ class Stack:
         return resp.json()
 
     async def received(self) -> dict[str, list[dict[str, Any]]]:
-        out = {}
-        for project, consumer in self.consumers.items():
-            out[project] = (await self.http.get(consumer.ready + "/received")).json()
+        out: dict[str, list[dict[str, Any]]] = {}
+        await self.received_more(out)
         return out
 
     async def received_more(self, got: dict[str, list[dict[str, Any]]]) -> None:
