@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select, update
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Table, func, select, update
 
 from opendoctor.core.notifications import PENDING, OutboxEntry
-from opendoctor.store.db import Database, dialect_insert
+from opendoctor.store.bulk import insert_rows, update_rows
+from opendoctor.store.db import Database
 from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import OutboxRow
+
+OUTBOX = cast(Table, OutboxRow.__table__)
+
+
+def _stored(entry: OutboxEntry) -> dict[str, Any]:
+    """An entry's row, its body as the JSON text that is sent (`payload`), encoded once."""
+    row = entry.row()
+    row["body"] = (entry.payload or orjson.dumps(entry.body)).decode()
+    return row
 
 
 def _entry(row: OutboxRow) -> OutboxEntry:
@@ -33,14 +46,13 @@ class OutboxStore:
     async def add(self, entries: list[OutboxEntry]) -> None:
         """Insert new entries; ids already present (a replayed event) are left as they are,
         and of one id given twice (the same event notified twice at once, both written
-        together) the first is kept. One transaction, whatever the number of faults the
+        together) the first is kept. One statement, whatever the number of faults the
         entries come from (the notifier hands over several at once)."""
         if not entries:
             return
-        rows = list({e.id: e.row() for e in reversed(entries)}.values())
-        stmt = dialect_insert(self.db, OutboxRow).on_conflict_do_nothing(index_elements=["id"])
-        async with self.db.sessions.begin() as session:
-            await session.execute(stmt, rows)
+        rows = list({e.id: _stored(e) for e in reversed(entries)}.values())
+        async with self.db.engine.begin() as conn:
+            await insert_rows(conn, OUTBOX, rows, skip_conflicts_on="id")
 
     async def existing(self, ids: list[str]) -> set[str]:
         """The ids among `ids` that the outbox holds already."""
@@ -52,34 +64,20 @@ class OutboxStore:
 
     async def record_attempts(self, entries: list[OutboxEntry]) -> None:
         """Write back status, attempts, timing and error of entries after delivery attempts."""
-        if not entries:
-            return
-        stmt = (
-            update(OutboxRow)
-            .where(OutboxRow.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                attempts=bindparam("b_attempts"),
-                next_attempt=bindparam("b_next"),
-                last_error=bindparam("b_error"),
-                delivered=bindparam("b_delivered"),
-            )
-        )
-        params = [
+        rows = [
             {
-                "b_id": e.id,
-                "b_status": e.status,
-                "b_attempts": e.attempts,
-                "b_next": e.next_attempt,
-                "b_error": e.last_error,
-                "b_delivered": e.delivered,
+                "id": e.id,
+                "status": e.status,
+                "attempts": e.attempts,
+                "next_attempt": e.next_attempt,
+                "last_error": e.last_error,
+                "delivered": e.delivered,
             }
             for e in entries
         ]
-        async with self.db.sessions.begin() as session:
-            # Core statement on the connection: an executemany, not ORM bulk semantics.
-            connection = await session.connection()
-            await connection.execute(stmt, params)
+        if rows:
+            async with self.db.engine.begin() as conn:
+                await update_rows(conn, OUTBOX, "id", rows)
 
     async def claim_due(self, now: float, until: float, limit: int = 500) -> list[OutboxEntry]:
         """Take the pending entries due by `now` for this process, up to `until`.
