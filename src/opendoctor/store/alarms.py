@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry
 from opendoctor.core.model import iso, new_ids
 from opendoctor.core.query import Compare, Node, Order
 from opendoctor.core.terms import compile_rule
-from opendoctor.store.db import Database
+from opendoctor.store.db import Database, one_of
 from opendoctor.store.paging import UnknownMarker, after_row
 from opendoctor.store.query_sql import ordering, sort_keys, where
 from opendoctor.store.tables import NOT_STATE_TRANSITION, AlarmHistoryRow, AlarmRow
@@ -22,7 +23,7 @@ from opendoctor.store.tables import NOT_STATE_TRANSITION, AlarmHistoryRow, Alarm
 ALARMS = cast(Table, AlarmRow.__table__)
 HISTORY = cast(Table, AlarmHistoryRow.__table__)
 # What a history query filters and sorts on: every column, by its API name.
-HISTORY_COLUMNS = {column.name: column for column in HISTORY.c}
+HISTORY_COLUMNS = {column.name: column for column in HISTORY.c if column.name != "writer"}
 HISTORY_ORDER: Order = [("timestamp", True)]  # newest first, as Aodh
 
 # Bind names must differ from column names: SQLAlchemy reserves those for SET values.
@@ -37,8 +38,9 @@ _SET_STATE = (
 )
 
 
-def _history_row(entry: HistoryEntry) -> dict[str, Any]:
+def _history_row(entry: HistoryEntry, writer: str) -> dict[str, Any]:
     return {
+        "writer": writer,
         "event_id": entry.event_id,
         "alarm_id": entry.alarm_id,
         "type": entry.type,
@@ -128,6 +130,10 @@ class AlarmStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Names the history rows written here, which `changes_since` leaves out: what
+        # this process changed, it applied as it wrote. In a storm a sync read back ten
+        # thousand of its own transitions a second.
+        self.writer = uuid.uuid4().hex
 
     async def load_all(self) -> list[Alarm]:
         async with self.db.engine.connect() as conn:
@@ -148,7 +154,7 @@ class AlarmStore:
         """alarm id -> (state, reason, timestamp) as stored, for the ids that exist."""
         query = select(
             ALARMS.c.alarm_id, ALARMS.c.state, ALARMS.c.state_reason, ALARMS.c.state_timestamp
-        ).where(ALARMS.c.alarm_id.in_(list(alarm_ids)))
+        ).where(one_of(self.db, ALARMS.c.alarm_id, alarm_ids))
         async with self.db.engine.connect() as conn:
             result = await conn.execute(query)
             return {r[0]: (r[1], r[2], r[3]) for r in result.all()}
@@ -156,7 +162,7 @@ class AlarmStore:
     async def insert(self, alarm: Alarm, history: Sequence[HistoryEntry]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(ALARMS), [_row(alarm)])
-            await _add_history(conn, history)
+            await _add_history(conn, history, self.writer)
 
     async def update(
         self, alarm: Alarm, history: Sequence[HistoryEntry], state_was: str | None = None
@@ -182,19 +188,20 @@ class AlarmStore:
                 if now is None:
                     raise KeyError(alarm.alarm_id)
                 raise StateChanged(alarm.alarm_id, now)
-            await _add_history(conn, history)
+            await _add_history(conn, history, self.writer)
 
     async def delete(self, alarm_id: str, history: Sequence[HistoryEntry]) -> None:
         """Delete an alarm; its history stays (as in Aodh) and gains the deletion."""
         async with self.db.engine.begin() as conn:
             await conn.execute(delete(ALARMS).where(ALARMS.c.alarm_id == alarm_id))
-            await _add_history(conn, history)
+            await _add_history(conn, history, self.writer)
 
     async def changes_since(
         self, since: float, limit: int = 10_000, states: bool = True
     ) -> list[Change]:
-        """Every change recorded after `since`, oldest first: what another process changed,
-        for it to be picked up here.
+        """Every change recorded after `since` by another process (or by none that says
+        so: rows from before writers were recorded), oldest first, for it to be picked up
+        here.
 
         Without `states`, state transitions are left out: creations, rule changes and
         deletions only. Those are few, while the transitions grow with every alarm any
@@ -206,7 +213,7 @@ class AlarmStore:
             HISTORY.c.timestamp,
             HISTORY.c.type,
             HISTORY.c.detail,
-        ).where(HISTORY.c.timestamp > since)
+        ).where(HISTORY.c.timestamp > since, HISTORY.c.writer.is_distinct_from(self.writer))
         if not states:
             query = query.where(text(NOT_STATE_TRANSITION))
         query = query.order_by(HISTORY.c.timestamp).limit(limit)
@@ -276,6 +283,7 @@ class AlarmStore:
                     "user_id": t.user_id,
                     "on_behalf_of": t.on_behalf_of or t.project_id,
                     "severity": t.severity,
+                    "writer": self.writer,
                 }
             )
         async with self.db.engine.begin() as conn:
@@ -283,6 +291,6 @@ class AlarmStore:
             await conn.execute(insert(HISTORY), rows)
 
 
-async def _add_history(conn: AsyncConnection, history: Sequence[HistoryEntry]) -> None:
+async def _add_history(conn: AsyncConnection, history: Sequence[HistoryEntry], writer: str) -> None:
     if history:
-        await conn.execute(insert(HISTORY), [_history_row(entry) for entry in history])
+        await conn.execute(insert(HISTORY), [_history_row(entry, writer) for entry in history])

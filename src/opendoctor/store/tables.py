@@ -102,6 +102,8 @@ class AlarmHistoryRow(Base):
     user_id: Mapped[str] = mapped_column(String(255))
     severity: Mapped[str] = mapped_column(String(32))
     on_behalf_of: Mapped[str] = mapped_column(String(255))
+    # The `AlarmStore` (one per process) that wrote the row: its own sync skips it.
+    writer: Mapped[str | None] = mapped_column(String(36), nullable=True)
     __table_args__ = (
         Index("ix_alarm_history_alarm", "alarm_id", "timestamp"),
         # The few rows a notifier takes up before every fault, apart from the many state

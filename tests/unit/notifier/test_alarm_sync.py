@@ -240,3 +240,28 @@ async def test_a_quiet_sync_moves_its_window_on_and_reads_old_rows_no_more(
     await here.sync()
     await here.sync()
     assert len(spy.rows) == 2  # the window moved past them
+
+
+async def test_a_sync_reads_back_none_of_its_own_changes(store: AlarmStore) -> None:
+    """What this process changed it applied as it wrote; its sync reads only the others'
+    rows (a storm's ten thousand transitions were read back every second)."""
+    here = AlarmService(store, AlarmIndex())
+    there = AlarmService(AlarmStore(store.db), AlarmIndex())
+    await here.load()
+    await there.load()
+    mine = [await here.create(AlarmBody.model_validate(alarm_body()), OWNER) for _ in range(3)]
+    for alarm in mine:
+        await here.set_state(alarm.alarm_id, "alarm", OWNER)
+    theirs = await there.create(AlarmBody.model_validate(alarm_body()), OWNER)
+    await there.set_state(theirs.alarm_id, "alarm", OWNER)
+
+    spy = ReadSpy(store)
+    assert await here.sync() == 1
+    assert {row.alarm_id for row in spy.rows} == {theirs.alarm_id}
+    taken = here.index.get(theirs.alarm_id)
+    assert taken is not None and taken.state == "alarm"
+    # The other process reads every row written here: six, created and fired.
+    assert await there.sync() == 3
+    assert all(
+        (a := there.index.get(alarm.alarm_id)) is not None and a.state == "alarm" for alarm in mine
+    )
