@@ -16,7 +16,17 @@ only what is newer. `settle()` does the same once the service has loaded.
 What is frozen and later becomes garbage in a cycle (an exception and its traceback,
 say) stays until it is thawed: every `THAW_QUIET` seconds when the process is quiet (under
 `QUIET_CPU` of a core over the last tick), and every `THAW_ANYWAY` seconds whatever it is
-doing. Thawing costs one full walk, the walk the collector made every few seconds before.
+doing. Thawing costs one full walk, made at once (`settle`), not left to the collector's
+next turn, which may come in a storm.
+
+Freezing after the collector's own full walks was not enough: a storm's objects (outbox
+entries, their bodies, the tasks sending them) live a second or two, long enough to reach
+the oldest generation, so CPython walked them again and again: 8 full collections in the
+3 s of `bench storm`'s delivery, up to 120 ms each, 0.36 s of the loop's time. So while
+the keeper runs, the collector considers a full walk after `FULL_AFTER` collections of
+the middle generation instead of 10 (one in that storm), and the keeper makes the walk
+itself when the process is quiet: what survived since is collected and frozen then, and
+the next storm starts with an empty oldest generation.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ TICK = 1.0  # seconds between looks
 QUIET_CPU = 0.2  # share of a core under which the process counts as quiet
 THAW_QUIET = 600.0
 THAW_ANYWAY = 3600.0
+FULL_AFTER = 100  # middle-generation collections before a full one is considered
 
 
 class HeapKeeper:
@@ -44,6 +55,7 @@ class HeapKeeper:
         self._thawed = time.monotonic()
         self._cpu = (time.monotonic(), time.process_time())
         self._task: asyncio.Task[None] | None = None
+        self._thresholds: tuple[int, int, int] | None = None
 
     def _noted(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector, in whichever thread set it off: only a note here.
@@ -53,6 +65,7 @@ class HeapKeeper:
     def settle(self) -> None:
         """Collect everything, then freeze what is left: the state just loaded."""
         gc.collect()
+        self._full_walk = False  # that walk was this one: all it left is frozen below
         self._freeze()
 
     def _freeze(self) -> None:
@@ -60,15 +73,16 @@ class HeapKeeper:
         self.freezes += 1
 
     def tick(self, now: float | None = None) -> str | None:
-        """One look: what it did ("froze", "thawed") or None."""
+        """One look: what it did ("thawed", "froze", "settled") or None."""
         now = time.monotonic() if now is None else now
         cpu = time.process_time()
         then, cpu_then = self._cpu
         self._cpu = (now, cpu)
-        busy = (cpu - cpu_then) / max(now - then, 1e-6)
+        quiet = (cpu - cpu_then) / max(now - then, 1e-6) < QUIET_CPU
         since = now - self._thawed
-        if since >= self.thaw_anyway or (since >= self.thaw_quiet and busy < QUIET_CPU):
-            gc.unfreeze()  # the collector's next full walk sees everything again
+        if since >= self.thaw_anyway or (since >= self.thaw_quiet and quiet):
+            gc.unfreeze()
+            self.settle()  # the full walk that frees what was frozen, now
             self._thawed = now
             self._full_walk = False
             self.thaws += 1
@@ -78,6 +92,11 @@ class HeapKeeper:
             gc.collect(1)  # young garbage goes first, so only what lives is frozen
             self._freeze()
             return "froze"
+        if quiet and gc.get_count()[2] > 0:
+            # Objects reached the oldest generation since its last walk: walk it while
+            # nothing waits, and freeze what lives.
+            self.settle()
+            return "settled"
         return None
 
     async def _run(self) -> None:
@@ -87,12 +106,17 @@ class HeapKeeper:
 
     def start(self) -> None:
         gc.callbacks.append(self._noted)
+        young, middle, _ = self._thresholds = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_AFTER)
         self.settle()
         self._task = asyncio.create_task(self._run(), name="heap keeper")
 
     async def stop(self) -> None:
         if self._noted in gc.callbacks:
             gc.callbacks.remove(self._noted)
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
