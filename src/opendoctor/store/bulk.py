@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Table, Text, bindparam, text, update
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Table, Text, bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opendoctor.store.db import dialect_insert_for
@@ -37,6 +37,8 @@ def _pg_type(table: Table, column: str) -> str:
         return "float8"
     if isinstance(kind, Integer):
         return "int8"
+    if isinstance(kind, Boolean):
+        return "bool"
     if isinstance(kind, (String, Text, JSON)):
         return "text"
     raise TypeError(f"{table.name}.{column}: no array type for {kind!r}")
@@ -103,15 +105,15 @@ async def insert_rows(
     await conn.execute(stmt, list(rows))
 
 
-async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
+async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> int:
     """Set the other columns of each row found by `key` (every row the same keys), in
-    one statement."""
+    one statement; returns how many rows were found."""
     if not rows:
-        return
+        return 0
     columns = tuple(rows[0])
     if conn.dialect.name == "postgresql":
-        await conn.execute(_pg_update_sql(table, key, columns), _arrays(columns, rows))
-        return
+        result = await conn.execute(_pg_update_sql(table, key, columns), _arrays(columns, rows))
+        return int(result.rowcount)
     renamed = [{f"b_{c}": v for c, v in row.items()} for row in rows]
     stmt = (
         update(table)
@@ -124,4 +126,4 @@ async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Seque
             }
         )
     )
-    await conn.execute(stmt, renamed)
+    return int((await conn.execute(stmt, renamed)).rowcount)

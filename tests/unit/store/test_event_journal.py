@@ -39,6 +39,9 @@ async def test_concurrent_adds_share_transactions_and_each_event_is_stored_once(
     stored = await rows(db)
     assert set(stored) == {e.id for events in requests for e in events}
     assert all(not processed for processed, _ in stored.values())
+    # Each record reads back whole, as a replay takes it.
+    replay = {e.id: e for e in await EventStore(db).unprocessed()}
+    assert all(replay[e.id] == e for events in requests for e in events)
 
 
 async def test_marks_go_with_adds_and_are_not_undone(db: Database) -> None:
