@@ -6,7 +6,9 @@ alarm that says why: an event `compute.host.fencing.failed` to the infrastructur
 projects' alarms (an Aodh event alarm on that type fires with the reason), a log line and
 the `opendoctor_fencing_blocked` gauge. Then the fence is tried again with doubling
 pauses, until it is confirmed, the fault clears (the host came back: its servers never
-left it), or `retry_for` runs out; each later failure is reported again.
+left it), or `retry_for` runs out; each later failure is reported again. A fault that
+cleared before its first attempt (a host that answered again while the VIM's marks
+settled) is not fenced at all.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class FenceGuard:
         blocked = False
         try:
             while True:
+                if fault.status != "active" and attempt == 0:
+                    # Cleared while its host's marks settled: it answered again before a
+                    # server moved. Powering it off now would end what still runs there.
+                    raise Unfenced(f"{host} came back before it was fenced")
                 attempt += 1
                 try:
                     return await self._once(host)

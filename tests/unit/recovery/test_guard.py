@@ -83,6 +83,22 @@ async def test_a_host_that_comes_back_while_its_fence_is_retried_keeps_its_serve
     assert evacuations(vim) == []
 
 
+async def test_a_host_that_came_back_before_its_fence_began_is_not_powered_off() -> None:
+    """A false alarm's host answered again while its marks settled (the fault cleared):
+    it keeps its power and its servers (seen in CI: a stalled lab host fenced after its
+    "up" had been reported)."""
+    on = servers(1)
+    vim = MemoryVim(hosts(*HOSTS), on)
+    fault = Fault("f1", "compute.host.down", "compute1", 0.0)
+    fault.status = "cleared"
+    bmc = Bmc()
+    await recover(vim, on, bmc=bmc, fault=fault)
+    assert bmc.offs == 0 and bmc.power == "on"
+    (item,) = fault.recovery
+    assert item.result == "cancelled" and "came back before it was fenced" in (item.error or "")
+    assert evacuations(vim) == []
+
+
 async def test_a_cut_link_is_left_alone() -> None:
     on = servers(2)
     vim = MemoryVim(hosts(*HOSTS), on)
