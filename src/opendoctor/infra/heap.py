@@ -84,7 +84,6 @@ class HeapKeeper:
             gc.unfreeze()
             self.settle()  # the full walk that frees what was frozen, now
             self._thawed = now
-            self._full_walk = False
             self.thaws += 1
             return "thawed"
         if self._full_walk:

@@ -54,16 +54,16 @@ class FenceGuard:
     async def fence(self, fault: Fault, host: str) -> float:
         """Fence `host`, retrying with back-off; when it was confirmed off (epoch).
         Raises `Unfenced` once retrying is over (the fault cleared, or time ran out)."""
+        if fault.status != "active":
+            # Cleared while its host's marks settled: it answered again before a server
+            # moved. Powering it off now would end what still runs there.
+            raise Unfenced(f"{host} came back before it was fenced")
         deadline = time.monotonic() + self.settings.retry_for
         delay = self.settings.retry_first
         attempt = 0
         blocked = False
         try:
             while True:
-                if fault.status != "active" and attempt == 0:
-                    # Cleared while its host's marks settled: it answered again before a
-                    # server moved. Powering it off now would end what still runs there.
-                    raise Unfenced(f"{host} came back before it was fenced")
                 attempt += 1
                 try:
                     return await self._once(host)
