@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy import Table, delete, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +15,7 @@ from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry
 from opendoctor.core.model import iso, new_ids
 from opendoctor.core.query import Compare, Node, Order
 from opendoctor.core.terms import compile_rule
+from opendoctor.store.bulk import insert_rows, update_rows
 from opendoctor.store.db import Database, one_of
 from opendoctor.store.paging import UnknownMarker, after_row
 from opendoctor.store.query_sql import ordering, sort_keys, where
@@ -26,18 +27,8 @@ HISTORY = cast(Table, AlarmHistoryRow.__table__)
 HISTORY_COLUMNS = {column.name: column for column in HISTORY.c if column.name != "writer"}
 HISTORY_ORDER: Order = [("timestamp", True)]  # newest first, as Aodh
 
+
 # Bind names must differ from column names: SQLAlchemy reserves those for SET values.
-_SET_STATE = (
-    update(ALARMS)
-    .where(ALARMS.c.alarm_id == bindparam("b_alarm_id"))
-    .values(
-        state=bindparam("b_state"),
-        state_reason=bindparam("b_reason"),
-        state_timestamp=bindparam("b_timestamp"),
-    )
-)
-
-
 def _history_row(entry: HistoryEntry, writer: str) -> dict[str, Any]:
     return {
         "writer": writer,
@@ -253,23 +244,22 @@ class AlarmStore:
     async def record_transitions(self, transitions: Sequence[Transition]) -> None:
         """Persist many state changes and their history rows in one transaction.
 
-        This sits on the notification path, hence two executemany statements rather than
-        a round trip per alarm.
+        This sits on the notification path (a storm's ten thousand transitions): two
+        statements for the whole group (`store.bulk`), not a round trip per alarm.
         """
         if not transitions:
             return
-        states = []
+        # By alarm, the last change winning: one statement updates a row once.
+        states: dict[str, dict[str, Any]] = {}
         rows = []
         ids = iter(new_ids(len(transitions)))  # a storm's thousands from one read
         for t in transitions:
-            states.append(
-                {
-                    "b_alarm_id": t.alarm_id,
-                    "b_state": t.current,
-                    "b_reason": t.reason,
-                    "b_timestamp": t.timestamp,
-                }
-            )
+            states[t.alarm_id] = {
+                "alarm_id": t.alarm_id,
+                "state": t.current,
+                "state_reason": t.reason,
+                "state_timestamp": t.timestamp,
+            }
             rows.append(
                 {
                     "event_id": next(ids),
@@ -287,8 +277,8 @@ class AlarmStore:
                 }
             )
         async with self.db.engine.begin() as conn:
-            await conn.execute(_SET_STATE, states)
-            await conn.execute(insert(HISTORY), rows)
+            await update_rows(conn, ALARMS, "alarm_id", list(states.values()))
+            await insert_rows(conn, HISTORY, rows, None)
 
 
 async def _add_history(conn: AsyncConnection, history: Sequence[HistoryEntry], writer: str) -> None:

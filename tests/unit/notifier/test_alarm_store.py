@@ -20,6 +20,7 @@ from opendoctor.core.alarms import (
 from opendoctor.notifier.rules import AlarmBody
 from opendoctor.store.alarms import ALARMS, HISTORY, AlarmStore, _row
 from opendoctor.store.db import Database
+from tests.sql_trace import starting, statements
 
 from .helpers import alarm_body
 
@@ -131,9 +132,13 @@ async def test_record_transitions_in_bulk(store: AlarmStore, db: Database) -> No
     async with db.engine.begin() as conn:
         # The rest in one go: this test is about transitions, not inserts.
         await conn.execute(ALARMS.insert(), [_row(a) for a in alarms[10:]])
-    await store.record_transitions(
-        [transition(f"a{i}", "alarm" if i % 2 else "ok", 100.0 + i) for i in range(1000)]
-    )
+    with statements(db) as seen:
+        await store.record_transitions(
+            [transition(f"a{i}", "alarm" if i % 2 else "ok", 100.0 + i) for i in range(1000)]
+        )
+    # One statement each for the states and the history, whatever the group's size.
+    assert len(starting(seen, "UPDATE")) == 1, starting(seen, "UPDATE")
+    assert len(starting(seen, "INSERT")) == 1, starting(seen, "INSERT")
     loaded = {a.alarm_id: a for a in await store.load_all()}
     assert loaded["a1"].state == "alarm"
     assert loaded["a2"].state == "ok"

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opendoctor.core.alarms import STATE_TRANSITION, Change
@@ -28,6 +27,7 @@ from opendoctor.notifier.rules import AlarmBody
 from opendoctor.store.alarms import AlarmStore
 from opendoctor.store.db import Database
 from opendoctor.store.outbox import OutboxStore
+from tests.sql_trace import statements
 from tests.unit.notifier.helpers import INSTANCE, alarm_body, make_event
 
 OWNER = Identity("project-a", "user-a")
@@ -188,18 +188,9 @@ async def test_a_sync_of_definitions_leaves_no_state_behind_for_the_full_one(
 async def test_the_definition_changes_are_read_through_their_own_index(
     db: Database, store: AlarmStore
 ) -> None:
-    issued: list[tuple[str, Any]] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM alarm_history" in statement:
-            issued.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", keep)
-    try:
+    with statements(db) as seen:
         await store.changes_since(time.time() - 60, states=False)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", keep)
-    ((statement, parameters),) = issued
+    ((statement, parameters),) = [(s, p) for s, p in seen if "FROM alarm_history" in s]
     # A literal, as in the partial index's predicate: a bound value could not be matched
     # to it (SQLite's planner, PostgreSQL's generic plans).
     assert "'state transition'" in statement

@@ -3,16 +3,14 @@ of states a group holds, and a group is one statement however many rows it has."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import event
 
 from opendoctor.core.notifications import DELIVERED, FAILED, PENDING, OutboxEntry
 from opendoctor.store.db import Database
 from opendoctor.store.outbox import OutboxStore
+from tests.sql_trace import starting, statements
 
 
 def entry(i: int, **kw: Any) -> OutboxEntry:
@@ -27,21 +25,6 @@ def entry(i: int, **kw: Any) -> OutboxEntry:
         next_attempt=1000.0 + i,
         **kw,
     )
-
-
-@contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """The statements sent to the database meanwhile."""
-    seen: list[str] = []
-
-    def note(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", note)
 
 
 def fields(e: OutboxEntry) -> tuple[Any, ...]:
@@ -78,7 +61,7 @@ async def test_a_mixed_group_is_stored_as_given_in_one_statement(db: Database) -
     entries[7].payload = orjson.dumps(entries[7].body)
     with statements(db) as seen:
         await store.add(entries)
-    inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT")]
+    inserts = starting(seen, "INSERT")
     assert len(inserts) == 1, inserts
     stored = await store.list(limit=2000)
     assert [fields(e) for e in stored] == [fields(e) for e in entries]
@@ -107,7 +90,7 @@ async def test_attempts_are_recorded_for_many_rows_in_one_statement(db: Database
             e.attempts, e.next_attempt, e.last_error = 1, 3000.0 + i, "connection refused"
     with statements(db) as seen:
         await store.record_attempts(entries[:500])
-    updates = [s for s in seen if s.lstrip().upper().startswith("UPDATE")]
+    updates = starting(seen, "UPDATE")
     assert len(updates) == 1, updates
     stored = await store.list(limit=1000)
     assert [fields(e) for e in stored] == [fields(e) for e in entries]
