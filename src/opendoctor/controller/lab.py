@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from opendoctor.core.model import Host, Server, ServerGroup, VimChange
@@ -70,6 +70,11 @@ class LabDriver:
     async def reset_state(self, server_id: str, state: str) -> None:
         with vim_errors():
             await self.client.reset_state(server_id, state)
+
+    async def reset_states(self, server_ids: Sequence[str], state: str) -> dict[str, str]:
+        with vim_errors():
+            _, refused = await self.client.reset_states(server_ids, state)
+        return refused
 
     async def stop(self, server_id: str) -> None:
         with vim_errors():

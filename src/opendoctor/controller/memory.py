@@ -7,9 +7,10 @@ pipeline unit tests fast and lets them make the VIM fail on purpose.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
+from opendoctor.controller.batches import reset_each
 from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
 
@@ -78,6 +79,9 @@ class MemoryVim:
         s = self._server(server_id)
         s.status = state.upper()
         self._changed_server(s)
+
+    async def reset_states(self, server_ids: Sequence[str], state: str) -> dict[str, str]:
+        return await reset_each(self.reset_state, server_ids, state)
 
     async def stop(self, server_id: str) -> None:
         self._check("stop", server_id)

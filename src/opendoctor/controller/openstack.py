@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opendoctor.controller.batches import reset_each
 from opendoctor.controller.nova_notifications import Newest, NovaNotifications, Stamped
 from opendoctor.core.model import Host, Server, ServerGroup, VimChange
 from opendoctor.core.ports import VimError
@@ -186,6 +187,10 @@ class OpenStackDriver:
 
     async def reset_state(self, server_id: str, state: str) -> None:
         await self._call(self.conn.compute.reset_server_state, server_id, state)
+
+    async def reset_states(self, server_ids: Sequence[str], state: str) -> dict[str, str]:
+        # Nova has no batch: one request each, as many at once as the pool runs.
+        return await reset_each(self.reset_state, server_ids, state)
 
     # Nova answers these as soon as it has cast the work; each returns once it is done
     # (the `VimDriver` contract: a start sent while the stop runs would be refused).

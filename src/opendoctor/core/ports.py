@@ -50,6 +50,11 @@ class VimDriver(Protocol):
     async def reset_state(self, server_id: str, state: str) -> None:
         """Set a server's status, as `nova reset-state` (`error` or `active`)."""
 
+    async def reset_states(self, server_ids: Sequence[str], state: str) -> dict[str, str]:
+        """`reset_state` for many servers (a failed host's); returns why the VIM refused
+        each one it did not set, by id. One request where the VIM takes a batch; else one
+        per server, at once. Raises `VimError` only if the VIM could not be asked."""
+
     async def stop(self, server_id: str) -> None:
         """Power a server off (from any state, error included); returns once it is
         stopped (SHUTOFF), so that a `start` may follow at once."""

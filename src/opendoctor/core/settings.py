@@ -188,7 +188,10 @@ class MonitorSettings(BaseModel):
 
 class InspectorSettings(BaseModel):
     vim_concurrency: int = Field(
-        32, ge=1, description="parallel VIM calls setting servers to error, all faults together"
+        32,
+        ge=1,
+        description="parallel VIM requests setting faults' servers to error, all faults "
+        "together (one request per fault where the VIM takes a batch)",
     )
     topology_file: Path | None = Field(
         None, description="YAML file of what the VIM does not know: switches, racks, feeds"

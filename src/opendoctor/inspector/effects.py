@@ -276,23 +276,24 @@ class Effects:
     async def _set_error(self, fault: Fault | None, servers: list[Server]) -> None:
         if not servers:
             return
-
-        async def one(server: Server) -> bool:
-            async with self._marking:
-                try:
-                    await self.vim.reset_state(server.id, "error")
-                except VimError as exc:
-                    metrics.VIM_ERRORS.labels("reset_state").inc()
-                    log.error(
-                        "could not set server to error",
-                        extra={"server": server.id, "error": str(exc)},
-                    )
-                    return False
-            server.status = "ERROR"
-            return True
-
-        results = await asyncio.gather(*(one(s) for s in servers))
-        if fault is not None and all(results):
+        # One batch for the fault's servers: a storm's ten thousand requests, one each,
+        # cost the service a tenth of its time (the VIMs that take one server at a time
+        # are still asked once per server, by their driver).
+        async with self._marking:
+            try:
+                refused = await self.vim.reset_states([s.id for s in servers], "error")
+            except VimError as exc:
+                refused = {s.id: str(exc) for s in servers}
+        for server in servers:
+            problem = refused.get(server.id)
+            if problem is None:
+                server.status = "ERROR"
+                continue
+            metrics.VIM_ERRORS.labels("reset_state").inc()
+            log.error(
+                "could not set server to error", extra={"server": server.id, "error": problem}
+            )
+        if fault is not None and not refused:
             self.mark(fault, "T03", time.time())
 
     async def undo_marks(self, hosts: list[str], servers: list[str]) -> list[str]:

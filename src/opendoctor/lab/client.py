@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from opendoctor.infra.httpclient import HttpError, Requester
 from opendoctor.lab.statefile import STATE_FILE, read_state
 
 CALL_TIMEOUT = 60.0  # evacuating onto a busy host waits for the VM to serve
+RESET_BATCH = 1000  # servers per reset-state request (the lab takes up to 10,000)
 
 
 def _q(segment: str) -> str:
@@ -248,6 +250,20 @@ class LabClient:
         body = {"state": state}
         path = f"/servers/{_q(server_id)}/reset-state"
         return server_from_json(await self._call("POST", path, body))
+
+    async def reset_states(
+        self, server_ids: Sequence[str], state: str
+    ) -> tuple[list[Server], dict[str, str]]:
+        """`reset_state` for many servers, in one request per `RESET_BATCH`: the servers
+        set, and why the lab refused each other one."""
+        done: list[Server] = []
+        refused: dict[str, str] = {}
+        for start in range(0, len(server_ids), RESET_BATCH):
+            body = {"servers": list(server_ids[start : start + RESET_BATCH]), "state": state}
+            answer = await self._call("POST", "/servers/reset-state", body)
+            done += [server_from_json(s) for s in answer["servers"]]
+            refused |= answer["refused"]
+        return done, refused
 
     async def stop(self, server_id: str) -> Server:
         return server_from_json(await self._call("POST", f"/servers/{_q(server_id)}/stop"))

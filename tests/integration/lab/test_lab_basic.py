@@ -88,6 +88,21 @@ async def test_error_bodies(lab: LabRunner, http: HttpClient) -> None:
     assert resp.status == 400
     resp = await http.post(lab.url + f"/servers/{vm.id}/reset-state", json={"state": "gone"})
     assert resp.status == 400
+    # Many at once: a wrong field refuses the whole request, and nothing is set.
+    for body in (
+        {"servers": [vm.id], "state": "gone"},
+        {"servers": [], "state": "error"},
+        {"servers": [vm.id, 7], "state": "error"},
+        {"servers": ["x"] * 10_001, "state": "error"},
+        {"servers": vm.id, "state": "error"},
+    ):
+        resp = await http.post(lab.url + "/servers/reset-state", json=body)
+        assert resp.status == 400, body
+        assert (
+            "state" in resp.json()["error"]["message"]
+            or "servers" in resp.json()["error"]["message"]
+        )
+    assert (await lab.client.server(vm.id)).status == "ACTIVE"
 
     error = await refused(lab.client.evacuate(vm.id), 409)
     assert "force it down" in str(error)

@@ -59,6 +59,21 @@ async def test_driver_passes_every_call_through(lab: LabRunner, http: HttpClient
         await driver.force_down("compute2", False)
         assert (await lab.client.host("compute2")).state == "up"
 
+        # Many servers in one call (the lab client splits more than a request holds):
+        # each known one set, each unknown one named with the lab's reason.
+        others = [s.id for s in servers[1:3]]
+        unknown = [f"no-such-server-{i}" for i in range(1001)]
+        refused = await driver.reset_states([*unknown[:500], *others, *unknown[500:]], "error")
+        assert set(refused) == set(unknown)
+        assert all("no-such-server" in why for why in refused.values())
+        assert {(await lab.client.server(s)).status for s in others} == {"ERROR"}
+        assert await driver.reset_states(others, "active") == {}
+        assert {(await lab.client.server(s)).status for s in others} == {"ACTIVE"}
+        with pytest.raises(VimError) as wrong:
+            await driver.reset_states(others, "paused")
+        assert wrong.value.status == 400
+        assert {(await lab.client.server(s)).status for s in others} == {"ACTIVE"}
+
         # The driver speaks the protocol's error, whatever the lab client raised.
         with pytest.raises(VimError) as refusal:
             await driver.reset_state("no-such-server", "error")

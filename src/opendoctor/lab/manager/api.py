@@ -25,6 +25,7 @@ from opendoctor.lab.manager.webutil import lab_of as _lab
 from opendoctor.lab.spec import loss_problem, services_problem, version_problem
 
 MAX_WAIT = 60.0
+MAX_RESET = 10_000  # servers in one reset-state request
 
 
 async def health(request: web.Request) -> web.Response:
@@ -133,6 +134,22 @@ async def reset_state(request: web.Request) -> web.Response:
     state = _field_str(await _body(request), "state")
     assert state is not None
     return _json(_lab(request).reset_state(request.match_info["id"], state).to_json())
+
+
+async def reset_states(request: web.Request) -> web.Response:
+    """Many servers' state at once (a host's, when it fails): one request, not one each."""
+    body = await _body(request)
+    state = _field_str(body, "state")
+    assert state is not None
+    ids = body.get("servers")
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_RESET
+        or not all(isinstance(i, str) for i in ids)
+    ):
+        raise LabError(400, f"'servers' must be a list of 1 to {MAX_RESET} server ids")
+    done, refused = _lab(request).reset_states(ids, state)
+    return _json({"servers": [s.to_json() for s in done], "refused": refused})
 
 
 async def stop_server(request: web.Request) -> web.Response:
@@ -263,6 +280,7 @@ def build_app(lab: Lab, bmc: BmcAccount) -> web.Application:
             web.get("/faults", list_faults),
             web.get("/servers", list_servers),
             web.post("/servers", create_server),
+            web.post("/servers/reset-state", reset_states),
             web.get("/servers/{id}", get_server),
             web.delete("/servers/{id}", delete_server),
             web.post("/servers/{id}/reset-state", reset_state),

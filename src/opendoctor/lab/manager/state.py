@@ -319,13 +319,25 @@ class Lab:
 
     def reset_state(self, server_id: str, state: str) -> ServerRecord:
         server = self.server(server_id)
-        status = {"error": "ERROR", "active": "ACTIVE"}.get(state)
-        if status is None:
-            raise LabError(400, f"state must be 'error' or 'active', got {state!r}")
+        status = _reset_status(state)
         if server.status != status:
             server.status = status
             self.emit_server(server)
         return server
+
+    def reset_states(
+        self, server_ids: list[str], state: str
+    ) -> tuple[list[ServerRecord], dict[str, str]]:
+        """`reset_state` for each; the servers set, and why each other one was not."""
+        _reset_status(state)  # a wrong state refuses the whole request
+        done: list[ServerRecord] = []
+        refused: dict[str, str] = {}
+        for server_id in server_ids:
+            try:
+                done.append(self.reset_state(server_id, state))
+            except LabError as exc:
+                refused[server_id] = exc.message
+        return done, refused
 
     async def stop_server(self, server_id: str) -> ServerRecord:
         server = self.server(server_id)
@@ -423,3 +435,11 @@ class Lab:
 
     async def refresh_services(self) -> None:
         await apps.refresh_services(self)
+
+
+def _reset_status(state: str) -> str:
+    """The server status a reset-state request's `state` stands for."""
+    status = {"error": "ERROR", "active": "ACTIVE"}.get(state)
+    if status is None:
+        raise LabError(400, f"state must be 'error' or 'active', got {state!r}")
+    return status
