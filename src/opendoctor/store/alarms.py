@@ -15,6 +15,7 @@ from opendoctor.core.alarms import STATE_TRANSITION, Alarm, Change, HistoryEntry
 from opendoctor.core.model import iso, new_ids
 from opendoctor.core.query import Compare, Node, Order
 from opendoctor.core.terms import compile_rule
+from opendoctor.infra.group_read import GroupRead
 from opendoctor.store.bulk import insert_rows, update_rows
 from opendoctor.store.db import Database, one_of
 from opendoctor.store.paging import UnknownMarker, after_row
@@ -125,6 +126,9 @@ class AlarmStore:
         # this process changed, it applied as it wrote. In a storm a sync read back ten
         # thousand of its own transitions a second.
         self.writer = uuid.uuid4().hex
+        # The notifier asks for the states of each fault's alarms before it fires them;
+        # a storm's faults arriving together share one query (infra/group_read.py).
+        self._states: GroupRead[str, tuple[str, str, float]] = GroupRead(self._states_now)
 
     async def load_all(self) -> list[Alarm]:
         async with self.db.engine.connect() as conn:
@@ -142,7 +146,11 @@ class AlarmStore:
         return out
 
     async def states(self, alarm_ids: Sequence[str]) -> dict[str, tuple[str, str, float]]:
-        """alarm id -> (state, reason, timestamp) as stored, for the ids that exist."""
+        """alarm id -> (state, reason, timestamp) as stored, for the ids that exist (one
+        query, shared with the callers asking at the same time)."""
+        return await self._states.read(alarm_ids)
+
+    async def _states_now(self, alarm_ids: set[str]) -> dict[str, tuple[str, str, float]]:
         query = select(
             ALARMS.c.alarm_id, ALARMS.c.state, ALARMS.c.state_reason, ALARMS.c.state_timestamp
         ).where(one_of(self.db, ALARMS.c.alarm_id, alarm_ids))

@@ -3,6 +3,7 @@ transitions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -170,3 +171,16 @@ async def test_transitions_of_one_alarm_apply_in_order(store: AlarmStore) -> Non
     await store.record_transitions([transition("a1", "alarm", 1.0), transition("a1", "ok", 2.0)])
     (loaded,) = await store.load_all()
     assert (loaded.state, loaded.state_timestamp) == ("ok", 2.0)
+
+
+async def test_states_asked_at_the_same_time_are_read_in_one_query(
+    store: AlarmStore, db: Database
+) -> None:
+    for alarm_id in ("a1", "a2"):
+        await store.insert(new_alarm(alarm_id), [])
+    await store.record_transitions([transition("a2", "alarm", 50.0)])
+    with statements(db) as seen:
+        first, second = await asyncio.gather(store.states(["a1"]), store.states(["a2", "gone"]))
+    assert first == {"a1": ("insufficient data", "Not evaluated yet", 1_700_000_000.5)}
+    assert second == {"a2": ("alarm", "went alarm", 50.0)}
+    assert len(starting(seen, "SELECT")) == 1, starting(seen, "SELECT")
