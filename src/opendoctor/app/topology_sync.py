@@ -29,6 +29,8 @@ from opendoctor.store.topology import TopologyChangeStore
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 100  # VIM changes applied before the loop runs its other callbacks
+
 
 class TopologySync:
     """`writer`: this process stores the last known topology (the inspector role, its one
@@ -209,8 +211,15 @@ class TopologySync:
             except Exception:
                 log.exception("could not store resource changes")
 
+        applied = 0
         async for change in self._vim().changes():
             self._apply(change)
+            applied += 1
+            if applied % YIELD_EVERY == 0:
+                # A feed hands over its changes a thousand at a time (every server of a
+                # failed host marked in error): applied in one go they held the loop 15
+                # ms, and every owner's callback in flight waited behind them.
+                await asyncio.sleep(0)
             if not self._writer:
                 continue
             if change.host is not None:

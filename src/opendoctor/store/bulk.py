@@ -55,13 +55,18 @@ def _unnest(table: Table, columns: Sequence[str]) -> str:
 
 
 @cache
-def _pg_insert_sql(table: Table, columns: tuple[str, ...], conflict: str | None) -> Any:
+def _pg_insert_sql(
+    table: Table, columns: tuple[str, ...], conflict: str | None, replace: tuple[str, ...]
+) -> Any:
     values = ", ".join(_pg_value(table, c) for c in columns)
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"SELECT {values} FROM {_unnest(table, columns)}"
     )
-    if conflict is not None:
+    if conflict is not None and replace:
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in replace)
+        sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+    elif conflict is not None:
         sql += f" ON CONFLICT ({conflict}) DO NOTHING"
     return text(sql)
 
@@ -85,22 +90,30 @@ def _json_as_text(table: Table, columns: Sequence[str]) -> dict[str, Any]:
 
 
 async def insert_rows(
-    conn: AsyncConnection, table: Table, rows: Sequence[Row], skip_conflicts_on: str | None
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Row],
+    skip_conflicts_on: str | None,
+    replace: Sequence[str] = (),
 ) -> None:
-    """Insert `rows` (every row the same keys), in one statement; with
-    `skip_conflicts_on` (a unique column), a row whose value is taken is left out."""
+    """Insert `rows` (every row the same keys, unique in `skip_conflicts_on`), in one
+    statement; with `skip_conflicts_on` (a unique column), a row whose value is taken is
+    left out, or with `replace`, the stored row takes these columns from it (an upsert)."""
     if not rows:
         return
     columns = tuple(rows[0])
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _pg_insert_sql(table, columns, skip_conflicts_on), _arrays(columns, rows)
-        )
+        sql = _pg_insert_sql(table, columns, skip_conflicts_on, tuple(replace))
+        await conn.execute(sql, _arrays(columns, rows))
         return
     stmt = dialect_insert_for(conn.dialect.name, table)
     if as_text := _json_as_text(table, columns):
         stmt = stmt.values(as_text)
-    if skip_conflicts_on is not None:
+    if skip_conflicts_on is not None and replace:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[skip_conflicts_on], set_={c: stmt.excluded[c] for c in replace}
+        )
+    elif skip_conflicts_on is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=[skip_conflicts_on])
     await conn.execute(stmt, list(rows))
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import update
 
 from opendoctor.core.model import Host, Server
 from opendoctor.store.db import Database
 from opendoctor.store.pipeline import ResourceStore
 from opendoctor.store.tables import ResourceRow
+from tests.sql_trace import starting, statements
 
 
 async def test_hosts_round_trip_with_and_without_an_alt_address(db_url: str) -> None:
@@ -34,5 +37,36 @@ async def test_hosts_round_trip_with_and_without_an_alt_address(db_url: str) -> 
             )
         loaded, _ = await store.load()
         assert next(h for h in loaded if h.name == "compute3").alt_address is None
+    finally:
+        await db.close()
+
+
+async def test_a_group_of_changes_is_one_statement_and_replaces_what_was_stored(
+    db_url: str,
+) -> None:
+    db = Database(db_url)
+    await db.migrate()
+    try:
+        store = ResourceStore(db)
+        servers = [
+            Server(f"s{i}", f"vm{i}", "compute1", "project-a", metadata={"HA_Enabled": "True"})
+            for i in range(1500)
+        ]
+        await store.upsert([Host("compute1", "10.0.1.1", 4100)], servers)
+        # A host's fault: every server marked in error, the host down; one server twice
+        # (the feed's later change wins).
+        errored = [replace(s, status="ERROR") for s in servers]
+        again = replace(errored[7], status="SHUTOFF")
+        down = Host("compute1", "10.0.1.1", 4100, state="down", forced_down=True)
+        with statements(db) as seen:
+            await store.upsert([down], [*errored, again])
+        assert len(starting(seen, "INSERT")) == 1, starting(seen, "INSERT")
+        loaded, stored = await store.load()
+        assert loaded == [down]
+        by_id = {s.id: s for s in stored}
+        assert len(by_id) == 1500
+        assert by_id["s7"] == again
+        assert by_id["s8"] == errored[8]
+        assert by_id["s8"].metadata == {"HA_Enabled": "True"}
     finally:
         await db.close()
