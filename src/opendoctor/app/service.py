@@ -524,5 +524,6 @@ class Service:
         self.templates.close()
         await self.intake.stop()
         await self.events.close()
+        await self.faults.close()
         await self.db.close()
         self.started = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import asdict
 from typing import Any, cast
 
 import orjson
@@ -12,14 +11,16 @@ from sqlalchemy import ColumnElement, Table, delete, or_, select
 
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
+from opendoctor.infra.group_commit import GroupCommit
 from opendoctor.infra.group_read import GroupRead
 from opendoctor.store.bulk import insert_rows
-from opendoctor.store.db import Database, dialect_insert, one_of
+from opendoctor.store.db import Database, one_of
 from opendoctor.store.event_journal import EventJournal
 from opendoctor.store.event_spool import EventSpool, spool_path
 from opendoctor.store.paging import after_marker
 from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 
+FAULTS = cast(Table, FaultRow.__table__)
 RESOURCES = cast(Table, ResourceRow.__table__)
 
 
@@ -122,35 +123,48 @@ def _fault_from_row(row: FaultRow) -> Fault:
     )
 
 
+def _fault_values(fault: Fault) -> dict[str, Any]:
+    """The fault's row as it is now (JSON columns encoded)."""
+    return {
+        "id": fault.id,
+        "type": fault.type,
+        "hostname": fault.hostname,
+        "status": fault.status,
+        "started": fault.started,
+        "cleared": fault.cleared,
+        "trace": orjson.dumps(fault.trace).decode(),
+        "affected": orjson.dumps(fault.affected).decode(),
+        "recovery": orjson.dumps(fault.recovery).decode(),
+        "instance_id": fault.instance_id,
+        "signals": orjson.dumps(fault.signals).decode(),
+        "flaps": fault.flaps,
+        "held_until": fault.held_until,
+    }
+
+
+_FAULT_COLUMNS = tuple(c for c in _fault_values(Fault("", "", "", 0.0)) if c != "id")
+
+
 class FaultStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._active: GroupRead[tuple[str, str | None], str] = GroupRead(self._active_now)
+        # A storm saves its faults by the hundred at once (opened, marked, settled):
+        # written together, one upsert per group (infra/group_commit.py).
+        self._saves: GroupCommit[dict[str, Any]] = GroupCommit(self._write, lambda _: 1)
 
     async def save(self, fault: Fault) -> None:
-        values = {
-            "id": fault.id,
-            "type": fault.type,
-            "hostname": fault.hostname,
-            "status": fault.status,
-            "started": fault.started,
-            "cleared": fault.cleared,
-            "trace": dict(fault.trace),
-            "affected": list(fault.affected),
-            "recovery": [asdict(item) for item in fault.recovery],
-            "instance_id": fault.instance_id,
-            "signals": list(fault.signals),
-            "flaps": fault.flaps,
-            "held_until": fault.held_until,
-        }
-        # One upsert, not the ORM's merge (a SELECT, then an INSERT or UPDATE): two tasks
-        # saving the same new fault at once would both INSERT on PostgreSQL.
-        stmt = dialect_insert(self.db, FaultRow).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"], set_={c: stmt.excluded[c] for c in values if c != "id"}
-        )
-        async with self.db.sessions.begin() as session:
-            await session.execute(stmt)
+        """Store the fault as it is now (an upsert: inserted or replaced whole)."""
+        await self._saves.write(_fault_values(fault))
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        # The latest picture of each fault: one statement sets a row once.
+        unique = list({row["id"]: row for row in rows}.values())
+        async with self.db.engine.begin() as conn:
+            await insert_rows(conn, FAULTS, unique, "id", replace=_FAULT_COLUMNS)
+
+    async def close(self) -> None:
+        await self._saves.close()
 
     async def get(self, fault_id: str) -> Fault | None:
         async with self.db.sessions() as session:
