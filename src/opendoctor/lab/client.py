@@ -172,9 +172,15 @@ class LabClient:
         result: list[dict[str, Any]] = await self._call("GET", "/faults")
         return result
 
-    async def changes(self, since: int = 0, wait: float = 0.0) -> tuple[int, list[VimChange]]:
-        """Changes after `since` (long-polling up to `wait` s) and the latest sequence number."""
-        data = await self._call("GET", f"/changes?since={since}&wait={wait}", timeout=wait + 10)
+    async def changes(
+        self, since: int = 0, wait: float = 0.0, limit: int | None = None
+    ) -> tuple[int, list[VimChange]]:
+        """Changes after `since` (long-polling up to `wait` s), at most `limit`, and the
+        sequence number to ask from next (the latest one's, or the last one given)."""
+        path = f"/changes?since={since}&wait={wait}"
+        if limit is not None:
+            path += f"&limit={limit}"
+        data = await self._call("GET", path, timeout=wait + 10)
         return int(data["seq"]), [change_from_json(c) for c in data["changes"]]
 
     # ----- hosts --------------------------------------------------------------------------

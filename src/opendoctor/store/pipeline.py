@@ -22,6 +22,7 @@ from opendoctor.store.tables import EventRow, FaultRow, ResourceRow
 
 FAULTS = cast(Table, FaultRow.__table__)
 RESOURCES = cast(Table, ResourceRow.__table__)
+RESOURCE_ROWS = 500  # resources written per statement
 
 
 def _event_from_row(row: EventRow) -> Event:
@@ -293,13 +294,16 @@ class ResourceStore:
         ]
         if not rows:
             return
-        # One statement for a fault's thousands of servers, each encoded by orjson from
+        # A few statements for a fault's thousands of servers, each encoded by orjson from
         # the dataclass as it is (`asdict` copied each one first): the changes a storm's
         # marks bring back from the VIM took 15 ms of the loop per write.
         changed = ("name", "project_id", "host", "state", "data", "updated")
         unique = list({row["id"]: row for row in rows}.values())  # one statement sets a row once
         async with self.db.engine.begin() as conn:
-            await insert_rows(conn, RESOURCES, unique, "id", replace=changed)
+            # In statements of RESOURCE_ROWS: the loop runs other callbacks between them.
+            for start in range(0, len(unique), RESOURCE_ROWS):
+                chunk = unique[start : start + RESOURCE_ROWS]
+                await insert_rows(conn, RESOURCES, chunk, "id", replace=changed)
 
     async def load(self) -> tuple[list[Host], list[Server]]:
         async with self.db.sessions() as session:

@@ -163,7 +163,9 @@ async def test_live_migration_moves_a_running_server_only(lab: LabRunner, http: 
     assert "SHUTOFF" in str(error)  # a stopped server is cold-migrated, not live
 
 
-async def test_change_feed_reports_force_down_and_reset_state(lab: LabRunner) -> None:
+async def test_change_feed_reports_force_down_and_reset_state(
+    lab: LabRunner, http: HttpClient
+) -> None:
     client = lab.client
     seq = (await client.health())["seq"]
     # Nothing newer yet: a short long-poll comes back empty.
@@ -182,6 +184,15 @@ async def test_change_feed_reports_force_down_and_reset_state(lab: LabRunner) ->
     assert host_change.host.forced_down is True
     assert server_change.kind == "server" and server_change.server is not None
     assert (server_change.server.id, server_change.server.status) == (vm.id, "ERROR")
+
+    # A limited read gives the first changes and where to go on from.
+    first, (only,) = await client.changes(seq, limit=1)
+    assert (first, only.kind) == (seq + 1, "host")
+    rest, (then,) = await client.changes(first, limit=5)
+    assert (rest, then.kind) == (latest, "server")
+    for limit in ("0", "1.5", "100001", "x"):
+        resp = await http.get(lab.url + f"/changes?since={seq}&limit={limit}")
+        assert resp.status == 400 and "limit" in resp.json()["error"]["message"], limit
 
     # A repeated request changes nothing, so it reports nothing.
     await client.force_down("compute1", True)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from opendoctor.controller import lab as lab_driver
 from opendoctor.controller.lab import LabDriver
 from opendoctor.core.model import Host, Server, VimChange
 from opendoctor.core.ports import VimDriver, VimError
@@ -105,6 +106,42 @@ async def test_driver_change_feed(lab: LabRunner) -> None:
         assert forced and forced[-1] is not None and forced[-1].forced_down is True
         assert seen[-1].server is not None
         assert (seen[-1].server.id, seen[-1].server.status) == (vm.id, "ERROR")
+    finally:
+        with contextlib.suppress(Exception):
+            await feed.aclose()  # type: ignore[attr-defined]
+        await driver.close()
+
+
+async def test_driver_feed_reads_a_burst_in_bounded_polls_in_order(
+    lab: LabRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lab_driver, "FEED_BATCH", 2)
+    driver = LabDriver(lab.url, poll_wait=5)
+    feed = driver.changes()
+    try:
+        ids = [s.id for s in await driver.list_servers()]
+        first = asyncio.ensure_future(anext(feed))
+        enabled = True
+        while not first.done():
+            enabled = not enabled
+            await driver.set_host_enabled("compute3", enabled)
+            await asyncio.wait({first}, timeout=0.1)
+        # Every server in error, then back, in two requests: twelve changes that the
+        # feed reads two at a time, each once and in the lab's order.
+        assert await driver.reset_states(ids, "error") == {}
+        assert await driver.reset_states(ids, "active") == {}
+        seen: list[tuple[str, str]] = []
+
+        async def read() -> None:
+            async for change in feed:
+                if change.server is not None:
+                    seen.append((change.server.id, change.server.status))
+                if len(seen) == 2 * len(ids):
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read(), 10)
+        assert seen == [(i, "ERROR") for i in ids] + [(i, "ACTIVE") for i in ids]
     finally:
         with contextlib.suppress(Exception):
             await feed.aclose()  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from opendoctor.lab.spec import loss_problem, services_problem, version_problem
 
 MAX_WAIT = 60.0
 MAX_RESET = 10_000  # servers in one reset-state request
+MAX_CHANGES = 100_000  # changes in one answer of the change feed (all it keeps)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -254,7 +255,10 @@ async def changes(request: web.Request) -> web.Response:
     if since != int(since):
         raise LabError(400, "query parameter 'since' must be an integer")
     wait = min(_query_number(request, "wait", 0), MAX_WAIT)
-    seq, items = await _lab(request).changes.wait(int(since), wait)
+    limit = _query_number(request, "limit", MAX_CHANGES)
+    if limit != int(limit) or not 1 <= limit <= MAX_CHANGES:
+        raise LabError(400, f"query parameter 'limit' must be an integer from 1 to {MAX_CHANGES}")
+    seq, items = await _lab(request).changes.wait(int(since), wait, int(limit))
     return _json({"seq": seq, "changes": items})
 
 

@@ -170,12 +170,19 @@ class ChangeLog:
         start = max(0, since + 1 - self._items[0]["seq"])
         return self._items[start:]
 
-    async def wait(self, since: int, wait: float) -> tuple[int, list[dict[str, Any]]]:
-        """Changes newer than `since`, waiting up to `wait` seconds for one if there is none."""
+    async def wait(
+        self, since: int, wait: float, limit: int | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Changes newer than `since`, waiting up to `wait` seconds for one if there is
+        none; at most `limit` of them, and the sequence number of the last one given."""
         if since > self.seq:
             # The reader saw an earlier run of the lab: give it everything we have.
             since = 0
         if since == self.seq and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), wait)
-        return self.seq, self.after(since)
+        items = self.after(since)
+        if limit is not None and len(items) > limit:
+            items = items[:limit]
+            return items[-1]["seq"], items
+        return self.seq, items
