@@ -225,9 +225,15 @@ class Kill:
 CASES = {
     # The inspector handed the notifications over and waits to record the fault: the
     # standby handles the event again and hands them over again; the notifier, which
-    # has the alarms fired already, must not tell anyone twice.
+    # has the alarms fired already, must not tell anyone twice. A process's faults are
+    # saved together (group commit): each process waits in one statement.
     "inspector-after-handover": Kill(
-        "inspector", "faults", "SHARE", lambda first: first, unacked=PARTITIONS
+        "inspector",
+        "faults",
+        "SHARE",
+        lambda first: first,
+        unacked=PARTITIONS,
+        shared_wait=True,
     ),
     # The notifier waits to take up the alarm changes before matching: nothing it holds
     # has been sent, the standby sends it all, once.
