@@ -7,14 +7,14 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import ColumnElement, Table, delete, or_, select
+from sqlalchemy import Table, delete, select
 
 from opendoctor.core.faults import Fault, RecoveryItem
 from opendoctor.core.model import Event, Host, Server
 from opendoctor.infra.group_commit import GroupCommit
-from opendoctor.infra.group_read import GroupRead
+from opendoctor.store.batch_reads import BatchReads
 from opendoctor.store.bulk import insert_rows
-from opendoctor.store.db import Database, one_of
+from opendoctor.store.db import Database
 from opendoctor.store.event_journal import EventJournal
 from opendoctor.store.event_spool import EventSpool, spool_path
 from opendoctor.store.paging import after_marker
@@ -52,8 +52,8 @@ class EventStore:
         path = db.sqlite_file
         # Where the front loop keeps what it accepts (store/event_spool.py).
         self.spool = EventSpool(spool_path(path)) if path else None
-        # Concurrent batches' questions, asked together (infra/group_read.py).
-        self._processed: GroupRead[str, bool] = GroupRead(self._processed_now)
+        # Concurrent batches' questions, asked together, with the faults' (batch_reads).
+        self._reads = BatchReads.of(db)
 
     async def add(self, events: list[Event]) -> None:
         """Record accepted events; durable when this returns. A row the pipeline already
@@ -75,15 +75,8 @@ class EventStore:
 
     async def processed_among(self, event_ids: Collection[str]) -> set[str]:
         """Which of these events the pipeline already handled (one query, shared with
-        the other batches asking at the same time)."""
-        return set(await self._processed.read(event_ids))
-
-    async def _processed_now(self, event_ids: set[str]) -> dict[str, bool]:
-        among = one_of(self.db, EventRow.id, event_ids)
-        query = select(EventRow.id).where(among, EventRow.processed)
-        # A connection, not an ORM session: asked for every batch of the scaled-out bus.
-        async with self.db.reads.connect() as conn:
-            return dict.fromkeys(await conn.scalars(query), True)
+        the other batches asking at the same time, and their faults' question)."""
+        return await self._reads.processed_among(event_ids)
 
     async def unprocessed(self) -> list[Event]:
         async with self.db.sessions() as session:
@@ -149,7 +142,7 @@ _FAULT_COLUMNS = tuple(c for c in _fault_values(Fault("", "", "", 0.0)) if c != 
 class FaultStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._active: GroupRead[tuple[str, str | None], str] = GroupRead(self._active_now)
+        self._reads = BatchReads.of(db)
         # A storm saves its faults by the hundred at once (opened, marked, settled):
         # written together, one upsert per group (infra/group_commit.py).
         self._saves: GroupCommit[dict[str, Any]] = GroupCommit(self._write, lambda _: 1)
@@ -192,30 +185,7 @@ class FaultStore:
         no active fault is left out. Ids, not faults: asked for every batch of events of
         the scaled-out bus, the answer is mostly "the one known already", and whole
         rows (their timelines decoded) cost a storm a quarter of its CPU."""
-        return await self._active.read(resources)
-
-    async def _active_now(
-        self, wanted: set[tuple[str, str | None]]
-    ) -> dict[tuple[str, str | None], str]:
-        hosts = {h for h, i in wanted if i is None}
-        servers = {i for _, i in wanted if i is not None}
-        about: list[ColumnElement[bool]] = []
-        if hosts:
-            about.append(FaultRow.instance_id.is_(None) & one_of(self.db, FaultRow.hostname, hosts))
-        if servers:
-            about.append(one_of(self.db, FaultRow.instance_id, servers))
-        if not about:
-            return {}
-        query = select(FaultRow.id, FaultRow.hostname, FaultRow.instance_id).where(
-            FaultRow.status == "active", or_(*about)
-        )
-        found: dict[tuple[str, str | None], str] = {}
-        async with self.db.reads.connect() as conn:
-            for fault_id, hostname, instance_id in await conn.execute(query):
-                pair = (hostname, instance_id)
-                if pair in wanted:
-                    found.setdefault(pair, fault_id)
-        return found
+        return await self._reads.active_ids_among(resources)
 
     async def list(
         self, status: str | None = None, limit: int = 100, marker: str | None = None
