@@ -89,15 +89,7 @@ async def test_driver_change_feed(lab: LabRunner) -> None:
     feed = driver.changes()
     try:
         vm = (await driver.list_servers())[0]
-        # The feed starts from the moment iteration starts, which the test cannot see;
-        # keep making changes until one comes through, then check the order from there.
-        first = asyncio.ensure_future(anext(feed))
-        enabled = True
-        while not first.done():
-            enabled = not enabled
-            await driver.set_host_enabled("compute3", enabled)
-            await asyncio.wait({first}, timeout=0.1)
-        assert first.result().kind == "host"
+        assert (await _started(driver, feed)).kind == "host"
 
         await driver.force_down("compute1", True)
         await driver.reset_state(vm.id, "error")
@@ -120,12 +112,7 @@ async def test_driver_feed_reads_a_burst_in_bounded_polls_in_order(
     feed = driver.changes()
     try:
         ids = [s.id for s in await driver.list_servers()]
-        first = asyncio.ensure_future(anext(feed))
-        enabled = True
-        while not first.done():
-            enabled = not enabled
-            await driver.set_host_enabled("compute3", enabled)
-            await asyncio.wait({first}, timeout=0.1)
+        await _started(driver, feed)
         # Every server in error, then back, in two requests: twelve changes that the
         # feed reads two at a time, each once and in the lab's order.
         assert await driver.reset_states(ids, "error") == {}
@@ -146,6 +133,18 @@ async def test_driver_feed_reads_a_burst_in_bounded_polls_in_order(
         with contextlib.suppress(Exception):
             await feed.aclose()  # type: ignore[attr-defined]
         await driver.close()
+
+
+async def _started(driver: LabDriver, feed: AsyncIterator[VimChange]) -> VimChange:
+    """The feed starts from the moment iteration starts, which the test cannot see: keep
+    making changes until one comes through (the order is checked from there)."""
+    first = asyncio.ensure_future(anext(feed))
+    enabled = True
+    while not first.done():
+        enabled = not enabled
+        await driver.set_host_enabled("compute3", enabled)
+        await asyncio.wait({first}, timeout=0.1)
+    return first.result()
 
 
 async def _until_server_change(feed: AsyncIterator[VimChange]) -> list[VimChange]:
