@@ -29,7 +29,6 @@ HISTORY_COLUMNS = {column.name: column for column in HISTORY.c if column.name !=
 HISTORY_ORDER: Order = [("timestamp", True)]  # newest first, as Aodh
 
 
-# Bind names must differ from column names: SQLAlchemy reserves those for SET values.
 def _history_row(entry: HistoryEntry, writer: str) -> dict[str, Any]:
     return {
         "writer": writer,

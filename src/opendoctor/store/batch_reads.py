@@ -41,11 +41,6 @@ class BatchReads:
             reads = cls._each[db] = cls(db)
         return reads
 
-    @property
-    def queries(self) -> int:
-        """Statements made so far (the tests read it)."""
-        return self._read.queries
-
     async def processed_among(self, event_ids: Collection[str]) -> set[str]:
         found = await self._read.read([(EVENT, i) for i in event_ids])
         return {key[1] for key in found}

@@ -96,11 +96,15 @@ async def insert_rows(
     skip_conflicts_on: str | None,
     replace: Sequence[str] = (),
 ) -> None:
-    """Insert `rows` (every row the same keys, unique in `skip_conflicts_on`), in one
-    statement; with `skip_conflicts_on` (a unique column), a row whose value is taken is
-    left out, or with `replace`, the stored row takes these columns from it (an upsert)."""
+    """Insert `rows` (every row the same keys), in one statement; with
+    `skip_conflicts_on` (a unique column), a row whose value is taken is left out, or with
+    `replace`, the stored row takes these columns from it (an upsert; of rows given with
+    the same value, the last)."""
     if not rows:
         return
+    if skip_conflicts_on is not None and replace:
+        # One statement may set a row only once (PostgreSQL refuses a second time).
+        rows = list({row[skip_conflicts_on]: row for row in rows}.values())
     columns = tuple(rows[0])
     if conn.dialect.name == "postgresql":
         sql = _pg_insert_sql(table, columns, skip_conflicts_on, tuple(replace))

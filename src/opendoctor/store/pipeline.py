@@ -152,10 +152,9 @@ class FaultStore:
         await self._saves.write(_fault_values(fault))
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        # The latest picture of each fault: one statement sets a row once.
-        unique = list({row["id"]: row for row in rows}.values())
+        # Of a fault saved twice in the group, its later picture (`insert_rows`).
         async with self.db.engine.begin() as conn:
-            await insert_rows(conn, FAULTS, unique, "id", replace=_FAULT_COLUMNS)
+            await insert_rows(conn, FAULTS, rows, "id", replace=_FAULT_COLUMNS)
 
     async def close(self) -> None:
         await self._saves.close()
@@ -268,11 +267,11 @@ class ResourceStore:
         # the dataclass as it is (`asdict` copied each one first): the changes a storm's
         # marks bring back from the VIM took 15 ms of the loop per write.
         changed = ("name", "project_id", "host", "state", "data", "updated")
-        unique = list({row["id"]: row for row in rows}.values())  # one statement sets a row once
         async with self.db.engine.begin() as conn:
             # In statements of RESOURCE_ROWS: the loop runs other callbacks between them.
-            for start in range(0, len(unique), RESOURCE_ROWS):
-                chunk = unique[start : start + RESOURCE_ROWS]
+            # In order, so that of one resource given twice the later change stays.
+            for start in range(0, len(rows), RESOURCE_ROWS):
+                chunk = rows[start : start + RESOURCE_ROWS]
                 await insert_rows(conn, RESOURCES, chunk, "id", replace=changed)
 
     async def load(self) -> tuple[list[Host], list[Server]]:

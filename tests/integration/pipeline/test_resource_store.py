@@ -60,8 +60,8 @@ async def test_a_group_of_changes_is_a_few_statements_and_replaces_what_was_stor
         down = Host("compute1", "10.0.1.1", 4100, state="down", forced_down=True)
         with statements(db) as seen:
             await store.upsert([down], [*errored, again])
-        # 1,501 rows: a statement per RESOURCE_ROWS, not one per row.
-        assert len(starting(seen, "INSERT")) == -(-1501 // RESOURCE_ROWS)
+        # 1,502 rows given: a statement per RESOURCE_ROWS, not one per row.
+        assert len(starting(seen, "INSERT")) == -(-1502 // RESOURCE_ROWS)
         loaded, stored = await store.load()
         assert loaded == [down]
         by_id = {s.id: s for s in stored}
